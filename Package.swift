@@ -1,0 +1,46 @@
+// swift-tools-version:6.0
+// The Leffa training system. One target per layer; arrows point to what a target imports:
+//   shims (CBLAS, CMPI, CHDF5, CPNG, CJPEG) ← LeffaTensor (tensor + autograd) ← … ← executables
+import PackageDescription
+
+/// Numeric code is only usable optimised; -Ounchecked drops the overflow traps of hot index math.
+let fast: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+]
+
+/// A C library reached through pkg-config and a thin header of `static inline` functions
+/// (macros such as MPI_COMM_WORLD do not import into Swift on their own).
+func shim(_ name: String, _ pkg: String, apt: String) -> Target {
+    .systemLibrary(name: name, path: "Sources/\(name)", pkgConfig: pkg, providers: [.apt([apt])])
+}
+
+let package = Package(
+    name: "Leffa",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "LeffaTensor", targets: ["LeffaTensor"]),
+        .executable(name: "leffa-bench", targets: ["leffa-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        shim("CBLAS", "openblas", apt: "libopenblas-dev"),
+        shim("CMPI", "ompi-c", apt: "libopenmpi-dev"),
+        shim("CHDF5", "hdf5", apt: "libhdf5-dev"),
+        shim("CPNG", "libpng", apt: "libpng-dev"),
+        shim("CJPEG", "libjpeg", apt: "libjpeg62-turbo-dev"),
+
+        .target(name: "LeffaTensor", dependencies: ["CBLAS"], swiftSettings: fast),
+
+        .executableTarget(
+            name: "leffa-bench",
+            dependencies: ["LeffaTensor", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: fast),
+
+        .target(name: "TestSupport", dependencies: ["LeffaTensor"], path: "Tests/TestSupport", swiftSettings: fast),
+        .testTarget(name: "LeffaTensorTests", dependencies: ["LeffaTensor", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "ShimTests", dependencies: ["CBLAS", "CMPI", "CHDF5", "CPNG", "CJPEG"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,63 @@
+// Storage: a run of float32 numbers, 64-byte aligned, or a view into another storage.
+// Views let parameters and gradients live in one flat block that MPI buckets and checkpoints
+// slice directly. Not a tensor: no shape, no autograd.
+import Foundation
+
+public final class Storage: @unchecked Sendable {
+    /// First element. Valid for `count` floats while this object lives.
+    public let base: UnsafeMutablePointer<Float>
+    public let count: Int
+    /// Keeps the parent alive for a view; nil when this storage owns its memory.
+    private let parent: Storage?
+
+    /// Zero-filled, 64-byte aligned (AVX-512 line) memory.
+    public init(count: Int) {
+        precondition(count >= 0, "Storage: negative element count \(count)")
+        var raw: UnsafeMutableRawPointer? = nil
+        let bytes = max(count, 1) * MemoryLayout<Float>.stride
+        let rc = posix_memalign(&raw, 64, bytes)
+        guard rc == 0, let raw else { fatalError("Storage: cannot allocate \(bytes) bytes (posix_memalign \(rc))") }
+        memset(raw, 0, bytes)
+        base = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+        self.count = count
+        parent = nil
+        Storage.live.add(bytes)
+    }
+
+    /// A window `[offset, offset+count)` of `parent`; writes go to the parent's memory.
+    public init(viewOf parent: Storage, offset: Int, count: Int) {
+        precondition(offset >= 0 && count >= 0 && offset + count <= parent.count,
+                     "Storage view [\(offset), \(offset + count)) outside parent of \(parent.count)")
+        base = parent.base + offset
+        self.count = count
+        self.parent = parent
+    }
+
+    deinit {
+        if parent == nil {
+            Storage.live.add(-max(count, 1) * MemoryLayout<Float>.stride)
+            free(base)
+        }
+    }
+
+    public var buffer: UnsafeMutableBufferPointer<Float> { .init(start: base, count: count) }
+
+    /// Bytes of tensor memory alive now and at most since the last reset: how tests bound the
+    /// extra memory of an op without trusting the operating system's counters.
+    public static let live = MemoryCounter()
+}
+
+/// A thread-safe counter of bytes allocated by `Storage`, with a high-water mark.
+public final class MemoryCounter: @unchecked Sendable {
+    private var lock = NSLock()
+    private var current = 0
+    private var high = 0
+
+    func add(_ bytes: Int) {
+        lock.lock(); current += bytes; high = max(high, current); lock.unlock()
+    }
+    public var bytes: Int { lock.lock(); defer { lock.unlock() }; return current }
+    public var peakBytes: Int { lock.lock(); defer { lock.unlock() }; return high }
+    /// Start a new high-water mark at the current level.
+    public func resetPeak() { lock.lock(); high = current; lock.unlock() }
+}
