@@ -19,6 +19,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .library(name: "LeffaTensor", targets: ["LeffaTensor"]),
+        .library(name: "SafeTensors", targets: ["SafeTensors"]),
         .executable(name: "leffa-bench", targets: ["leffa-bench"]),
     ],
     dependencies: [
@@ -33,6 +34,8 @@ let package = Package(
 
         .target(name: "LeffaTensor", dependencies: ["CBLAS"], swiftSettings: fast),
 
+        .target(name: "SafeTensors", dependencies: ["LeffaTensor"], swiftSettings: fast),
+
         .executableTarget(
             name: "leffa-bench",
             dependencies: ["LeffaTensor", .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -40,6 +43,7 @@ let package = Package(
 
         .target(name: "TestSupport", dependencies: ["LeffaTensor"], path: "Tests/TestSupport", swiftSettings: fast),
         .testTarget(name: "LeffaTensorTests", dependencies: ["LeffaTensor", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "ShimTests", dependencies: ["CBLAS", "CMPI", "CHDF5", "CPNG", "CJPEG"]),
     ],
     swiftLanguageModes: [.v5]

@@ -1,0 +1,1 @@
+// safetensors reader/writer: see SafeTensorsFile.swift
