@@ -21,9 +21,11 @@ let package = Package(
         .library(name: "LeffaTensor", targets: ["LeffaTensor"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
         .executable(name: "leffa-bench", targets: ["leffa-bench"]),
+        .executable(name: "leffa-coord", targets: ["leffa-coord"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         shim("CBLAS", "openblas", apt: "libopenblas-dev"),
@@ -35,6 +37,14 @@ let package = Package(
         .target(name: "LeffaTensor", dependencies: ["CBLAS"], swiftSettings: fast),
 
         .target(name: "SafeTensors", dependencies: ["LeffaTensor"], swiftSettings: fast),
+        .target(name: "LeffaLayers", dependencies: ["LeffaTensor"], swiftSettings: fast),
+        .target(name: "LeffaModels", dependencies: ["LeffaLayers", "Yams"], swiftSettings: fast),
+        .target(name: "LeffaDiffusion", dependencies: ["LeffaLayers"], swiftSettings: fast),
+        .target(name: "LeffaTraining", dependencies: ["LeffaModels", "LeffaDiffusion", "SafeTensors"], swiftSettings: fast),
+        .executableTarget(
+            name: "leffa-coord",
+            dependencies: ["LeffaTraining", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: fast),
 
         .executableTarget(
             name: "leffa-bench",
@@ -43,6 +53,7 @@ let package = Package(
 
         .target(name: "TestSupport", dependencies: ["LeffaTensor"], path: "Tests/TestSupport", swiftSettings: fast),
         .testTarget(name: "LeffaTensorTests", dependencies: ["LeffaTensor", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "LeffaModelTests", dependencies: ["LeffaTraining", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "ShimTests", dependencies: ["CBLAS", "CMPI", "CHDF5", "CPNG", "CJPEG"]),
     ],

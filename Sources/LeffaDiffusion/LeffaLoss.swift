@@ -1,0 +1,103 @@
+// The Leffa loss (SPEC §3): each selected generative attention layer's target→reference attention,
+// averaged over heads, applied to the reference token grid's coordinates is a flow field; the
+// reference image warped by that flow (upsampled to image size) should match the target inside
+// the mask. The flow is computed by the memory-bounded attention kernel with values = coordinates,
+// so no n×n attention map is ever held.
+import Foundation
+import LeffaTensor
+import LeffaLayers
+
+public struct LeffaLossConfig: Codable, Equatable, Sendable {
+    /// Softmax temperature τ: scores are Q·Kᵀ / (√d · τ).
+    public var tau: Float = 2.0
+    /// λ in total = diffusion + λ · Leffa.
+    public var weight: Float = 1e-3
+    /// Samples with t ≥ threshold are gated out.
+    public var timestepThreshold: Int = 500
+    /// Layers whose token grid is at least this fraction of the image resolution.
+    public var minResolutionFraction: Float = 1.0 / 32
+    /// Explicit layer names, overriding the resolution cut when set.
+    public var layers: [String]? = nil
+
+    public init() {}
+    enum CodingKeys: String, CodingKey {
+        case tau, weight = "leffa_weight", timestepThreshold = "timestep_threshold"
+        case minResolutionFraction = "min_resolution_fraction", layers = "flow_layers"
+    }
+    public init(from d: Decoder) throws {
+        let c = try d.container(keyedBy: CodingKeys.self)
+        var s = LeffaLossConfig()
+        s.tau = try c.decodeIfPresent(Float.self, forKey: .tau) ?? s.tau
+        s.weight = try c.decodeIfPresent(Float.self, forKey: .weight) ?? s.weight
+        s.timestepThreshold = try c.decodeIfPresent(Int.self, forKey: .timestepThreshold) ?? s.timestepThreshold
+        s.minResolutionFraction = try c.decodeIfPresent(Float.self, forKey: .minResolutionFraction) ?? s.minResolutionFraction
+        s.layers = try c.decodeIfPresent([String].self, forKey: .layers)
+        self = s
+    }
+
+    /// The layers the loss uses, from all attention layers (name, downsampling factor vs. the
+    /// latent) at a given latent and image height.
+    public func selectLayers(_ all: [(name: String, factor: Int)], latentHeight: Int, imageHeight: Int) -> [String] {
+        if let layers { return layers }
+        return all.filter { Float(latentHeight / $0.factor) / Float(imageHeight) >= minResolutionFraction - 1e-7 }.map(\.name)
+    }
+}
+
+public struct LeffaLossResult {
+    /// Mean over the batch of gate · Σ_layers loss, shape [1].
+    public let loss: Tensor
+    /// Each layer's flow field (B, h_l, w_l, 2), (x, y) in [−1, 1].
+    public let flows: [(layer: String, flow: Tensor)]
+    /// Each layer's reference warped by its upsampled flow (B, 3, H, W).
+    public let warped: [(layer: String, image: Tensor)]
+}
+
+/// Token coordinates of an h×w grid, row-major, (x, y) with x, y = linspace(−1, 1), repeated
+/// for `heads` heads: (B, h·w, heads·2).
+func coordinateValues(batch: Int, height h: Int, width w: Int, heads: Int) -> Tensor {
+    let out = Tensor(zeros: [batch, h * w, heads * 2])
+    func lin(_ i: Int, _ n: Int) -> Float { n == 1 ? -1 : -1 + 2 * Float(i) / Float(n - 1) }
+    let p = out.data
+    for b in 0..<batch {
+        for r in 0..<h { for c in 0..<w {
+            let row = p + (b * h * w + r * w + c) * heads * 2
+            for k in 0..<heads { row[2 * k] = lin(c, w); row[2 * k + 1] = lin(r, h) }
+        } }
+    }
+    return out
+}
+
+/// The flow field of one probed layer: mean over heads of softmax(Q·Kᵀ/(√d·τ)) · C → (B, h, w, 2).
+public func flowField(_ probe: AttentionProbe, tau: Float) -> Tensor {
+    let b = probe.query.shape[0], n = probe.query.shape[1], c = probe.query.shape[2]
+    shapeCheck(n == probe.height * probe.width && probe.key.shape == probe.query.shape, "flowField(\(probe.layer))",
+               probe.query.shape, probe.key.shape, expected: "queries and keys of a \(probe.height)×\(probe.width) grid")
+    let d = c / probe.heads
+    let coords = coordinateValues(batch: b, height: probe.height, width: probe.width, heads: probe.heads)
+    let perHead = attention(probe.query, probe.key, coords, heads: probe.heads, scale: 1 / (Float(d).squareRoot() * tau))
+    let flow = mean(perHead.reshaped([b, n, probe.heads, 2]), axes: [2])   // (B, n, 2)
+    return flow.reshaped([b, probe.height, probe.width, 2])
+}
+
+/// Leffa loss over the probes of one forward pass.
+/// refImage, tgtImage (B, 3, H, W) in [−1, 1]; mask (B, 1, H, W); timesteps (B).
+public func leffaLoss(_ probes: [AttentionProbe], refImage: Tensor, tgtImage: Tensor, mask: Tensor,
+                      timesteps: [Int], config: LeffaLossConfig, keep: Bool = false) -> LeffaLossResult {
+    let b = refImage.shape[0], hh = refImage.shape[2], ww = refImage.shape[3]
+    shapeCheck(tgtImage.shape == refImage.shape && mask.shape == [b, 1, hh, ww] && timesteps.count == b,
+               "leffaLoss", refImage.shape, tgtImage.shape, mask.shape, expected: "images (B,3,H,W), mask (B,1,H,W), B timesteps")
+    let gate = Tensor(timesteps.map { $0 < config.timestepThreshold ? Float(1) : 0 }, shape: [b])
+    var total: Tensor? = nil
+    var flows: [(String, Tensor)] = [], warped: [(String, Tensor)] = []
+    for probe in probes {
+        let flow = flowField(probe, tau: config.tau)                                  // (B, h, w, 2)
+        let grid = resizeBilinear(flow.permuted([0, 3, 1, 2]), size: (hh, ww)).permuted([0, 2, 3, 1])  // (B, H, W, 2)
+        let warp = gridSample(refImage, grid)                                          // (B, 3, H, W)
+        let diff = (tgtImage - warp) * mask
+        let perSample = mean(diff * diff, axes: [1, 2, 3])                             // (B)
+        total = total.map { $0 + perSample } ?? perSample
+        if keep { flows.append((probe.layer, flow)); warped.append((probe.layer, warp)) }
+    }
+    let loss = total.map { mean($0 * gate) } ?? Tensor(zeros: [1])
+    return LeffaLossResult(loss: loss, flows: flows, warped: warped)
+}

@@ -1,0 +1,33 @@
+// The DDPM noise schedule of SD1.5: 1000 steps, "scaled_linear" betas from 0.00085 to 0.012,
+// epsilon prediction. Computed in double precision, as diffusers does in float64 then casts.
+import Foundation
+import LeffaTensor
+
+public struct NoiseSchedule: Sendable {
+    public let steps: Int
+    public let betas: [Double]
+    public let alphasCumprod: [Double]
+
+    public init(steps: Int = 1000, betaStart: Double = 0.00085, betaEnd: Double = 0.012) {
+        precondition(steps >= 2, "NoiseSchedule: need at least 2 steps, got \(steps)")
+        let a = betaStart.squareRoot(), b = betaEnd.squareRoot()
+        betas = (0..<steps).map { i in let r = a + (b - a) * Double(i) / Double(steps - 1); return r * r }
+        var acc = 1.0
+        alphasCumprod = betas.map { acc *= 1 - $0; return acc }
+        self.steps = steps
+    }
+
+    /// x_t = √ᾱ_t · x₀ + √(1−ᾱ_t) · ε, per sample (x₀ and ε (B, …), one timestep per sample).
+    public func addNoise(_ x0: Tensor, noise: Tensor, timesteps: [Int]) -> Tensor {
+        shapeCheck(x0.shape == noise.shape && timesteps.count == x0.shape[0], "NoiseSchedule.addNoise", x0.shape, noise.shape)
+        let b = x0.shape[0], per = x0.count / max(b, 1)
+        let out = Tensor(zeros: x0.shape)
+        for s in 0..<b {
+            let ac = alphasCumprod[timesteps[s]]
+            let ca = Float(ac.squareRoot()), cn = Float((1 - ac).squareRoot())
+            let p = x0.data + s * per, q = noise.data + s * per, o = out.data + s * per
+            for i in 0..<per { o[i] = ca * p[i] + cn * q[i] }
+        }
+        return out
+    }
+}

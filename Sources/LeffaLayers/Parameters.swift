@@ -1,0 +1,124 @@
+// Named parameters in one flat block. Modules register parameters under dotted names that are
+// exactly the published state dict's (`unet.down_blocks.0.resnets.0.conv1.weight`); `flatten()`
+// then moves every value into one allocation and gives every parameter a gradient view into a
+// second one, so MPI buckets, optimizers and checkpoints all slice the same two blocks.
+import LeffaTensor
+
+/// One trainable array and its dotted name.
+public final class Parameter {
+    public let name: String
+    public let shape: [Int]
+    /// The current value (a view into the flat block after `flatten()`).
+    public internal(set) var value: Tensor
+    /// Offset of this parameter in the flat blocks (valid after `flatten()`).
+    public internal(set) var offset = 0
+
+    init(name: String, value: Tensor) {
+        self.name = name
+        self.shape = value.shape
+        self.value = value
+    }
+    public var count: Int { value.count }
+    public var grad: Tensor? { value.grad }
+}
+
+/// The parameters of a model in registration order, with their flat value and gradient blocks.
+public final class ParameterSet {
+    public private(set) var all: [Parameter] = []
+    private var index: [String: Parameter] = [:]
+    public private(set) var values: Tensor? = nil
+    public private(set) var grads: Tensor? = nil
+
+    public init() {}
+
+    func register(_ name: String, _ value: Tensor) -> Parameter {
+        precondition(index[name] == nil, "parameter \(name) registered twice")
+        precondition(values == nil, "parameter \(name) registered after flatten()")
+        let p = Parameter(name: name, value: value.requiringGrad())
+        all.append(p)
+        index[name] = p
+        return p
+    }
+
+    public subscript(name: String) -> Parameter? { index[name] }
+    public var names: [String] { all.map(\.name) }
+    public var count: Int { all.reduce(0) { $0 + $1.count } }
+
+    /// Moves every value into one block and attaches gradient views into a second block.
+    public func flatten() {
+        guard values == nil else { return }
+        let total = count
+        let v = Tensor(zeros: [total]), g = Tensor(zeros: [total])
+        var off = 0
+        for p in all {
+            let n = p.count
+            (v.data + off).update(from: p.value.data, count: n)
+            let view = Tensor(shape: p.shape, storage: Storage(viewOf: v.storage, offset: off, count: n)).requiringGrad()
+            view.setGradBuffer(Tensor(shape: p.shape, storage: Storage(viewOf: g.storage, offset: off, count: n)))
+            p.value = view
+            p.offset = off
+            off += n
+        }
+        values = v; grads = g
+    }
+
+    /// Zeroes every gradient (one memset over the flat block when flattened).
+    public func zeroGrads() {
+        if let grads { grads.data.update(repeating: 0, count: grads.count) } else { all.forEach { $0.value.zeroGrad() } }
+    }
+
+    /// The parameters whose names start with `prefix`.
+    public func with(prefix: String) -> [Parameter] { all.filter { $0.name.hasPrefix(prefix) } }
+}
+
+/// Where a module registers its parameters: a set plus a dotted prefix, and the seed that makes
+/// initial values a pure function of (seed, parameter name).
+public struct Scope {
+    public let set: ParameterSet
+    public let prefix: String
+    public let seed: UInt64
+
+    public init(_ set: ParameterSet, prefix: String = "", seed: UInt64 = 0) {
+        self.set = set; self.prefix = prefix; self.seed = seed
+    }
+
+    /// A child scope: `scope / "down_blocks" / 0`.
+    public static func / (s: Scope, name: String) -> Scope {
+        Scope(s.set, prefix: s.prefix.isEmpty ? name : s.prefix + "." + name, seed: s.seed)
+    }
+    public static func / (s: Scope, i: Int) -> Scope { s / String(i) }
+
+    public func fullName(_ name: String) -> String { prefix.isEmpty ? name : prefix + "." + name }
+
+    /// Registers a parameter initialised by `initial`.
+    public func param(_ name: String, _ shape: [Int], _ initial: Init) -> Parameter {
+        let full = fullName(name)
+        return set.register(full, initial.make(shape, key: CounterRNG.key(seed, stableHash(full))))
+    }
+}
+
+/// How a parameter starts. PyTorch's defaults, so a model trained from scratch behaves like one
+/// built by the published code.
+public enum Init {
+    case zeros, ones
+    /// U(−bound, bound).
+    case uniform(Float)
+    /// nn.Conv2d / nn.Linear weights and biases: U(±1/√fan_in) (kaiming_uniform with a = √5).
+    case fanIn(Int)
+
+    func make(_ shape: [Int], key: UInt64) -> Tensor {
+        switch self {
+        case .zeros: return Tensor(zeros: shape)
+        case .ones: return Tensor(repeating: 1, shape: shape)
+        case .uniform(let b): return Tensor.uniform(shape, seed: key, in: -b...b)
+        case .fanIn(let n): let b = 1 / Float(max(n, 1)).squareRoot(); return Tensor.uniform(shape, seed: key, in: -b...b)
+        }
+    }
+}
+
+/// FNV-1a: a hash of a name that is the same in every process and every run.
+public func stableHash(_ s: String) -> UInt64 {
+    var h: UInt64 = 0xCBF2_9CE4_8422_2325
+    for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
+    return h
+}

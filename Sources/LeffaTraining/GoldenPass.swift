@@ -1,0 +1,58 @@
+// One complete forward and backward pass of the Leffa model on given inputs, producing every
+// tensor the golden fixture holds (`out.*`, `grad.*`). `leffa-coord debug forward` writes it to
+// safetensors; the golden test compares it with ../shared/fixtures/leffa_tiny.
+import LeffaTensor
+import LeffaLayers
+import LeffaModels
+import LeffaDiffusion
+
+public enum GoldenPass {
+    /// Inputs named like the fixture's: in.x (B,12,h,w), in.ref_latent (B,4,h,w), in.img_ref,
+    /// in.img_tgt (B,3,H,W), in.mask (B,1,H,W), in.noise (B,4,h,w); timesteps (in.t) as integers.
+    public struct Inputs {
+        public var x, refLatent, imgRef, imgTgt, mask, noise: Tensor
+        public var timesteps: [Int]
+        public init(x: Tensor, refLatent: Tensor, imgRef: Tensor, imgTgt: Tensor, mask: Tensor, noise: Tensor, timesteps: [Int]) {
+            self.x = x; self.refLatent = refLatent; self.imgRef = imgRef; self.imgTgt = imgTgt
+            self.mask = mask; self.noise = noise; self.timesteps = timesteps
+        }
+        /// The input names this pass reads.
+        public static let names = ["in.x", "in.ref_latent", "in.t", "in.img_ref", "in.img_tgt", "in.mask", "in.noise"]
+    }
+
+    /// Runs the pass; outputs in a stable order. `grads` adds grad.unet.* and grad.unet_encoder.*
+    /// for every parameter of the two UNets.
+    public static func run(_ model: LeffaModel, loss config: LeffaLossConfig, inputs i: Inputs, grads: Bool = true) throws -> [(String, Tensor)] {
+        let latentH = i.x.shape[2], imageH = i.imgRef.shape[2]
+        let layers = config.selectLayers(UNet2DConditionModel.attentionLayers(model.config.unet), latentHeight: latentH, imageHeight: imageH)
+        var out: [(String, Tensor)] = []
+        model.parameters.zeroGrads()
+
+        let ts = i.timesteps.map(Float.init)
+        let (eps, ctx) = try model.denoise(x: i.x, refLatent: i.refLatent, timesteps: ts, probeLayers: Set(layers))
+        let diffusion = mse(eps, i.noise)
+        let leffa = leffaLoss(ctx.probes, refImage: i.imgRef, tgtImage: i.imgTgt, mask: i.mask, timesteps: i.timesteps, config: config, keep: true)
+        let total = diffusion + leffa.loss * config.weight
+
+        for (k, f) in ctx.features.enumerated() { out.append(("out.ref_feature.\(k)", f.detached())) }
+        out.append(("out.eps", eps.detached()))
+        for (layer, flow) in leffa.flows { out.append(("out.flow.\(layer)", flow.detached())) }
+        out.append(("out.diffusion_loss", diffusion.detached()))
+        out.append(("out.leffa_loss", leffa.loss.detached()))
+        out.append(("out.total_loss", total.detached()))
+
+        if grads {
+            total.backward()
+            for p in model.parameters(of: "unet") + model.parameters(of: "unet_encoder") {
+                out.append(("grad." + p.name, (p.grad ?? Tensor(zeros: p.shape)).copy()))
+            }
+        }
+        GradMode.withoutGrad {
+            let posterior = model.vae.encode(i.imgTgt)
+            out.append(("out.vae.mean", posterior.mean))
+            out.append(("out.vae.logvar", posterior.logvar))
+            out.append(("out.vae.decoded", model.vae.decode(i.refLatent)))
+        }
+        return out
+    }
+}

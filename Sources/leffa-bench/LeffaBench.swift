@@ -1,0 +1,84 @@
+// leffa-bench: measured numbers for the engine (and later the trainer), as a table on stdout and a
+// JSON file. Every speed is also given relative to an anchor measured in the same run (sgemm peak),
+// because this machine is noisy and only ratios compare across runs.
+import ArgumentParser
+import Foundation
+import LeffaTensor
+
+@main
+struct LeffaBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "leffa-bench",
+        abstract: "Benchmarks of the Leffa training system.",
+        subcommands: [EngineBench.self],
+        defaultSubcommand: EngineBench.self)
+}
+
+/// Options every benchmark shares.
+struct BenchOptions: ParsableArguments {
+    @Option(help: "Kernel threads (default: LEFFA_THREADS, else cores ÷ local MPI ranks).")
+    var threads: Int?
+    @Option(help: "Timed repetitions per case (the median is reported).")
+    var repeats: Int = 5
+    @Option(help: "Where to write the JSON results.")
+    var json: String = "bench-results/engine.json"
+    @Flag(help: "Small shapes only: a smoke run that finishes in seconds.")
+    var quick = false
+
+    func apply() {
+        if let threads { Parallel.threads = threads }
+    }
+}
+
+/// Median and best wall time of `body` over `repeats` runs after one warm-up.
+func timeit(repeats: Int, _ body: () -> Void) -> (median: Double, best: Double) {
+    body()
+    var times: [Double] = []
+    for _ in 0..<max(repeats, 1) {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        body()
+        times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+    }
+    times.sort()
+    return (times[times.count / 2], times[0])
+}
+
+/// One row of a benchmark table.
+struct BenchRow: Codable {
+    var name: String
+    var shape: String
+    var gflop: Double
+    var seconds: Double
+    var bestSeconds: Double
+    var gflops: Double { gflop / seconds }
+    var fractionOfPeak: Double?
+
+    enum CodingKeys: String, CodingKey { case name, shape, gflop, seconds, bestSeconds = "best_seconds", gflops, fractionOfPeak = "fraction_of_peak" }
+    func encode(to e: Encoder) throws {
+        var c = e.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name); try c.encode(shape, forKey: .shape)
+        try c.encode(gflop, forKey: .gflop); try c.encode(seconds, forKey: .seconds)
+        try c.encode(bestSeconds, forKey: .bestSeconds); try c.encode(gflops, forKey: .gflops)
+        try c.encodeIfPresent(fractionOfPeak, forKey: .fractionOfPeak)
+    }
+}
+
+func printTable(_ rows: [BenchRow]) {
+    let header = "name".padding(toLength: 26, withPad: " ", startingAt: 0) + "shape".padding(toLength: 34, withPad: " ", startingAt: 0)
+        + "   ms(med)    ms(best)   GFLOP/s   of peak"
+    print(header)
+    print(String(repeating: "-", count: header.count))
+    for r in rows {
+        let frac = r.fractionOfPeak.map { String(format: "%6.1f %%", 100 * $0) } ?? "      -"
+        print(r.name.padding(toLength: 26, withPad: " ", startingAt: 0) + r.shape.padding(toLength: 34, withPad: " ", startingAt: 0)
+              + String(format: "%10.2f  %10.2f  %8.1f   ", r.seconds * 1e3, r.bestSeconds * 1e3, r.gflops) + frac)
+    }
+}
+
+func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
+    let url = URL(fileURLWithPath: path)
+    try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try enc.encode(value).write(to: url, options: .atomic)
+}
