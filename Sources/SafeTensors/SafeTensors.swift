@@ -1,1 +1,0 @@
-// safetensors reader/writer: see SafeTensorsFile.swift
