@@ -18,7 +18,7 @@ import Foundation
 /// measured on a 2-core Zen 4 (see the commit message): tiles of scores stay in the L2 cache.
 enum AttentionTiling {
     /// Forward: query rows per work item and keys per score tile.
-    nonisolated(unsafe) static var forwardQueries = 128
+    nonisolated(unsafe) static var forwardQueries = 192
     nonisolated(unsafe) static var forwardKeys = 512
     /// Backward: query rows and keys per recomputed score tile.
     nonisolated(unsafe) static var backwardQueries = 128
