@@ -29,6 +29,17 @@ func opsRunsBitIdentical(_ inputs: [Tensor], file: StaticString = #filePath, lin
     }
 }
 
+/// Tensor bytes an op keeps alive beyond its output once the graph is recorded (inputs needing a
+/// gradient): its backward closure's captures. Views of the inputs cost nothing; a copy would.
+func opsExtraRetainedBytes(_ inputs: [Tensor], _ f: ([Tensor]) -> Tensor) -> Int {
+    let xs = inputs.map { $0.copy().requiringGrad() }
+    let before = Storage.live.bytes
+    let y = f(xs)
+    let extra = Storage.live.bytes - before - y.count * MemoryLayout<Float>.stride
+    withExtendedLifetime(y) {}
+    return extra
+}
+
 /// Double-precision group norm written straight from the PyTorch definition.
 private func groupNormReference(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Double) -> [Float] {
     let B = x.shape[0], C = x.shape[1], S = x.count / (B * C), cpg = C / groups
@@ -138,6 +149,13 @@ final class NormalizationTests: XCTestCase {
         let w = Tensor.randn([10], seed: 19)
         let onlyW = checkGradients([w]) { layerNorm(x, weight: $0[0], bias: nil, eps: 1e-5) }
         XCTAssertTrue(onlyW.ok, "\(onlyW)")
+    }
+
+    func testBackwardCapturesNoCopies() {
+        let x = Tensor.randn([2, 8, 6, 5], seed: 26), w = Tensor.randn([8], seed: 27), b = Tensor.randn([8], seed: 28)
+        XCTAssertEqual(opsExtraRetainedBytes([x, w, b]) { groupNorm($0[0], groups: 4, weight: $0[1], bias: $0[2], eps: 1e-5) }, 0)
+        let t = Tensor.randn([3, 4, 8], seed: 29), lw = Tensor.randn([8], seed: 30)
+        XCTAssertEqual(opsExtraRetainedBytes([t, lw]) { layerNorm($0[0], weight: $0[1], bias: nil, eps: 1e-5) }, 0)
     }
 
     func testNormalizationIsThreadCountInvariant() {

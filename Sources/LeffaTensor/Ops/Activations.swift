@@ -41,12 +41,12 @@ public func silu(_ x: Tensor) -> Tensor {
 @inline(__always)
 func geluValue(_ v: Float) -> Float { v * 0.5 * (1 + erf(v * geluAlpha)) }
 
-/// dGELU/dx = Φ(x) + x·φ(x).
+/// (GELU(x), dGELU/dx = Φ(x) + x·φ(x)) with one erf and one exp.
 @inline(__always)
-func geluDerivative(_ v: Float) -> Float {
+func geluWithDerivative(_ v: Float) -> (Float, Float) {
     let cdf = 0.5 * (1 + erf(v * geluAlpha))
     let pdf = exp(-0.5 * v * v) * geluBeta
-    return cdf + v * pdf
+    return (v * cdf, cdf + v * pdf)
 }
 
 public func gelu(_ x: Tensor) -> Tensor {
@@ -57,7 +57,7 @@ public func gelu(_ x: Tensor) -> Tensor {
     return out.recording("gelu", [x]) { g in
         let gx = Tensor(zeros: xv.shape), p = xv.data, pg = g.data, q = gx.data
         Parallel.for(xv.count, grain: transcendentalGrain) { r in
-            for i in r { q[i] = pg[i] * geluDerivative(p[i]) }
+            for i in r { q[i] = pg[i] * geluWithDerivative(p[i]).1 }
         }
         return [gx]
     }
@@ -87,8 +87,9 @@ public func geglu(_ x: Tensor) -> Tensor {
                 let v = p + row * 2 * D, gate = v + D, gr = pg + row * D
                 let dv = q + row * 2 * D, dgate = dv + D
                 for j in 0..<D {
-                    dv[j] = gr[j] * geluValue(gate[j])
-                    dgate[j] = gr[j] * v[j] * geluDerivative(gate[j])
+                    let (value, slope) = geluWithDerivative(gate[j])
+                    dv[j] = gr[j] * value
+                    dgate[j] = gr[j] * v[j] * slope
                 }
             }
         }
