@@ -41,41 +41,56 @@ func opsExtraRetainedBytes(_ inputs: [Tensor], _ f: ([Tensor]) -> Tensor) -> Int
 }
 
 /// Double-precision group norm written straight from the PyTorch definition.
-private func groupNormReference(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Double) -> [Float] {
-    let B = x.shape[0], C = x.shape[1], S = x.count / (B * C), cpg = C / groups
-    var out = [Float](repeating: 0, count: x.count)
+private func groupNormDouble(_ x: [Double], _ shape: [Int], groups: Int, weight: [Double]?, bias: [Double]?, eps: Double) -> [Double] {
+    let B = shape[0], C = shape[1], S = x.count / (B * C), cpg = C / groups
+    var out = [Double](repeating: 0, count: x.count)
     for b in 0..<B {
         for g in 0..<groups {
-            var values: [Double] = []
-            for c in (g * cpg)..<((g + 1) * cpg) { for s in 0..<S { values.append(Double(x[(b * C + c) * S + s])) } }
-            let m = values.reduce(0, +) / Double(values.count)
-            let v = values.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(values.count)
-            for c in (g * cpg)..<((g + 1) * cpg) {
-                for s in 0..<S {
-                    let i = (b * C + c) * S + s
-                    let w = weight.map { Double($0[c]) } ?? 1, bb = bias.map { Double($0[c]) } ?? 0
-                    out[i] = Float((Double(x[i]) - m) / (v + eps).squareRoot() * w + bb)
-                }
+            let range = ((b * C + g * cpg) * S)..<((b * C + (g + 1) * cpg) * S)
+            let m = x[range].reduce(0, +) / Double(range.count)
+            let v = x[range].map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(range.count)
+            for i in range {
+                let c = (i / S) % C
+                out[i] = (x[i] - m) / (v + eps).squareRoot() * (weight?[c] ?? 1) + (bias?[c] ?? 0)
             }
         }
     }
     return out
 }
 
+private func groupNormReference(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Double) -> [Float] {
+    groupNormDouble(x.scalars.map(Double.init), x.shape, groups: groups, weight: weight?.scalars.map(Double.init),
+                    bias: bias?.scalars.map(Double.init), eps: eps).map { Float($0) }
+}
+
 /// Double-precision layer norm over the last dimension.
-private func layerNormReference(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Double) -> [Float] {
-    let C = x.dim(-1), rows = x.count / C
-    var out = [Float](repeating: 0, count: x.count)
-    for r in 0..<rows {
-        let values = (0..<C).map { Double(x[r * C + $0]) }
-        let m = values.reduce(0, +) / Double(C)
-        let v = values.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(C)
-        for j in 0..<C {
-            let w = weight.map { Double($0[j]) } ?? 1, b = bias.map { Double($0[j]) } ?? 0
-            out[r * C + j] = Float((values[j] - m) / (v + eps).squareRoot() * w + b)
-        }
+private func layerNormDouble(_ x: [Double], C: Int, weight: [Double]?, bias: [Double]?, eps: Double) -> [Double] {
+    var out = [Double](repeating: 0, count: x.count)
+    for r in 0..<(x.count / C) {
+        let row = x[(r * C)..<((r + 1) * C)]
+        let m = row.reduce(0, +) / Double(C)
+        let v = row.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(C)
+        for j in 0..<C { out[r * C + j] = (x[r * C + j] - m) / (v + eps).squareRoot() * (weight?[j] ?? 1) + (bias?[j] ?? 0) }
     }
     return out
+}
+
+private func layerNormReference(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Double) -> [Float] {
+    layerNormDouble(x.scalars.map(Double.init), C: x.dim(-1), weight: weight?.scalars.map(Double.init),
+                    bias: bias?.scalars.map(Double.init), eps: eps).map { Float($0) }
+}
+
+/// Gradients of Σ f(inputs)·R by central differences of a Double function (step 1e-6): accurate to
+/// ~1e-8, so a float backward can be held to the golden-gradient tolerance rather than FD's 2e-2.
+private func doubleDifferences(_ inputs: [[Double]], weights: [Double], _ f: ([[Double]]) -> [Double]) -> [[Double]] {
+    func loss(_ xs: [[Double]]) -> Double { zip(f(xs), weights).map { $0 * $1 }.reduce(0, +) }
+    return inputs.indices.map { k in
+        inputs[k].indices.map { i in
+            var p = inputs, m = inputs
+            p[k][i] += 1e-6; m[k][i] -= 1e-6
+            return (loss(p) - loss(m)) / 2e-6
+        }
+    }
 }
 
 final class NormalizationTests: XCTestCase {
@@ -120,6 +135,32 @@ final class NormalizationTests: XCTestCase {
         let params = checkGradients([w, b]) { groupNorm(xc, groups: 6, weight: $0[0], bias: $0[1], eps: 1e-5) }
         XCTAssertTrue(params.ok, "\(params)")
         XCTAssertNil(xc.grad)
+    }
+
+    func testGradientsMatchDoubleDifferences() {
+        let x = Tensor.randn([2, 4, 3, 5], seed: 31, scale: 2) + 3
+        let w = Tensor.randn([4], seed: 32), b = Tensor.randn([4], seed: 33)
+        let r = Tensor.randn(x.shape, seed: 34)
+        let xs = [x, w, b].map { $0.copy().requiringGrad() }
+        groupNorm(xs[0], groups: 2, weight: xs[1], bias: xs[2], eps: 1e-5).backward(r)
+        let ref = doubleDifferences([x, w, b].map { $0.scalars.map(Double.init) }, weights: r.scalars.map(Double.init)) {
+            groupNormDouble($0[0], x.shape, groups: 2, weight: $0[1], bias: $0[2], eps: 1e-5)
+        }
+        for k in 0..<3 {
+            let e = worstError(xs[k].grad!.scalars, ref[k].map { Float($0) }, Tolerances.goldenGradient)
+            XCTAssertLessThanOrEqual(e.ratio, 1, "groupNorm input \(k): worst at \(e.index)")
+        }
+        let t = Tensor.randn([3, 5, 19], seed: 35, scale: 2) + (-1)
+        let lw = Tensor.randn([19], seed: 36), lb = Tensor.randn([19], seed: 37), lr = Tensor.randn(t.shape, seed: 38)
+        let ts = [t, lw, lb].map { $0.copy().requiringGrad() }
+        layerNorm(ts[0], weight: ts[1], bias: ts[2], eps: 1e-5).backward(lr)
+        let lref = doubleDifferences([t, lw, lb].map { $0.scalars.map(Double.init) }, weights: lr.scalars.map(Double.init)) {
+            layerNormDouble($0[0], C: 19, weight: $0[1], bias: $0[2], eps: 1e-5)
+        }
+        for k in 0..<3 {
+            let e = worstError(ts[k].grad!.scalars, lref[k].map { Float($0) }, Tolerances.goldenGradient)
+            XCTAssertLessThanOrEqual(e.ratio, 1, "layerNorm input \(k): worst at \(e.index)")
+        }
     }
 
     func testLayerNormMatchesDoubleReference() {

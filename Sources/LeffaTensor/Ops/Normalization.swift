@@ -293,7 +293,8 @@ public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float) -
             partW.withUnsafeMutableBufferPointer { pwb in
                 partB.withUnsafeMutableBufferPointer { pbb in
                     let pw = wv.map { UnsafePointer($0.data) } ?? ub.baseAddress!
-                    let qW = pwb.baseAddress, qB = pbb.baseAddress, pgx = gx?.data
+                    // (An empty array's buffer may still have a base address: test `wantParams`, not nil.)
+                    let qW = wantParams ? pwb.baseAddress : nil, qB = wantParams ? pbb.baseAddress : nil, pgx = gx?.data
                     meanHi.withUnsafeBufferPointer { hb in meanLo.withUnsafeBufferPointer { lb in
                         rstd.withUnsafeBufferPointer { rb in
                             let pHi = hb.baseAddress!, pLo = lb.baseAddress!, pr = rb.baseAddress!

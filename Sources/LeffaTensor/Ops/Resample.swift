@@ -187,10 +187,17 @@ private struct GridPoint {
     init(_ gx: Float, _ gy: Float, width W: Int, height H: Int) {
         ix = ((gx + 1) / 2) * Float(W - 1)
         iy = ((gy + 1) / 2) * Float(H - 1)
-        let fx = ix.rounded(.down), fy = iy.rounded(.down)
-        // Far outside (or NaN) points have no corner inside; clamp before converting to Int.
-        x0 = fx.isFinite ? Int(max(min(fx, Float(W + 1)), -2)) : -2
-        y0 = fy.isFinite ? Int(max(min(fy, Float(H + 1)), -2)) : -2
+        x0 = GridPoint.floorIndex(ix, Float(W + 1))
+        y0 = GridPoint.floorIndex(iy, Float(H + 1))
+    }
+    /// ⌊v⌋ for v in [−2, hi]; v below (or NaN) gives −2 and v above gives hi: either way no corner
+    /// is inside, which is all that matters for such points. Clamping first keeps the Int conversion
+    /// defined, and truncation plus a fix-up avoids a libm `floorf` call on baseline x86-64.
+    @inline(__always)
+    static func floorIndex(_ v: Float, _ hi: Float) -> Int {
+        let c = v >= -2 ? (v <= hi ? v : hi) : -2
+        let t = Int(c)
+        return Float(t) > c ? t - 1 : t
     }
     /// Distances to the corners: (x − x0, x0+1 − x, y − y0, y0+1 − y).
     @inline(__always) var dxw: Float { ix - Float(x0) }
