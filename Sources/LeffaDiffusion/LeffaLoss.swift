@@ -101,3 +101,21 @@ public func leffaLoss(_ probes: [AttentionProbe], refImage: Tensor, tgtImage: Te
     let loss = total.map { mean($0 * gate) } ?? Tensor(zeros: [1])
     return LeffaLossResult(loss: loss, flows: flows, warped: warped)
 }
+
+extension LeffaLossConfig {
+    /// Reads loss settings from a JSON/YAML file's top level or its `leffa:` section; absent
+    /// fields keep their defaults.
+    public static func load(path: String) throws -> LeffaLossConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw LeffaLossConfigError(message: "\(path): cannot read the config")
+        }
+        if let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+            let section = (json["leffa"] as? [String: Any]) ?? json
+            do { return try JSONDecoder().decode(LeffaLossConfig.self, from: JSONSerialization.data(withJSONObject: section)) }
+            catch { throw LeffaLossConfigError(message: "\(path): loss settings: \(error)") }
+        }
+        return LeffaLossConfig()
+    }
+}
+
+public struct LeffaLossConfigError: Error, CustomStringConvertible { public let message: String; public var description: String { message } }

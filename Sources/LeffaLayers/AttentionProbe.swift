@@ -10,5 +10,9 @@ public struct AttentionProbe {
     public let key: Tensor            // (B, n, C), the reference tokens' keys
     public let heads: Int
     public let height: Int, width: Int // token grid h_l × w_l
+
+    public init(layer: String, query: Tensor, key: Tensor, heads: Int, height: Int, width: Int) {
+        self.layer = layer; self.query = query; self.key = key; self.heads = heads; self.height = height; self.width = width
+    }
 }
 

@@ -179,7 +179,7 @@ extension ModelConfig {
             var merged = try encoded(base).mapping ?? Yams.Node.Mapping([])
             guard let m = section.mapping else { throw ModelError.badConfig("\(source): field \(key): expected a mapping") }
             for (k, v) in m { merged[k] = v }
-            do { return try YAMLDecoder().decode(T.self, from: Yams.Node(merged)) } catch let e as DecodingError {
+            do { return try YAMLDecoder().decode(T.self, from: Yams.Node.mapping(merged)) } catch let e as DecodingError {
                 throw ModelError.badConfig("\(source): field \(key).\(describe(e))")
             }
         }

@@ -44,7 +44,7 @@ func timeit(repeats: Int, _ body: () -> Void) -> (median: Double, best: Double) 
 }
 
 /// One row of a benchmark table.
-struct BenchRow: Codable {
+struct BenchRow: Encodable {
     var name: String
     var shape: String
     var gflop: Double

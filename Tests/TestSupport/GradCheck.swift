@@ -5,6 +5,7 @@ import LeffaTensor
 /// A relative/absolute tolerance with the reason it is what it is.
 public struct Tolerance: Sendable {
     public let rtol: Float, atol: Float, why: String
+    public init(rtol: Float, atol: Float, why: String) { self.rtol = rtol; self.atol = atol; self.why = why }
     public func accepts(_ a: Float, _ b: Float) -> Bool { abs(a - b) <= atol + rtol * max(abs(a), abs(b)) }
 }
 
