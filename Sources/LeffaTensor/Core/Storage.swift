@@ -10,9 +10,21 @@ public final class Storage: @unchecked Sendable {
     /// Keeps the parent alive for a view; nil when this storage owns its memory.
     private let parent: Storage?
 
+    /// Training allocates and frees the same large activation sizes every step. glibc would hand
+    /// blocks over 128 KiB straight back to the kernel, so every step page-faults them in again;
+    /// raising the mmap and trim thresholds keeps them in the heap for reuse.
+    private static let allocatorTuned: Bool = {
+        #if os(Linux)
+        _ = glibcMallopt(-3 /* M_MMAP_THRESHOLD */, 32 << 20)
+        _ = glibcMallopt(-1 /* M_TRIM_THRESHOLD */, 512 << 20)
+        #endif
+        return true
+    }()
+
     /// Zero-filled, 64-byte aligned (AVX-512 line) memory.
     public init(count: Int) {
         precondition(count >= 0, "Storage: negative element count \(count)")
+        _ = Storage.allocatorTuned
         var raw: UnsafeMutableRawPointer? = nil
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
         let rc = posix_memalign(&raw, 64, bytes)
@@ -46,6 +58,11 @@ public final class Storage: @unchecked Sendable {
     /// extra memory of an op without trusting the operating system's counters.
     public static let live = MemoryCounter()
 }
+
+#if os(Linux)
+/// glibc's mallopt (declared in malloc.h, which the Glibc module does not export).
+@_silgen_name("mallopt") private func glibcMallopt(_ param: Int32, _ value: Int32) -> Int32
+#endif
 
 /// A thread-safe counter of bytes allocated by `Storage`, with a high-water mark.
 public final class MemoryCounter: @unchecked Sendable {

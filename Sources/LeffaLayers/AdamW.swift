@@ -1,0 +1,91 @@
+// AdamW (decoupled weight decay, bias correction) over the flat parameter and gradient blocks,
+// restricted to the ranges that train (e.g. both UNets, not the VAE). Its moments are flat
+// blocks too, so checkpoints store them as they are.
+import Foundation
+import LeffaTensor
+
+public struct AdamWConfig: Codable, Equatable, Sendable {
+    public var beta1: Float = 0.9
+    public var beta2: Float = 0.999
+    public var eps: Float = 1e-8
+    public var weightDecay: Float = 1e-2
+    public init() {}
+}
+
+public final class AdamW {
+    public let config: AdamWConfig
+    /// Contiguous ranges of the flat block that this optimizer updates.
+    public let ranges: [Range<Int>]
+    public let m: Tensor, v: Tensor
+    /// Updates taken so far (for bias correction).
+    public var step: Int = 0
+
+    public init(parameters: ParameterSet, training parts: [Parameter], config: AdamWConfig = AdamWConfig()) {
+        precondition(parameters.values != nil, "AdamW: flatten() the parameter set first")
+        self.config = config
+        var rs: [Range<Int>] = []
+        for p in parts.sorted(by: { $0.offset < $1.offset }) {
+            let r = p.offset..<(p.offset + p.count)
+            if let last = rs.last, last.upperBound == r.lowerBound { rs[rs.count - 1] = last.lowerBound..<r.upperBound } else { rs.append(r) }
+        }
+        ranges = rs
+        m = Tensor(zeros: [parameters.count]); v = Tensor(zeros: [parameters.count])
+    }
+
+    /// One update with learning rate `lr`: p ← p − lr·(m̂/(√v̂+ε) + wd·p).
+    public func update(parameters: ParameterSet, lr: Float) {
+        guard let values = parameters.values, let grads = parameters.grads else { return }
+        step += 1
+        let c = config, t = Float(step)
+        let bc1 = 1 - powf(c.beta1, t), bc2 = 1 - powf(c.beta2, t)
+        let p = values.data, g = grads.data, mm = m.data, vv = v.data
+        let decay = 1 - lr * c.weightDecay, stepSize = lr / bc1, rbc2 = 1 / bc2.squareRoot()
+        for r in ranges {
+            Parallel.for(r.count, grain: 1 << 14) { sub in
+                for i in (r.lowerBound + sub.lowerBound)..<(r.lowerBound + sub.upperBound) {
+                    let gi = g[i]
+                    let mi = c.beta1 * mm[i] + (1 - c.beta1) * gi
+                    let vi = c.beta2 * vv[i] + (1 - c.beta2) * gi * gi
+                    mm[i] = mi; vv[i] = vi
+                    p[i] = p[i] * decay - stepSize * mi / (vi.squareRoot() * rbc2 + c.eps)
+                }
+            }
+        }
+    }
+
+    /// The global L2 norm of the gradients in the trained ranges, summed in fixed chunks (the same
+    /// for any thread count).
+    public func gradNorm(parameters: ParameterSet) -> Float {
+        guard let grads = parameters.grads else { return 0 }
+        var total = 0.0
+        for r in ranges { total += sumOfSquares(grads.data + r.lowerBound, r.count) }
+        return Float(total.squareRoot())
+    }
+
+    /// Scales the trained gradients so their global norm is at most `maxNorm`; returns the norm before.
+    @discardableResult
+    public func clipGradNorm(parameters: ParameterSet, maxNorm: Float) -> Float {
+        let norm = gradNorm(parameters: parameters)
+        guard let grads = parameters.grads, norm > maxNorm, norm.isFinite else { return norm }
+        let s = maxNorm / (norm + 1e-6), g = grads.data
+        for r in ranges { Parallel.for(r.count, grain: 1 << 14) { sub in for i in sub { g[r.lowerBound + i] *= s } } }
+        return norm
+    }
+}
+
+/// Σ x² in double, over fixed 4096-element chunks combined in order.
+public func sumOfSquares(_ p: UnsafePointer<Float>, _ n: Int) -> Double {
+    let chunk = 4096, chunks = (n + chunk - 1) / chunk
+    var partial = [Double](repeating: 0, count: max(chunks, 1))
+    partial.withUnsafeMutableBufferPointer { part in
+        let pp = part.baseAddress!
+        Parallel.for(chunks, grain: 16) { r in
+            for c in r {
+                var acc: Float = 0
+                for i in (c * chunk)..<min(n, (c + 1) * chunk) { acc += p[i] * p[i] }
+                pp[c] = Double(acc)
+            }
+        }
+    }
+    return partial.reduce(0, +)
+}

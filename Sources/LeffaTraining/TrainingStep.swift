@@ -1,0 +1,62 @@
+// The loss of one training batch: noise the target latent at each sample's timestep, predict the
+// noise from it and the reference, and add λ·Leffa when the stage enables it.
+import LeffaTensor
+import LeffaLayers
+import LeffaModels
+import LeffaDiffusion
+
+/// One batch, already in latent space (B samples, latent h×w, image H×W = 8h×8w).
+public struct TrainBatch {
+    public var latent: Tensor          // (B, 4, h, w) clean target latent, scaled
+    public var maskLatent: Tensor      // (B, 1, h, w) inpainting mask, nearest-resized
+    public var maskedLatent: Tensor    // (B, 4, h, w) latent of the masked person image
+    public var denseposeLatent: Tensor // (B, 3, h, w) densepose, nearest-resized, in [−1, 1]
+    public var refLatent: Tensor       // (B, 4, h, w) reference latent (zero where dropped)
+    public var imgRef: Tensor          // (B, 3, H, W) reference image in [−1, 1]
+    public var imgTgt: Tensor          // (B, 3, H, W) target image in [−1, 1]
+    public var lossMask: Tensor        // (B, 1, H, W) Leffa loss mask
+    public var timesteps: [Int]
+    public var noise: Tensor           // (B, 4, h, w)
+    /// False for samples whose reference was dropped for classifier-free guidance: the Leffa term
+    /// is skipped for them (there is nothing to attend to).
+    public var referenceKept: [Bool]
+
+    public init(latent: Tensor, maskLatent: Tensor, maskedLatent: Tensor, denseposeLatent: Tensor, refLatent: Tensor,
+                imgRef: Tensor, imgTgt: Tensor, lossMask: Tensor, timesteps: [Int], noise: Tensor, referenceKept: [Bool]) {
+        self.latent = latent; self.maskLatent = maskLatent; self.maskedLatent = maskedLatent
+        self.denseposeLatent = denseposeLatent; self.refLatent = refLatent; self.imgRef = imgRef; self.imgTgt = imgTgt
+        self.lossMask = lossMask; self.timesteps = timesteps; self.noise = noise; self.referenceKept = referenceKept
+    }
+    public var size: Int { latent.shape[0] }
+}
+
+public struct StepLosses {
+    public var total: Tensor
+    public var diffusion: Float
+    public var leffa: Float?
+    public var probes: [AttentionProbe]
+}
+
+public struct TrainingObjective {
+    public var schedule = NoiseSchedule()
+    public var leffa: LeffaLossConfig? = nil
+    public init(schedule: NoiseSchedule = NoiseSchedule(), leffa: LeffaLossConfig? = nil) { self.schedule = schedule; self.leffa = leffa }
+
+    /// Builds the graph of the batch's loss (call `backward()` on `total`).
+    public func loss(_ model: LeffaModel, _ b: TrainBatch) throws -> StepLosses {
+        let noisy = schedule.addNoise(b.latent, noise: b.noise, timesteps: b.timesteps)
+        let x = concat([noisy, b.maskLatent, b.maskedLatent, b.denseposeLatent], dim: 1)
+        var layers: Set<String> = []
+        if let leffa {
+            layers = Set(leffa.selectLayers(UNet2DConditionModel.attentionLayers(model.config.unet),
+                                            latentHeight: b.latent.shape[2], imageHeight: b.imgTgt.shape[2]))
+        }
+        let (eps, ctx) = try model.denoise(x: x, refLatent: b.refLatent, timesteps: b.timesteps.map(Float.init), probeLayers: layers)
+        let diffusion = mse(eps, b.noise)
+        guard let leffa else { return StepLosses(total: diffusion, diffusion: diffusion.item, leffa: nil, probes: []) }
+        // Dropped references count as gated out: their timesteps are moved past the threshold.
+        let gated = zip(b.timesteps, b.referenceKept).map { $1 ? $0 : Int.max }
+        let l = leffaLoss(ctx.probes, refImage: b.imgRef, tgtImage: b.imgTgt, mask: b.lossMask, timesteps: gated, config: leffa)
+        return StepLosses(total: diffusion + l.loss * leffa.weight, diffusion: diffusion.item, leffa: l.loss.item, probes: ctx.probes)
+    }
+}
