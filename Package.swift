@@ -20,6 +20,7 @@ let package = Package(
     products: [
         .library(name: "LeffaTensor", targets: ["LeffaTensor"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
+        .library(name: "LeffaData", targets: ["LeffaData"]),
         .executable(name: "leffa-bench", targets: ["leffa-bench"]),
         .executable(name: "leffa-coord", targets: ["leffa-coord"]),
     ],
@@ -46,6 +47,8 @@ let package = Package(
             dependencies: ["LeffaTraining", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: fast),
 
+        .target(name: "LeffaData", dependencies: ["LeffaTensor", "SafeTensors", "CPNG", "CJPEG"], swiftSettings: fast),
+
         .executableTarget(
             name: "leffa-bench",
             dependencies: ["LeffaTensor", "LeffaTraining", .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -55,6 +58,7 @@ let package = Package(
         .testTarget(name: "LeffaTensorTests", dependencies: ["LeffaTensor", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaModelTests", dependencies: ["LeffaTraining", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "LeffaDataTests", dependencies: ["LeffaData", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "ShimTests", dependencies: ["CBLAS", "CMPI", "CHDF5", "CPNG", "CJPEG"]),
     ],
     swiftLanguageModes: [.v5]
