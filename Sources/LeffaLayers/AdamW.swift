@@ -21,7 +21,7 @@ public final class AdamW {
     public var step: Int = 0
 
     public init(parameters: ParameterSet, training parts: [Parameter], config: AdamWConfig = AdamWConfig()) {
-        precondition(parameters.values != nil, "AdamW: flatten() the parameter set first")
+        parameters.enableGradients()
         self.config = config
         var rs: [Range<Int>] = []
         for p in parts.sorted(by: { $0.offset < $1.offset }) {

@@ -1,7 +1,8 @@
 // Named parameters in one flat block. Modules register parameters under dotted names that are
 // exactly the published state dict's (`unet.down_blocks.0.resnets.0.conv1.weight`); `flatten()`
-// then moves every value into one allocation and gives every parameter a gradient view into a
-// second one, so MPI buckets, optimizers and checkpoints all slice the same two blocks.
+// then moves every value into one allocation and `enableGradients()` gives every parameter a
+// gradient view into a second one, so MPI buckets, optimizers and checkpoints all slice the same
+// two blocks.
 import LeffaTensor
 
 /// One trainable array and its dotted name.
@@ -44,22 +45,33 @@ public final class ParameterSet {
     public var names: [String] { all.map(\.name) }
     public var count: Int { all.reduce(0) { $0 + $1.count } }
 
-    /// Moves every value into one block and attaches gradient views into a second block.
+    /// Moves every value into one block (views keep each parameter's name and shape).
     public func flatten() {
         guard values == nil else { return }
-        let total = count
-        let v = Tensor(zeros: [total]), g = Tensor(zeros: [total])
+        let v = Tensor(zeros: [count])
         var off = 0
         for p in all {
             let n = p.count
             (v.data + off).update(from: p.value.data, count: n)
-            let view = Tensor(shape: p.shape, storage: Storage(viewOf: v.storage, offset: off, count: n)).requiringGrad()
-            view.setGradBuffer(Tensor(shape: p.shape, storage: Storage(viewOf: g.storage, offset: off, count: n)))
-            p.value = view
+            p.value = Tensor(shape: p.shape, storage: Storage(viewOf: v.storage, offset: off, count: n)).requiringGrad()
             p.offset = off
             off += n
         }
-        values = v; grads = g
+        values = v
+    }
+
+    /// Allocates the flat gradient block (once) and points every parameter's gradient at its view,
+    /// so backward adds straight into it. Inference never calls this and never pays for it.
+    @discardableResult
+    public func enableGradients() -> Tensor {
+        flatten()
+        if let grads { return grads }
+        let g = Tensor(zeros: [count])
+        for p in all {
+            p.value.setGradBuffer(Tensor(shape: p.shape, storage: Storage(viewOf: g.storage, offset: p.offset, count: p.count)))
+        }
+        grads = g
+        return g
     }
 
     /// Zeroes every gradient (one memset over the flat block when flattened).

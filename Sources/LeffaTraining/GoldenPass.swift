@@ -26,6 +26,7 @@ public enum GoldenPass {
         let latentH = i.x.shape[2], imageH = i.imgRef.shape[2]
         let layers = config.selectLayers(UNet2DConditionModel.attentionLayers(model.config.unet), latentHeight: latentH, imageHeight: imageH)
         var out: [(String, Tensor)] = []
+        if grads { model.parameters.enableGradients() }
         model.parameters.zeroGrads()
 
         let ts = i.timesteps.map(Float.init)
