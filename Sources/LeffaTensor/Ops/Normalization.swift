@@ -16,10 +16,10 @@ import Foundation
 
 /// Elements summed in float lanes before a block's partial joins the Double total: short enough
 /// that float rounding stays near 1e-7 relative, long enough that the Double adds cost nothing.
-let laneBlock = 256
+private let laneBlock = 256
 
 @inline(__always)
-func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
+private func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
 
 /// Σ p[i] for i < n.
 @inline(__always)
@@ -40,7 +40,7 @@ func laneSum(_ p: UnsafePointer<Float>, _ n: Int) -> Double {
 /// the spread, not of the mean: with |mean| ≫ std a plain float sum loses the low digits that
 /// normalisation then divides by std.
 @inline(__always)
-func laneMean(_ p: UnsafePointer<Float>, _ n: Int) -> Double {
+private func laneMean(_ p: UnsafePointer<Float>, _ n: Int) -> Double {
     if n == 0 { return 0 }
     let k = p[0], kv = SIMD8<Float>(repeating: k)
     var total = 0.0, i = 0
@@ -57,7 +57,7 @@ func laneMean(_ p: UnsafePointer<Float>, _ n: Int) -> Double {
 
 /// Σ (p[i] − m)² for i < n: the second pass of a two-pass variance.
 @inline(__always)
-func laneSumSquaredDeviations(_ p: UnsafePointer<Float>, _ n: Int, _ m: Float) -> Double {
+private func laneSumSquaredDeviations(_ p: UnsafePointer<Float>, _ n: Int, _ m: Float) -> Double {
     var total = 0.0, i = 0
     let mv = SIMD8<Float>(repeating: m)
     while i < n {
@@ -89,7 +89,7 @@ func laneDot(_ p: UnsafePointer<Float>, _ q: UnsafePointer<Float>, _ n: Int) -> 
 /// (Σ g[i], Σ g[i]·(x[i] − m)) for i < n: what a normalisation backward needs from one plane,
 /// centred so that a large mean does not cancel digits away.
 @inline(__always)
-func laneSumAndCentredDot(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int, _ m: Float) -> (Double, Double) {
+private func laneSumAndCentredDot(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int, _ m: Float) -> (Double, Double) {
     var s1 = 0.0, s2 = 0.0, i = 0
     let mv = SIMD8<Float>(repeating: m)
     while i < n {
@@ -111,7 +111,7 @@ func laneSumAndCentredDot(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, 
 /// A Double mean as float hi + lo: (x − hi) − lo is exact to float rounding of the result even
 /// when |mean| ≫ std, where x − Float(mean) would carry the mean's rounding (~|mean|·6e-8).
 @inline(__always)
-func splitMean(_ m: Double) -> (Float, Float) {
+private func splitMean(_ m: Double) -> (Float, Float) {
     let hi = Float(m)
     return (hi, Float(m - Double(hi)))
 }
@@ -254,7 +254,7 @@ public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, 
 /// Rows per block when layer norm's backward sums weight and bias gradients over rows: each block
 /// has its own partial row, and the partials are added in block order, so the sums do not depend
 /// on how blocks are spread over threads.
-let layerNormRowBlock = 32
+private let layerNormRowBlock = 32
 
 /// PyTorch `nn.LayerNorm(C)`: x (…, C) normalised over the last dimension with its mean and biased
 /// variance, then scaled by weight (C) and shifted by bias (C), both optional.

@@ -107,7 +107,7 @@ public func resizeNearest(_ x: Tensor, size: (Int, Int)) -> Tensor {
 /// For each output index: the two source indices and their weights, PyTorch's
 /// `align_corners=False` rule in float: src = max((dst + ½)·(in/out) − ½, 0),
 /// i0 = min(⌊src⌋, in − 1), i1 = i0 + 1 unless at the edge, λ1 = clamp(src − i0, 0, 1), λ0 = 1 − λ1.
-struct LinearTaps {
+private struct LinearTaps {
     var i0: [Int], i1: [Int], l0: [Float], l1: [Float]
 
     init(input n: Int, output m: Int) {
