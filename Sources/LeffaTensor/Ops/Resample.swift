@@ -2,8 +2,9 @@
 // nearest and bilinear resizing to a size (PyTorch `F.interpolate`: masks and densepose to latent
 // size, the Leffa flow to image size), and bilinear `grid_sample` (warping the reference image by
 // the Leffa flow). Forward and backward side by side.
-// Index and weight formulas copy PyTorch's CPU kernels, float arithmetic included, so sampling
-// positions agree bit for bit. Backward scatter-adds run one task per (b, c) plane (no two threads
+// Index and weight formulas follow PyTorch: the resizes copy its CPU kernels' float arithmetic, so
+// source indices agree exactly; grid_sample unnormalises as ((x + 1)/2)·(W − 1) (its reference and
+// CUDA form; the vectorised CPU kernel's (x + 1)·((W − 1)/2) differs by an ulp). Backward scatter-adds run one task per (b, c) plane (no two threads
 // write one element), and the grid gradient sums channels in order: results do not depend on the
 // thread count. Not here: align_corners variants other than the ones Leffa uses, bicubic,
 // antialiasing, border/reflection padding.
