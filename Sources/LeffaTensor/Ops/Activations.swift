@@ -39,11 +39,11 @@ public func silu(_ x: Tensor) -> Tensor {
 
 /// x·Φ(x) = x·½·(1 + erf(x/√2)): PyTorch's default GELU, not the tanh approximation.
 @inline(__always)
-func geluValue(_ v: Float) -> Float { v * 0.5 * (1 + erf(v * geluAlpha)) }
+private func geluValue(_ v: Float) -> Float { v * 0.5 * (1 + erf(v * geluAlpha)) }
 
 /// (GELU(x), dGELU/dx = Φ(x) + x·φ(x)) with one erf and one exp.
 @inline(__always)
-func geluWithDerivative(_ v: Float) -> (Float, Float) {
+private func geluWithDerivative(_ v: Float) -> (Float, Float) {
     let cdf = 0.5 * (1 + erf(v * geluAlpha))
     let pdf = exp(-0.5 * v * v) * geluBeta
     return (v * cdf, cdf + v * pdf)

@@ -2,10 +2,11 @@
 // transformers) and layer norm over the last dimension (`nn.LayerNorm`: inside the transformer
 // blocks). Forward and backward side by side.
 //
-// Accuracy: statistics are two-pass (mean, then squared deviations from it) and summed in float
-// SIMD lanes over short blocks whose partials add up in Double, so a 10⁵-element group keeps
-// about 1e-7 relative error. Outputs are (x − mean)·rstd·w + b, not x·scale + shift, which would
-// lose digits when |mean| ≫ std.
+// Accuracy: statistics are two-pass (mean, then squared deviations from it), summed in float SIMD
+// lanes over short blocks whose partials add up in Double, the mean's sum shifted by the first
+// element: a 10⁵-element group keeps ~1e-7 relative error even when |mean| ≫ std. Outputs are
+// ((x − mean_hi) − mean_lo)·rstd·w + b with the mean split into two floats, not x·scale + shift,
+// which would lose digits when |mean| ≫ std.
 // Determinism: every sum belongs to one task (a group, a plane, a row or a fixed block of rows) and
 // runs in a fixed order, so results do not depend on `Parallel.threads`.
 // Not here: batch norm, RMS norm, running statistics.
@@ -15,10 +16,10 @@ import Foundation
 
 /// Elements summed in float lanes before a block's partial joins the Double total: short enough
 /// that float rounding stays near 1e-7 relative, long enough that the Double adds cost nothing.
-let laneBlock = 256
+private let laneBlock = 256
 
 @inline(__always)
-func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
+private func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
 
 /// Σ p[i] for i < n.
 @inline(__always)
@@ -35,9 +36,28 @@ func laneSum(_ p: UnsafePointer<Float>, _ n: Int) -> Double {
     return total
 }
 
+/// The mean of p[0..<n], summed as Σ (p[i] − p[0]) so the float lanes hold numbers the size of
+/// the spread, not of the mean: with |mean| ≫ std a plain float sum loses the low digits that
+/// normalisation then divides by std.
+@inline(__always)
+private func laneMean(_ p: UnsafePointer<Float>, _ n: Int) -> Double {
+    if n == 0 { return 0 }
+    let k = p[0], kv = SIMD8<Float>(repeating: k)
+    var total = 0.0, i = 0
+    while i < n {
+        let end = min(n, i + laneBlock)
+        var acc = SIMD8<Float>()
+        while i + 8 <= end { acc += load8(p + i) - kv; i += 8 }
+        var tail: Float = 0
+        while i < end { tail += p[i] - k; i += 1 }
+        total += Double(acc.sum()) + Double(tail)
+    }
+    return Double(k) + total / Double(n)
+}
+
 /// Σ (p[i] − m)² for i < n: the second pass of a two-pass variance.
 @inline(__always)
-func laneSumSquaredDeviations(_ p: UnsafePointer<Float>, _ n: Int, _ m: Float) -> Double {
+private func laneSumSquaredDeviations(_ p: UnsafePointer<Float>, _ n: Int, _ m: Float) -> Double {
     var total = 0.0, i = 0
     let mv = SIMD8<Float>(repeating: m)
     while i < n {
@@ -69,7 +89,7 @@ func laneDot(_ p: UnsafePointer<Float>, _ q: UnsafePointer<Float>, _ n: Int) -> 
 /// (Σ g[i], Σ g[i]·(x[i] − m)) for i < n: what a normalisation backward needs from one plane,
 /// centred so that a large mean does not cancel digits away.
 @inline(__always)
-func laneSumAndCentredDot(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int, _ m: Float) -> (Double, Double) {
+private func laneSumAndCentredDot(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int, _ m: Float) -> (Double, Double) {
     var s1 = 0.0, s2 = 0.0, i = 0
     let mv = SIMD8<Float>(repeating: m)
     while i < n {
@@ -91,7 +111,7 @@ func laneSumAndCentredDot(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, 
 /// A Double mean as float hi + lo: (x − hi) − lo is exact to float rounding of the result even
 /// when |mean| ≫ std, where x − Float(mean) would carry the mean's rounding (~|mean|·6e-8).
 @inline(__always)
-func splitMean(_ m: Double) -> (Float, Float) {
+private func splitMean(_ m: Double) -> (Float, Float) {
     let hi = Float(m)
     return (hi, Float(m - Double(hi)))
 }
@@ -122,7 +142,7 @@ public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, 
             Parallel.for(B * groups) { r in
                 for bg in r {
                     let src = px + bg * n, dst = po + bg * n
-                    let m = n == 0 ? 0 : laneSum(src, n) / Double(n)
+                    let m = laneMean(src, n)
                     let v = n == 0 ? 0 : laneSumSquaredDeviations(src, n, Float(m)) / Double(n)
                     let rs = 1 / (v + Double(eps)).squareRoot()
                     pm[bg] = m; pr[bg] = rs
@@ -234,7 +254,7 @@ public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, 
 /// Rows per block when layer norm's backward sums weight and bias gradients over rows: each block
 /// has its own partial row, and the partials are added in block order, so the sums do not depend
 /// on how blocks are spread over threads.
-let layerNormRowBlock = 32
+private let layerNormRowBlock = 32
 
 /// PyTorch `nn.LayerNorm(C)`: x (…, C) normalised over the last dimension with its mean and biased
 /// variance, then scaled by weight (C) and shifted by bias (C), both optional.
@@ -261,7 +281,7 @@ public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float) -
                     Parallel.for(rows, grain: max(1, 8192 / C)) { r in
                         for row in r {
                             let xs = px + row * C, ys = po + row * C
-                            let m = laneSum(xs, C) / Double(C)
+                            let m = laneMean(xs, C)
                             let (hi, lo) = splitMean(m)
                             let v = laneSumSquaredDeviations(xs, C, hi) / Double(C)
                             let rs = Float(1 / (v + Double(eps)).squareRoot())

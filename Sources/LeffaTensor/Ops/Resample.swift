@@ -2,8 +2,9 @@
 // nearest and bilinear resizing to a size (PyTorch `F.interpolate`: masks and densepose to latent
 // size, the Leffa flow to image size), and bilinear `grid_sample` (warping the reference image by
 // the Leffa flow). Forward and backward side by side.
-// Index and weight formulas copy PyTorch's CPU kernels, float arithmetic included, so sampling
-// positions agree bit for bit. Backward scatter-adds run one task per (b, c) plane (no two threads
+// Index and weight formulas follow PyTorch: the resizes copy its CPU kernels' float arithmetic, so
+// source indices agree exactly; grid_sample unnormalises as ((x + 1)/2)·(W − 1) (its reference and
+// CUDA form; the vectorised CPU kernel's (x + 1)·((W − 1)/2) differs by an ulp). Backward scatter-adds run one task per (b, c) plane (no two threads
 // write one element), and the grid gradient sums channels in order: results do not depend on the
 // thread count. Not here: align_corners variants other than the ones Leffa uses, bicubic,
 // antialiasing, border/reflection padding.
@@ -107,7 +108,7 @@ public func resizeNearest(_ x: Tensor, size: (Int, Int)) -> Tensor {
 /// For each output index: the two source indices and their weights, PyTorch's
 /// `align_corners=False` rule in float: src = max((dst + ½)·(in/out) − ½, 0),
 /// i0 = min(⌊src⌋, in − 1), i1 = i0 + 1 unless at the edge, λ1 = clamp(src − i0, 0, 1), λ0 = 1 − λ1.
-struct LinearTaps {
+private struct LinearTaps {
     var i0: [Int], i1: [Int], l0: [Float], l1: [Float]
 
     init(input n: Int, output m: Int) {
