@@ -12,7 +12,7 @@ import LeffaTraining
 struct TrainStepBench: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "train-step", abstract: "Training step time with and without the Leffa loss.")
     @OptionGroup var options: BenchOptions
-    @Option(help: "Model sizes to run (tiny, small, sd15).") var models: [String] = ["tiny", "small"]
+    @Option(help: "Model sizes to run, comma-separated (tiny, small, sd15).") var models: String = "tiny,small"
     @Option(help: "Global batch.") var batch: Int = 2
 
     struct Row: Encodable {
@@ -43,7 +43,7 @@ struct TrainStepBench: ParsableCommand {
         var rows: [Row] = []
         var overhead: [String: Double] = [:]
         print("model   latent   leffa   ms/step(med)  ms/step(best)  images/s")
-        for name in models {
+        for name in models.split(separator: ",").map(String.init) {
             guard let config = ModelConfig.preset(name) else { throw ValidationError("unknown model \(name)") }
             let (h, w) = Self.latent(name)
             let model = try LeffaModel(config: config, seed: 1)
