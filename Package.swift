@@ -20,6 +20,7 @@ let package = Package(
     products: [
         .library(name: "LeffaTensor", targets: ["LeffaTensor"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
+        .library(name: "LeffaCheckpoint", targets: ["LeffaCheckpoint"]),
         .executable(name: "leffa-bench", targets: ["leffa-bench"]),
     ],
     dependencies: [
@@ -36,6 +37,8 @@ let package = Package(
 
         .target(name: "SafeTensors", dependencies: ["LeffaTensor"], swiftSettings: fast),
 
+        .target(name: "LeffaCheckpoint", dependencies: ["LeffaTensor", "CHDF5"], swiftSettings: fast),
+
         .executableTarget(
             name: "leffa-bench",
             dependencies: ["LeffaTensor", .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -44,6 +47,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["LeffaTensor"], path: "Tests/TestSupport", swiftSettings: fast),
         .testTarget(name: "LeffaTensorTests", dependencies: ["LeffaTensor", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "LeffaCheckpointTests", dependencies: ["LeffaCheckpoint", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "ShimTests", dependencies: ["CBLAS", "CMPI", "CHDF5", "CPNG", "CJPEG"]),
     ],
     swiftLanguageModes: [.v5]
