@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "LeffaTensor", targets: ["LeffaTensor"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
         .library(name: "LeffaData", targets: ["LeffaData"]),
+        .library(name: "LeffaCheckpoint", targets: ["LeffaCheckpoint"]),
         .executable(name: "leffa-bench", targets: ["leffa-bench"]),
         .executable(name: "leffa-coord", targets: ["leffa-coord"]),
     ],
@@ -49,6 +50,8 @@ let package = Package(
 
         .target(name: "LeffaData", dependencies: ["LeffaTensor", "SafeTensors", "CPNG", "CJPEG"], swiftSettings: fast),
 
+        .target(name: "LeffaCheckpoint", dependencies: ["LeffaTensor", "CHDF5"], swiftSettings: fast),
+
         .executableTarget(
             name: "leffa-bench",
             dependencies: ["LeffaTensor", "LeffaTraining", .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -59,6 +62,7 @@ let package = Package(
         .testTarget(name: "LeffaModelTests", dependencies: ["LeffaTraining", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaDataTests", dependencies: ["LeffaData", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "LeffaCheckpointTests", dependencies: ["LeffaCheckpoint", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "ShimTests", dependencies: ["CBLAS", "CMPI", "CHDF5", "CPNG", "CJPEG"]),
     ],
     swiftLanguageModes: [.v5]

@@ -1,0 +1,81 @@
+// Damage anywhere in a file is an error that names the file and what is wrong, never a crash and
+// never a silently different checkpoint: every byte is covered by one of the three checksums
+// (leffa header, HDF5 metadata, dataset data). HDF5 alone would crash on some of these files.
+import XCTest
+import LeffaTensor
+@testable import LeffaCheckpoint
+
+final class DamageTests: XCTestCase {
+    var dir: URL!
+    override func setUpWithError() throws { dir = try scratchDirectory(self) }
+
+    /// Reads all of `url`; nil when that succeeds, else the error (which must be a damage error).
+    func damage(_ url: URL, file: StaticString = #filePath, line: UInt = #line) -> CheckpointError? {
+        do {
+            let r = try CheckpointReader(url: url)
+            _ = try r.readAll()
+            return nil
+        } catch let e as CheckpointError {
+            XCTAssertTrue(e.isDamage, "\(e)", file: file, line: line)
+            XCTAssertTrue(e.description.contains(url.path), "\(e)", file: file, line: line)
+            return e
+        } catch {
+            XCTFail("not a CheckpointError: \(error)", file: file, line: line)
+            return nil
+        }
+    }
+
+    func testEveryFlippedByteIsDetected() throws {
+        let url = dir.appendingPathComponent("f.h5")
+        try CheckpointWriter.write(try sampleContents(step: 5).0, to: url)
+        let original = try fileBytes(url)
+        // Every byte of the header, then a stride through metadata and data alike. (Position
+        // 2079 of an earlier layout, a string length in HDF5's global heap, crashed libhdf5.)
+        let positions = Array(0 ..< 80) + Array(stride(from: 80, to: original.count, by: 151))
+        var seen = Set<String>()
+        for pos in positions {
+            var b = original
+            b[pos] ^= 0x5A
+            try Data(b).write(to: url)
+            guard let e = damage(url) else { XCTFail("flipping byte \(pos) went unnoticed"); continue }
+            seen.insert(String(e.reason.prefix(while: { $0 != ":" && $0 != "(" })))
+        }
+        // All three kinds of check were exercised.
+        XCTAssertTrue(seen.contains { $0.hasPrefix("leffa header") }, "\(seen)")
+        XCTAssertTrue(seen.contains { $0.hasPrefix("HDF5 metadata") }, "\(seen)")
+        XCTAssertTrue(seen.contains { $0.hasPrefix("dataset '/params/") }, "\(seen)")
+        try Data(original).write(to: url)
+        XCTAssertNil(damage(url))
+    }
+
+    func testEveryTruncationIsDetected() throws {
+        let url = dir.appendingPathComponent("t.h5")
+        try CheckpointWriter.write(try sampleContents(step: 5).0, to: url)
+        let original = try fileBytes(url)
+        for size in [1, 15, 16, 40, 71, 72, 511, 600, 1024, 4096, original.count / 2, original.count - 4, original.count - 1] {
+            try Data(original.prefix(size)).write(to: url)
+            let e = damage(url)
+            XCTAssertNotNil(e, "cut to \(size) bytes went unnoticed")
+            if size >= 72 { XCTAssertEqual(e?.damageKind, "truncated", "\(String(describing: e))") }
+        }
+        // Bytes appended after the end are damage too.
+        try Data(original + [0, 1, 2]).write(to: url)
+        XCTAssertTrue(damage(url)?.reason.contains("3 more than") ?? false)
+    }
+
+    func testHeaderStatesTheDataExtentsExactly() throws {
+        // The extents recorded in the header hold the tensors' bytes (H5Dget_offset is absolute).
+        let (c, flats) = try sampleContents(step: 5)
+        let url = dir.appendingPathComponent("x.h5")
+        try CheckpointWriter.write(c, to: url)
+        let fd = openReadOnly(url.path)
+        defer { closeFD(fd) }
+        let h = try CheckpointHeader.read(fd, size: try fileSize(url), path: url.path)
+        XCTAssertEqual(h.extents.count, 4 * TinyModel.layout.count + 2)   // + extra/scalar, extra/v; extra/empty has none
+        XCTAssertEqual(h.version, CheckpointFormat.version)
+        let bytes = try fileBytes(url)
+        let params = flats["params"]!
+        let first = Array(UnsafeRawBufferPointer(start: params.data, count: 4 * TinyModel.layout[0].count))
+        XCTAssertTrue(h.extents.contains { Array(bytes[$0.offset ..< $0.offset + $0.length]) == first })
+    }
+}
