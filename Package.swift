@@ -24,6 +24,7 @@ let package = Package(
         .library(name: "LeffaCheckpoint", targets: ["LeffaCheckpoint"]),
         .executable(name: "leffa-bench", targets: ["leffa-bench"]),
         .executable(name: "leffa-coord", targets: ["leffa-coord"]),
+        .executable(name: "leffa-worker", targets: ["leffa-worker"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -42,7 +43,11 @@ let package = Package(
         .target(name: "LeffaLayers", dependencies: ["LeffaTensor"], swiftSettings: fast),
         .target(name: "LeffaModels", dependencies: ["LeffaLayers", "Yams"], swiftSettings: fast),
         .target(name: "LeffaDiffusion", dependencies: ["LeffaLayers"], swiftSettings: fast),
-        .target(name: "LeffaTraining", dependencies: ["LeffaModels", "LeffaDiffusion", "SafeTensors"], swiftSettings: fast),
+        .target(name: "LeffaTraining", dependencies: ["LeffaModels", "LeffaDiffusion", "SafeTensors", "LeffaData", "LeffaCheckpoint"], swiftSettings: fast),
+        .executableTarget(
+            name: "leffa-worker",
+            dependencies: ["LeffaTraining", "LeffaData", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: fast),
         .executableTarget(
             name: "leffa-coord",
             dependencies: ["LeffaTraining", .product(name: "ArgumentParser", package: "swift-argument-parser")],

@@ -1,0 +1,74 @@
+// Turns positions of a stage's sample order into model inputs: loads the samples at the stage
+// resolution, encodes them with the VAE (latent space) or uses the pixels (pixel space), and adds
+// the keyed randomness (timesteps, noise, reference dropout).
+import Foundation
+import LeffaTensor
+import LeffaModels
+import LeffaData
+
+public final class BatchBuilder {
+    public let dataset: any PairedImageDataset
+    public let config: RunConfig
+    let model: LeffaModel
+    let random: SampleRandomness
+    private var cachedEpoch: (Int, [Int])? = nil
+
+    public init(dataset: any PairedImageDataset, config: RunConfig, model: LeffaModel) {
+        self.dataset = dataset; self.config = config; self.model = model
+        random = SampleRandomness(seed: config.seed)
+    }
+
+    /// The dataset index at `position` of the stage's order (epochs of seeded permutations).
+    public func sampleIndex(position: Int, stageIndex: Int) -> Int {
+        let n = dataset.count, epoch = position / n
+        if cachedEpoch?.0 != epoch { cachedEpoch = (epoch, epochPermutation(count: n, seed: CounterRNG.key(config.seed, UInt64(stageIndex)), epoch: epoch)) }
+        return cachedEpoch!.1[position % n]
+    }
+
+    /// Loads samples (in the given order) at the stage's resolution.
+    public func load(indices: [Int], stage: StageConfig) throws -> TrainingBatch {
+        TrainingBatch(try indices.map { try dataset.sample(at: $0, size: Size(height: stage.height, width: stage.width)) })
+    }
+
+    /// Model inputs for the samples at `positions` of optimizer step `step`.
+    public func batch(step: Int, positions: [Int], stage: StageConfig, stageIndex: Int, timestepOverride: Int? = nil) throws -> (TrainBatch, TrainingBatch) {
+        let indices = positions.map { sampleIndex(position: $0, stageIndex: stageIndex) }
+        let data = try load(indices: indices, stage: stage)
+        return (try inputs(data, step: step, positions: positions, timestepOverride: timestepOverride), data)
+    }
+
+    /// The latents (or pixels) and randomness for a loaded batch. Randomness is keyed by the
+    /// global position of each sample.
+    public func inputs(_ d: TrainingBatch, step: Int, positions: [Int], timestepOverride: Int? = nil, dropout: Bool = true) throws -> TrainBatch {
+        let b = positions.count
+        var latent: Tensor, masked: Tensor, ref: Tensor, maskL: Tensor, dense: Tensor
+        switch config.space {
+        case .pixel:
+            latent = d.image; masked = d.maskedImage; ref = d.reference; maskL = d.inpaintMask; dense = d.densepose
+        case .latent:
+            let f = config.model.vae.downscale, h = d.image.shape[2] / f, w = d.image.shape[3] / f
+            let c = config.model.vae.latentChannels, s = config.model.vae.scalingFactor
+            func encode(_ x: Tensor, _ which: Int) -> Tensor {
+                GradMode.withoutGrad {
+                    let post = model.vae.encode(x)
+                    let eps = concat(positions.map { random.posteriorNoise(step: step, sample: $0, which: which, shape: [1, c, h, w]) }, dim: 0)
+                    return post.sample(noise: eps) * s
+                }
+            }
+            latent = encode(d.image, 0); masked = encode(d.maskedImage, 1); ref = encode(d.reference, 2)
+            maskL = resizeNearest(d.inpaintMask, size: (h, w)); dense = resizeNearest(d.densepose, size: (h, w))
+        }
+        let per = [1] + Array(latent.shape.dropFirst())
+        let noise = concat(positions.map { random.noise(step: step, sample: $0, shape: per) }, dim: 0)
+        let timesteps = positions.map { timestepOverride ?? random.timestep(step: step, sample: $0) }
+        let kept = positions.map { !(dropout && random.dropsReference(step: step, sample: $0, probability: config.referenceDropout)) }
+        if kept.contains(false) {
+            let r = ref.copy(), n = r.count / b
+            for (i, k) in kept.enumerated() where !k { (r.data + i * n).update(repeating: 0, count: n) }
+            ref = r
+        }
+        return TrainBatch(latent: latent.detached(), maskLatent: maskL.detached(), maskedLatent: masked.detached(), denseposeLatent: dense.detached(),
+                          refLatent: ref.detached(), imgRef: d.reference, imgTgt: d.image, lossMask: d.lossMask,
+                          timesteps: timesteps, noise: noise, referenceKept: kept)
+    }
+}

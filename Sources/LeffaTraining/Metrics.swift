@@ -1,0 +1,51 @@
+// Per-step metrics as JSON lines (one object per optimizer step) and a live progress line with ETA.
+import Foundation
+
+public struct StepMetrics: Codable, Sendable {
+    public var stage: String
+    public var step: Int
+    public var steps: Int
+    public var loss: Double
+    public var diffusion: Double
+    public var leffa: Double?
+    public var lr: Double
+    public var gradNorm: Double
+    public var stepSeconds: Double
+    public var imagesPerSecond: Double
+    public var time: String
+    enum CodingKeys: String, CodingKey {
+        case stage, step, steps, loss, diffusion, leffa, lr, time
+        case gradNorm = "grad_norm", stepSeconds = "step_seconds", imagesPerSecond = "images_per_second"
+    }
+}
+
+/// Appends metrics to a JSONL file (flushed each line, so a crash loses at most the current one).
+public final class MetricsLog {
+    let handle: FileHandle?
+    public init(url: URL) {
+        if !FileManager.default.fileExists(atPath: url.path) { FileManager.default.createFile(atPath: url.path, contents: nil) }
+        handle = try? FileHandle(forWritingTo: url)
+        _ = try? handle?.seekToEnd()
+    }
+    public func append(_ m: StepMetrics) {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        guard var line = try? enc.encode(m) else { return }
+        line.append(0x0A)
+        handle?.write(line)
+    }
+    deinit { try? handle?.close() }
+}
+
+/// "[lowres] step 12/100  loss 0.1234 (diff 0.1200, leffa 0.3400)  lr 1.0e-04  3.2 img/s  ETA 1m20s"
+public func progressLine(_ m: StepMetrics, eta: Double) -> String {
+    let leffa = m.leffa.map { String(format: ", leffa %.4f", $0) } ?? ""
+    return String(format: "[%@] step %d/%d  loss %.4f (diff %.4f%@)  lr %.1e  grad %.3f  %.2f img/s  ETA %@",
+                  m.stage, m.step, m.steps, m.loss, m.diffusion, leffa, m.lr, m.gradNorm, m.imagesPerSecond, formatDuration(eta))
+}
+
+public func formatDuration(_ s: Double) -> String {
+    guard s.isFinite, s >= 0 else { return "?" }
+    let t = Int(s.rounded())
+    return t >= 3600 ? "\(t / 3600)h\((t % 3600) / 60)m" : t >= 60 ? "\(t / 60)m\(t % 60)s" : "\(t)s"
+}

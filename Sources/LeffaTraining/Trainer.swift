@@ -1,0 +1,236 @@
+// The training loop of one stage. Rank-independent by construction: the global batch of step s
+// is positions s·B ..< (s+1)·B of the stage's seeded sample order, each rank takes an interleaved
+// share, every random draw is keyed by (seed, step, position), gradients are summed over ranks,
+// and only rank 0 writes (checkpoints, snapshots, metrics, state) while the others wait.
+import Foundation
+import LeffaTensor
+import LeffaLayers
+import LeffaModels
+import LeffaDiffusion
+import LeffaData
+import LeffaCheckpoint
+
+public final class Trainer {
+    public let run: RunDirectory
+    public let config: RunConfig
+    public let collective: Collective
+    public let model: LeffaModel
+    public let optimizer: AdamW
+    public private(set) var ema: Tensor?
+    public private(set) var stageIndex: Int
+    public var stage: StageConfig { config.stages[stageIndex] }
+    /// Optimizer steps completed in the current stage.
+    public private(set) var step = 0
+    let log: (String) -> Void
+    let layout: [FlatEntry]
+
+    public init(run: RunDirectory, collective: Collective = SingleProcess(), log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
+        self.run = run
+        self.collective = collective
+        self.log = log
+        let state = try run.readState()
+        config = try run.readConfig()
+        if state.status == .done { throw RunError("\(run.stateURL.path): the run is complete (all stages done); export it with `leffa-coord export`") }
+        guard let i = config.stages.firstIndex(where: { $0.name == state.stage }) else {
+            throw RunError("\(run.stateURL.path): field stage is \(state.stage), expected one of the config's stages \(config.stages.map(\.name))")
+        }
+        stageIndex = i
+        let m = try LeffaModel(config: config.model, seed: config.seed)
+        m.parameters.enableGradients()
+        let parts = config.train.flatMap { m.parameters(of: $0) }
+        optimizer = AdamW(parameters: m.parameters, training: parts, config: config.adam)
+        layout = m.parameters.all.map { FlatEntry(name: $0.name, offset: $0.offset, shape: $0.shape) }
+        model = m
+        try restore()
+    }
+
+    // MARK: Starting point
+
+    /// The newest valid checkpoint of this stage; else the previous stage's final weights; else the
+    /// configured initial weights; else the seeded random initialisation.
+    func restore() throws {
+        let dir = try CheckpointDirectory(run.checkpointsURL(stage.name), keepLast: config.keepCheckpoints)
+        let values = model.parameters.values!
+        if let found = try dir.latestValid({ reader -> Int in
+            try reader.readGroup(CheckpointNames.params, into: values, layout: layout)
+            try reader.readGroup(CheckpointNames.adamM, into: optimizer.m, layout: layout)
+            try reader.readGroup(CheckpointNames.adamV, into: optimizer.v, layout: layout)
+            if config.emaDecay != nil {
+                let e = Tensor(zeros: [values.count])
+                try reader.readGroup(CheckpointNames.ema, into: e, layout: layout)
+                ema = e
+            }
+            optimizer.step = Int(try reader.int64("adam_step"))
+            return Int(try reader.int64(CheckpointNames.step))
+        }) {
+            for w in dir.warnings { log("warning: \(w)") }
+            step = found.value
+            log("resuming stage \(stage.name) at step \(step) from \(found.url.lastPathComponent)")
+            return
+        }
+        for w in dir.warnings { log("warning: \(w)") }
+        if stageIndex > 0 {
+            let prev = config.stages[stageIndex - 1].name
+            let url = run.finalWeightsURL(prev)
+            guard FileManager.default.fileExists(atPath: url.path) else {
+                throw RunError("\(url.path): stage \(stage.name) starts from stage \(prev)'s final weights, which are missing; finish \(prev) first")
+            }
+            try model.loadWeights(from: url.path)
+            log("stage \(stage.name) starts from \(prev)'s final weights")
+        } else if let (kind, path) = config.initFrom {
+            let p = resolve(path)
+            if kind == "leffa" { try model.loadWeights(from: p) } else { try model.importDiffusers(folder: p) }
+            log("initial weights from \(kind) \(p)")
+        } else {
+            log("initial weights: random (seed \(config.seed))")
+        }
+        if config.emaDecay != nil { ema = values.copy() }
+    }
+
+    /// Paths in the config are relative to the run directory.
+    func resolve(_ path: String) -> String { path.hasPrefix("/") ? path : run.url.appendingPathComponent(path).path }
+
+    // MARK: The loop
+
+    public enum Outcome: Equatable { case stageFinished(next: String?), stopped(atStep: Int) }
+
+    /// Trains until the stage's last step (or `untilStep`), checkpointing on the way.
+    public func train(untilStep: Int? = nil, fixedOrder: Bool = false) throws -> Outcome {
+        let dataset = openDataset(DatasetKind(rawValue: config.dataKind) ?? .vitonHD, root: URL(fileURLWithPath: resolve(config.dataRoot)), split: config.dataSplit)
+        let problems = dataset.check(CheckOptions(decodeImages: false))
+        if !problems.errors.isEmpty {
+            throw RunError("data at \(resolve(config.dataRoot)) has \(problems.errors.count) problem(s); run `leffa-coord check-data` for the full list:\n" + Array(problems.errors.prefix(5)).report)
+        }
+        if dataset.count == 0 { throw RunError("data at \(resolve(config.dataRoot)): no samples (empty pairs file?)") }
+        let builder = BatchBuilder(dataset: dataset, config: config, model: model)
+        let objective = TrainingObjective(leffa: stage.leffa)
+        let isRoot = collective.rank == 0
+        let metrics = isRoot ? MetricsLog(url: run.metricsURL(stage.name)) : nil
+        let ckpt = try CheckpointDirectory(run.checkpointsURL(stage.name), keepLast: config.keepCheckpoints)
+        let last = min(stage.steps, untilStep ?? stage.steps)
+        let started = Date(), startStep = step
+        if isRoot { try setStatus(.running, reason: nil) }
+
+        while step < last {
+            let t0 = Date()
+            let b = stage.batch
+            let positions = Array((step * b)..<((step + 1) * b))
+            let mine = shard(positions, rank: collective.rank, worldSize: collective.size)
+            // Micro-batches: the configured accumulation, or single samples when a fixed reduction
+            // order is asked for (so per-sample gradients add up in global order on any rank count).
+            let micro = fixedOrder ? mine.map { [$0] } : chunks(mine, stage.gradAccum)
+            model.parameters.zeroGrads()
+            var sums = [0.0, 0.0, 0.0, 0.0]   // total, diffusion, leffa, samples with leffa
+            for mb in micro where !mb.isEmpty {
+                let (batch, _) = try builder.batch(step: step, positions: mb, stage: stage, stageIndex: stageIndex)
+                let l = try objective.loss(model, batch)
+                let share = Float(mb.count) / Float(b)
+                (l.total * share).backward()
+                sums[0] += Double(l.total.item) * Double(share)
+                sums[1] += Double(l.diffusion) * Double(share)
+                if let le = l.leffa { sums[2] += Double(le) * Double(share); sums[3] += 1 }
+            }
+            collective.allReduceSum(model.parameters.grads!.data, count: model.parameters.count)
+            sums = collective.allReduceSum(sums)
+            guard sums[0].isFinite else {
+                throw RunError("stage \(stage.name) step \(step + 1): the loss is \(sums[0]) (diffusion \(sums[1])); stopping without saving — the last checkpoint is intact. Lower the learning rate or check the data.")
+            }
+            let lr = learningRate(step: step)
+            let gradNorm = optimizer.clipGradNorm(parameters: model.parameters, maxNorm: config.gradClip)
+            optimizer.update(parameters: model.parameters, lr: lr)
+            if let decay = config.emaDecay, let ema { updateEMA(ema, decay: decay) }
+            step += 1
+
+            if isRoot {
+                let dt = Date().timeIntervalSince(t0)
+                let m = StepMetrics(stage: stage.name, step: step, steps: stage.steps, loss: sums[0], diffusion: sums[1],
+                                    leffa: sums[3] > 0 ? sums[2] : nil, lr: Double(lr), gradNorm: Double(gradNorm),
+                                    stepSeconds: dt, imagesPerSecond: Double(b) / dt, time: timestamp())
+                if step % config.logEvery == 0 || step == last { metrics?.append(m) }
+                let rate = Date().timeIntervalSince(started) / Double(step - startStep)
+                log(progressLine(m, eta: rate * Double(stage.steps - step)))
+                try writeHeartbeat()
+            }
+            if isRoot && config.snapshotEvery > 0 && (step % config.snapshotEvery == 0 || step == stage.steps) {
+                try FlowSnapshot.write(trainer: self, builder: builder)
+            }
+            if step % config.checkpointEvery == 0 || step == last {
+                if isRoot { try saveCheckpoint(ckpt) }
+                collective.barrier()
+            }
+        }
+        guard step >= stage.steps else { return .stopped(atStep: step) }
+        var next: String? = nil
+        if isRoot { next = try finishStage() }
+        collective.barrier()
+        return .stageFinished(next: next ?? (stageIndex + 1 < config.stages.count ? config.stages[stageIndex + 1].name : nil))
+    }
+
+    func chunks(_ xs: [Int], _ n: Int) -> [[Int]] {
+        let k = max(1, n)
+        return (0..<k).map { i in Array(xs[(xs.count * i / k)..<(xs.count * (i + 1) / k)]) }
+    }
+
+    /// Linear warmup, then constant or cosine decay to zero at the stage's last step.
+    public func learningRate(step s: Int) -> Float {
+        let st = stage
+        if st.warmupSteps > 0 && s < st.warmupSteps { return st.lr * Float(s + 1) / Float(st.warmupSteps) }
+        guard st.schedule == "cosine" else { return st.lr }
+        let span = max(1, st.steps - st.warmupSteps)
+        let p = Float(s - st.warmupSteps) / Float(span)
+        return st.lr * 0.5 * (1 + cosf(Float.pi * min(max(p, 0), 1)))
+    }
+
+    func updateEMA(_ ema: Tensor, decay: Float) {
+        let p = model.parameters.values!.data, e = ema.data
+        Parallel.for(ema.count, grain: 1 << 15) { r in for i in r { e[i] = decay * e[i] + (1 - decay) * p[i] } }
+    }
+
+    // MARK: Files
+
+    func saveCheckpoint(_ dir: CheckpointDirectory) throws {
+        var c = CheckpointContents(meta: [
+            CheckpointNames.step: .int64(Int64(step)), CheckpointNames.stage: .string(stage.name),
+            CheckpointNames.stageIndex: .int64(Int64(stageIndex)), CheckpointNames.dataPosition: .int64(Int64(step * stage.batch)),
+            CheckpointNames.seed: .int64(Int64(bitPattern: config.seed)), CheckpointNames.config: .string(config.text),
+            CheckpointNames.runID: .string((try? run.readState().runID) ?? ""), "adam_step": .int64(Int64(optimizer.step)),
+        ])
+        try c.setGroup(CheckpointNames.params, flat: model.parameters.values!, layout: layout)
+        try c.setGroup(CheckpointNames.adamM, flat: optimizer.m, layout: layout)
+        try c.setGroup(CheckpointNames.adamV, flat: optimizer.v, layout: layout)
+        if let ema { try c.setGroup(CheckpointNames.ema, flat: ema, layout: layout) }
+        try dir.save(c, step: step)
+    }
+
+    func writeHeartbeat() throws {
+        let obj: [String: Any] = ["stage": stage.name, "step": step, "steps": stage.steps, "ranks": collective.size,
+                                  "time": timestamp(), "unix_time": Date().timeIntervalSince1970, "pid": Int(getpid())]
+        try atomicWrite(try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), to: run.heartbeatURL)
+    }
+
+    func setStatus(_ status: RunState.Status, reason: String?) throws {
+        var s = try run.readState()
+        s.status = status
+        try run.writeState(s)
+    }
+
+    /// Writes the stage's final weights and moves the run to the next stage (or marks it done).
+    func finishStage() throws -> String? {
+        try model.saveWeights(to: run.finalWeightsURL(stage.name).path, metadata: ["stage": stage.name, "step": "\(step)"])
+        if let ema {
+            let v = model.parameters.values!
+            let saved = v.copy()
+            v.data.update(from: ema.data, count: v.count)
+            try model.saveWeights(to: run.stageURL(stage.name).appendingPathComponent("final-ema.safetensors").path, metadata: ["stage": stage.name, "ema": "true"])
+            v.data.update(from: saved.data, count: v.count)
+        }
+        var s = try run.readState()
+        if !s.completedStages.contains(stage.name) { s.completedStages.append(stage.name) }
+        let next = stageIndex + 1 < config.stages.count ? config.stages[stageIndex + 1].name : nil
+        s.history.append(.init(time: timestamp(), from: stage.name, to: next ?? "done", reason: "stage \(stage.name) finished at step \(step)"))
+        if let next { s.stage = next; s.status = .ready } else { s.status = .done }
+        try run.writeState(s)
+        log("stage \(stage.name) finished at step \(step); final weights in \(run.finalWeightsURL(stage.name).path)")
+        return next
+    }
+}
