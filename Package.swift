@@ -21,8 +21,10 @@ let package = Package(
         .library(name: "LeffaTensor", targets: ["LeffaTensor"]),
         .library(name: "SafeTensors", targets: ["SafeTensors"]),
         .library(name: "LeffaData", targets: ["LeffaData"]),
+        .library(name: "LeffaDistributed", targets: ["LeffaDistributed"]),
         .executable(name: "leffa-bench", targets: ["leffa-bench"]),
         .executable(name: "leffa-coord", targets: ["leffa-coord"]),
+        .executable(name: "leffa-mpi-check", targets: ["leffa-mpi-check"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -49,6 +51,12 @@ let package = Package(
 
         .target(name: "LeffaData", dependencies: ["LeffaTensor", "SafeTensors", "CPNG", "CJPEG"], swiftSettings: fast),
 
+        .target(name: "LeffaDistributed", dependencies: ["LeffaTensor", "CMPI"], swiftSettings: fast),
+        .executableTarget(
+            name: "leffa-mpi-check",
+            dependencies: ["LeffaDistributed", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: fast),
+
         .executableTarget(
             name: "leffa-bench",
             dependencies: ["LeffaTensor", "LeffaTraining", .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -59,6 +67,7 @@ let package = Package(
         .testTarget(name: "LeffaModelTests", dependencies: ["LeffaTraining", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaDataTests", dependencies: ["LeffaData", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "LeffaDistributedTests", dependencies: ["LeffaDistributed", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "ShimTests", dependencies: ["CBLAS", "CMPI", "CHDF5", "CPNG", "CJPEG"]),
     ],
     swiftLanguageModes: [.v5]
