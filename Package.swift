@@ -25,6 +25,8 @@ let package = Package(
         .executable(name: "leffa-bench", targets: ["leffa-bench"]),
         .executable(name: "leffa-coord", targets: ["leffa-coord"]),
         .executable(name: "leffa-worker", targets: ["leffa-worker"]),
+        .library(name: "LeffaDistributed", targets: ["LeffaDistributed"]),
+        .executable(name: "leffa-mpi-check", targets: ["leffa-mpi-check"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -56,6 +58,11 @@ let package = Package(
         .target(name: "LeffaData", dependencies: ["LeffaTensor", "SafeTensors", "CPNG", "CJPEG"], swiftSettings: fast),
 
         .target(name: "LeffaCheckpoint", dependencies: ["LeffaTensor", "CHDF5"], swiftSettings: fast),
+        .target(name: "LeffaDistributed", dependencies: ["LeffaTensor", "CMPI"], swiftSettings: fast),
+        .executableTarget(
+            name: "leffa-mpi-check",
+            dependencies: ["LeffaDistributed", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: fast),
 
         .executableTarget(
             name: "leffa-bench",
@@ -68,6 +75,7 @@ let package = Package(
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaDataTests", dependencies: ["LeffaData", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaCheckpointTests", dependencies: ["LeffaCheckpoint", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "LeffaDistributedTests", dependencies: ["LeffaDistributed", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "ShimTests", dependencies: ["CBLAS", "CMPI", "CHDF5", "CPNG", "CJPEG"]),
     ],
     swiftLanguageModes: [.v5]

@@ -1,0 +1,163 @@
+// Launches the built `leffa-mpi-check` under `mpirun --oversubscribe -np N` (2 or 3 ranks on any
+// machine) and checks exit codes and messages. Every launch has a deadline and is killed after it,
+// so the suite never hangs. mpirun must be on PATH (CI installs openmpi-bin).
+import XCTest
+import Foundation
+
+final class MPIRunTests: XCTestCase {
+    struct Run {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        var seconds: Double
+        var timedOut: Bool
+        var command: String
+        var log: String { "$ \(command)\nexit \(status)\(timedOut ? " (killed at deadline)" : ""), \(String(format: "%.1f", seconds)) s\n--- stdout\n\(stdout)\n--- stderr\n\(stderr)" }
+    }
+
+    static func findOnPath(_ name: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        return path.split(separator: ":").map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    /// The driver next to the test bundle (the build's products directory), else under .build.
+    static func findDriver() -> String? {
+        var candidates: [String] = []
+        if let p = ProcessInfo.processInfo.environment["LEFFA_MPI_CHECK"] { candidates.append(p) }
+        for b in [Bundle.main, Bundle(for: MPIRunTests.self)] {
+            candidates.append(b.bundleURL.deletingLastPathComponent().appendingPathComponent("leffa-mpi-check").path)
+        }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        candidates.append(root.appendingPathComponent(".build/release/leffa-mpi-check").path)
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    /// Runs the driver under mpirun with `np` ranks, or directly when `np` is nil.
+    func mpirun(_ args: [String], np: Int? = 2, env extra: [String: String] = [:], timeout: Double = 60,
+                file: StaticString = #filePath, line: UInt = #line) throws -> Run {
+        guard let mpirun = Self.findOnPath("mpirun") else {
+            XCTFail("mpirun not found on PATH: install Open MPI (apt-get install openmpi-bin) to run the MPI tests", file: file, line: line)
+            throw XCTSkip("no mpirun")
+        }
+        guard let driver = Self.findDriver() else {
+            XCTFail("leffa-mpi-check not found next to the test bundle or in .build/release: build it with `swift build -c release`", file: file, line: line)
+            throw XCTSkip("no driver")
+        }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("leffa-mpi-\(getpid())-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let outURL = dir.appendingPathComponent("stdout"), errURL = dir.appendingPathComponent("stderr")
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        let out = try FileHandle(forWritingTo: outURL), err = try FileHandle(forWritingTo: errURL)
+
+        let p = Process()
+        if let np {
+            p.executableURL = URL(fileURLWithPath: mpirun)
+            p.arguments = ["--oversubscribe", "-np", String(np), driver] + args
+        } else {
+            p.executableURL = URL(fileURLWithPath: driver)
+            p.arguments = args
+        }
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        env["LEFFA_THREADS"] = "1"
+        for (k, v) in extra { env[k] = v }
+        p.environment = env
+        p.standardOutput = out
+        p.standardError = err
+        let command = ([p.executableURL!.path] + p.arguments!).joined(separator: " ")
+        let t0 = Date()
+        try p.run()
+        var timedOut = false
+        while p.isRunning {
+            if Date().timeIntervalSince(t0) > timeout {
+                timedOut = true
+                p.terminate() // mpirun forwards SIGTERM to its ranks
+                let t1 = Date()
+                while p.isRunning && Date().timeIntervalSince(t1) < 5 { usleep(50_000) }
+                if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+                break
+            }
+            usleep(20_000)
+        }
+        p.waitUntilExit()
+        let seconds = Date().timeIntervalSince(t0)
+        try out.close(); try err.close()
+        let run = Run(status: p.terminationStatus,
+                      stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
+                      stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "",
+                      seconds: seconds, timedOut: timedOut, command: command)
+        XCTAssertFalse(timedOut, "killed after \(timeout) s:\n\(run.log)", file: file, line: line)
+        return run
+    }
+
+    func expectSuccess(_ args: [String], np: Int? = 2, contains: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let r = try mpirun(args, np: np, file: file, line: line)
+        XCTAssertEqual(r.status, 0, r.log, file: file, line: line)
+        XCTAssertTrue(r.stdout.contains(contains), "expected \"\(contains)\" in the output:\n\(r.log)", file: file, line: line)
+    }
+
+    func testAllreduceBroadcastGatherTwoRanks() throws {
+        try expectSuccess(["allreduce"], contains: "allreduce OK: 2 ranks, local 0/2")
+    }
+
+    /// Without a launcher the driver runs as a local world of one (no MPI call); LEFFA_MPI=1 makes
+    /// OpenMPI start as a singleton instead (thread level reported, size 1).
+    func testWithoutMpirunOneProcessWorks() throws {
+        try expectSuccess(["allreduce"], np: nil, contains: "allreduce OK: 1 ranks, local 0/1 on rank 0, thread level -1")
+        let r = try mpirun(["allreduce"], np: nil, env: ["LEFFA_MPI": "1"])
+        XCTAssertEqual(r.status, 0, r.log)
+        XCTAssertTrue(r.stdout.contains("allreduce OK: 1 ranks") && !r.stdout.contains("thread level -1"), r.log)
+    }
+
+    func testOverlappedBucketsMatchPlainAllreduce() throws {
+        try expectSuccess(["buckets"], contains: "buckets OK")
+        try expectSuccess(["buckets", "--fixed-order"], contains: "fixedOrder true, 4 steps match")
+    }
+
+    func testBucketsThreeRanks() throws {
+        try expectSuccess(["buckets", "--steps", "3"], np: 3, contains: "buckets OK")
+    }
+
+    func testFixedOrderIsBitExact() throws {
+        try expectSuccess(["ordered"], contains: "ordered OK: 2 ranks")
+        // Three ranks: here the order of additions matters (the driver checks its data shows it).
+        try expectSuccess(["ordered"], np: 3, contains: "ordered OK: 3 ranks")
+    }
+
+    func testVerifyNamesTheRanksThatDiffer() throws {
+        let r = try mpirun(["verify"], np: 3)
+        XCTAssertEqual(r.status, 0, r.log)
+        XCTAssertTrue(r.stdout.contains("weights: not the same on every rank (grouped by version: ranks 0, 1 | rank 2)"), r.log)
+        XCTAssertTrue(r.stdout.contains("first: unet.conv_in.weight"), r.log)
+        XCTAssertTrue(r.stdout.contains("line 3: rank 0 has \"lr: 1e-5\", rank 2 has \"lr: 2e-5\""), r.log)
+    }
+
+    func testMismatchAbortsEveryRankWithItsRank() throws {
+        let r = try mpirun(["verify", "--abort-on-mismatch"])
+        XCTAssertNotEqual(r.status, 0, r.log)
+        XCTAssertTrue(r.stderr.contains("leffa: rank 0: weights: not the same") || r.stderr.contains("leffa: rank 1: weights: not the same"), r.log)
+        XCTAssertFalse(r.stdout.contains("verify OK"), r.log)
+    }
+
+    /// A rank killed with SIGKILL mid-loop: mpirun must end the job, non-zero, within 30 s (the
+    /// watchdog is set far away so that it is the launcher that does it).
+    func testDeadRankEndsTheJobWithin30Seconds() throws {
+        let r = try mpirun(["die", "--kill-at", "20"], env: ["LEFFA_MPI_TIMEOUT": "600"], timeout: 60)
+        XCTAssertNotEqual(r.status, 0, r.log)
+        XCTAssertLessThan(r.seconds, 30, r.log)
+        XCTAssertTrue(r.stdout.contains("iteration 10"), "the loop should have run before the kill:\n\(r.log)")
+    }
+
+    /// A rank that stops calling MPI without dying: the watchdog of the waiting rank must abort the
+    /// job, naming itself and the collective it waited in (inside the reducer's thread).
+    func testHungRankIsCaughtByTheWatchdog() throws {
+        let r = try mpirun(["hang", "--stop-at", "3"], env: ["LEFFA_MPI_TIMEOUT": "3"], timeout: 60)
+        XCTAssertNotEqual(r.status, 0, r.log)
+        XCTAssertLessThan(r.seconds, 30, r.log)
+        XCTAssertTrue(r.stderr.contains("leffa: rank 0: MPI_Allreduce(gradient bucket"), r.log)
+        XCTAssertTrue(r.stderr.contains("has waited 3 s"), r.log)
+    }
+}
