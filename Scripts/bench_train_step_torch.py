@@ -17,6 +17,11 @@ Reads the JSON that `leffa-bench train-step` wrote (threads, models, batch, late
 same cases with torch at the same thread count, prints both and the ratio, and writes its own JSON.
 Without that JSON it times tiny and small at the defaults and prints the torch numbers only.
 
+OpenMP threads sleep while waiting (OMP_WAIT_POLICY=PASSIVE, unless the environment sets it): with
+the default spin-waiting, a 2-thread torch run on a 2-core machine that is also running anything else
+gets 5–20× slower and swings wildly, while leffa-bench's Dispatch threads don't spin. On a quiet
+machine the policy makes little difference.
+
 Not a test: the project's tests never need PyTorch (or diffusers).
 
     python3 Scripts/bench_train_step_torch.py --swift-json bench-results/train-step.json
@@ -338,6 +343,8 @@ def main():
     ap.add_argument("--validate-only", action="store_true", help="check against the fixture and stop")
     args = ap.parse_args()
 
+    # Must be set before torch loads its OpenMP runtime (see the top of this file).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:  # imported here so that a machine without them gets a message, not a traceback
         global torch, F
         import torch
@@ -362,7 +369,7 @@ def main():
     if swift:
         for r in swift["rows"]:
             cases.setdefault(r["model"], (r["batch"], tuple(r["latent"])))
-            swift_seconds[(r["model"], r["leffa"])] = r["seconds"]
+            swift_seconds[(r["model"], r["leffa"])] = (r["seconds"], r["best_seconds"])
     else:
         print(f"\n{args.swift_json} not found: torch numbers only")
     names = args.models.split(",") if args.models else list(cases) or ["tiny", "small"]
@@ -371,34 +378,38 @@ def main():
         print(f"skipping models this script does not know: {', '.join(unknown)}")
     cases = {m: cases.get(m, (2, DEFAULT_LATENT[m])) for m in names if m in MODELS}
 
-    print(f"\nPyTorch {torch.__version__}, diffusers {diffusers.__version__}, {threads} thread(s), "
-          f"median of {args.repeats} steps after 1 warm-up")
-    print(f"{'model':8}{'latent':9}{'leffa':7}{'torch ms':>10}{'best ms':>10}{'swift ms':>10}{'swift/torch':>13}")
+    print(f"\nPyTorch {torch.__version__}, diffusers {diffusers.__version__}, {threads} thread(s) "
+          f"(OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}), median and best of {args.repeats} steps after 1 warm-up")
+    print(f"{'':24}{'---- torch ----':>20}{'---- swift ----':>20}{'-- swift/torch --':>20}")
+    print(f"{'model':8}{'latent':9}{'leffa':7}{'median ms':>10}{'best ms':>10}{'median ms':>10}{'best ms':>10}"
+          f"{'median':>10}{'best':>10}")
     rows, overhead, swift_overhead = [], {}, {}
     for model, (b, (h, w)) in cases.items():
         med = {}
         for leffa in (False, True):
             t, best = time_step(model, b, (h, w), leffa, args.repeats)
             med[leffa] = t
-            sw = swift_seconds.get((model, leffa))
             row = {"model": model, "batch": b, "latent": [h, w], "leffa": leffa, "seconds": t, "best_seconds": best,
                    "images_per_second": b / t}
-            if sw is not None:
-                row.update(swift_seconds=sw, swift_over_torch_time=sw / t)
+            line = f"{model:8}{f'{h}x{w}':9}{'on' if leffa else 'off':7}{1e3 * t:10.1f}{1e3 * best:10.1f}"
+            if (model, leffa) in swift_seconds:
+                sw, sw_best = swift_seconds[(model, leffa)]
+                row.update(swift_seconds=sw, swift_best_seconds=sw_best,
+                           swift_over_torch_time=sw / t, swift_over_torch_best_time=sw_best / best)
+                line += f"{1e3 * sw:10.1f}{1e3 * sw_best:10.1f}{sw / t:10.2f}{sw_best / best:10.2f}"
             rows.append(row)
-            print(f"{model:8}{f'{h}x{w}':9}{'on' if leffa else 'off':7}{1e3 * t:10.1f}{1e3 * best:10.1f}"
-                  + (f"{1e3 * sw:10.1f}{sw / t:13.2f}" if sw is not None else f"{'-':>10}{'-':>13}"))
+            print(line)
         overhead[model] = med[True] / med[False] - 1
         line = f"        Leffa loss overhead: torch {100 * overhead[model]:+.1f} %"
         if (model, True) in swift_seconds and (model, False) in swift_seconds:
-            swift_overhead[model] = swift_seconds[(model, True)] / swift_seconds[(model, False)] - 1
+            swift_overhead[model] = swift_seconds[(model, True)][0] / swift_seconds[(model, False)][0] - 1
             line += f", swift {100 * swift_overhead[model]:+.1f} %"
         print(line)
     print("(swift/torch < 1: our step is faster)")
 
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     json.dump({"torch_version": torch.__version__, "diffusers_version": diffusers.__version__, "threads": threads,
-               "repeats": args.repeats, "validation": validation, "rows": rows, "leffa_overhead": overhead,
+               "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "repeats": args.repeats, "validation": validation, "rows": rows, "leffa_overhead": overhead,
                "swift_leffa_overhead": swift_overhead}, open(args.json, "w"), indent=1)
     print(f"\nwrote {args.json}")
     return 0

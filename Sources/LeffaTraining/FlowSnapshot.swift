@@ -84,7 +84,8 @@ public enum FlowSnapshot {
                 var panels = [plane(data.reference, s), plane(warped, s), plane(data.image, s), flowColours(flow, sample: s, size: (stage.height, stage.width))]
                 if let gt = data.flow { panels.append(flowColours(gt, sample: s, size: (stage.height, stage.width))) }
                 let short = layer.replacingOccurrences(of: ".transformer_blocks.0.attn1", with: "")
-                try ImageIO.write(hstack(panels), to: pngDir.appendingPathComponent("\(data.ids[s])-\(short).png"), format: .png)
+                let file = "\(data.ids[s])-\(short).png".replacingOccurrences(of: "/", with: "_")
+                try ImageIO.write(hstack(panels), to: pngDir.appendingPathComponent(file), format: .png)
             }
         }
     }
