@@ -57,7 +57,8 @@ public func conv2d(_ x: Tensor, _ weight: Tensor, _ bias: Tensor?, stride: (Int,
     let out = Tensor(zeros: [g.batch, g.cout, g.ho, g.wo])
     convForward(g, x: x.data, weight: weight.data, bias: bias?.data, out: out.data)
 
-    let xNeeds = x.requiresGrad, wNeeds = weight.requiresGrad, bNeeds = bias?.requiresGrad ?? false
+    let xNeeds = x.requiresGrad, wNeeds = weight.requiresGrad
+    let hasBias = bias != nil, bNeeds = bias?.requiresGrad ?? false
     // dX needs only W, dW needs only x: keep each only when the other's gradient is wanted.
     let xv: Tensor? = wNeeds ? x.detached() : nil
     let wv: Tensor? = xNeeds ? weight.detached() : nil
@@ -75,7 +76,7 @@ public func conv2d(_ x: Tensor, _ weight: Tensor, _ bias: Tensor?, stride: (Int,
             convBackwardWeight(g, x: xv.data, gradOut: gOut.data, gradW: dw.data)
             grads[1] = dw
         }
-        if bias != nil { grads.append(bNeeds ? convBiasGradient(g, gradOut: gOut.data) : nil) }
+        if hasBias { grads.append(bNeeds ? convBiasGradient(g, gradOut: gOut.data) : nil) }
         return grads
     }
 }
