@@ -1,6 +1,6 @@
 // Vectorised exponentials over buffers: the cost that dominates softmax and attention after the
 // matrix products. Range reduction to [−½, ½] in base 2 (Cody–Waite for eˣ) and a degree-6
-// polynomial on SIMD vectors, within 2 ulp (measured: eˣ 1.0, 2ˣ 1.2) wherever the result is a
+// polynomial on SIMD vectors, within 2 ulp (measured: eˣ 1.0, 2ˣ 1.4) wherever the result is a
 // normal float. Not a libm replacement: results that would be subnormal (x < ln FLT_MIN ≈ −87.34)
 // are flushed to 0 — they carry no weight in a softmax and
 // subnormal operands slow down the matrix products that consume them — and NaN inputs are not
@@ -61,16 +61,15 @@ public enum FastMath {
     }
 
     /// 2ᶠ for f in [−½, ½]: a degree-6 polynomial fitted for relative error (2e-9 in exact
-    /// arithmetic, 1.2 ulp with float32 Horner steps and no FMA).
+    /// arithmetic, 1.4 ulp in float32 without FMA). Evaluated in Estrin's scheme: two more
+    /// operations than Horner's but half the dependency chain, measured 12 % faster per element.
     @inlinable @inline(__always)
     static func exp2Reduced(_ f: Vector) -> Vector {
-        var p = Vector(repeating: 1.5353341587e-4)
-        p = p * f + 1.3398872689e-3
-        p = p * f + 9.6184378490e-3
-        p = p * f + 5.5503323674e-2
-        p = p * f + 2.4022647738e-1
-        p = p * f + 6.9314718246e-1
-        return p * f + 1
+        let f2 = f * f, f4 = f2 * f2
+        let c23 = f * 5.5503323674e-2 + 2.4022647738e-1
+        let c45 = f * 1.3398872689e-3 + 9.6184378490e-3
+        let c456 = c45 + f2 * 1.5353341587e-4
+        return 1 + ((f * 6.9314718246e-1 + f2 * c23) + f4 * c456)
     }
 
     /// 2ˣ lane by lane; 0 below −126 (subnormal results), +∞ from 128 on.
