@@ -52,10 +52,10 @@ let package = Package(
         .target(name: "LeffaLayers", dependencies: ["LeffaTensor"], swiftSettings: fast),
         .target(name: "LeffaModels", dependencies: ["LeffaLayers", "Yams"], swiftSettings: fast),
         .target(name: "LeffaDiffusion", dependencies: ["LeffaLayers"], swiftSettings: fast),
-        .target(name: "LeffaTraining", dependencies: ["LeffaModels", "LeffaDiffusion", "SafeTensors", "LeffaData", "LeffaCheckpoint"], swiftSettings: fast),
+        .target(name: "LeffaTraining", dependencies: ["LeffaModels", "LeffaDiffusion", "SafeTensors", "LeffaData", "LeffaCheckpoint", "LeffaDistributed"], swiftSettings: fast),
         .executableTarget(
             name: "leffa-worker",
-            dependencies: ["LeffaTraining", "LeffaData", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["LeffaTraining", "LeffaDistributed", "LeffaData", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: fast),
         .executableTarget(
             name: "leffa-coord",

@@ -6,8 +6,8 @@ both UNets forward (the reference UNet records the normalised input of every sel
 generative UNet's self-attention runs over concat(own normalised tokens, recorded feature) and keeps
 the target's n outputs; cross-attention returns its input), diffusion MSE on the predicted noise,
 optionally the Leffa loss, backward, gradient clipping to norm 1, and an AdamW update of both UNets.
-The UNets are diffusers' `UNet2DConditionModel`s; the Leffa behaviour is done with attention
-processors, which is how the published model code does it.
+The UNets are diffusers' `UNet2DConditionModel`s; the Leffa behaviour is added with attention
+processors (set_attn_processor), so diffusers' modules and parameter names stay as they are.
 
 Before timing, the same step's loss is computed on the golden fixture (shared/fixtures/leffa_tiny,
 written by the published model code) and checked: losses and outputs to relative 1e-4, gradients to
@@ -18,9 +18,9 @@ same cases with torch at the same thread count, prints both and the ratio, and w
 Without that JSON it times tiny and small at the defaults and prints the torch numbers only.
 
 OpenMP threads sleep while waiting (OMP_WAIT_POLICY=PASSIVE, unless the environment sets it): with
-the default spin-waiting, a 2-thread torch run on a 2-core machine that is also running anything else
-gets 5–20× slower and swings wildly, while leffa-bench's Dispatch threads don't spin. On a quiet
-machine the policy makes little difference.
+the default spin-waiting, a 2-thread torch step on a 2-core machine that is also running anything
+else got 5–20× slower and swung wildly (measured here), while leffa-bench's Dispatch threads don't
+spin. On a quiet machine the policy should matter little; OMP_WAIT_POLICY=ACTIVE to compare.
 
 Not a test: the project's tests never need PyTorch (or diffusers).
 
@@ -182,7 +182,8 @@ def leffa_flows(state):
         qh = q.view(b, n, heads, d).transpose(1, 2)
         kh = k.view(b, n, heads, d).transpose(1, 2)
         a = torch.softmax(qh @ kh.transpose(-1, -2) / (math.sqrt(d) * TAU), dim=-1).mean(dim=1)  # (B, n, n)
-        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, dtype=q.dtype), torch.linspace(-1, 1, w, dtype=q.dtype), indexing="ij")
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, dtype=q.dtype), torch.linspace(-1, 1, w, dtype=q.dtype),
+                                indexing="ij")
         coords = torch.stack([xs, ys], dim=-1).reshape(h * w, 2)  # row-major tokens, (x, y)
         flows[layer] = (a @ coords).view(b, h, w, 2)
     return flows
@@ -241,6 +242,7 @@ def tolerance_used(a, b, rtol, atol=1e-6):
 
 
 def validate(fixture_dir):
+    """The timed step's loss and backward on the golden fixture's weights and inputs; asserts agreement."""
     from safetensors.torch import load_file
     cfg = json.load(open(os.path.join(fixture_dir, "config.json")))
     u = cfg["unet"]
@@ -280,7 +282,8 @@ def validate(fixture_dir):
     grad_used = max(tolerance_used(params[k[len("grad."):]].grad, io[k], rtol=1e-3) for k in grads)
     print(f"  outputs (eps, {len(state.features)} reference features, {len(flows)} flows): "
           f"{100 * out_used:.1f} % of the tolerance (rtol 1e-4, atol 1e-6)")
-    print(f"  gradients ({len(grads)} parameters in the fixture): {100 * grad_used:.1f} % of the tolerance (rtol 1e-3, atol 1e-6)")
+    print(f"  gradients ({len(grads)} parameters in the fixture): "
+          f"{100 * grad_used:.1f} % of the tolerance (rtol 1e-3, atol 1e-6)")
     assert max(losses.values()) < 1e-4 and out_used <= 1 and grad_used <= 1, \
         "the PyTorch step does not match the golden fixture"
     return {"losses_rel_err": losses, "outputs_tolerance_used": out_used, "gradients_tolerance_used": grad_used}
@@ -409,8 +412,9 @@ def main():
 
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     json.dump({"torch_version": torch.__version__, "diffusers_version": diffusers.__version__, "threads": threads,
-               "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "repeats": args.repeats, "validation": validation, "rows": rows, "leffa_overhead": overhead,
-               "swift_leffa_overhead": swift_overhead}, open(args.json, "w"), indent=1)
+               "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "repeats": args.repeats, "validation": validation,
+               "rows": rows, "leffa_overhead": overhead, "swift_leffa_overhead": swift_overhead},
+              open(args.json, "w"), indent=1)
     print(f"\nwrote {args.json}")
     return 0
 

@@ -1,15 +1,22 @@
-// What the trainer needs from the processes it runs with: a rank, a size, sums over all ranks and
-// a barrier. One process needs none of it; the MPI implementation lives in LeffaDistributed.
+// What the trainer needs from the processes it runs with: a rank, a size, the gradient average
+// over ranks (started per parameter as backward finishes it, finished before the optimizer step),
+// small sums, a barrier and start-up consistency checks. One process needs none of it; MPI is in
+// MPICollective.swift.
 import LeffaTensor
 
 public protocol Collective: AnyObject {
     var rank: Int { get }
     var size: Int { get }
-    /// In-place sum over ranks of a float buffer (the gradient block).
-    func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int)
+    /// Parameter `index` (registration order) has its final gradient for this step.
+    func gradientReady(_ index: Int)
+    /// Waits until the gradient block holds the average over ranks; returns the seconds spent waiting.
+    func finishGradients() -> Double
     /// Sum over ranks of a few doubles (losses, counters).
     func allReduceSum(_ values: [Double]) -> [Double]
     func barrier()
+    /// Throws, naming the ranks, unless every rank holds the same bytes.
+    func verifyIdentical(_ values: Tensor, what: String) throws
+    func verifyIdentical(_ text: String, what: String) throws
 }
 
 /// A single process: every collective is the identity.
@@ -17,7 +24,10 @@ public final class SingleProcess: Collective {
     public init() {}
     public var rank: Int { 0 }
     public var size: Int { 1 }
-    public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) {}
+    public func gradientReady(_ index: Int) {}
+    public func finishGradients() -> Double { 0 }
     public func allReduceSum(_ values: [Double]) -> [Double] { values }
     public func barrier() {}
+    public func verifyIdentical(_ values: Tensor, what: String) throws {}
+    public func verifyIdentical(_ text: String, what: String) throws {}
 }

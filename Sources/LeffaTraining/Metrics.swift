@@ -13,8 +13,10 @@ public struct StepMetrics: Codable, Sendable {
     public var stepSeconds: Double
     public var imagesPerSecond: Double
     public var time: String
+    /// Seconds this step waited for the gradient all-reduce (not hidden behind backward).
+    public var reduceWaitSeconds: Double = 0
     enum CodingKeys: String, CodingKey {
-        case stage, step, steps, loss, diffusion, leffa, lr, time
+        case stage, step, steps, loss, diffusion, leffa, lr, time, reduceWaitSeconds = "reduce_wait_seconds"
         case gradNorm = "grad_norm", stepSeconds = "step_seconds", imagesPerSecond = "images_per_second"
     }
 }

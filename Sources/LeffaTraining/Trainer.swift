@@ -24,9 +24,11 @@ public final class Trainer {
     let log: (String) -> Void
     let layout: [FlatEntry]
 
-    public init(run: RunDirectory, collective: Collective = SingleProcess(), log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
+    /// `collective` makes the processes' collectives once the model's gradient block exists
+    /// (nil: one process).
+    public init(run: RunDirectory, collective makeCollective: ((LeffaModel) throws -> Collective)? = nil,
+                log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
         self.run = run
-        self.collective = collective
         self.log = log
         let state = try run.readState()
         config = try run.readConfig()
@@ -41,7 +43,11 @@ public final class Trainer {
         optimizer = AdamW(parameters: m.parameters, training: parts, config: config.adam)
         layout = m.parameters.all.map { FlatEntry(name: $0.name, offset: $0.offset, shape: $0.shape) }
         model = m
+        collective = try makeCollective?(m) ?? SingleProcess()
         try restore()
+        // Every rank must start from the same weights and config (and so stay in lockstep).
+        try collective.verifyIdentical(config.text, what: "config")
+        try collective.verifyIdentical(m.parameters.values!, what: "weights")
     }
 
     // MARK: Starting point
@@ -121,17 +127,22 @@ public final class Trainer {
             let micro = fixedOrder ? mine.map { [$0] } : chunks(mine, stage.gradAccum)
             model.parameters.zeroGrads()
             var sums = [0.0, 0.0, 0.0, 0.0]   // total, diffusion, leffa, samples with leffa
-            for mb in micro where !mb.isEmpty {
+            for (k, mb) in micro.enumerated() where !mb.isEmpty {
                 let (batch, _) = try builder.batch(step: step, positions: mb, stage: stage, stageIndex: stageIndex)
                 let l = try objective.loss(model, batch)
-                let share = Float(mb.count) / Float(b)
+                // Each rank averages its own samples; the reduction then averages over ranks.
+                let share = Float(mb.count) / Float(mine.count)
+                // The last backward of the step hands each finished gradient to the reduction.
+                if k == micro.count - 1 { attachGradientHooks() }
                 (l.total * share).backward()
                 sums[0] += Double(l.total.item) * Double(share)
                 sums[1] += Double(l.diffusion) * Double(share)
                 if let le = l.leffa { sums[2] += Double(le) * Double(share); sums[3] += 1 }
             }
-            collective.allReduceSum(model.parameters.grads!.data, count: model.parameters.count)
-            sums = collective.allReduceSum(sums)
+            detachGradientHooks()
+            let waited = collective.finishGradients()
+            sums = collective.allReduceSum(sums).map { $0 / Double(collective.size) }
+            sums[3] *= Double(collective.size)
             guard sums[0].isFinite else {
                 throw RunError("stage \(stage.name) step \(step + 1): the loss is \(sums[0]) (diffusion \(sums[1])); stopping without saving — the last checkpoint is intact. Lower the learning rate or check the data.")
             }
@@ -145,7 +156,7 @@ public final class Trainer {
                 let dt = Date().timeIntervalSince(t0)
                 let m = StepMetrics(stage: stage.name, step: step, steps: stage.steps, loss: sums[0], diffusion: sums[1],
                                     leffa: sums[3] > 0 ? sums[2] : nil, lr: Double(lr), gradNorm: Double(gradNorm),
-                                    stepSeconds: dt, imagesPerSecond: Double(b) / dt, time: timestamp())
+                                    stepSeconds: dt, imagesPerSecond: Double(b) / dt, time: timestamp(), reduceWaitSeconds: waited)
                 if step % config.logEvery == 0 || step == last { metrics?.append(m) }
                 let rate = Date().timeIntervalSince(started) / Double(step - startStep)
                 log(progressLine(m, eta: rate * Double(stage.steps - step)))
@@ -165,6 +176,14 @@ public final class Trainer {
         collective.barrier()
         return .stageFinished(next: next ?? (stageIndex + 1 < config.stages.count ? config.stages[stageIndex + 1].name : nil))
     }
+
+    func attachGradientHooks() {
+        for (i, p) in model.parameters.all.enumerated() {
+            let c = collective
+            p.value.onGradientReady = { c.gradientReady(i) }
+        }
+    }
+    func detachGradientHooks() { for p in model.parameters.all { p.value.onGradientReady = nil } }
 
     func chunks(_ xs: [Int], _ n: Int) -> [[Int]] {
         let k = max(1, n)

@@ -1,30 +1,50 @@
 // leffa-worker: trains the run's current stage from its last valid checkpoint (or the previous
-// stage's final weights, or the configured initial weights). One process here; under mpirun,
-// one data-parallel rank.
+// stage's final weights, or the configured initial weights). Alone, one process; under
+// `mpirun -np N`, one of N data-parallel ranks (each holds both UNets; gradients are averaged).
 import ArgumentParser
 import Foundation
 import LeffaTensor
+import LeffaDistributed
+import LeffaModels
 import LeffaTraining
 
 @main
 struct LeffaWorker: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "leffa-worker", abstract: "Train the current stage of a Leffa run.")
+    static let configuration = CommandConfiguration(commandName: "leffa-worker", abstract: "Train the current stage of a Leffa run (alone or under mpirun).")
     @Option(name: .customLong("run"), help: "The run directory (made by `leffa-coord init`).") var runPath: String
     @Option(help: "Stop cleanly after this step of the current stage, leaving a checkpoint.") var untilStep: Int?
     @Flag(help: "Keep training into the following stages instead of stopping when the current one ends.") var allStages = false
-    @Flag(help: "Reduce per-sample gradients in a fixed global order (bit-identical results for any rank count).") var fixedOrder = false
+    @Flag(help: "Reduce per-sample gradients in a fixed global order: bit-identical results for any rank count dividing the batch.") var fixedOrder = false
+    @Option(help: "Gradient bucket size in MB (default: LEFFA_BUCKET_MB, else 25).") var bucketMb: Int?
     @Option(help: "Kernel threads (default: LEFFA_THREADS, else cores ÷ local MPI ranks).") var threads: Int?
 
     func run() throws {
         if let threads { Parallel.threads = max(1, threads) }
+        let context: MPIContext
+        do { context = try MPIContext.start() } catch {
+            FileHandle.standardError.write(Data("leffa-worker: error: cannot start MPI: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        let log: (String) -> Void = { line in
+            if context.rank == 0 { FileHandle.standardError.write(Data((line + "\n").utf8)) }
+        }
         do {
             let dir = RunDirectory(runPath)
+            let fixed = fixedOrder, bucket = bucketMb.map { $0 << 20 }
+            let make: ((LeffaModel) throws -> Collective)? = context.isDistributed ? { model in
+                try MPICollective(context: context, gradients: model.parameters.enableGradients(),
+                                  sizes: model.parameters.all.map(\.count), fixedOrder: fixed, bucketBytes: bucket)
+            } : nil
+            if context.rank == 0 && context.isDistributed { log("leffa-worker: \(context.size) ranks, \(Parallel.threads) kernel thread(s) each\(fixed ? ", fixed reduction order" : "")") }
             while true {
-                let trainer = try Trainer(run: dir)
+                let trainer = try Trainer(run: dir, collective: make, log: log)
                 let outcome = try trainer.train(untilStep: untilStep, fixedOrder: fixedOrder)
                 guard case .stageFinished(let next) = outcome, allStages, next != nil else { break }
             }
+            context.finalize()
         } catch {
+            // Any rank's error stops every rank: nothing hangs waiting for a rank that left.
+            if context.isDistributed { context.abort("\(error)") }
             FileHandle.standardError.write(Data("leffa-worker: error: \(error)\n".utf8))
             throw ExitCode(1)
         }

@@ -77,3 +77,19 @@ final class BasicOpsTests: XCTestCase {
         XCTAssertFalse(r.ok)
     }
 }
+
+final class GradientReadyHookTests: XCTestCase {
+    /// The hook fires once per backward, after the leaf's last contribution (x is read twice).
+    func testHookFiresAfterTheLastContribution() {
+        let x = Tensor.randn([4], seed: 1).requiringGrad(), w = Tensor.randn([4], seed: 2).requiringGrad()
+        var fired: [String] = []
+        x.onGradientReady = { fired.append("x:\(x.grad!.scalars)") }
+        w.onGradientReady = { fired.append("w") }
+        let y = sum(x * w + x * x)
+        y.backward()
+        XCTAssertEqual(fired.count, 2)
+        // When x's hook ran its gradient was already complete: w + 2x.
+        let want = (0..<4).map { w[$0] + 2 * x[$0] }
+        XCTAssertEqual(fired.first { $0.hasPrefix("x:") }, "x:\(want)")
+    }
+}

@@ -70,6 +70,13 @@ extension Tensor {
                 stack.append((input, false))
             }
         }
+        // Leaves with a ready-hook: how many ops still owe them a gradient contribution.
+        var pending: [ObjectIdentifier: Int] = [:]
+        for t in order {
+            for input in t.node!.inputs where input.node == nil && input.requiresGrad && input.onGradientReady != nil {
+                pending[ObjectIdentifier(input), default: 0] += 1
+            }
+        }
         for t in order.reversed() {
             guard let node = t.node, let fn = node.backward else { continue }
             guard let gradOut = t.grad else { continue }
@@ -77,6 +84,10 @@ extension Tensor {
             precondition(grads.count == node.inputs.count, "\(node.op): backward returned \(grads.count) gradients for \(node.inputs.count) inputs")
             for (input, gi) in zip(node.inputs, grads) where input.requiresGrad {
                 if let gi { Tensor.accumulate(input, gi) }
+                if let hook = input.onGradientReady, input.node == nil, let left = pending[ObjectIdentifier(input)] {
+                    pending[ObjectIdentifier(input)] = left - 1
+                    if left == 1 { hook() }
+                }
             }
             // Free what this node held: its closure's captures, its inputs, its gradient.
             node.backward = nil

@@ -14,6 +14,10 @@ public final class Tensor: @unchecked Sendable {
     var gradOwned = false
     /// How this tensor was computed; nil for leaves (inputs, parameters).
     var node: Node?
+    /// For a leaf: called by `backward()` once the leaf's gradient for this pass is complete (every
+    /// op that read it has contributed). Data parallelism starts a gradient bucket's all-reduce
+    /// from here, while the rest of backward runs.
+    public var onGradientReady: (() -> Void)?
 
     public init(shape: [Int], storage: Storage, requiresGrad: Bool = false) {
         precondition(shape.allSatisfy { $0 >= 0 }, "Tensor: negative dimension in \(shape)")
