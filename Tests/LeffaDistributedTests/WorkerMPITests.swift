@@ -1,0 +1,125 @@
+// leffa-worker under mpirun, end to end: two ranks with global batch 2 end with the same weights as
+// one rank with global batch 2 (bit for bit with --fixed-order, within float tolerance without), and
+// killing one rank ends the whole job, non-zero, within 30 s.
+import XCTest
+import Foundation
+import TestSupport
+
+final class WorkerMPITests: XCTestCase {
+    let bin = Fixtures.packageRoot.appendingPathComponent(".build/release")
+    var dir: URL!
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("leffa-worker-mpi-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        guard FileManager.default.isExecutableFile(atPath: bin.appendingPathComponent("leffa-worker").path) else {
+            throw XCTSkip("build first: swift build -c release (Scripts/test.sh does)")
+        }
+    }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
+
+    /// Runs a command with a deadline; returns (status, stderr, seconds).
+    @discardableResult
+    func run(_ exe: String, _ args: [String], timeout: Double = 120, onStart: ((Process) -> Void)? = nil) throws -> (Int32, String, Double) {
+        let p = Process(), err = Pipe()
+        p.executableURL = URL(fileURLWithPath: exe)
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"; env["LEFFA_THREADS"] = "1"
+        p.environment = env
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        let t0 = Date()
+        try p.run()
+        onStart?(p)
+        let deadline = Date().addingTimeInterval(timeout)
+        while p.isRunning && Date() < deadline { usleep(50_000) }
+        if p.isRunning { kill(-p.processIdentifier, SIGKILL); p.terminate(); p.waitUntilExit() }
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        return (p.terminationStatus, text, Date().timeIntervalSince(t0))
+    }
+
+    func mpirun() throws -> String {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        guard let m = path.split(separator: ":").map({ "\($0)/mpirun" }).first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            XCTFail("mpirun not found: apt-get install openmpi-bin"); throw XCTSkip("no mpirun")
+        }
+        return m
+    }
+
+    func makeRun(_ name: String, steps: Int, ema: Bool = true) throws -> String {
+        let cfg = dir.appendingPathComponent("\(name).yaml")
+        try """
+        run: {name: \(name), seed: 5}
+        model: {preset: tiny}
+        data: {kind: synthetic, root: \(dir.appendingPathComponent("data").path), space: pixel}
+        training: {checkpoint_every: 2, reference_dropout: 0.5\(ema ? ", ema_decay: 0.9" : "")}
+        stages:
+          - {name: only, resolution: 16x16, steps: \(steps), batch: 2, lr: 1.0e-3}
+        """.write(to: cfg, atomically: true, encoding: .utf8)
+        let runDir = dir.appendingPathComponent(name).path
+        let (s, e, _) = try run(bin.appendingPathComponent("leffa-coord").path, ["init", "--config", cfg.path, "--run", runDir])
+        XCTAssertEqual(s, 0, e)
+        return runDir
+    }
+
+    func synth() throws {
+        let (s, e, _) = try run(bin.appendingPathComponent("leffa-coord").path, ["synth", "--out", dir.appendingPathComponent("data").path, "--count", "6", "--size", "16x16"])
+        XCTAssertEqual(s, 0, e)
+    }
+
+    func weights(_ runDir: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: runDir + "/stages/only/final.safetensors")) }
+
+    func testTwoRanksMatchOneRankBitForBitWithFixedOrder() throws {
+        try synth()
+        let one = try makeRun("one", steps: 3), two = try makeRun("two", steps: 3)
+        let w = bin.appendingPathComponent("leffa-worker").path
+        let (s1, e1, _) = try run(w, ["--run", one, "--fixed-order"])
+        XCTAssertEqual(s1, 0, e1)
+        let (s2, e2, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", two, "--fixed-order"])
+        XCTAssertEqual(s2, 0, e2)
+        XCTAssertTrue(e2.contains("2 ranks"), e2)
+        XCTAssertEqual(try weights(one), try weights(two), "2 ranks (fixed order) differ from 1 rank")
+    }
+
+    func testTwoRanksMatchOneRankWithinToleranceByDefault() throws {
+        try synth()
+        let one = try makeRun("one", steps: 3), two = try makeRun("two", steps: 3)
+        let w = bin.appendingPathComponent("leffa-worker").path
+        XCTAssertEqual(try run(w, ["--run", one]).0, 0)
+        XCTAssertEqual(try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", two]).0, 0)
+        let a = try weights(one), b = try weights(two)
+        XCTAssertEqual(a.count, b.count)
+        // Same header, float data close: compare as floats past the header.
+        let n = a.withUnsafeBytes { Int($0.load(as: UInt64.self)) } + 8
+        let fa = a.dropFirst(n).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        let fb = b.dropFirst(n).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        // AdamW divides by √v: where a gradient is near zero, a summation-order difference can move
+        // an update by a fraction of lr (1e-3), so weights are compared to lr/10.
+        XCTAssertLessThanOrEqual(worstError(fa, fb, Tolerance(rtol: 1e-3, atol: 1e-4, why: "summation order over ranks, AdamW")).ratio, 1)
+        XCTAssertNotEqual(a, b, "without --fixed-order the sums are expected to associate differently")
+    }
+
+    func testKillingOneRankEndsTheJobWithin30Seconds() throws {
+        try synth()
+        let r = try makeRun("kill", steps: 10_000)
+        let w = bin.appendingPathComponent("leffa-worker").path
+        var killedAt: Date? = nil
+        let (status, err, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", r], timeout: 90) { _ in
+            // Wait until training runs (a heartbeat exists), then SIGKILL one worker rank.
+            let hb = r + "/heartbeat.json"
+            let start = Date()
+            while !FileManager.default.fileExists(atPath: hb) && Date().timeIntervalSince(start) < 60 { usleep(100_000) }
+            let pg = Process(), out = Pipe()
+            pg.executableURL = URL(fileURLWithPath: "/usr/bin/pgrep")
+            pg.arguments = ["-f", "leffa-worker --run \(r)"]
+            pg.standardOutput = out
+            try? pg.run(); pg.waitUntilExit()
+            let pids = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n").compactMap { Int32($0) }
+            if let victim = pids.last { kill(victim, SIGKILL); killedAt = Date() }
+        }
+        XCTAssertNotNil(killedAt, "no worker process found to kill")
+        XCTAssertNotEqual(status, 0, err)
+        if let k = killedAt { XCTAssertLessThan(Date().timeIntervalSince(k), 30, "the job outlived a killed rank by 30 s") }
+    }
+}
