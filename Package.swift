@@ -73,7 +73,7 @@ let package = Package(
 
         .executableTarget(
             name: "leffa-bench",
-            dependencies: ["LeffaTensor", "LeffaTraining", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["LeffaTensor", "LeffaTraining", "LeffaDistributed", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: fast),
 
         .target(name: "TestSupport", dependencies: ["LeffaTensor"], path: "Tests/TestSupport", swiftSettings: fast),

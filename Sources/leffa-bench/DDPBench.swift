@@ -1,0 +1,68 @@
+// The data-parallel benchmark, run under mpirun by Scripts/bench-ddp.sh: training steps of the
+// `small` model with the global batch split over the ranks, reporting images/s and the fraction of
+// step time spent waiting for the gradient all-reduce (the part not hidden behind backward).
+import ArgumentParser
+import Foundation
+import LeffaTensor
+import LeffaLayers
+import LeffaModels
+import LeffaDistributed
+import LeffaTraining
+
+struct DDPBench: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ddp", abstract: "Data-parallel training steps (run under mpirun).")
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Model size (tiny, small).") var model: String = "small"
+    @Option(help: "Global batch.") var batch: Int = 2
+    @Option(help: "Gradient bucket size in MB.") var bucketMb: Int = 25
+    @Flag(help: "Start all-reduces after backward instead of during it (the non-overlapped baseline).") var noOverlap = false
+
+    struct Report: Encodable {
+        var ranks: Int, threadsPerRank: Int, model: String, globalBatch: Int, bucketMB: Int, overlap: Bool
+        var stepSeconds: Double, imagesPerSecond: Double, waitFraction: Double, buckets: Int
+        enum CodingKeys: String, CodingKey {
+            case ranks, model, overlap, buckets
+            case threadsPerRank = "threads_per_rank", globalBatch = "global_batch", bucketMB = "bucket_mb"
+            case stepSeconds = "step_seconds", imagesPerSecond = "images_per_second", waitFraction = "wait_fraction"
+        }
+    }
+
+    func run() throws {
+        options.apply()
+        let ctx = try MPIContext.start()
+        guard batch % ctx.size == 0 else { ctx.abort("--batch \(batch) must be divisible by the rank count \(ctx.size)") }
+        guard let config = ModelConfig.preset(model) else { ctx.abort("unknown model \(model)") }
+        let (h, w) = TrainStepBench.latent(model)
+        let m = try LeffaModel(config: config, seed: 1)
+        let grads = m.parameters.enableGradients()
+        let reducer = try GradientReducer(context: ctx, gradients: grads, parameterSizes: m.parameters.all.map(\.count), capBytes: bucketMb << 20)
+        let optimizer = AdamW(parameters: m.parameters, training: m.parameters(of: "unet") + m.parameters(of: "unet_encoder"))
+        let local = TrainStepBench.batch(batch / ctx.size, h, w, seed: 100 + UInt64(ctx.rank))
+        let objective = TrainingObjective()
+        var times: [Double] = [], waits: [Double] = []
+        for i in 0...(options.repeats) {
+            ctx.barrier()
+            let t0 = Date()
+            m.parameters.zeroGrads()
+            if !noOverlap { for (k, p) in m.parameters.all.enumerated() { p.value.onGradientReady = { reducer.markReady(k) } } }
+            try objective.loss(m, local).total.backward()
+            for p in m.parameters.all { p.value.onGradientReady = nil }
+            let timing = noOverlap ? reducer.reduceAll() : reducer.finish()
+            optimizer.update(parameters: m.parameters, lr: 1e-5)
+            let dt = Date().timeIntervalSince(t0)
+            if i > 0 { times.append(dt); waits.append(timing.waitSeconds) }   // step 0 warms up
+        }
+        reducer.close()
+        // The slowest rank sets the pace: report rank-maxima of the medians.
+        var med = [times.sorted()[times.count / 2], waits.sorted()[waits.count / 2]]
+        ctx.allreduce(&med, .max)
+        if ctx.rank == 0 {
+            let r = Report(ranks: ctx.size, threadsPerRank: Parallel.threads, model: model, globalBatch: batch, bucketMB: bucketMb, overlap: !noOverlap,
+                           stepSeconds: med[0], imagesPerSecond: Double(batch) / med[0], waitFraction: med[1] / med[0], buckets: reducer.buckets.count)
+            print(String(format: "ranks %d × %d thread(s)  %@  batch %d  buckets %d×≤%d MB  overlap %@: %.1f ms/step  %.2f img/s  waiting %.1f %%",
+                         r.ranks, r.threadsPerRank, model, batch, r.buckets, bucketMb, r.overlap ? "on" : "off", 1e3 * r.stepSeconds, r.imagesPerSecond, 100 * r.waitFraction))
+            try writeJSON(r, to: options.json == "bench-results/engine.json" ? "bench-results/ddp.json" : options.json)
+        }
+        ctx.finalize()
+    }
+}
