@@ -48,7 +48,9 @@ public final class ParameterSet {
     /// Moves every value into one block (views keep each parameter's name and shape).
     public func flatten() {
         guard values == nil else { return }
-        let v = Tensor(zeros: [count])
+        // Each parameter's own memory is freed as soon as it is copied, so the peak stays near one
+        // copy of the model (the flat block's pages are first touched by the copy).
+        let v = Tensor(shape: [count], storage: Storage(count: count, zeroed: false))
         var off = 0
         for p in all {
             let n = p.count

@@ -21,15 +21,16 @@ public final class Storage: @unchecked Sendable {
         return true
     }()
 
-    /// Zero-filled, 64-byte aligned (AVX-512 line) memory.
-    public init(count: Int) {
+    /// Zero-filled (unless `zeroed` is false: for callers that overwrite every element, so a huge
+    /// block's pages are first touched by the data itself), 64-byte aligned (AVX-512 line) memory.
+    public init(count: Int, zeroed: Bool = true) {
         precondition(count >= 0, "Storage: negative element count \(count)")
         _ = Storage.allocatorTuned
         var raw: UnsafeMutableRawPointer? = nil
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
         let rc = posix_memalign(&raw, 64, bytes)
         guard rc == 0, let raw else { fatalError("Storage: cannot allocate \(bytes) bytes (posix_memalign \(rc))") }
-        memset(raw, 0, bytes)
+        if zeroed { memset(raw, 0, bytes) }
         base = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         self.count = count
         parent = nil
