@@ -1,0 +1,52 @@
+// AdamW against a double-precision reference (bias correction, decoupled decay, only the trained
+// ranges move), and gradient-norm clipping.
+import XCTest
+import LeffaTensor
+import LeffaLayers
+
+final class AdamWTests: XCTestCase {
+    func makeSet() -> (ParameterSet, Parameter, Parameter) {
+        let set = ParameterSet(), s = Scope(set, seed: 4)
+        let a = s.param("a", [37], .uniform(1)), b = s.param("b", [5, 3], .uniform(1))
+        set.enableGradients()
+        return (set, a, b)
+    }
+
+    func testMatchesDoublePrecisionReference() {
+        let (set, a, b) = makeSet()
+        let opt = AdamW(parameters: set, training: [a])   // b is frozen
+        var p = a.value.scalars.map(Double.init), m = [Double](repeating: 0, count: 37), v = m
+        let bBefore = b.value.scalars
+        let c = opt.config, lr = 1e-2
+        for step in 1...3 {
+            let g = Tensor.randn([37], seed: UInt64(step))
+            a.value.grad!.data.update(from: g.data, count: 37)
+            b.value.grad!.data.update(repeating: 1, count: 15)
+            opt.update(parameters: set, lr: Float(lr))
+            for i in 0..<37 {
+                let gi = Double(g[i])
+                m[i] = Double(c.beta1) * m[i] + (1 - Double(c.beta1)) * gi
+                v[i] = Double(c.beta2) * v[i] + (1 - Double(c.beta2)) * gi * gi
+                let mh = m[i] / (1 - pow(Double(c.beta1), Double(step))), vh = v[i] / (1 - pow(Double(c.beta2), Double(step)))
+                p[i] = p[i] * (1 - lr * Double(c.weightDecay)) - lr * mh / (vh.squareRoot() + Double(c.eps))
+            }
+        }
+        for i in 0..<37 { XCTAssertEqual(Double(a.value[i]), p[i], accuracy: 1e-5, "element \(i)") }
+        XCTAssertEqual(b.value.scalars, bBefore, "a frozen parameter moved")
+        XCTAssertEqual(opt.step, 3)
+    }
+
+    func testClipGradNorm() {
+        let (set, a, b) = makeSet()
+        let opt = AdamW(parameters: set, training: [a, b])
+        for i in 0..<37 { a.value.grad![i] = Float(i % 5) - 2 }
+        for i in 0..<15 { b.value.grad![i] = 0.5 }
+        var sq = 15 * 0.25
+        for i in 0..<37 { let x = Double(i % 5) - 2; sq += x * x }
+        let want = sq.squareRoot()
+        XCTAssertEqual(Double(opt.gradNorm(parameters: set)), want, accuracy: 1e-5)
+        let before = opt.clipGradNorm(parameters: set, maxNorm: 1)
+        XCTAssertEqual(Double(before), want, accuracy: 1e-5)
+        XCTAssertEqual(Double(opt.gradNorm(parameters: set)), 1, accuracy: 1e-4)
+    }
+}
