@@ -32,7 +32,7 @@ public struct Heartbeat: Codable, Sendable {
     }
     public var age: Double { Date().timeIntervalSince1970 - unixTime }
     /// A worker wrote this recently and its process (on this machine) is alive.
-    public func looksAlive(within seconds: Double = 120) -> Bool { age < seconds && kill(pid_t(pid), 0) == 0 }
+    public func looksAlive(within seconds: Double = 120) -> Bool { age < seconds && pid != Int(getpid()) && kill(pid_t(pid), 0) == 0 }
 }
 
 public struct StageReport: Codable, Sendable {
@@ -133,8 +133,8 @@ public enum StageControl {
         if state.completedStages.contains(target) { out.append("stage \(target) is completed and becomes current again (it resumes from its newest checkpoint)") }
         let cur = state.stage
         if cur != target, !state.completedStages.contains(cur), config.stages.firstIndex(where: { $0.name == cur }).map({ $0 < t }) == true,
-           let last = try checkpointSteps(run, cur).last {
-            out.append("stage \(cur) is left unfinished at checkpoint step \(last)")
+           let last = try checkpointSteps(run, cur).last, let steps = config.stages.first(where: { $0.name == cur })?.steps, last < steps {
+            out.append("stage \(cur) is left unfinished at checkpoint step \(last) of \(steps)")
         }
         return out
     }

@@ -3,7 +3,7 @@ import XCTest
 import Foundation
 import LeffaTensor
 import LeffaModels
-import LeffaTraining
+@testable import LeffaTraining
 
 final class ExportSampleTests: XCTestCase {
     func testExportsReloadWithEqualWeights() throws {
@@ -52,7 +52,8 @@ final class ExportSampleTests: XCTestCase {
         // Guidance: ε_u + g (ε_c − ε_u).
         let e = Tensor([1, 2, 10, 20], shape: [2, 2, 1, 1])
         let g = s.guide(e, 2.5)
-        XCTAssertEqual(Array(UnsafeBufferPointer(start: g.data, count: 2)), [10 + 2.5 * (1 - 10), 20 + 2.5 * (2 - 20)])
+        let expected: [Float] = [-12.5, -25]   // 10 + 2.5·(1 − 10), 20 + 2.5·(2 − 20)
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: g.data, count: 2)), expected)
     }
 
     func testSampleOnATinyRunIsDeterministicAndUsesTheReference() throws {

@@ -72,3 +72,20 @@ final class StageControlTests: XCTestCase {
         XCTAssertThrowsError(try StageControl.set(dir, to: "nope", confirmed: true)) { XCTAssertTrue("\($0)".contains("no stage named nope"), "\($0)") }
     }
 }
+
+extension StageControlTests {
+    func testMovingAwayFromAnUnfinishedStageNeedsConfirmation() throws {
+        let dir = try TinyRun.make(steps: [2, 6, 4])
+        try TinyRun.train(dir)                        // lowres done
+        try TinyRun.train(dir, until: 2)              // highres at 2 of 6
+        try TinyRun.train(dir, until: 4)              // … 4 of 6
+        // Going forward to leffa is impossible (no highres final weights) …
+        XCTAssertThrowsError(try StageControl.set(dir, to: "leffa", confirmed: true))
+        // … and staying put records a transition without discarding anything.
+        XCTAssertEqual(try StageControl.discards(dir, to: "highres"), [])
+        XCTAssertEqual(try StageControl.set(dir, to: "highres", confirmed: false, reason: "same").history.last?.reason, "same")
+        let r = try StageControl.status(dir)
+        XCTAssertEqual(r.stages.map(\.latestCheckpoint), [2, 4, nil])
+        XCTAssertTrue(r.text.contains("latest checkpoint step 4/6"), r.text)
+    }
+}

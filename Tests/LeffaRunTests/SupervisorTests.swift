@@ -37,10 +37,11 @@ final class SupervisorTests: XCTestCase {
         let lock = NSLock()
         var lines: [String] = []
         let sup = Supervisor(run: dir, options: opts) { l in lock.lock(); lines.append(l); lock.unlock() }
-        var outcome: SupervisorOutcome? = nil, failure: Error? = nil
+        final class Result: @unchecked Sendable { var outcome: SupervisorOutcome?; var failure: Error? }
+        let result = Result()
         let done = expectation(description: "run finished")
         Thread.detachNewThread {
-            do { outcome = try sup.run() } catch { failure = error }
+            do { result.outcome = try sup.run() } catch { result.failure = error }
             done.fulfill()
         }
         var killed = false
@@ -54,8 +55,8 @@ final class SupervisorTests: XCTestCase {
         }
         XCTAssertTrue(killed, "never saw highres between steps 7 and 20")
         wait(for: [done], timeout: 300)
-        XCTAssertNil(failure)
-        XCTAssertEqual(outcome, .completed)
+        XCTAssertNil(result.failure)
+        XCTAssertEqual(result.outcome, .completed)
         XCTAssertEqual(sup.restarts, 1)
         XCTAssertTrue(lines.contains { $0.contains("killed by signal 9 (SIGKILL)") && $0.contains("restarting from checkpoint step") }, "\(lines.filter { !$0.hasPrefix("  ") })")
         XCTAssertEqual(try dir.readState().status, .done)
