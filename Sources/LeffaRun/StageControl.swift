@@ -54,7 +54,8 @@ public struct StageReport: Codable, Sendable {
 
     /// Human-readable summary (the non-JSON `stage status`).
     public var text: String {
-        var lines = ["run \(run) (\(runID))", "stage \(stage): \(status)"]
+        let stale = status == "running" && (heartbeat.map { $0.ageSeconds > 120 || kill(pid_t($0.pid), 0) != 0 } ?? true)
+        var lines = ["run \(run) (\(runID))", "stage \(stage): \(status)\(stale ? " (no live worker: it stopped or died; `leffa-coord run` resumes)" : "")"]
         for s in stages {
             let mark = s.completed ? "done" : s.name == stage ? "current" : "pending"
             let ck = s.latestCheckpoint.map { "latest checkpoint step \($0)/\(s.steps)" } ?? "no checkpoints (of \(s.steps) steps)"
