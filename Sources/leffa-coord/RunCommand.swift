@@ -16,12 +16,13 @@ struct Run: ParsableCommand {
     @Option(help: "Seconds before the first restart (doubles each time).") var backoff: Double = 2
     @Option(help: "Seconds without a heartbeat after which a worker counts as hung.") var heartbeatTimeout: Double = 900
     @Option(help: "Path of leffa-worker (default: next to leffa-coord).") var worker: String?
+    @Flag(help: "Launch through mpirun even for --np 1.") var mpi = false
 
     func run() throws {
         guard np >= 1 else { throw userError(RunError("--np: expected at least 1, got \(np)")) }
         var opts = SupervisorOptions(worker: worker ?? siblingExecutable("leffa-worker"))
         opts.ranks = np; opts.hostfile = hostfile; opts.mpirunArgs = mpirunArgs; opts.workerArgs = workerArgs
-        opts.retries = retries; opts.backoff = backoff; opts.heartbeatTimeout = heartbeatTimeout
+        opts.retries = retries; opts.alwaysMPI = mpi; opts.backoff = backoff; opts.heartbeatTimeout = heartbeatTimeout
         guard FileManager.default.isExecutableFile(atPath: opts.worker) else {
             throw userError(RunError("\(opts.worker): leffa-worker not found; build it (`swift build -c release`) or pass --worker PATH"))
         }

@@ -22,7 +22,7 @@ final class SupervisorTests: XCTestCase {
 
     func testAllStagesCompleteAndAKilledWorkerIsRestarted() throws {
         let opts = try options()
-        let steps = [4, 24, 4]
+        let steps = [2, 14, 2]
         // Uninterrupted reference run.
         let clean = try TinyRun.make(steps: steps, name: "clean")
         var cleanLog: [String] = []
@@ -30,7 +30,7 @@ final class SupervisorTests: XCTestCase {
         let cs = try clean.readState()
         XCTAssertEqual(cs.status, .done)
         XCTAssertEqual(cs.completedStages, ["lowres", "highres", "leffa"])
-        XCTAssertTrue(cleanLog.contains { $0.contains("[highres] step 24/24") }, "progress lines are echoed: \(cleanLog.suffix(5))")
+        XCTAssertTrue(cleanLog.contains { $0.contains("[highres] step 14/14") }, "progress lines are echoed: \(cleanLog.suffix(5))")
 
         // Same run; the worker is killed with SIGKILL in the middle of highres.
         let dir = try TinyRun.make(steps: steps, name: "killed")
@@ -47,13 +47,13 @@ final class SupervisorTests: XCTestCase {
         var killed = false
         let deadline = Date().addingTimeInterval(120)
         while !killed && Date() < deadline {
-            if let h = Heartbeat.read(dir), h.stage == "highres", h.step >= 7, h.step < 20, h.pid == Int(sup.childPID) {
+            if let h = Heartbeat.read(dir), h.stage == "highres", h.step >= 5, h.step < 12, h.pid == Int(sup.childPID) {
                 XCTAssertEqual(kill(pid_t(h.pid), SIGKILL), 0)
                 killed = true
             }
             usleep(5_000)
         }
-        XCTAssertTrue(killed, "never saw highres between steps 7 and 20")
+        XCTAssertTrue(killed, "never saw highres between steps 5 and 12")
         wait(for: [done], timeout: 300)
         XCTAssertNil(result.failure)
         XCTAssertEqual(result.outcome, .completed)
@@ -89,5 +89,47 @@ final class SupervisorTests: XCTestCase {
         opts.ranks = 2; opts.hostfile = "hosts"; opts.mpirunArgs = []
         XCTAssertEqual(Supervisor(run: dir, options: opts, log: { _ in }).commandLine(),
                        ["mpirun", "-np", "2", "--hostfile", "hosts", "/x/leffa-worker", "--run", "/tmp/r"])
+    }
+
+    /// A script standing in for the worker: records its pid, then sleeps without a heartbeat.
+    func silentWorker(_ dir: RunDirectory) throws -> String {
+        let path = dir.url.appendingPathComponent("silent-worker.sh").path
+        try "#!/bin/sh\necho $$ >> \(dir.url.path)/worker-pids\nexec sleep 60\n".write(toFile: path, atomically: true, encoding: .utf8)
+        chmod(path, 0o755)
+        return path
+    }
+    func pids(_ dir: RunDirectory) -> [pid_t] {
+        ((try? String(contentsOfFile: dir.url.path + "/worker-pids", encoding: .utf8)) ?? "").split(separator: "\n").compactMap { pid_t($0) }
+    }
+
+    func testAHungWorkerIsStoppedAndRestarted() throws {
+        var opts = try options()
+        let dir = try TinyRun.make()
+        opts.worker = try silentWorker(dir); opts.workerArgs = []; opts.heartbeatTimeout = 0.5; opts.retries = 1; opts.backoff = 0.05
+        var lines: [String] = []
+        XCTAssertThrowsError(try Supervisor(run: dir, options: opts) { lines.append($0) }.run())
+        XCTAssertEqual(lines.filter { $0.contains("no heartbeat for") && $0.contains("restarting") }.count, 1, "\(lines)")
+        XCTAssertEqual(pids(dir).count, 2)
+        for p in pids(dir) { XCTAssertNotEqual(kill(p, 0), 0, "worker \(p) still alive") }
+    }
+
+    /// Ctrl-C at `leffa-coord run`: the worker's process group is stopped and the command exits 130.
+    func testInterruptStopsTheWorkerGroup() throws {
+        let coord = Fixtures.packageRoot.appendingPathComponent(".build/release/leffa-coord")
+        guard FileManager.default.isExecutableFile(atPath: coord.path) else { throw XCTSkip("leffa-coord is not built") }
+        let dir = try TinyRun.make()
+        let p = Process()
+        p.executableURL = coord
+        p.arguments = ["run", "--run", dir.url.path, "--worker", try silentWorker(dir)]
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let deadline = Date().addingTimeInterval(20)
+        while pids(dir).isEmpty && Date() < deadline { usleep(20_000) }
+        XCTAssertEqual(pids(dir).count, 1)
+        kill(p.processIdentifier, SIGINT)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 130)
+        usleep(100_000)
+        for w in pids(dir) { XCTAssertNotEqual(kill(w, 0), 0, "worker \(w) still alive after Ctrl-C") }
     }
 }
