@@ -48,7 +48,17 @@ public final class Supervisor {
     public private(set) var childPID: pid_t = 0
 
     public init(run: RunDirectory, options: SupervisorOptions, log: @escaping (String) -> Void) {
-        self.directory = run; self.options = options; self.log = log
+        self.directory = run; self.options = options
+        // What the supervisor says (launches, failures, restarts; not the echoed worker lines,
+        // which are in the stage's worker.log) is also appended to RUN/coordinator.log.
+        let path = run.url.appendingPathComponent("coordinator.log").path
+        self.log = { line in
+            log(line)
+            guard !line.hasPrefix("  ") else { return }
+            if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+            guard let h = FileHandle(forWritingAtPath: path) else { return }
+            _ = try? h.seekToEnd(); h.write(Data("\(now()) \(line)\n".utf8)); try? h.close()
+        }
     }
 
     /// Installs the Ctrl-C handler (the command does this; tests drive `requestStop`).

@@ -60,6 +60,8 @@ final class SupervisorTests: XCTestCase {
         XCTAssertEqual(sup.restarts, 1)
         XCTAssertTrue(lines.contains { $0.contains("killed by signal 9 (SIGKILL)") && $0.contains("restarting from checkpoint step") }, "\(lines.filter { !$0.hasPrefix("  ") })")
         XCTAssertEqual(try dir.readState().status, .done)
+        let record = try String(contentsOfFile: dir.url.path + "/coordinator.log", encoding: .utf8)
+        XCTAssertTrue(record.contains("SIGKILL") && record.contains("run complete"), record)
         let cfg = try dir.readConfig()
         for stage in ["lowres", "highres", "leffa"] {
             XCTAssertEqual(try TinyRun.values(dir.finalWeightsURL(stage).path, config: cfg),
