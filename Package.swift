@@ -57,9 +57,11 @@ let package = Package(
             name: "leffa-worker",
             dependencies: ["LeffaTraining", "LeffaDistributed", "LeffaData", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: fast),
+        // Orchestration: run state, stage transitions, driving worker processes.
+        .target(name: "LeffaRun", dependencies: ["LeffaTraining", "LeffaCheckpoint"], swiftSettings: fast),
         .executableTarget(
             name: "leffa-coord",
-            dependencies: ["LeffaTraining", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["LeffaTraining", "LeffaRun", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: fast),
 
         .target(name: "LeffaData", dependencies: ["LeffaTensor", "SafeTensors", "CPNG", "CJPEG"], swiftSettings: fast),
@@ -83,6 +85,7 @@ let package = Package(
         .testTarget(name: "LeffaDataTests", dependencies: ["LeffaData", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaCheckpointTests", dependencies: ["LeffaCheckpoint", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaDistributedTests", dependencies: ["LeffaDistributed", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "LeffaRunTests", dependencies: ["LeffaRun", "LeffaTraining", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "ShimTests", dependencies: ["CBLAS", "CMPI", "CHDF5", "CPNG", "CJPEG"]),
     ],
     swiftLanguageModes: [.v5]

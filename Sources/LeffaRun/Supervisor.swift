@@ -1,0 +1,215 @@
+// `leffa-coord run`: drives the workers through every stage that is not done. One launch per
+// stage (`mpirun -np N … leffa-worker --run DIR`, or the worker alone for N = 1); the worker
+// trains the stage, writes its final weights and advances state.json itself, and the supervisor
+// then launches the next stage. Not the training (leffa-worker) nor the state moves (StageControl).
+//
+// Contract of the supervision loop (one thread, polling every `pollInterval`):
+//  1. The worker runs in its own process group, so Ctrl-C reaches the supervisor only; the
+//     supervisor forwards SIGINT to the whole group (mpirun and its ranks), waits `stopGrace`,
+//     then sends SIGKILL. Checkpoints are written atomically, so the newest one stays valid.
+//  2. The worker's stdout and stderr go to stages/STAGE/logs/worker.log; new lines are echoed.
+//  3. A worker is dead when it exits non-zero, is killed by a signal, exits 0 without finishing
+//     its stage, or writes no heartbeat for `heartbeatTimeout` seconds (counted from its launch
+//     until its first heartbeat). A dead worker is restarted (it resumes from the newest valid
+//     checkpoint) after a backoff that doubles each time, while the retry budget lasts. The budget
+//     counts failures in a row without progress (a new checkpoint or a finished stage resets it).
+import Foundation
+import LeffaTraining
+
+public struct SupervisorOptions: Sendable {
+    public var ranks = 1
+    public var hostfile: String? = nil
+    public var mpirunArgs: [String] = []
+    public var workerArgs: [String] = []
+    public var retries = 3
+    public var backoff: Double = 2            // seconds before the first restart; doubles, max 300
+    public var heartbeatTimeout: Double = 900
+    public var stopGrace: Double = 30
+    public var pollInterval: Double = 0.2
+    public var worker: String                 // path of leffa-worker
+    public var mpirun = "mpirun"
+    /// Launch through mpirun even for one rank.
+    public var alwaysMPI = false
+    public init(worker: String) { self.worker = worker }
+}
+
+public enum SupervisorOutcome: Equatable, Sendable { case completed, interrupted }
+
+/// Set by the SIGINT handler; read by the polling loop.
+nonisolated(unsafe) private var interruptRequested: sig_atomic_t = 0
+
+public final class Supervisor {
+    public let directory: RunDirectory
+    public let options: SupervisorOptions
+    let log: (String) -> Void
+    /// Restarts done so far (for tests and the final summary).
+    public private(set) var restarts = 0
+    /// The pid of the running worker (or mpirun), for tests.
+    public private(set) var childPID: pid_t = 0
+
+    public init(run: RunDirectory, options: SupervisorOptions, log: @escaping (String) -> Void) {
+        self.directory = run; self.options = options
+        // What the supervisor says (launches, failures, restarts; not the echoed worker lines,
+        // which are in the stage's worker.log) is also appended to RUN/coordinator.log.
+        let path = run.url.appendingPathComponent("coordinator.log").path
+        self.log = { line in
+            log(line)
+            guard !line.hasPrefix("  ") else { return }
+            if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+            guard let h = FileHandle(forWritingAtPath: path) else { return }
+            _ = try? h.seekToEnd(); h.write(Data("\(now()) \(line)\n".utf8)); try? h.close()
+        }
+    }
+
+    /// Installs the Ctrl-C handler (the command does this; tests drive `requestStop`).
+    public static func installInterruptHandler() {
+        signal(SIGINT) { _ in interruptRequested = 1 }
+        signal(SIGTERM) { _ in interruptRequested = 1 }
+    }
+    public static func requestStop() { interruptRequested = 1 }
+
+    /// The command line of one launch.
+    public func commandLine() -> [String] {
+        let worker = [options.worker, "--run", directory.url.path] + options.workerArgs
+        if options.ranks == 1 && !options.alwaysMPI && options.hostfile == nil { return worker }
+        var cmd = [options.mpirun, "-np", String(options.ranks)]
+        if options.hostfile == nil && options.ranks > ProcessInfo.processInfo.activeProcessorCount { cmd.append("--oversubscribe") }
+        if let h = options.hostfile { cmd += ["--hostfile", h] }
+        return cmd + options.mpirunArgs + worker
+    }
+
+    public func run() throws -> SupervisorOutcome {
+        interruptRequested = 0
+        var failures = 0
+        var lastFailure = ""
+        if let h = Heartbeat.read(directory), h.looksAlive(within: 60), h.pid != Int(getpid()) {
+            throw RunError("\(directory.heartbeatURL.path): a worker (pid \(h.pid)) is already training stage \(h.stage) (heartbeat \(Int(h.age)) s ago); stop it first")
+        }
+        while true {
+            let state = try directory.readState()
+            if state.status == .done {
+                log("run complete: stages \(state.completedStages.joined(separator: ", ")) done\(restarts > 0 ? " (\(restarts) restart(s))" : "")")
+                return .completed
+            }
+            let stage = state.stage
+            let before = (try? StageControl.checkpointSteps(directory, stage).last) ?? nil
+            let cmd = commandLine()
+            log("stage \(stage): launching \(cmd.map(quoted).joined(separator: " "))")
+            let logURL = directory.logsURL(stage).appendingPathComponent("worker.log")
+            try FileManager.default.createDirectory(at: directory.logsURL(stage), withIntermediateDirectories: true)
+            let child = try ChildProcess(cmd, environment: childEnvironment(), output: logURL)
+            childPID = child.pid
+            let result = supervise(child, logURL: logURL)
+            childPID = 0
+            if case .interrupted = result { return .interrupted }
+
+            let after = try directory.readState()
+            let progressed = after.stage != stage || after.status == .done ||
+                ((try? StageControl.checkpointSteps(directory, stage).last) ?? nil).map { $0 > (before ?? -1) } == true
+            var failure: String? = nil
+            switch result {
+            case .exited(0):
+                if after.stage == stage && after.status != .done { failure = "the worker exited (status 0) before stage \(stage) finished" }
+                else { log("stage \(stage) finished" + (after.status == .done ? "" : "; next stage \(after.stage)")) }
+            case .exited(let code): failure = "the worker exited with status \(code)"
+            case .signaled(let sig): failure = "the worker was killed by signal \(sig) (\(signalName(sig)))"
+            case .stalled(let secs): failure = "no heartbeat for \(Int(secs)) s (timeout \(Int(options.heartbeatTimeout)) s); the worker was stopped"
+            case .interrupted: return .interrupted
+            }
+            guard let failure else { failures = 0; continue }
+            if progressed { failures = 0 }
+            failures += 1
+            lastFailure = failure
+            if failures > options.retries {
+                throw RunError("stage \(stage): \(lastFailure); giving up after \(options.retries) restart(s) without progress. The run directory is intact: see \(logURL.path), then rerun `leffa-coord run` to resume from the last valid checkpoint")
+            }
+            let wait = min(300, options.backoff * pow(2, Double(failures - 1)))
+            let from = ((try? StageControl.checkpointSteps(directory, stage).last) ?? nil).map { "checkpoint step \($0)" } ?? "the stage's starting weights"
+            log("stage \(stage): \(failure); restarting from \(from) in \(String(format: "%.0f", wait)) s (retry \(failures)/\(options.retries))")
+            restarts += 1
+            if sleepInterruptibly(wait) { log("interrupted during backoff; stopped"); return .interrupted }
+        }
+    }
+
+    enum Result { case exited(Int32), signaled(Int32), stalled(Double), interrupted }
+
+    func supervise(_ child: ChildProcess, logURL: URL) -> Result {
+        let started = Date().timeIntervalSince1970
+        var tail = LogTail(url: logURL)
+        while true {
+            for line in tail.newLines() { log("  " + line) }
+            if let status = child.poll() {
+                for line in tail.newLines(flush: true) { log("  " + line) }
+                return status.signal != nil ? .signaled(status.signal!) : .exited(status.code)
+            }
+            if interruptRequested != 0 {
+                log("stopping the worker (SIGINT to process group \(child.pid)); the newest checkpoint is kept")
+                child.signalGroup(SIGINT)
+                if child.wait(timeout: options.stopGrace) == nil {
+                    log("the worker did not stop within \(Int(options.stopGrace)) s; SIGKILL")
+                    child.signalGroup(SIGKILL)
+                    _ = child.wait(timeout: 10)
+                }
+                for line in tail.newLines(flush: true) { log("  " + line) }
+                log("stopped; run `leffa-coord run` again to resume")
+                return .interrupted
+            }
+            var last = started
+            if let h = Heartbeat.read(directory), h.unixTime >= started { last = h.unixTime }
+            let silent = Date().timeIntervalSince1970 - last
+            if silent > options.heartbeatTimeout {
+                child.signalGroup(SIGTERM)
+                if child.wait(timeout: 5) == nil { child.signalGroup(SIGKILL); _ = child.wait(timeout: 10) }
+                return .stalled(silent)
+            }
+            usleep(useconds_t(options.pollInterval * 1e6))
+        }
+    }
+
+    func childEnvironment() -> [String: String] {
+        var env = ProcessInfo.processInfo.environment
+        if getuid() == 0 { env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1" }
+        return env
+    }
+
+    /// Sleeps, returning true early if Ctrl-C arrived.
+    func sleepInterruptibly(_ seconds: Double) -> Bool {
+        let end = Date().addingTimeInterval(seconds)
+        while Date() < end {
+            if interruptRequested != 0 { return true }
+            usleep(100_000)
+        }
+        return interruptRequested != 0
+    }
+}
+
+func quoted(_ s: String) -> String { s.contains(" ") ? "'\(s)'" : s }
+
+func signalName(_ s: Int32) -> String {
+    switch s { case SIGKILL: return "SIGKILL"; case SIGTERM: return "SIGTERM"; case SIGINT: return "SIGINT"
+    case SIGSEGV: return "SIGSEGV"; case SIGABRT: return "SIGABRT"; case SIGBUS: return "SIGBUS"; case SIGILL: return "SIGILL"
+    default: return "signal \(s)" }
+}
+
+/// Reads the lines appended to a file since the last call.
+struct LogTail {
+    let url: URL
+    var offset: UInt64 = 0
+    var partial = ""
+    init(url: URL) {
+        self.url = url
+        offset = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? UInt64) ?? 0
+    }
+    mutating func newLines(flush: Bool = false) -> [String] {
+        guard let h = try? FileHandle(forReadingFrom: url) else { return [] }
+        defer { try? h.close() }
+        try? h.seek(toOffset: offset)
+        let data = (try? h.readToEnd()) ?? Data()
+        offset += UInt64(data.count)
+        partial += String(decoding: data, as: UTF8.self)
+        var lines = partial.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        partial = lines.removeLast()
+        if flush && !partial.isEmpty { lines.append(partial); partial = "" }
+        return lines.filter { !$0.isEmpty }
+    }
+}

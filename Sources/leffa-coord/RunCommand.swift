@@ -1,0 +1,41 @@
+// `leffa-coord run`: train every stage that is not done, restarting dead workers. Argument
+// parsing only; the logic is LeffaRun.Supervisor.
+import ArgumentParser
+import Foundation
+import LeffaTraining
+import LeffaRun
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Train all remaining stages with N ranks, restarting workers that die.")
+    @Option(name: .customLong("run"), help: "The run directory.") var runPath: String
+    @Option(help: "MPI ranks (1 runs the worker without mpirun).") var np: Int = 1
+    @Option(help: "mpirun --hostfile.") var hostfile: String?
+    @Option(name: .customLong("mpirun-arg"), parsing: .unconditionalSingleValue, help: "Extra mpirun argument (repeatable).") var mpirunArgs: [String] = []
+    @Option(name: .customLong("worker-arg"), parsing: .unconditionalSingleValue, help: "Extra leffa-worker argument (repeatable), e.g. --fixed-order.") var workerArgs: [String] = []
+    @Option(help: "Restarts allowed in a row without progress.") var retries: Int = 3
+    @Option(help: "Seconds before the first restart (doubles each time).") var backoff: Double = 2
+    @Option(help: "Seconds without a heartbeat after which a worker counts as hung.") var heartbeatTimeout: Double = 900
+    @Option(help: "Path of leffa-worker (default: next to leffa-coord).") var worker: String?
+    @Flag(help: "Launch through mpirun even for --np 1.") var mpi = false
+
+    func run() throws {
+        guard np >= 1 else { throw userError(RunError("--np: expected at least 1, got \(np)")) }
+        var opts = SupervisorOptions(worker: worker ?? siblingExecutable("leffa-worker"))
+        opts.ranks = np; opts.hostfile = hostfile; opts.mpirunArgs = mpirunArgs; opts.workerArgs = workerArgs
+        opts.retries = retries; opts.alwaysMPI = mpi; opts.backoff = backoff; opts.heartbeatTimeout = heartbeatTimeout
+        guard FileManager.default.isExecutableFile(atPath: opts.worker) else {
+            throw userError(RunError("\(opts.worker): leffa-worker not found; build it (`swift build -c release`) or pass --worker PATH"))
+        }
+        Supervisor.installInterruptHandler()
+        let sup = Supervisor(run: RunDirectory(runPath), options: opts) { FileHandle.standardError.write(Data(("leffa-coord: " + $0 + "\n").utf8)) }
+        do {
+            if try sup.run() == .interrupted { throw ExitCode(130) }
+        } catch let e as ExitCode { throw e } catch { throw userError(error) }
+    }
+}
+
+/// A program in the same folder as this one.
+func siblingExecutable(_ name: String) -> String {
+    let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    return URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent(name).path
+}

@@ -1,0 +1,80 @@
+// export (leffa file, diffusers folders) and DDIM sampling on a tiny run.
+import XCTest
+import Foundation
+import LeffaTensor
+import LeffaModels
+@testable import LeffaTraining
+
+final class ExportSampleTests: XCTestCase {
+    func testExportsReloadWithEqualWeights() throws {
+        let dir = try TinyRun.make(steps: [2, 2, 2])
+        try TinyRun.train(dir)
+        let cfg = try dir.readConfig()
+        let (m, _) = try StageWeights.load(run: dir, config: cfg, stage: "lowres", step: nil, ema: false)
+        let want = TinyRun.flat(m)
+
+        let file = dir.url.appendingPathComponent("export/leffa.safetensors").path
+        try m.export(format: .leffa, to: file, sampleSize: 16)
+        XCTAssertEqual(try TinyRun.values(file, config: cfg), want)
+
+        let folder = dir.url.appendingPathComponent("export/diffusers").path
+        try m.export(format: .diffusers, to: folder, sampleSize: 16)
+        let back = try LeffaModel(config: cfg.model, seed: 77)
+        XCTAssertNotEqual(TinyRun.flat(back), want)
+        try back.loadDiffusersExport(folder: folder)
+        XCTAssertEqual(TinyRun.flat(back), want)
+
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/unet/config.json"))) as! [String: Any]
+        XCTAssertEqual(json["in_channels"] as? Int, cfg.model.unet.inChannels)
+        XCTAssertEqual(json["block_out_channels"] as? [Int], cfg.model.unet.blockOutChannels)
+        XCTAssertEqual((json["down_block_types"] as? [String])?.count, cfg.model.unet.levels)
+        for key in ["out_channels", "layers_per_block", "attention_head_dim", "norm_num_groups", "cross_attention_dim", "up_block_types", "sample_size"] {
+            XCTAssertNotNil(json[key], key)
+        }
+        let enc = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/unet_encoder/config.json"))) as! [String: Any]
+        XCTAssertEqual(enc["in_channels"] as? Int, cfg.model.unet.referenceInChannels)
+
+        // A config that contradicts the model is refused, naming the field.
+        var bad = json; bad["layers_per_block"] = 7
+        try JSONSerialization.data(withJSONObject: bad).write(to: URL(fileURLWithPath: folder + "/unet/config.json"))
+        XCTAssertThrowsError(try back.loadDiffusersExport(folder: folder)) { XCTAssertTrue("\($0)".contains("layers_per_block"), "\($0)") }
+    }
+
+    func testDDIMStepIsExactForTheTrueNoise() {
+        let s = DDIMSampler(steps: 10)
+        XCTAssertEqual(s.timesteps(), [901, 801, 701, 601, 501, 401, 301, 201, 101, 1])
+        let x0 = Tensor.randn([1, 3, 4, 4], seed: 1), eps = Tensor.randn([1, 3, 4, 4], seed: 2)
+        let a = s.schedule.alphasCumprod[801], ap = s.schedule.alphasCumprod[701]
+        let xt = s.schedule.addNoise(x0, noise: eps, timesteps: [801])
+        let prev = s.ddimStep(xt, eps: eps, alpha: a, alphaPrev: ap)
+        let want = s.schedule.addNoise(x0, noise: eps, timesteps: [701])
+        for i in 0..<want.count { XCTAssertEqual(prev.data[i], want.data[i], accuracy: 1e-5) }
+        // Guidance: ε_u + g (ε_c − ε_u).
+        let e = Tensor([1, 2, 10, 20], shape: [2, 2, 1, 1])
+        let g = s.guide(e, 2.5)
+        let expected: [Float] = [-12.5, -25]   // 10 + 2.5·(1 − 10), 20 + 2.5·(2 − 20)
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: g.data, count: 2)), expected)
+    }
+
+    func testSampleOnATinyRunIsDeterministicAndUsesTheReference() throws {
+        let dir = try TinyRun.make(steps: [2, 2, 2])
+        try TinyRun.train(dir)
+        let cfg = try dir.readConfig()
+        let (m, _) = try StageWeights.load(run: dir, config: cfg, stage: "lowres", step: nil, ema: false)
+        let data = dir.url.appendingPathComponent("data/train")
+        func first(_ sub: String) throws -> URL {
+            let d = data.appendingPathComponent(sub)
+            return d.appendingPathComponent(try FileManager.default.contentsOfDirectory(atPath: d.path).sorted().first!)
+        }
+        let c = try SampleConditions.load(person: first("image"), garment: first("cloth"), mask: first("agnostic-mask"),
+                                          densepose: first("image-densepose"), height: 16, width: 16)
+        let a = try DDIMSampler(steps: 3, guidance: 2.5, seed: 5).sample(model: m, space: cfg.space, c)
+        let b = try DDIMSampler(steps: 3, guidance: 2.5, seed: 5).sample(model: m, space: cfg.space, c)
+        let u = try DDIMSampler(steps: 3, guidance: 1, seed: 5).sample(model: m, space: cfg.space, c)
+        XCTAssertEqual(a.shape, [1, 3, 16, 16])
+        let av = Array(UnsafeBufferPointer(start: a.data, count: a.count))
+        XCTAssertEqual(av, Array(UnsafeBufferPointer(start: b.data, count: b.count)))
+        XCTAssertNotEqual(av, Array(UnsafeBufferPointer(start: u.data, count: u.count)))
+        XCTAssertTrue(av.allSatisfy { $0.isFinite && $0 >= -1 && $0 <= 1 })
+    }
+}

@@ -1,0 +1,137 @@
+// `leffa-coord run`'s supervisor with the built leffa-worker (one rank, no MPI): every stage
+// completes; a worker killed with SIGKILL mid-stage is restarted and the run ends with the same
+// final weights as an uninterrupted run.
+import XCTest
+import Foundation
+import TestSupport
+import LeffaTraining
+@testable import LeffaRun
+
+final class SupervisorTests: XCTestCase {
+    var worker: String { Fixtures.packageRoot.appendingPathComponent(".build/release/leffa-worker").path }
+
+    func options() throws -> SupervisorOptions {
+        guard FileManager.default.isExecutableFile(atPath: worker) else {
+            throw XCTSkip("\(worker) is not built: run `swift build -c release` first (Scripts/test.sh does)")
+        }
+        var o = SupervisorOptions(worker: worker)
+        o.backoff = 0.2; o.retries = 2; o.heartbeatTimeout = 120; o.pollInterval = 0.05
+        o.workerArgs = ["--threads", "1"]
+        return o
+    }
+
+    func testAllStagesCompleteAndAKilledWorkerIsRestarted() throws {
+        let opts = try options()
+        let steps = [2, 14, 2]
+        // Uninterrupted reference run.
+        let clean = try TinyRun.make(steps: steps, name: "clean")
+        var cleanLog: [String] = []
+        XCTAssertEqual(try Supervisor(run: clean, options: opts) { cleanLog.append($0) }.run(), .completed)
+        let cs = try clean.readState()
+        XCTAssertEqual(cs.status, .done)
+        XCTAssertEqual(cs.completedStages, ["lowres", "highres", "leffa"])
+        XCTAssertTrue(cleanLog.contains { $0.contains("[highres] step 14/14") }, "progress lines are echoed: \(cleanLog.suffix(5))")
+
+        // Same run; the worker is killed with SIGKILL in the middle of highres.
+        let dir = try TinyRun.make(steps: steps, name: "killed")
+        let lock = NSLock()
+        var lines: [String] = []
+        let sup = Supervisor(run: dir, options: opts) { l in lock.lock(); lines.append(l); lock.unlock() }
+        final class Result: @unchecked Sendable { var outcome: SupervisorOutcome?; var failure: Error? }
+        let result = Result()
+        let done = expectation(description: "run finished")
+        Thread.detachNewThread {
+            do { result.outcome = try sup.run() } catch { result.failure = error }
+            done.fulfill()
+        }
+        var killed = false
+        let deadline = Date().addingTimeInterval(120)
+        while !killed && Date() < deadline {
+            if let h = Heartbeat.read(dir), h.stage == "highres", h.step >= 5, h.step < 12, h.pid == Int(sup.childPID) {
+                XCTAssertEqual(kill(pid_t(h.pid), SIGKILL), 0)
+                killed = true
+            }
+            usleep(5_000)
+        }
+        XCTAssertTrue(killed, "never saw highres between steps 5 and 12")
+        wait(for: [done], timeout: 300)
+        XCTAssertNil(result.failure)
+        XCTAssertEqual(result.outcome, .completed)
+        XCTAssertEqual(sup.restarts, 1)
+        XCTAssertTrue(lines.contains { $0.contains("killed by signal 9 (SIGKILL)") && $0.contains("restarting from checkpoint step") }, "\(lines.filter { !$0.hasPrefix("  ") })")
+        XCTAssertEqual(try dir.readState().status, .done)
+        let record = try String(contentsOfFile: dir.url.path + "/coordinator.log", encoding: .utf8)
+        XCTAssertTrue(record.contains("SIGKILL") && record.contains("run complete"), record)
+        let cfg = try dir.readConfig()
+        for stage in ["lowres", "highres", "leffa"] {
+            XCTAssertEqual(try TinyRun.values(dir.finalWeightsURL(stage).path, config: cfg),
+                           try TinyRun.values(clean.finalWeightsURL(stage).path, config: cfg), "final weights of \(stage) differ from the uninterrupted run")
+        }
+    }
+
+    func testRetryBudgetEndsWithAClearError() throws {
+        var opts = try options()
+        opts.worker = "/bin/false"; opts.workerArgs = []; opts.retries = 1; opts.backoff = 0.05
+        let dir = try TinyRun.make()
+        var lines: [String] = []
+        XCTAssertThrowsError(try Supervisor(run: dir, options: opts) { lines.append($0) }.run()) {
+            XCTAssertTrue("\($0)".contains("giving up after 1 restart(s)"), "\($0)")
+        }
+        XCTAssertEqual(lines.filter { $0.contains("restarting") }.count, 1)
+    }
+
+    func testMpirunCommandLine() throws {
+        var opts = SupervisorOptions(worker: "/x/leffa-worker")
+        opts.ranks = 64; opts.mpirunArgs = ["--bind-to", "none"]
+        let dir = RunDirectory("/tmp/r")
+        XCTAssertEqual(Supervisor(run: dir, options: opts, log: { _ in }).commandLine(),
+                       ["mpirun", "-np", "64", "--oversubscribe", "--bind-to", "none", "/x/leffa-worker", "--run", "/tmp/r"])
+        opts.ranks = 1
+        XCTAssertEqual(Supervisor(run: dir, options: opts, log: { _ in }).commandLine(), ["/x/leffa-worker", "--run", "/tmp/r"])
+        opts.ranks = 2; opts.hostfile = "hosts"; opts.mpirunArgs = []
+        XCTAssertEqual(Supervisor(run: dir, options: opts, log: { _ in }).commandLine(),
+                       ["mpirun", "-np", "2", "--hostfile", "hosts", "/x/leffa-worker", "--run", "/tmp/r"])
+    }
+
+    /// A script standing in for the worker: records its pid, then sleeps without a heartbeat.
+    func silentWorker(_ dir: RunDirectory) throws -> String {
+        let path = dir.url.appendingPathComponent("silent-worker.sh").path
+        try "#!/bin/sh\necho $$ >> \(dir.url.path)/worker-pids\nexec sleep 60\n".write(toFile: path, atomically: true, encoding: .utf8)
+        chmod(path, 0o755)
+        return path
+    }
+    func pids(_ dir: RunDirectory) -> [pid_t] {
+        ((try? String(contentsOfFile: dir.url.path + "/worker-pids", encoding: .utf8)) ?? "").split(separator: "\n").compactMap { pid_t($0) }
+    }
+
+    func testAHungWorkerIsStoppedAndRestarted() throws {
+        var opts = try options()
+        let dir = try TinyRun.make()
+        opts.worker = try silentWorker(dir); opts.workerArgs = []; opts.heartbeatTimeout = 0.5; opts.retries = 1; opts.backoff = 0.05
+        var lines: [String] = []
+        XCTAssertThrowsError(try Supervisor(run: dir, options: opts) { lines.append($0) }.run())
+        XCTAssertEqual(lines.filter { $0.contains("no heartbeat for") && $0.contains("restarting") }.count, 1, "\(lines)")
+        XCTAssertEqual(pids(dir).count, 2)
+        for p in pids(dir) { XCTAssertNotEqual(kill(p, 0), 0, "worker \(p) still alive") }
+    }
+
+    /// Ctrl-C at `leffa-coord run`: the worker's process group is stopped and the command exits 130.
+    func testInterruptStopsTheWorkerGroup() throws {
+        let coord = Fixtures.packageRoot.appendingPathComponent(".build/release/leffa-coord")
+        guard FileManager.default.isExecutableFile(atPath: coord.path) else { throw XCTSkip("leffa-coord is not built") }
+        let dir = try TinyRun.make()
+        let p = Process()
+        p.executableURL = coord
+        p.arguments = ["run", "--run", dir.url.path, "--worker", try silentWorker(dir)]
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let deadline = Date().addingTimeInterval(20)
+        while pids(dir).isEmpty && Date() < deadline { usleep(20_000) }
+        XCTAssertEqual(pids(dir).count, 1)
+        kill(p.processIdentifier, SIGINT)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 130)
+        usleep(100_000)
+        for w in pids(dir) { XCTAssertNotEqual(kill(w, 0), 0, "worker \(w) still alive after Ctrl-C") }
+    }
+}
