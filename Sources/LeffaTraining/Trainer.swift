@@ -23,6 +23,9 @@ public final class Trainer {
     public private(set) var step = 0
     let log: (String) -> Void
     let layout: [FlatEntry]
+    /// Polled once per step (e.g. a SIGINT/SIGTERM flag): when any rank says stop, every rank
+    /// saves a checkpoint at the same step and returns `.stopped`.
+    public var stopRequested: () -> Bool = { false }
 
     /// `collective` makes the processes' collectives once the model's gradient block exists
     /// (nil: one process).
@@ -126,7 +129,7 @@ public final class Trainer {
             // order is asked for (so per-sample gradients add up in global order on any rank count).
             let micro = fixedOrder ? mine.map { [$0] } : chunks(mine, stage.gradAccum)
             model.parameters.zeroGrads()
-            var sums = [0.0, 0.0, 0.0, 0.0]   // total, diffusion, leffa, samples with leffa
+            var sums = [0.0, 0.0, 0.0, 0.0, 0.0]   // total, diffusion, leffa, samples with leffa, stop votes
             for (k, mb) in micro.enumerated() where !mb.isEmpty {
                 let (batch, _) = try builder.batch(step: step, positions: mb, stage: stage, stageIndex: stageIndex)
                 let l = try objective.loss(model, batch)
@@ -141,8 +144,10 @@ public final class Trainer {
             }
             detachGradientHooks()
             let waited = collective.finishGradients()
+            sums[4] = stopRequested() ? 1 : 0
             sums = collective.allReduceSum(sums).map { $0 / Double(collective.size) }
             sums[3] *= Double(collective.size)
+            let stopping = sums[4] > 0
             guard sums[0].isFinite else {
                 throw RunError("stage \(stage.name) step \(step + 1): the loss is \(sums[0]) (diffusion \(sums[1])); stopping without saving — the last checkpoint is intact. Lower the learning rate or check the data.")
             }
@@ -165,9 +170,13 @@ public final class Trainer {
             if isRoot && config.snapshotEvery > 0 && (step % config.snapshotEvery == 0 || step == stage.steps) {
                 try FlowSnapshot.write(trainer: self, builder: builder)
             }
-            if step % config.checkpointEvery == 0 || step == last {
+            if step % config.checkpointEvery == 0 || step == last || stopping {
                 if isRoot { try saveCheckpoint(ckpt) }
                 collective.barrier()
+            }
+            if stopping && step < stage.steps {
+                log("stop requested: checkpoint saved at step \(step) of stage \(stage.name)")
+                return .stopped(atStep: step)
             }
         }
         guard step >= stage.steps else { return .stopped(atStep: step) }

@@ -8,6 +8,9 @@ import LeffaDistributed
 import LeffaModels
 import LeffaTraining
 
+/// Set by SIGINT/SIGTERM: the trainer saves a checkpoint at the end of the current step and stops.
+nonisolated(unsafe) var stopSignal: sig_atomic_t = 0
+
 @main
 struct LeffaWorker: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "leffa-worker", abstract: "Train the current stage of a Leffa run (alone or under mpirun).")
@@ -20,6 +23,8 @@ struct LeffaWorker: ParsableCommand {
 
     func run() throws {
         if let threads { Parallel.threads = max(1, threads) }
+        signal(SIGINT) { _ in stopSignal = 1 }
+        signal(SIGTERM) { _ in stopSignal = 1 }
         let context: MPIContext
         do { context = try MPIContext.start() } catch {
             FileHandle.standardError.write(Data("leffa-worker: error: cannot start MPI: \(error)\n".utf8))
@@ -38,8 +43,9 @@ struct LeffaWorker: ParsableCommand {
             if context.rank == 0 && context.isDistributed { log("leffa-worker: \(context.size) ranks, \(Parallel.threads) kernel thread(s) each\(fixed ? ", fixed reduction order" : "")") }
             while true {
                 let trainer = try Trainer(run: dir, collective: make, log: log)
+                trainer.stopRequested = { stopSignal != 0 }
                 let outcome = try trainer.train(untilStep: untilStep, fixedOrder: fixedOrder)
-                guard case .stageFinished(let next) = outcome, allStages, next != nil else { break }
+                guard case .stageFinished(let next) = outcome, allStages, next != nil, stopSignal == 0 else { break }
             }
             context.finalize()
         } catch {
