@@ -69,6 +69,15 @@ public final class Trainer {
             return
         }
         for w in dir.warnings { log("warning: \(w)") }
+        if !dir.warnings.isEmpty {
+            // Every checkpoint was damaged, and a damaged one may have been partly read into the
+            // blocks before its damage showed: start again from the seeded initial state.
+            let fresh = try LeffaModel(config: config.model, seed: config.seed)
+            values.data.update(from: fresh.parameters.values!.data, count: values.count)
+            optimizer.m.data.update(repeating: 0, count: optimizer.m.count)
+            optimizer.v.data.update(repeating: 0, count: optimizer.v.count)
+            optimizer.step = 0
+        }
         if stageIndex > 0 {
             let prev = config.stages[stageIndex - 1].name
             let url = run.finalWeightsURL(prev)
