@@ -111,7 +111,7 @@ public final class Trainer {
             throw RunError("data at \(resolve(config.dataRoot)) has \(problems.errors.count) problem(s); run `leffa-coord check-data` for the full list:\n" + Array(problems.errors.prefix(5)).report)
         }
         if dataset.count == 0 { throw RunError("data at \(resolve(config.dataRoot)): no samples (empty pairs file?)") }
-        let builder = BatchBuilder(dataset: dataset, config: config, model: model)
+        let builder = BatchBuilder(dataset: dataset, config: config, model: model, cacheRoot: Prepare.cacheURL(run))
         let objective = TrainingObjective(leffa: stage.leffa)
         let isRoot = collective.rank == 0
         let metrics = isRoot ? MetricsLog(url: run.metricsURL(stage.name)) : nil
