@@ -86,6 +86,13 @@ public struct TrainingSample: Sendable {
     /// dataset has ground truth; `flowValid` (1, H, W) marks where it holds.
     public var flow: Tensor?
     public var flowValid: Tensor?
+
+    /// A sample from its parts (e.g. read back from a prepared cache).
+    public init(index: Int, id: String, image: Tensor, reference: Tensor, inpaintMask: Tensor, densepose: Tensor,
+                maskedImage: Tensor, lossMask: Tensor, flow: Tensor? = nil, flowValid: Tensor? = nil) {
+        self.index = index; self.id = id; self.image = image; self.reference = reference; self.inpaintMask = inpaintMask
+        self.densepose = densepose; self.maskedImage = maskedImage; self.lossMask = lossMask; self.flow = flow; self.flowValid = flowValid
+    }
 }
 
 // MARK: - Loading

@@ -12,10 +12,23 @@ public final class BatchBuilder {
     let model: LeffaModel
     let random: SampleRandomness
     private var cachedEpoch: (Int, [Int])? = nil
+    /// RUN/cache, when `leffa-coord prepare` may have filled it.
+    public let cacheRoot: URL?
+    private var caches: [String: SampleCache?] = [:]
 
-    public init(dataset: any PairedImageDataset, config: RunConfig, model: LeffaModel) {
-        self.dataset = dataset; self.config = config; self.model = model
+    public init(dataset: any PairedImageDataset, config: RunConfig, model: LeffaModel, cacheRoot: URL? = nil) {
+        self.dataset = dataset; self.config = config; self.model = model; self.cacheRoot = cacheRoot
         random = SampleRandomness(seed: config.seed)
+    }
+
+    /// The prepared cache of a resolution, nil when there is none.
+    public func cache(height: Int, width: Int) -> SampleCache? {
+        guard let cacheRoot else { return nil }
+        let key = "\(height)x\(width)"
+        if let c = caches[key] { return c }
+        let c = SampleCache(root: cacheRoot, config: config, dataset: dataset, height: height, width: width)
+        caches[key] = c
+        return c
     }
 
     /// The dataset index at `position` of the stage's order (epochs of seeded permutations).
@@ -26,8 +39,10 @@ public final class BatchBuilder {
     }
 
     /// Loads samples (in the given order) at the stage's resolution.
+    /// From the prepared cache when there is one for this resolution (the same tensors).
     public func load(indices: [Int], stage: StageConfig) throws -> TrainingBatch {
-        TrainingBatch(try indices.map { try dataset.sample(at: $0, size: Size(height: stage.height, width: stage.width)) })
+        if let c = cache(height: stage.height, width: stage.width) { return TrainingBatch(try indices.map { try c.sample($0) }) }
+        return TrainingBatch(try indices.map { try dataset.sample(at: $0, size: Size(height: stage.height, width: stage.width)) })
     }
 
     /// Model inputs for the samples at `positions` of optimizer step `step`.
@@ -48,6 +63,21 @@ public final class BatchBuilder {
         case .latent:
             let f = config.model.vae.downscale, h = d.image.shape[2] / f, w = d.image.shape[3] / f
             let c = config.model.vae.latentChannels, s = config.model.vae.scalingFactor
+            // Prepared moments: the same draw, mean + exp(logvar/2)·ε, without the encoder pass.
+            if let cache = cache(height: d.image.shape[2], width: d.image.shape[3]) {
+                func draw(_ meanName: String, _ logvarName: String, _ which: Int) throws -> Tensor {
+                    let mean = try cache.stacked(d.indices, meanName), logvar = try cache.stacked(d.indices, logvarName)
+                    let std = Tensor(zeros: logvar.shape)
+                    for i in 0..<std.count { std[i] = Foundation.exp(0.5 * logvar[i]) }
+                    let eps = concat(positions.map { random.posteriorNoise(step: step, sample: $0, which: which, shape: [1, c, h, w]) }, dim: 0)
+                    return GradMode.withoutGrad { (mean + std * eps) * s }
+                }
+                latent = try draw(CacheFields.targetMean, CacheFields.targetLogvar, 0)
+                masked = try draw(CacheFields.maskedMean, CacheFields.maskedLogvar, 1)
+                ref = try draw(CacheFields.referenceMean, CacheFields.referenceLogvar, 2)
+                maskL = try cache.stacked(d.indices, CacheFields.maskLatent); dense = try cache.stacked(d.indices, CacheFields.denseposeLatent)
+                break
+            }
             func encode(_ x: Tensor, _ which: Int) -> Tensor {
                 GradMode.withoutGrad {
                     let post = model.vae.encode(x)

@@ -78,6 +78,15 @@ public final class Trainer {
             return
         }
         for w in dir.warnings { log("warning: \(w)") }
+        if !dir.warnings.isEmpty {
+            // Every checkpoint was damaged, and a damaged one may have been partly read into the
+            // blocks before its damage showed: start again from the seeded initial state.
+            let fresh = try LeffaModel(config: config.model, seed: config.seed)
+            values.data.update(from: fresh.parameters.values!.data, count: values.count)
+            optimizer.m.data.update(repeating: 0, count: optimizer.m.count)
+            optimizer.v.data.update(repeating: 0, count: optimizer.v.count)
+            optimizer.step = 0
+        }
         if stageIndex > 0 {
             let prev = config.stages[stageIndex - 1].name
             let url = run.finalWeightsURL(prev)
@@ -111,7 +120,7 @@ public final class Trainer {
             throw RunError("data at \(resolve(config.dataRoot)) has \(problems.errors.count) problem(s); run `leffa-coord check-data` for the full list:\n" + Array(problems.errors.prefix(5)).report)
         }
         if dataset.count == 0 { throw RunError("data at \(resolve(config.dataRoot)): no samples (empty pairs file?)") }
-        let builder = BatchBuilder(dataset: dataset, config: config, model: model)
+        let builder = BatchBuilder(dataset: dataset, config: config, model: model, cacheRoot: Prepare.cacheURL(run))
         let objective = TrainingObjective(leffa: stage.leffa)
         let isRoot = collective.rank == 0
         let metrics = isRoot ? MetricsLog(url: run.metricsURL(stage.name)) : nil

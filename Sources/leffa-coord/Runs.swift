@@ -53,3 +53,38 @@ struct CheckData: ParsableCommand {
         if !problems.errors.isEmpty { throw ExitCode(1) }
     }
 }
+
+struct PrepareCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prepare",
+        abstract: "Cache every stage resolution of a run's data (and VAE posterior moments in latent space) in HDF5 shards under RUN/cache.")
+    @Option(name: .customLong("run"), help: "The run directory (made by `leffa-coord init`).") var runPath: String
+    @OptionGroup var threads: ThreadOptions
+
+    func run() throws {
+        threads.apply()
+        do {
+            let bar = ProgressBar()
+            let summary = try Prepare.run(RunDirectory(runPath)) { done, total, label in bar.update(done, total, label) }
+            bar.finish()
+            print(summary)
+        } catch { throw userError(error) }
+    }
+}
+
+/// "[prepare 32x24] ██████░░░░░░  12/16  ETA 3s" on stderr, redrawn in place (at most 10 times a second).
+final class ProgressBar {
+    var label = "", started = Date(), last = Date.distantPast
+    func update(_ done: Int, _ total: Int, _ label: String) {
+        if label != self.label { if !self.label.isEmpty { FileHandle.standardError.write(Data("\n".utf8)) }; self.label = label; started = Date() }
+        let now = Date()
+        guard done == total || now.timeIntervalSince(last) > 0.1 else { return }
+        last = now
+        let width = 30, filled = total > 0 ? width * done / total : width
+        let rate = now.timeIntervalSince(started) / Double(max(done, 1))
+        let line = "\r[prepare \(label)] " + String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
+            + "  \(done)/\(total)  ETA \(formatDuration(rate * Double(total - done)))  "
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+    func finish() { if !label.isEmpty { FileHandle.standardError.write(Data("\n".utf8)) } }
+}

@@ -1,0 +1,96 @@
+// `leffa-coord init` and `leffa-worker` end to end, as built binaries (Scripts/test.sh builds
+// them before testing): exit codes, the files they leave, and their messages on bad input.
+import XCTest
+import Foundation
+import LeffaTraining
+import TestSupport
+
+final class CommandTests: XCTestCase {
+    func binary(_ name: String) throws -> URL {
+        let bin = Fixtures.packageRoot.appendingPathComponent(".build/release/\(name)")
+        guard FileManager.default.isExecutableFile(atPath: bin.path) else {
+            throw XCTSkip("\(bin.path) is not built: run `swift build -c release` first (Scripts/test.sh does)")
+        }
+        return bin
+    }
+
+    /// Runs a binary; returns (exit status, stdout, stderr).
+    func run(_ name: String, _ args: [String]) throws -> (Int32, String, String) {
+        let p = Process(), out = Pipe(), err = Pipe()
+        p.executableURL = try binary(name)
+        p.arguments = args
+        p.standardOutput = out; p.standardError = err
+        p.environment = ProcessInfo.processInfo.environment.merging(["LEFFA_THREADS": "2"]) { $1 }
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    func testInitSynthWorkerEndToEnd() throws {
+        let root = try tempFolder(self, "cmd")
+        let cfg = root.appendingPathComponent("c.yaml"), runDir = root.appendingPathComponent("run")
+        try tinyConfig(stages: "  - {name: s0, resolution: 16x16, steps: 3, batch: 2, lr: 1.0e-3}\n  - {name: s1, resolution: 16x16, steps: 2, batch: 2, lr: 1.0e-3}")
+            .write(to: cfg, atomically: true, encoding: .utf8)
+
+        var (code, out, err) = try run("leffa-coord", ["init", "--config", cfg.path, "--run", runDir.path])
+        XCTAssertEqual(code, 0, err)
+        XCTAssertTrue(out.contains("created run") && out.contains("s0 (16x16, 3 steps, batch 2)"), out)
+        (code, out, err) = try run("leffa-coord", ["synth", "--out", runDir.appendingPathComponent("data").path, "--count", "4", "--size", "16x16"])
+        XCTAssertEqual(code, 0, err)
+        (code, _, err) = try run("leffa-coord", ["check-data", "--kind", "synthetic", "--root", runDir.appendingPathComponent("data").path])
+        XCTAssertEqual(code, 0, err)
+
+        // Stop after step 2: a checkpoint at 2, the stage still current.
+        (code, _, err) = try run("leffa-worker", ["--run", runDir.path, "--until-step", "2"])
+        XCTAssertEqual(code, 0, err)
+        let dir = RunDirectory(runDir.path)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir.checkpointsURL("s0").appendingPathComponent("step-00000002.h5").path))
+        XCTAssertEqual(try readMetrics(dir, stage: "s0").map(\.step), [1, 2])
+        XCTAssertEqual(try dir.readState().stage, "s0")
+        XCTAssertTrue(err.contains("[s0] step 2/3"), err)
+
+        // Resume and finish s0: the run moves on to s1.
+        (code, _, err) = try run("leffa-worker", ["--run", runDir.path])
+        XCTAssertEqual(code, 0, err)
+        XCTAssertTrue(err.contains("resuming stage s0 at step 2"), err)
+        XCTAssertEqual(try readMetrics(dir, stage: "s0").map(\.step), [1, 2, 3])
+        XCTAssertEqual(try dir.readState().stage, "s1")
+        XCTAssertEqual(try dir.readState().completedStages, ["s0"])
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir.finalWeightsURL("s0").path))
+
+        // s1 starts from s0's final weights.
+        (code, _, err) = try run("leffa-worker", ["--run", runDir.path])
+        XCTAssertEqual(code, 0, err)
+        XCTAssertTrue(err.contains("stage s1 starts from s0's final weights"), err)
+        XCTAssertEqual(try dir.readState().status, .done)
+
+        // A finished run: a clear refusal.
+        (code, _, err) = try run("leffa-worker", ["--run", runDir.path])
+        XCTAssertNotEqual(code, 0)
+        XCTAssertTrue(err.contains("the run is complete"), err)
+
+        // init refuses to overwrite a run.
+        (code, _, err) = try run("leffa-coord", ["init", "--config", cfg.path, "--run", runDir.path])
+        XCTAssertNotEqual(code, 0)
+        XCTAssertTrue(err.contains("a run already exists"), err)
+    }
+
+    func testBadConfigAndMissingRun() throws {
+        let root = try tempFolder(self, "cmd-bad")
+        let cfg = root.appendingPathComponent("bad.yaml"), runDir = root.appendingPathComponent("run")
+        try tinyConfig().replacingOccurrences(of: "batch: 2", with: "batch: 0").write(to: cfg, atomically: true, encoding: .utf8)
+        var (code, _, err) = try run("leffa-coord", ["init", "--config", cfg.path, "--run", runDir.path])
+        XCTAssertEqual(code, 2)
+        XCTAssertTrue(err.contains("bad.yaml") && err.contains("stages[0].batch") && err.contains("an integer ≥ 1"), err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: runDir.path), "no run directory for a bad config")
+
+        (code, _, err) = try run("leffa-coord", ["init", "--config", root.appendingPathComponent("nope.yaml").path, "--run", runDir.path])
+        XCTAssertEqual(code, 2)
+        XCTAssertTrue(err.contains("nope.yaml") && err.contains("readable"), err)
+
+        (code, _, err) = try run("leffa-worker", ["--run", runDir.path])
+        XCTAssertNotEqual(code, 0)
+        XCTAssertTrue(err.contains("no run state") && err.contains("leffa-coord init"), err)
+    }
+}
