@@ -86,10 +86,20 @@ final class FlowWarpLossTests: XCTestCase {
         opsRunsBitIdentical([flow, ref, tgt, mask]) { flowWarpLoss(flow: $0[0], reference: $0[1], target: $0[2], mask: $0[3]) }
     }
 
-    func testBackwardCapturesNoCopies() {
+    /// Backward keeps the flow-sized Jacobian and nothing image-sized.
+    func testBackwardKeepsOnlyAFlowSizedTensor() {
         let (flow, ref, tgt, mask) = warpCase(B: 2, C: 3, h: 4, w: 3, H: 9, W: 7, seed: 5)
-        XCTAssertEqual(opsExtraRetainedBytes([flow, ref, tgt, mask]) {
-            flowWarpLoss(flow: $0[0], reference: $0[1], target: $0[2], mask: $0[3])
-        }, 0)
+        XCTAssertEqual(opsExtraRetainedBytes([flow]) {
+            flowWarpLoss(flow: $0[0], reference: ref, target: tgt, mask: mask)
+        }, flow.count * MemoryLayout<Float>.stride)
+    }
+
+    /// Without a graph the loss is the same, bit for bit (the gradient work does not change it).
+    func testValueSameWithoutGrad() {
+        let (flow, ref, tgt, mask) = warpCase(B: 2, C: 3, h: 5, w: 4, H: 13, W: 11, seed: 9)
+        let a = flowWarpLoss(flow: flow.copy().requiringGrad(), reference: ref, target: tgt, mask: mask)
+        let b = GradMode.withoutGrad { flowWarpLoss(flow: flow.copy().requiringGrad(), reference: ref, target: tgt, mask: mask) }
+        XCTAssertEqual(a.scalars.map(\.bitPattern), b.scalars.map(\.bitPattern))
+        XCTAssertNil(b.producer)
     }
 }

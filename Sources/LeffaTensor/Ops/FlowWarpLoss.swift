@@ -3,13 +3,15 @@
 // align_corners=True), and take the mean squared masked error against the target, per sample.
 // Why fused: the unfused chain (permute, resizeBilinear, permute, gridSample, sub, mul, square,
 // mean) writes and reads several full-image temporaries per layer and as many again in backward;
-// here forward and backward each make one pass over the pixels and keep nothing image-sized.
+// here one pass over the pixels does it all and keeps nothing image-sized.
 // The upsampled grid and the sample are computed with the same taps, corner rules and float
 // arithmetic as `resizeBilinear` and `gridSample` (Resample.swift), so the warp is bit-identical to
-// the chain's; only the final sums differ in order. Determinism: forward sums each (sample, row)
-// in Double and adds rows in order; backward reduces each output row's gradient over columns
-// into a private low-res row, then each low-res row sums the output rows in order. No reduction
-// depends on the thread count.
+// the chain's; only the final sums differ in order. Since each sample's flow reaches only that
+// sample's (scalar) loss, the forward pass also computes d loss_b / d flow_b from the corners it
+// has loaded, and backward just scales it by the output gradient. Determinism: forward sums each
+// (sample, row) in Double and adds rows in order; the gradient reduces each output row over
+// columns into a private low-res row, then each low-res row sums the output rows in order. No
+// reduction depends on the thread count.
 import Foundation
 
 /// Rough number of pixel·channel updates per task.
@@ -30,11 +32,21 @@ public func flowWarpLoss(flow: Tensor, reference: Tensor, target: Tensor, mask: 
     let ty = LinearTaps(input: h, output: H), tx = LinearTaps(input: w, output: W)
     let N = Double(C * H * W)
     let grain = max(1, warpGrain / max(W * C, 1))
+    // flow_b only reaches loss_b, a scalar: its gradient is g_b times the Jacobian row
+    // d loss_b / d flow_b, which the forward pass computes from the corners it has loaded anyway.
+    // Backward is then a scale of a flow-sized tensor instead of a second pass over the pixels.
+    let wantGrad = GradMode.isEnabled && flow.requiresGrad
 
-    // Forward: one Double partial sum per (b, row), rows added in order.
+    // Forward: one Double partial sum per (b, row), rows added in order. With wantGrad, also the
+    // loss's gradient w.r.t. each pixel's grid point, reduced over columns through the horizontal
+    // taps into rowGrad (B, H, w, 2).
     let rowSums = UnsafeMutablePointer<Double>.allocate(capacity: B * H)
     defer { rowSums.deallocate() }
+    let rowGrad = wantGrad ? Tensor(zeros: [B, H, w, 2]) : nil
+    let pR = rowGrad?.data
     let pf = flow.data, pr = reference.data, pt = target.data, pm = mask.data
+    let sx = Float(W - 1) / 2, sy = Float(H - 1) / 2
+    let coef = Float(-2 / N)                                        // d loss / d warp = coef · m · diff
     withTaps(tx) { x0, x1, lx0, lx1 in
         Parallel.for(B * H, grain: grain) { r in
             for brow in r {
@@ -45,14 +57,41 @@ public func flowWarpLoss(flow: Tensor, reference: Tensor, target: Tensor, mask: 
                 var acc = 0.0
                 for j in 0..<W {
                     let m = mRow[j]
-                    if m == 0 { continue }
+                    if m == 0 { continue }                      // no error, no gradient
                     let p = warpPoint(f0, f1, x0[j], x1[j], lx0[j], lx1[j], ly0, ly1, W, H)
                     let c4 = Corners(p, W, H)
+                    // Channels summed in float per pixel, pixels in Double: one Double add per pixel.
+                    var px: Float = 0
+                    guard let dst = pR.map({ $0 + brow * w * 2 }) else {
+                        for c in 0..<C {
+                            let d = (pt[(b * C + c) * H * W + i * W + j] - c4.sample(pr + (b * C + c) * H * W)) * m
+                            px += d * d
+                        }
+                        acc += Double(px)
+                        continue
+                    }
+                    var gix: Float = 0, giy: Float = 0
                     for c in 0..<C {
                         let plane = pr + (b * C + c) * H * W
-                        let d = (pt[(b * C + c) * H * W + i * W + j] - c4.sample(plane)) * m
-                        acc += Double(d * d)
+                        let nw, ne, sw, se: Float
+                        if c4.interior {
+                            nw = plane[c4.o0]; ne = plane[c4.o1]; sw = plane[c4.o2]; se = plane[c4.o3]
+                        } else {
+                            nw = c4.nw(plane); ne = c4.ne(plane); sw = c4.sw(plane); se = c4.se(plane)
+                        }
+                        // gridSample's sum (a zero corner adds exactly nothing, as skipping it).
+                        let warp = nw * c4.w0 + ne * c4.w1 + sw * c4.w2 + se * c4.w3
+                        let d = (pt[(b * C + c) * H * W + i * W + j] - warp) * m
+                        px += d * d
+                        // gridSample's grid gradient: d warp / d ix, d warp / d iy.
+                        let go = coef * m * d
+                        gix += go * (-nw * p.dys + ne * p.dys - sw * p.dyn + se * p.dyn)
+                        giy += go * (-nw * p.dxe - ne * p.dxw + sw * p.dxe + se * p.dxw)
                     }
+                    acc += Double(px)
+                    let gX = gix * sx, gY = giy * sy
+                    dst[2 * x0[j]] += gX * lx0[j]; dst[2 * x0[j] + 1] += gY * lx0[j]
+                    dst[2 * x1[j]] += gX * lx1[j]; dst[2 * x1[j] + 1] += gY * lx1[j]
                 }
                 rowSums[brow] = acc
             }
@@ -64,57 +103,31 @@ public func flowWarpLoss(flow: Tensor, reference: Tensor, target: Tensor, mask: 
         for i in 0..<H { s += rowSums[b * H + i] }
         out.data[b] = Float(s / N)
     }
+    guard let pR else { return out }
 
-    let flowV = flow.detached(), refV = reference.detached(), tgtV = target.detached(), maskV = mask.detached()
-    return out.recording("flowWarpLoss", [flow]) { g in
-        let pf = flowV.data, pr = refV.data, pt = tgtV.data, pm = maskV.data
-        // Pass 1, per output row (b, i): d loss/d grid at each pixel, reduced over columns through
-        // the horizontal taps into rowGrad (B, H, w, 2).
-        let rowGrad = Tensor(zeros: [B, H, w, 2]), pR = rowGrad.data
-        let sx = Float(W - 1) / 2, sy = Float(H - 1) / 2
-        withTaps(tx) { x0, x1, lx0, lx1 in
-            Parallel.for(B * H, grain: grain) { r in
-                for brow in r {
-                    let b = brow / H, i = brow % H
-                    let coef = -2 * g.data[b] / Float(N)          // d loss_b / d warp = coef · m · diff
-                    let mRow = pm + brow * W, dst = pR + brow * w * 2
-                    let f0 = pf + (b * h + ty.i0[i]) * w * 2, f1 = pf + (b * h + ty.i1[i]) * w * 2
-                    let ly0 = ty.l0[i], ly1 = ty.l1[i]
-                    for j in 0..<W {
-                        let m = mRow[j]
-                        if m == 0 { continue }
-                        let p = warpPoint(f0, f1, x0[j], x1[j], lx0[j], lx1[j], ly0, ly1, W, H)
-                        let c4 = Corners(p, W, H)
-                        var gix: Float = 0, giy: Float = 0
-                        for c in 0..<C {
-                            let plane = pr + (b * C + c) * H * W
-                            let nw = c4.nw(plane), ne = c4.ne(plane), sw = c4.sw(plane), se = c4.se(plane)
-                            let warp = c4.sample(plane)
-                            let go = coef * m * ((pt[(b * C + c) * H * W + i * W + j] - warp) * m)
-                            gix += go * (-nw * p.dys + ne * p.dys - sw * p.dyn + se * p.dyn)
-                            giy += go * (-nw * p.dxe - ne * p.dxw + sw * p.dxe + se * p.dxw)
-                        }
-                        let gX = gix * sx, gY = giy * sy
-                        dst[2 * x0[j]] += gX * lx0[j]; dst[2 * x0[j] + 1] += gY * lx0[j]
-                        dst[2 * x1[j]] += gX * lx1[j]; dst[2 * x1[j] + 1] += gY * lx1[j]
-                    }
-                }
+    // The vertical taps' transpose, per low-res row (b, y), output rows in order: the Jacobian
+    // (B, h, w, 2), the only thing backward keeps.
+    let jac = Tensor(zeros: [B, h, w, 2]), q = jac.data
+    Parallel.for(B * h, grain: max(1, warpGrain / max(H * w * 2, 1))) { r in
+        for by in r {
+            let b = by / h, y = by % h, dst = q + by * w * 2
+            for i in 0..<H {
+                var wgt: Float = 0
+                if ty.i0[i] == y { wgt += ty.l0[i] }
+                if ty.i1[i] == y { wgt += ty.l1[i] }
+                if wgt == 0 { continue }
+                let src = pR + (b * H + i) * w * 2
+                for k in 0..<(w * 2) { dst[k] += wgt * src[k] }
             }
         }
-        // Pass 2, per low-res row (b, y): the vertical taps' transpose, output rows in order.
-        let gFlow = Tensor(zeros: [B, h, w, 2]), q = gFlow.data
-        Parallel.for(B * h, grain: max(1, warpGrain / max(H * w * 2, 1))) { r in
-            for by in r {
-                let b = by / h, y = by % h, dst = q + by * w * 2
-                for i in 0..<H {
-                    var wgt: Float = 0
-                    if ty.i0[i] == y { wgt += ty.l0[i] }
-                    if ty.i1[i] == y { wgt += ty.l1[i] }
-                    if wgt == 0 { continue }
-                    let src = pR + (b * H + i) * w * 2
-                    for k in 0..<(w * 2) { dst[k] += wgt * src[k] }
-                }
-            }
+    }
+    withExtendedLifetime(rowGrad) {}
+    let per = h * w * 2
+    return out.recording("flowWarpLoss", [flow]) { g in
+        let gFlow = Tensor(zeros: [B, h, w, 2]), pg = gFlow.data, pj = jac.data
+        for b in 0..<B {
+            let s = g.data[b]
+            for k in (b * per)..<((b + 1) * per) { pg[k] = s * pj[k] }
         }
         return [gFlow]
     }
@@ -155,13 +168,17 @@ private struct Corners {
         o1 = yIn0 && xIn1 ? o + 1 : -1;     w1 = p.dxw * p.dys
         o2 = yIn1 && xIn0 ? o + W : -1;     w2 = p.dxe * p.dyn
         o3 = yIn1 && xIn1 ? o + W + 1 : -1; w3 = p.dxw * p.dyn
+        interior = xIn0 && xIn1 && yIn0 && yIn1
     }
     @inline(__always) func nw(_ plane: UnsafePointer<Float>) -> Float { o0 >= 0 ? plane[o0] : 0 }
     @inline(__always) func ne(_ plane: UnsafePointer<Float>) -> Float { o1 >= 0 ? plane[o1] : 0 }
     @inline(__always) func sw(_ plane: UnsafePointer<Float>) -> Float { o2 >= 0 ? plane[o2] : 0 }
     @inline(__always) func se(_ plane: UnsafePointer<Float>) -> Float { o3 >= 0 ? plane[o3] : 0 }
-    /// Bilinear sample, zero outside: the corners inside, added in order.
+    /// All four corners inside the image (the common case): no per-corner tests.
+    var interior: Bool
+    /// Bilinear sample, zero outside: the corners inside, added in order (as `gridSample`).
     @inline(__always) func sample(_ plane: UnsafePointer<Float>) -> Float {
+        if interior { return plane[o0] * w0 + plane[o1] * w1 + plane[o2] * w2 + plane[o3] * w3 }
         var acc: Float = 0
         if o0 >= 0 { acc += plane[o0] * w0 }
         if o1 >= 0 { acc += plane[o1] * w1 }
