@@ -91,12 +91,16 @@ public func leffaLoss(_ probes: [AttentionProbe], refImage: Tensor, tgtImage: Te
     var flows: [(String, Tensor)] = [], warped: [(String, Tensor)] = []
     for probe in probes {
         let flow = flowField(probe, tau: config.tau)                                  // (B, h, w, 2)
-        let grid = resizeBilinear(flow.permuted([0, 3, 1, 2]), size: (hh, ww)).permuted([0, 2, 3, 1])  // (B, H, W, 2)
-        let warp = gridSample(refImage, grid)                                          // (B, 3, H, W)
-        let diff = (tgtImage - warp) * mask
-        let perSample = mean(diff * diff, axes: [1, 2, 3])                             // (B)
+        // Steps 4–6 fused: upsample, warp, masked squared error, no image-sized temporaries.
+        let perSample = flowWarpLoss(flow: flow, reference: refImage, target: tgtImage, mask: mask)  // (B)
         total = total.map { $0 + perSample } ?? perSample
-        if keep { flows.append((probe.layer, flow)); warped.append((probe.layer, warp)) }
+        if keep {
+            // The warped image only for inspection (snapshots, golden checks): no graph.
+            let warp = GradMode.withoutGrad {
+                gridSample(refImage, resizeBilinear(flow.permuted([0, 3, 1, 2]), size: (hh, ww)).permuted([0, 2, 3, 1]))
+            }                                                                          // (B, 3, H, W)
+            flows.append((probe.layer, flow)); warped.append((probe.layer, warp))
+        }
     }
     let loss = total.map { mean($0 * gate) } ?? Tensor(zeros: [1])
     return LeffaLossResult(loss: loss, flows: flows, warped: warped)

@@ -108,7 +108,7 @@ public func resizeNearest(_ x: Tensor, size: (Int, Int)) -> Tensor {
 /// For each output index: the two source indices and their weights, PyTorch's
 /// `align_corners=False` rule in float: src = max((dst + ½)·(in/out) − ½, 0),
 /// i0 = min(⌊src⌋, in − 1), i1 = i0 + 1 unless at the edge, λ1 = clamp(src − i0, 0, 1), λ0 = 1 − λ1.
-private struct LinearTaps {
+struct LinearTaps {
     var i0: [Int], i1: [Int], l0: [Float], l1: [Float]
 
     init(input n: Int, output m: Int) {
@@ -181,7 +181,7 @@ public func resizeBilinear(_ x: Tensor, size: (Int, Int)) -> Tensor {
 /// One sampling point of `grid_sample` (bilinear, align_corners=True): the pixel position and the
 /// north-west corner. Corner weights follow PyTorch: nw = (x_se − x)(y_se − y), ne = (x − x_sw)(y_sw − y),
 /// sw = (x_ne − x)(y − y_ne), se = (x − x_nw)(y − y_nw).
-private struct GridPoint {
+struct GridPoint {
     var ix: Float, iy: Float, x0: Int, y0: Int
 
     @inline(__always)
