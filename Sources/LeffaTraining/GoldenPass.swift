@@ -48,11 +48,14 @@ public enum GoldenPass {
                 out.append(("grad." + p.name, (p.grad ?? Tensor(zeros: p.shape)).copy()))
             }
         }
+        // The VAE outputs exist in latent space only (a pixel-space run's "latents" are images).
+        if i.refLatent.shape[1] == model.config.vae.latentChannels && i.imgTgt.shape[2] == i.x.shape[2] * model.config.vae.downscale {
         GradMode.withoutGrad {
             let posterior = model.vae.encode(i.imgTgt)
             out.append(("out.vae.mean", posterior.mean))
             out.append(("out.vae.logvar", posterior.logvar))
             out.append(("out.vae.decoded", model.vae.decode(i.refLatent)))
+        }
         }
         return out
     }

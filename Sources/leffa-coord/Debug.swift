@@ -4,7 +4,7 @@ import Foundation
 import LeffaTraining
 
 struct Debug: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Developer checks.", subcommands: [Forward.self])
+    static let configuration = CommandConfiguration(abstract: "Developer checks.", subcommands: [Forward.self, Inputs.self])
 
     struct Forward: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -28,3 +28,19 @@ struct Debug: ParsableCommand {
 }
 
 extension GoldenCheck.Grads: ExpressibleByArgument {}
+
+extension Debug {
+    struct Inputs: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write fixture-style inputs (in.*) from a run's data, for `debug forward` on that run's model.")
+        @Option(name: .customLong("run"), help: "The run directory.") var runPath: String
+        @Option(help: "Stage whose resolution to use (default: the last).") var stage: String?
+        @Option(help: "Number of samples.") var count: Int = 2
+        @Option(help: "Output safetensors file.") var out: String
+
+        func run() throws {
+            do { print(try GoldenCheck.makeInputs(run: RunDirectory(runPath), stage: stage, count: count, out: out)) }
+            catch { throw userError(error) }
+        }
+    }
+}
