@@ -95,24 +95,15 @@ func adamWKernel(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ 
     }
 }
 
-/// Σ x² in double, over fixed 4096-element chunks combined in order.
+/// Σ x² in double, over fixed chunks combined in order (`chunkedSum`).
 public func sumOfSquares(_ p: UnsafePointer<Float>, _ n: Int) -> Double {
-    let chunk = 4096, chunks = (n + chunk - 1) / chunk
-    var partial = [Double](repeating: 0, count: max(chunks, 1))
-    partial.withUnsafeMutableBufferPointer { part in
-        let pp = part.baseAddress!
-        Parallel.for(chunks, grain: 16) { r in
-            for c in r {
-                // Sixteen lanes, summed in a fixed order: vectorised and thread-count independent.
-                var acc = SIMD16<Float>(repeating: 0)
-                var i = c * chunk
-                let end = min(n, (c + 1) * chunk)
-                while i + 16 <= end { let x = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float>.self); acc += x * x; i += 16 }
-                var tail: Float = 0
-                while i < end { tail += p[i] * p[i]; i += 1 }
-                pp[c] = Double(acc.sum()) + Double(tail)
-            }
-        }
+    chunkedSum(n) { r in
+        // Sixteen lanes, summed in a fixed order: vectorised and thread-count independent.
+        var acc = SIMD16<Float>(repeating: 0)
+        var i = r.lowerBound
+        while i + 16 <= r.upperBound { let x = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float>.self); acc += x * x; i += 16 }
+        var tail: Float = 0
+        while i < r.upperBound { tail += p[i] * p[i]; i += 1 }
+        return Double(acc.sum()) + Double(tail)
     }
-    return partial.reduce(0, +)
 }

@@ -2,21 +2,27 @@
 // Whole-tensor sums use fixed 4096-element chunks combined in order, in double precision, so the
 // result is the same for any thread count.
 
-/// Σ x over all elements, in chunks of a fixed size, deterministic.
-func sumAll(_ p: UnsafePointer<Float>, _ n: Int) -> Double {
+/// Σ over `0..<n` in fixed 4096-element chunks: `chunkSum` sums one chunk, the chunk sums are
+/// combined in order in double precision, so the result is the same for any thread count.
+public func chunkedSum(_ n: Int, _ chunkSum: (Range<Int>) -> Double) -> Double {
     let chunk = 4096, chunks = (n + chunk - 1) / chunk
     var partial = [Double](repeating: 0, count: max(chunks, 1))
     partial.withUnsafeMutableBufferPointer { part in
         let pp = part.baseAddress!
         Parallel.for(chunks, grain: 16) { r in
-            for c in r {
-                var acc: Float = 0
-                for i in (c * chunk)..<min(n, (c + 1) * chunk) { acc += p[i] }
-                pp[c] = Double(acc)
-            }
+            for c in r { pp[c] = chunkSum((c * chunk)..<min(n, (c + 1) * chunk)) }
         }
     }
     return partial.reduce(0, +)
+}
+
+/// Σ x over all elements, deterministic.
+func sumAll(_ p: UnsafePointer<Float>, _ n: Int) -> Double {
+    chunkedSum(n) { r in
+        var acc: Float = 0
+        for i in r { acc += p[i] }
+        return Double(acc)
+    }
 }
 
 /// The sum of all elements, shape [1].
