@@ -65,7 +65,7 @@ struct BenchRow: Encodable {
 
 func printTable(_ rows: [BenchRow]) {
     let header = "name".padding(toLength: 26, withPad: " ", startingAt: 0) + "shape".padding(toLength: 34, withPad: " ", startingAt: 0)
-        + "   ms(med)    ms(best)   GFLOP/s   of peak"
+        + "   ms(med)    ms(best)   GFLOP/s   of peak (best vs best)"
     print(header)
     print(String(repeating: "-", count: header.count))
     for r in rows {
