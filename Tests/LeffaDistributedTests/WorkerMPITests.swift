@@ -100,6 +100,23 @@ final class WorkerMPITests: XCTestCase {
         XCTAssertNotEqual(a, b, "without --fixed-order the sums are expected to associate differently")
     }
 
+    /// Stop a 2-rank run at step 2 and resume it with 1 rank: the sample order, noise and timesteps
+    /// are keyed by step and global position, so it ends bit-identical to 1 rank all the way.
+    func testResumingWithADifferentRankCountContinuesTheSameRun() throws {
+        try synth()
+        let straight = try makeRun("straight", steps: 4), mixed = try makeRun("mixed", steps: 4)
+        let w = bin.appendingPathComponent("leffa-worker").path
+        let (s1, e1, _) = try run(w, ["--run", straight, "--fixed-order"])
+        XCTAssertEqual(s1, 0, e1)
+        let (s2, e2, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", mixed, "--fixed-order", "--until-step", "2"])
+        XCTAssertEqual(s2, 0, e2)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: mixed + "/stages/only/final.safetensors"), "stopped at step 2 of 4")
+        let (s3, e3, _) = try run(w, ["--run", mixed, "--fixed-order"])
+        XCTAssertEqual(s3, 0, e3)
+        XCTAssertTrue(e3.contains("resuming stage only at step 2"), e3)
+        XCTAssertEqual(try weights(straight), try weights(mixed), "2 ranks then 1 rank differ from 1 rank throughout")
+    }
+
     func testKillingOneRankEndsTheJobWithin30Seconds() throws {
         try synth()
         let r = try makeRun("kill", steps: 10_000)
