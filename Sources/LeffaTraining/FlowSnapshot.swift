@@ -25,8 +25,7 @@ public enum FlowSnapshot {
     /// Flows of `layers` for a loaded batch: (layer, flow (B,h,w,2), warped (B,3,H,W)).
     public static func flows(model: LeffaModel, inputs b: TrainBatch, layers: [String], tau: Float) throws -> [(String, Tensor, Tensor)] {
         try GradMode.withoutGrad {
-            let noisy = NoiseSchedule().addNoise(b.latent, noise: b.noise, timesteps: b.timesteps)
-            let x = concat([noisy, b.maskLatent, b.maskedLatent, b.denseposeLatent], dim: 1)
+            let x = b.generativeInput(NoiseSchedule())
             let (_, ctx) = try model.denoise(x: x, refLatent: b.refLatent, timesteps: b.timesteps.map(Float.init), probeLayers: Set(layers))
             let (hh, ww) = (b.imgRef.shape[2], b.imgRef.shape[3])
             return ctx.probes.map { p in

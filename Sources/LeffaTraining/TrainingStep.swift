@@ -30,6 +30,14 @@ public struct TrainBatch {
     public var size: Int { latent.shape[0] }
 }
 
+extension TrainBatch {
+    /// The generative UNet's input: the target latent noised at each sample's timestep, then the
+    /// mask, the masked-image latent and the densepose, along channels (B, 12, h, w).
+    public func generativeInput(_ schedule: NoiseSchedule) -> Tensor {
+        concat([schedule.addNoise(latent, noise: noise, timesteps: timesteps), maskLatent, maskedLatent, denseposeLatent], dim: 1)
+    }
+}
+
 public struct StepLosses {
     public var total: Tensor
     public var diffusion: Float
@@ -44,8 +52,7 @@ public struct TrainingObjective {
 
     /// Builds the graph of the batch's loss (call `backward()` on `total`).
     public func loss(_ model: LeffaModel, _ b: TrainBatch) throws -> StepLosses {
-        let noisy = schedule.addNoise(b.latent, noise: b.noise, timesteps: b.timesteps)
-        let x = concat([noisy, b.maskLatent, b.maskedLatent, b.denseposeLatent], dim: 1)
+        let x = b.generativeInput(schedule)
         var layers: Set<String> = []
         if let leffa {
             layers = Set(leffa.selectLayers(UNet2DConditionModel.attentionLayers(model.config.unet),
