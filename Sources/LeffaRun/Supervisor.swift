@@ -55,7 +55,7 @@ public final class Supervisor {
         self.log = { line in
             log(line)
             guard !line.hasPrefix("  ") else { return }
-            if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+            if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
             guard let h = FileHandle(forWritingAtPath: path) else { return }
             _ = try? h.seekToEnd(); h.write(Data("\(now()) \(line)\n".utf8)); try? h.close()
         }
@@ -117,6 +117,12 @@ public final class Supervisor {
             case .interrupted: return .interrupted
             }
             guard let failure else { failures = 0; continue }
+            if after.status == .failed {
+                // The worker judged the failure deterministic (e.g. a NaN loss): restarting from the
+                // same checkpoint with the same seed would repeat it.
+                let why = after.history.last?.reason ?? failure
+                throw RunError("stage \(stage): \(why)\nNot restarting: the same checkpoint and seed would fail the same way. Fix the cause (the stage's lr in \(directory.configURL.path), the data), then rerun `leffa-coord run` to resume from the last valid checkpoint.")
+            }
             if progressed { failures = 0 }
             failures += 1
             lastFailure = failure

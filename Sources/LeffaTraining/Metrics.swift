@@ -25,7 +25,7 @@ public struct StepMetrics: Codable, Sendable {
 public final class MetricsLog {
     let handle: FileHandle?
     public init(url: URL) {
-        if !FileManager.default.fileExists(atPath: url.path) { FileManager.default.createFile(atPath: url.path, contents: nil) }
+        if !FileManager.default.fileExists(atPath: url.path) { _ = FileManager.default.createFile(atPath: url.path, contents: nil) }
         handle = try? FileHandle(forWritingTo: url)
         _ = try? handle?.seekToEnd()
     }

@@ -158,7 +158,10 @@ public final class Trainer {
             sums[3] *= Double(collective.size)
             let stopping = sums[4] > 0
             guard sums[0].isFinite else {
-                throw RunError("stage \(stage.name) step \(step + 1): the loss is \(sums[0]) (diffusion \(sums[1])); stopping without saving — the last checkpoint is intact. Lower the learning rate or check the data.")
+                let why = "stage \(stage.name) step \(step + 1): the loss is \(sums[0]) (diffusion \(sums[1])); stopping without saving — the last checkpoint is intact. Lower the learning rate or check the data."
+                // Failed, not running: a restart would repeat it bit for bit (same seed, same data).
+                if isRoot { try? setStatus(.failed, reason: why) }
+                throw RunError(why)
             }
             let lr = learningRate(step: step)
             let gradNorm = optimizer.clipGradNorm(parameters: model.parameters, maxNorm: config.gradClip)
@@ -245,9 +248,11 @@ public final class Trainer {
         try atomicWrite(try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), to: run.heartbeatURL)
     }
 
+    /// Records the status; a reason (a failure) also goes into the history with the time.
     func setStatus(_ status: RunState.Status, reason: String?) throws {
         var s = try run.readState()
         s.status = status
+        if let reason { s.history.append(.init(time: timestamp(), from: s.stage, to: s.stage, reason: "\(status.rawValue): \(reason)")) }
         try run.writeState(s)
     }
 

@@ -20,8 +20,15 @@ final class SupervisorTests: XCTestCase {
         return o
     }
 
-    func testAllStagesCompleteAndAKilledWorkerIsRestarted() throws {
-        let opts = try options()
+    func testAllStagesCompleteAndAKilledWorkerIsRestarted() throws { try killedWorkerIsRestarted(ranks: 1) }
+
+    /// The same with 2 MPI ranks: rank 0 is killed, mpirun takes the other rank down, the
+    /// coordinator restarts both and the run ends bit-identical to an uninterrupted 2-rank run.
+    func testTwoRanksAKilledRankIsRestartedAndTheRunEndsBitIdentical() throws { try killedWorkerIsRestarted(ranks: 2) }
+
+    func killedWorkerIsRestarted(ranks: Int) throws {
+        var opts = try options()
+        opts.ranks = ranks
         let steps = [2, 14, 2]
         // Uninterrupted reference run.
         let clean = try TinyRun.make(steps: steps, name: "clean")
@@ -47,7 +54,9 @@ final class SupervisorTests: XCTestCase {
         var killed = false
         let deadline = Date().addingTimeInterval(120)
         while !killed && Date() < deadline {
-            if let h = Heartbeat.read(dir), h.stage == "highres", h.step >= 5, h.step < 12, h.pid == Int(sup.childPID) {
+            // One rank: the heartbeat's pid is the supervised child; more: rank 0 under mpirun.
+            if let h = Heartbeat.read(dir), h.stage == "highres", h.step >= 5, h.step < 12, sup.childPID != 0,
+               ranks == 1 ? h.pid == Int(sup.childPID) : h.pid != Int(sup.childPID) && kill(pid_t(h.pid), 0) == 0 {
                 XCTAssertEqual(kill(pid_t(h.pid), SIGKILL), 0)
                 killed = true
             }
@@ -58,10 +67,13 @@ final class SupervisorTests: XCTestCase {
         XCTAssertNil(result.failure)
         XCTAssertEqual(result.outcome, .completed)
         XCTAssertEqual(sup.restarts, 1)
-        XCTAssertTrue(lines.contains { $0.contains("killed by signal 9 (SIGKILL)") && $0.contains("restarting from checkpoint step") }, "\(lines.filter { !$0.hasPrefix("  ") })")
+        // Alone, the worker itself dies of SIGKILL; under mpirun, mpirun reports the lost rank.
+        let why = ranks == 1 ? "killed by signal 9 (SIGKILL)" : "the worker exited with status"
+        XCTAssertTrue(lines.contains { $0.contains(why) && $0.contains("restarting from checkpoint step") }, "\(lines.filter { !$0.hasPrefix("  ") })")
         XCTAssertEqual(try dir.readState().status, .done)
         let record = try String(contentsOfFile: dir.url.path + "/coordinator.log", encoding: .utf8)
-        XCTAssertTrue(record.contains("SIGKILL") && record.contains("run complete"), record)
+        XCTAssertTrue(record.contains(why) && record.contains("run complete"), record)
+        if ranks > 1 { XCTAssertTrue(record.contains("mpirun -np \(ranks)"), "launched through mpirun: \(record.prefix(2000))") }
         let cfg = try dir.readConfig()
         for stage in ["lowres", "highres", "leffa"] {
             XCTAssertEqual(try TinyRun.values(dir.finalWeightsURL(stage).path, config: cfg),
@@ -78,6 +90,28 @@ final class SupervisorTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("giving up after 1 restart(s)"), "\($0)")
         }
         XCTAssertEqual(lines.filter { $0.contains("restarting") }.count, 1)
+    }
+
+    /// A worker that marks the run failed (as a NaN loss does) is not restarted: it would fail again.
+    func testAFailedRunIsNotRestarted() throws {
+        var opts = try options()
+        let dir = try TinyRun.make()
+        var state = try dir.readState()
+        state.status = .failed
+        state.history.append(.init(now: state.stage, to: state.stage, reason: "failed: stage lowres step 3: the loss is nan"))
+        let failed = dir.url.appendingPathComponent("failed-state.json")
+        let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try enc.encode(state).write(to: failed)
+        let script = dir.url.appendingPathComponent("failing-worker.sh").path
+        try "#!/bin/sh\necho $$ >> \(dir.url.path)/worker-pids\ncp \(failed.path) \(dir.stateURL.path)\nexit 1\n".write(toFile: script, atomically: true, encoding: .utf8)
+        chmod(script, 0o755)
+        opts.worker = script; opts.workerArgs = []; opts.retries = 3; opts.backoff = 0.05
+        var lines: [String] = []
+        XCTAssertThrowsError(try Supervisor(run: dir, options: opts) { lines.append($0) }.run()) {
+            XCTAssertTrue("\($0)".contains("loss is nan") && "\($0)".contains("Not restarting"), "\($0)")
+        }
+        XCTAssertEqual(pids(dir).count, 1, "launched once, never restarted")
+        XCTAssertFalse(lines.contains { $0.contains("restarting from") }, "\(lines)")
     }
 
     func testMpirunCommandLine() throws {

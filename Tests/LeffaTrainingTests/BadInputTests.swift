@@ -87,6 +87,9 @@ final class BadInputTests: XCTestCase {
         let msg = errorMessage { _ = try t.train() }
         XCTAssertTrue(msg.contains("step 3") && msg.contains("loss is nan") && msg.contains("last checkpoint is intact"), msg)
         XCTAssertEqual(folderBytes(run.checkpointsURL("s0")), before)
+        let state = try run.readState()
+        XCTAssertEqual(state.status, .failed, "a NaN loss leaves the run failed, not running")
+        XCTAssertTrue(state.history.last?.reason.contains("loss is nan") == true, "\(state.history.last as Any)")
         XCTAssertEqual(try quietTrainer(run).step, 2)
     }
 
