@@ -1,6 +1,8 @@
 // The data-parallel benchmark, run under mpirun by Scripts/bench-ddp.sh: training steps of the
-// `small` model with the global batch split over the ranks, reporting images/s and the fraction of
-// step time spent waiting for the gradient all-reduce (the part not hidden behind backward).
+// `small` model, reporting images/s and the fraction of step time spent waiting for the gradient
+// all-reduce (the part not hidden behind backward). Either the global batch is split over the
+// ranks (`--batch`, strong scaling) or every rank takes the same batch (`--per-rank-batch`, the way
+// data parallelism is used and benchmarked: N ranks train N times the samples per step).
 import ArgumentParser
 import Foundation
 import LeffaTensor
@@ -13,16 +15,17 @@ struct DDPBench: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ddp", abstract: "Data-parallel training steps (run under mpirun).")
     @OptionGroup var options: BenchOptions
     @Option(help: "Model size (tiny, small).") var model: String = "small"
-    @Option(help: "Global batch.") var batch: Int = 2
+    @Option(help: "Global batch, split over the ranks.") var batch: Int = 2
+    @Option(help: "Samples per rank (the global batch is this × ranks); overrides --batch.") var perRankBatch: Int?
     @Option(help: "Gradient bucket size in MB.") var bucketMb: Int = 25
     @Flag(help: "Start all-reduces after backward instead of during it (the non-overlapped baseline).") var noOverlap = false
 
     struct Report: Encodable {
-        var ranks: Int, threadsPerRank: Int, model: String, globalBatch: Int, bucketMB: Int, overlap: Bool
+        var ranks: Int, threadsPerRank: Int, model: String, globalBatch: Int, perRankBatch: Int, bucketMB: Int, overlap: Bool
         var stepSeconds: Double, imagesPerSecond: Double, waitFraction: Double, buckets: Int
         enum CodingKeys: String, CodingKey {
             case ranks, model, overlap, buckets
-            case threadsPerRank = "threads_per_rank", globalBatch = "global_batch", bucketMB = "bucket_mb"
+            case threadsPerRank = "threads_per_rank", globalBatch = "global_batch", perRankBatch = "per_rank_batch", bucketMB = "bucket_mb"
             case stepSeconds = "step_seconds", imagesPerSecond = "images_per_second", waitFraction = "wait_fraction"
         }
     }
@@ -30,6 +33,7 @@ struct DDPBench: ParsableCommand {
     func run() throws {
         options.apply()
         let ctx = try MPIContext.start()
+        let batch = perRankBatch.map { $0 * ctx.size } ?? self.batch
         guard batch % ctx.size == 0 else { ctx.abort("--batch \(batch) must be divisible by the rank count \(ctx.size)") }
         guard let config = ModelConfig.preset(model) else { ctx.abort("unknown model \(model)") }
         let (h, w) = TrainStepBench.latent(model)
@@ -57,7 +61,7 @@ struct DDPBench: ParsableCommand {
         var med = [times.sorted()[times.count / 2], waits.sorted()[waits.count / 2]]
         ctx.allreduce(&med, .max)
         if ctx.rank == 0 {
-            let r = Report(ranks: ctx.size, threadsPerRank: Parallel.threads, model: model, globalBatch: batch, bucketMB: bucketMb, overlap: !noOverlap,
+            let r = Report(ranks: ctx.size, threadsPerRank: Parallel.threads, model: model, globalBatch: batch, perRankBatch: batch / ctx.size, bucketMB: bucketMb, overlap: !noOverlap,
                            stepSeconds: med[0], imagesPerSecond: Double(batch) / med[0], waitFraction: med[1] / med[0], buckets: reducer.buckets.count)
             print(String(format: "ranks %d × %d thread(s)  %@  batch %d  buckets %d×≤%d MB  overlap %@: %.1f ms/step  %.2f img/s  waiting %.1f %%",
                          r.ranks, r.threadsPerRank, model, batch, r.buckets, bucketMb, r.overlap ? "on" : "off", 1e3 * r.stepSeconds, r.imagesPerSecond, 100 * r.waitFraction))
