@@ -19,6 +19,9 @@ public final class CheckpointDirectory {
     public var keepLast: Int
     /// Human-readable notes about damaged checkpoints that `latestValid` skipped, oldest first.
     public private(set) var warnings: [String] = []
+    /// Whether `latestValid` renames damaged files aside (rule 3). Only the one writer should:
+    /// other MPI ranks reading the same folder skip them and leave the folder alone.
+    public var movesDamagedAside = true
 
     /// Creates the directory if needed.
     public init(_ url: URL, keepLast: Int = 3) throws {
@@ -118,7 +121,7 @@ public final class CheckpointDirectory {
                 result = try load(reader)
                 try reader.verifyUnread()
             } catch let e as CheckpointError where e.isDamage {
-                skipped.append((file.lastPathComponent, e, quarantine(file)))
+                skipped.append((file.lastPathComponent, e, movesDamagedAside ? quarantine(file) : nil))
                 continue
             }
             note(using: "using \(file.lastPathComponent)")

@@ -47,7 +47,11 @@ public final class Trainer {
         layout = m.parameters.all.map { FlatEntry(name: $0.name, offset: $0.offset, shape: $0.shape) }
         model = m
         collective = try makeCollective?(m) ?? SingleProcess()
-        try restore()
+        // Rank 0 looks first and moves damaged checkpoints aside; the others then read a folder
+        // that no longer changes under them (and never rename anything themselves).
+        if collective.rank == 0 { try restore() }
+        collective.barrier()
+        if collective.rank != 0 { try restore() }
         // Every rank must start from the same weights and config (and so stay in lockstep).
         try collective.verifyIdentical(config.text, what: "config")
         try collective.verifyIdentical(m.parameters.values!, what: "weights")
@@ -59,6 +63,7 @@ public final class Trainer {
     /// configured initial weights; else the seeded random initialisation.
     func restore() throws {
         let dir = try CheckpointDirectory(run.checkpointsURL(stage.name), keepLast: config.keepCheckpoints)
+        dir.movesDamagedAside = collective.rank == 0
         let values = model.parameters.values!
         if let found = try dir.latestValid({ reader -> Int in
             try reader.readGroup(CheckpointNames.params, into: values, layout: layout)

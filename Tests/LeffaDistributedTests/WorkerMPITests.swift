@@ -117,6 +117,29 @@ final class WorkerMPITests: XCTestCase {
         XCTAssertEqual(try weights(straight), try weights(mixed), "2 ranks then 1 rank differ from 1 rank throughout")
     }
 
+    /// A corrupted newest checkpoint under 2 ranks: rank 0 alone moves it aside (once), both ranks
+    /// resume from the previous one, and the run ends bit-identical to an undisturbed one.
+    func testTwoRanksSkipACorruptedCheckpointTogether() throws {
+        try synth()
+        let clean = try makeRun("clean", steps: 6), hurt = try makeRun("hurt", steps: 6)
+        let w = bin.appendingPathComponent("leffa-worker").path
+        XCTAssertEqual(try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", clean, "--fixed-order"]).0, 0)
+        let (s1, e1, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", hurt, "--fixed-order", "--until-step", "4"])
+        XCTAssertEqual(s1, 0, e1)
+        let ckpts = URL(fileURLWithPath: hurt + "/stages/only/checkpoints")
+        let newest = ckpts.appendingPathComponent("step-00000004.h5")
+        let h = try FileHandle(forUpdating: newest)
+        try h.seek(toOffset: try h.seekToEnd() / 2)
+        h.write(Data(repeating: 0xA5, count: 4096))
+        try h.close()
+        let (s2, e2, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", hurt, "--fixed-order"])
+        XCTAssertEqual(s2, 0, e2)
+        XCTAssertTrue(e2.contains("resuming stage only at step 2"), e2)
+        let names = try FileManager.default.contentsOfDirectory(atPath: ckpts.path)
+        XCTAssertEqual(names.filter { $0.contains(".corrupt") }, ["step-00000004.h5.corrupt"], "\(names)")
+        XCTAssertEqual(try weights(clean), try weights(hurt))
+    }
+
     func testKillingOneRankEndsTheJobWithin30Seconds() throws {
         try synth()
         let r = try makeRun("kill", steps: 10_000)
