@@ -179,13 +179,23 @@ enum H5 {
 
     /// Reads an attribute written by `writeAttribute` (or by h5py with the same types). Throws
     /// `UnsupportedAttribute` for any other type or shape.
-    static func readAttribute(_ obj: hid_t, _ name: String) throws -> CheckpointValue {
+    /// Opens attribute `name` of `obj` with its type and dataspace for `body`, closing all three after.
+    static func withAttribute<T>(_ obj: hid_t, _ name: String,
+                                 _ body: (_ attribute: hid_t, _ type: hid_t, _ space: hid_t) throws -> T) throws -> T {
         let a = try check(H5Aopen(obj, name, leffa_h5p_default()), "open attribute '\(name)'")
         defer { H5Aclose(a) }
         let type = try check(H5Aget_type(a), "get the type of attribute '\(name)'")
         defer { H5Tclose(type) }
         let space = try check(H5Aget_space(a), "get the dataspace of attribute '\(name)'")
         defer { H5Sclose(space) }
+        return try body(a, type, space)
+    }
+
+    static func readAttribute(_ obj: hid_t, _ name: String) throws -> CheckpointValue {
+        try withAttribute(obj, name) { a, type, space in try readAttribute(a, type, space, name) }
+    }
+
+    private static func readAttribute(_ a: hid_t, _ type: hid_t, _ space: hid_t, _ name: String) throws -> CheckpointValue {
         let shape = try Self.shape(ofSpace: space)
         let cls = H5Tget_class(type), size = H5Tget_size(type)
 
@@ -223,19 +233,15 @@ enum H5 {
 
     /// Reads a scalar uint64 attribute; throws `UnsupportedAttribute` for anything else.
     static func readUInt64Attribute(_ obj: hid_t, _ name: String) throws -> UInt64 {
-        let a = try check(H5Aopen(obj, name, leffa_h5p_default()), "open attribute '\(name)'")
-        defer { H5Aclose(a) }
-        let type = try check(H5Aget_type(a), "get the type of attribute '\(name)'")
-        defer { H5Tclose(type) }
-        let space = try check(H5Aget_space(a), "get the dataspace of attribute '\(name)'")
-        defer { H5Sclose(space) }
-        let cls = H5Tget_class(type), size = H5Tget_size(type)
-        guard cls == H5T_INTEGER, size == 8, H5Tget_sign(type) == H5T_SGN_NONE, try shape(ofSpace: space) == [] else {
-            throw UnsupportedAttribute(description: describe(cls, size: size, type: type))
+        try withAttribute(obj, name) { a, type, space in
+            let cls = H5Tget_class(type), size = H5Tget_size(type)
+            guard cls == H5T_INTEGER, size == 8, H5Tget_sign(type) == H5T_SGN_NONE, try shape(ofSpace: space) == [] else {
+                throw UnsupportedAttribute(description: describe(cls, size: size, type: type))
+            }
+            var v: UInt64 = 0
+            try check(H5Aread(a, leffa_h5t_native_uint64(), &v), "read attribute '\(name)'")
+            return v
         }
-        var v: UInt64 = 0
-        try check(H5Aread(a, leffa_h5t_native_uint64(), &v), "read attribute '\(name)'")
-        return v
     }
 
     /// A scalar string attribute, variable-length or fixed-length, as UTF-8.

@@ -2,6 +2,7 @@
 // never a silently different checkpoint: every byte is covered by one of the three checksums
 // (leffa header, HDF5 metadata, dataset data). HDF5 alone would crash on some of these files.
 import XCTest
+import TestSupport
 import LeffaTensor
 @testable import LeffaCheckpoint
 

@@ -2,6 +2,7 @@
 // when the newest ones are truncated, corrupted, left half-written by a crash, or from a newer
 // leffa. Damaged files are reported by name and kept (moved aside), never deleted.
 import XCTest
+import TestSupport
 import LeffaTensor
 @testable import LeffaCheckpoint
 

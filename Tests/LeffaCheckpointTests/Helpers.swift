@@ -2,16 +2,9 @@
 // file surgery (truncate, flip bytes) and an assertion on error messages.
 import Foundation
 import XCTest
+import TestSupport
 import LeffaTensor
 @testable import LeffaCheckpoint
-
-/// A fresh directory under the system temp dir, removed when the test case tears down.
-func scratchDirectory(_ test: XCTestCase) throws -> URL {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("checkpoint-tests-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    test.addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
-    return dir
-}
 
 /// A tensor of arbitrary float32 bit patterns (NaN payloads, subnormals, ±0, ±inf included):
 /// only a bit-exact path keeps them all.

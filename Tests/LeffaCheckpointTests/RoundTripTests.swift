@@ -2,6 +2,7 @@
 // into the trainer's block and reports every name or shape that does not match; bad input to
 // the writer is refused before anything is written.
 import XCTest
+import TestSupport
 import LeffaTensor
 @testable import LeffaCheckpoint
 

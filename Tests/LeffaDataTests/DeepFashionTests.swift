@@ -2,6 +2,7 @@
 // image generated, loss mask = the target person from its densepose.
 import Foundation
 import XCTest
+import TestSupport
 @testable import LeffaData
 import LeffaTensor
 

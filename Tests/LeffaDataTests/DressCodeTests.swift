@@ -2,6 +2,7 @@
 // are absent, part-label densepose coloured, root-level pair lists with a category column.
 import Foundation
 import XCTest
+import TestSupport
 @testable import LeffaData
 import LeffaTensor
 

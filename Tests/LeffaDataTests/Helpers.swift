@@ -2,16 +2,9 @@
 // tiny dataset folders (64×48, like the real layouts) that individual tests then damage.
 import Foundation
 import XCTest
+import TestSupport
 @testable import LeffaData
 import LeffaTensor
-
-/// A fresh directory under the system temp dir, removed when the test case tears down.
-func scratchDirectory(_ test: XCTestCase) throws -> URL {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("leffadata-tests-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    test.addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
-    return dir
-}
 
 /// Smooth RGB waves, different for each seed (JPEG-friendly but not flat).
 func gradientImage(_ h: Int, _ w: Int, seed: Int = 0) -> Image {

@@ -2,6 +2,7 @@
 // palette label maps, and errors that say which file and why.
 import Foundation
 import XCTest
+import TestSupport
 @testable import LeffaData
 import LeffaTensor
 

@@ -3,6 +3,7 @@
 // the cloth (align_corners=True) reproduces the person's garment pixels.
 import Foundation
 import XCTest
+import TestSupport
 @testable import LeffaData
 import LeffaTensor
 

@@ -3,6 +3,7 @@
 // file and field.
 import Foundation
 import XCTest
+import TestSupport
 @testable import LeffaData
 import LeffaTensor
 

@@ -1,6 +1,7 @@
 // Every way a file or a request can be wrong: the error is thrown (never a crash) and its message
 // names the file, the key and what was expected.
 import XCTest
+import TestSupport
 import LeffaTensor
 @testable import SafeTensors
 

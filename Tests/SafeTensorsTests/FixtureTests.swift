@@ -1,6 +1,7 @@
 // The golden fixtures written by the PyTorch reference (../shared/fixtures/leffa_tiny): every
 // listed shape, the dtypes, known values, and a byte-identical rewrite.
 import XCTest
+import TestSupport
 import LeffaTensor
 @testable import SafeTensors
 

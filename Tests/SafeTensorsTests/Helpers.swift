@@ -1,15 +1,8 @@
 // Shared by the SafeTensors tests: scratch directories, hand-made files, the golden fixtures.
 import Foundation
 import XCTest
+import TestSupport
 @testable import SafeTensors
-
-/// A fresh directory under the system temp dir, removed when the test case tears down.
-func scratchDirectory(_ test: XCTestCase) throws -> URL {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("safetensors-tests-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    test.addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
-    return dir
-}
 
 /// A file from a literal header (padded with spaces to `pad` bytes unless nil) and data bytes;
 /// `length` overrides the 8-byte header length field.
@@ -52,16 +45,7 @@ func assertThrows<T>(_ fragments: [String], file: StaticString = #filePath, line
     } catch { XCTFail("not a SafeTensorsError: \(error)", file: file, line: line) }
 }
 
-/// ../shared/fixtures/leffa_tiny beside the package root (the first ancestor of this file that
-/// holds Package.swift): where CI clones the shared fixtures.
+/// ../shared/fixtures/leffa_tiny, when it is there.
 func fixtureDirectory() -> URL? {
-    var dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-    while dir.path != "/" {
-        if FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) {
-            let f = dir.deletingLastPathComponent().appendingPathComponent("shared/fixtures/leffa_tiny")
-            return FileManager.default.fileExists(atPath: f.path) ? f : nil
-        }
-        dir = dir.deletingLastPathComponent()
-    }
-    return nil
+    FileManager.default.fileExists(atPath: Fixtures.leffaTiny.path) ? Fixtures.leffaTiny : nil
 }

@@ -1,6 +1,7 @@
 // Writing then reading gives the same bits; written files match the reference implementation's
 // bytes (order, JSON, padding); writes are atomic.
 import XCTest
+import TestSupport
 import LeffaTensor
 @testable import SafeTensors
 
