@@ -24,4 +24,5 @@ $B/leffa-coord sample --run "$RUN" --person "$D/image/000000_00.png" --garment "
   --out "$RUN/samples" --steps 20
 echo
 echo "done: checkpoints in $RUN/stages/*/checkpoints, flow snapshots (HDF5 + PNG) in $RUN/stages/*/snapshots,"
+echo "      validation samples (masked person | garment | sample | target) in $RUN/stages/*/samples,"
 echo "      samples in $RUN/samples, export in $RUN/export/leffa.safetensors"

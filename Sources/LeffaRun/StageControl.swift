@@ -176,12 +176,13 @@ public enum StageControl {
         return state
     }
 
-    /// Moves a stage's checkpoints, logs, snapshots and final weights into a discarded-STAMP folder.
+    /// Moves a stage's checkpoints, logs, snapshots, validation samples and final weights into a
+    /// discarded-STAMP folder.
     static func moveAside(_ run: RunDirectory, _ stage: String, stamp: String) throws {
         let fm = FileManager.default, dir = run.stageURL(stage)
         let dest = dir.appendingPathComponent("discarded-\(stamp)")
         try fm.createDirectory(at: dest, withIntermediateDirectories: true)
-        for name in ["checkpoints", "snapshots", "logs", "final.safetensors", "final-ema.safetensors"] {
+        for name in ["checkpoints", "snapshots", "samples", "logs", "final.safetensors", "final-ema.safetensors"] {
             let src = dir.appendingPathComponent(name)
             if fm.fileExists(atPath: src.path) { try fm.moveItem(at: src, to: dest.appendingPathComponent(name)) }
         }

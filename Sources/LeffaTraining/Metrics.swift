@@ -1,4 +1,5 @@
 // Per-step metrics as JSON lines (one object per optimizer step) and a live progress line with ETA.
+// The same JSONL writer serves validation.jsonl (one `ValidationRecord` per validation sampling).
 import Foundation
 
 public struct StepMetrics: Codable, Sendable {
@@ -29,7 +30,7 @@ public final class MetricsLog {
         handle = try? FileHandle(forWritingTo: url)
         _ = try? handle?.seekToEnd()
     }
-    public func append(_ m: StepMetrics) {
+    public func append<T: Encodable>(_ m: T) {
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
         guard var line = try? enc.encode(m) else { return }

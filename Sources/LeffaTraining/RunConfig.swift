@@ -27,6 +27,26 @@ public struct StageConfig: Sendable, Equatable {
     public var leffa: LeffaLossConfig? = nil
 }
 
+/// Validation sampling during training (`training.validation`): every `every` optimizer steps
+/// (0 = off) and at each stage's last step, DDIM samples of the first `count` pairs of a fixed split.
+public struct ValidationConfig: Sendable, Equatable {
+    public var every = 0
+    public var count = 4
+    /// DDIM steps (1…1000).
+    public var steps = 30
+    /// Classifier-free guidance scale (1 = none).
+    public var guidance: Float = 2.5
+    /// "test" or "train"; nil: test when the data has a test split, else the training split.
+    public var split: String? = nil
+    public init() {}
+    public var enabled: Bool { every > 0 }
+    /// Whether to sample after optimizer step `step` of a stage of `stageSteps` steps: every
+    /// `every` steps and at the stage's last step, so every stage leaves samples.
+    public func due(step: Int, stageSteps: Int) -> Bool { enabled && step > 0 && (step % every == 0 || step == stageSteps) }
+    static let keys = ["every", "count", "steps", "guidance", "split"]
+    static let example = "a mapping like {every: 1000, count: 4, steps: 30, guidance: 2.5}"
+}
+
 public struct RunConfig: Sendable {
     public var source: String
     public var text: String
@@ -53,6 +73,7 @@ public struct RunConfig: Sendable {
     public var snapshotSamples: Int = 2
     public var snapshotLayers: [String] = []
     public var logEvery: Int = 1
+    public var validation = ValidationConfig()
     public var stages: [StageConfig]
 
     /// Reads and validates a run config.
@@ -122,6 +143,21 @@ public struct RunConfig: Sendable {
             snapshotLayers: try training.strings("snapshot_layers", default: []),
             logEvery: try training.int("log_every", default: 1, min: 1),
             stages: [])
+        if let v = try training.optionalMapping("validation", expected: ValidationConfig.example) {
+            try v.onlyKeys(ValidationConfig.keys)
+            var vc = ValidationConfig()
+            vc.every = try v.int("every", default: 0, min: 0)
+            vc.count = try v.int("count", default: vc.count, min: 1)
+            vc.steps = try v.int("steps", default: vc.steps, min: 1)
+            let schedule = NoiseSchedule().steps
+            if vc.steps > schedule { throw v.fail("steps", "an integer in 1…\(schedule) (DDIM steps), got \(vc.steps)") }
+            vc.guidance = try v.float("guidance", default: vc.guidance, in: 0...100)
+            if let split = try v.optionalString("split") {
+                guard split == "test" || split == "train" else { throw v.fail("split", "test or train, got \(split)") }
+                vc.split = split
+            }
+            cfg.validation = vc
+        }
         if dataKind == "synthetic", let s = data.optionalSection("synthesize") {
             cfg.synthCount = try s.int("count", min: 1)
             (cfg.synthHeight, cfg.synthWidth) = try s.size("size")
@@ -182,6 +218,19 @@ struct Reader {
     }
     func optionalSection(_ key: String) -> Reader? {
         node[Yams.Node(key)]?.mapping.map { Reader(file: file, node: $0, path: path + key + ".") }
+    }
+    /// A sub-mapping that may be absent (or null); present as anything else is an error.
+    func optionalMapping(_ key: String, expected: String) throws -> Reader? {
+        guard let n = node[Yams.Node(key)], n.null == nil else { return nil }
+        guard let m = n.mapping else { throw fail(key, "\(expected), got \(n.string ?? "a list")") }
+        return Reader(file: file, node: m, path: path + key + ".")
+    }
+    /// Refuses keys outside `allowed` (a misspelt option would otherwise be silently ignored).
+    func onlyKeys(_ allowed: [String]) throws {
+        for k in node.keys {
+            let name = k.string ?? "?"
+            if !allowed.contains(name) { throw fail(name, "one of the keys \(allowed.joined(separator: ", ")), got unknown key \(name)") }
+        }
     }
     func fail(_ key: String, _ expected: String) -> ConfigError { ConfigError(file: file, field: path + key, expected: expected) }
 

@@ -1,5 +1,6 @@
 // A run directory: the resolved config, the run state (current stage, status, history of
-// transitions) and one folder per stage for checkpoints, flow snapshots, logs and final weights.
+// transitions) and one folder per stage for checkpoints, flow snapshots, validation samples, logs
+// and final weights.
 // The state file is small JSON, replaced atomically, so a crash never leaves it half written.
 import Foundation
 
@@ -32,8 +33,12 @@ public struct RunDirectory: Sendable {
     public func checkpointsURL(_ stage: String) -> URL { stageURL(stage).appendingPathComponent("checkpoints") }
     public func snapshotsURL(_ stage: String) -> URL { stageURL(stage).appendingPathComponent("snapshots") }
     public func logsURL(_ stage: String) -> URL { stageURL(stage).appendingPathComponent("logs") }
+    /// Validation samples: `samples/step-NNNNNNNN/<pair>-<name>.png` (see Validation.swift).
+    public func samplesURL(_ stage: String) -> URL { stageURL(stage).appendingPathComponent("samples") }
     public func finalWeightsURL(_ stage: String) -> URL { stageURL(stage).appendingPathComponent("final.safetensors") }
     public func metricsURL(_ stage: String) -> URL { logsURL(stage).appendingPathComponent("metrics.jsonl") }
+    /// One JSON line per validation sampling (kept apart from metrics.jsonl, whose lines are steps).
+    public func validationLogURL(_ stage: String) -> URL { logsURL(stage).appendingPathComponent("validation.jsonl") }
 
     /// Creates a run from a validated config: refuses a directory that already holds a run.
     public static func create(at path: String, config: RunConfig) throws -> RunDirectory {

@@ -7,7 +7,7 @@ public struct SampleRandomness: Sendable {
     public let seed: UInt64
     public init(seed: UInt64) { self.seed = seed }
 
-    enum Stream: UInt64 { case timestep = 1, noise = 2, dropout = 3, posterior = 4, order = 5 }
+    enum Stream: UInt64 { case timestep = 1, noise = 2, dropout = 3, posterior = 4, order = 5, validation = 6 }
     func key(_ s: Stream, step: Int, sample: Int) -> UInt64 { CounterRNG.key(seed, s.rawValue, UInt64(step), UInt64(sample)) }
 
     /// Uniform timestep in 0..<steps.
@@ -20,6 +20,9 @@ public struct SampleRandomness: Sendable {
     public func dropsReference(step: Int, sample: Int, probability: Float) -> Bool {
         probability > 0 && CounterRNG.uniform(key(.dropout, step: step, sample: sample), 0) < probability
     }
+    /// The DDIM starting-noise seed of validation pair `pair`: the same at every sampling of every
+    /// stage (only the weights change between two samplings of a pair), same seed → same bits.
+    public func validationNoiseSeed(pair: Int) -> UInt64 { key(.validation, step: 0, sample: pair) }
     /// ε for sampling the VAE posterior of input `which` (0 target, 1 masked, 2 reference).
     public func posteriorNoise(step: Int, sample: Int, which: Int, shape: [Int]) -> Tensor {
         Tensor.randn(shape, seed: CounterRNG.key(key(.posterior, step: step, sample: sample), UInt64(which)))

@@ -1,7 +1,8 @@
 // The training loop of one stage. Rank-independent by construction: the global batch of step s
 // is positions s·B ..< (s+1)·B of the stage's seeded sample order, each rank takes an interleaved
 // share, every random draw is keyed by (seed, step, position), gradients are summed over ranks,
-// and only rank 0 writes (checkpoints, snapshots, metrics, state) while the others wait.
+// and only rank 0 writes (checkpoints, snapshots, validation samples, metrics, state) while the
+// others wait.
 import Foundation
 import LeffaTensor
 import LeffaLayers
@@ -129,6 +130,13 @@ public final class Trainer {
         let objective = TrainingObjective(leffa: stage.leffa)
         let isRoot = collective.rank == 0
         let metrics = isRoot ? MetricsLog(url: run.metricsURL(stage.name)) : nil
+        var validation: ValidationSet? = nil
+        if config.validation.enabled {
+            let v = try ValidationSet.open(config: config, root: URL(fileURLWithPath: resolve(config.dataRoot)), stage: stage)
+            if isRoot { log("validation: the first \(v.count) pair(s) of the \(v.split) split every \(config.validation.every) steps and at step \(stage.steps)") }
+            validation = v
+        }
+        let validationLog = isRoot && validation != nil ? MetricsLog(url: run.validationLogURL(stage.name)) : nil
         let ckpt = try CheckpointDirectory(run.checkpointsURL(stage.name), keepLast: config.keepCheckpoints)
         let last = min(stage.steps, untilStep ?? stage.steps)
         let started = Date(), startStep = step
@@ -186,6 +194,12 @@ public final class Trainer {
             }
             if isRoot && config.snapshotEvery > 0 && (step % config.snapshotEvery == 0 || step == stage.steps) {
                 try FlowSnapshot.write(trainer: self, builder: builder)
+            }
+            // Before the checkpoint, so a checkpoint at a due step implies its samples exist; skipped
+            // when stopping early (sampling can take minutes and a stop should be prompt).
+            if let validation, config.validation.due(step: step, stageSteps: stage.steps) {
+                if stopping && step < stage.steps { log("stop requested: validation at step \(step) skipped") }
+                else { try validate(validation, log: validationLog) }
             }
             if step % config.checkpointEvery == 0 || step == last || stopping {
                 if isRoot { try saveCheckpoint(ckpt) }

@@ -47,13 +47,13 @@ final class WorkerMPITests: XCTestCase {
         return m
     }
 
-    func makeRun(_ name: String, steps: Int, ema: Bool = true) throws -> String {
+    func makeRun(_ name: String, steps: Int, ema: Bool = true, validation: Bool = false) throws -> String {
         let cfg = dir.appendingPathComponent("\(name).yaml")
         try """
         run: {name: \(name), seed: 5}
         model: {preset: tiny}
         data: {kind: synthetic, root: \(dir.appendingPathComponent("data").path), space: pixel}
-        training: {checkpoint_every: 2, reference_dropout: 0.5\(ema ? ", ema_decay: 0.9" : "")}
+        training: {checkpoint_every: 2, reference_dropout: 0.5\(ema ? ", ema_decay: 0.9" : "")\(validation ? ", validation: {every: 2, count: 3, steps: 2}" : "")}
         stages:
           - {name: only, resolution: 16x16, steps: \(steps), batch: 2, lr: 1.0e-3}
         """.write(to: cfg, atomically: true, encoding: .utf8)
@@ -70,9 +70,11 @@ final class WorkerMPITests: XCTestCase {
 
     func weights(_ runDir: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: runDir + "/stages/only/final.safetensors")) }
 
+    /// Validation samples too: 3 pairs shared out over 2 ranks (0 and 2 on rank 0, 1 on rank 1),
+    /// gathered on rank 0, give the same PNG bytes as 1 rank sampling all three.
     func testTwoRanksMatchOneRankBitForBitWithFixedOrder() throws {
         try synth()
-        let one = try makeRun("one", steps: 3), two = try makeRun("two", steps: 3)
+        let one = try makeRun("one", steps: 3, validation: true), two = try makeRun("two", steps: 3, validation: true)
         let w = bin.appendingPathComponent("leffa-worker").path
         let (s1, e1, _) = try run(w, ["--run", one, "--fixed-order"])
         XCTAssertEqual(s1, 0, e1)
@@ -80,6 +82,19 @@ final class WorkerMPITests: XCTestCase {
         XCTAssertEqual(s2, 0, e2)
         XCTAssertTrue(e2.contains("2 ranks"), e2)
         XCTAssertEqual(try weights(one), try weights(two), "2 ranks (fixed order) differ from 1 rank")
+        let samples = { (run: String) -> [String: Data] in
+            let root = URL(fileURLWithPath: run + "/stages/only/samples")
+            var out: [String: Data] = [:]
+            for step in ["step-00000002", "step-00000003"] {
+                for f in (try? FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent(step).path)) ?? [] {
+                    out[step + "/" + f] = FileManager.default.contents(atPath: root.appendingPathComponent(step + "/" + f).path)
+                }
+            }
+            return out
+        }
+        let fromOne = samples(one)
+        XCTAssertEqual(fromOne.count, 6, "\(fromOne.keys.sorted())")
+        XCTAssertEqual(fromOne, samples(two), "validation samples of 2 ranks differ from 1 rank")
     }
 
     func testTwoRanksMatchOneRankWithinToleranceByDefault() throws {
