@@ -118,6 +118,14 @@ public final class GradientReducer {
     @discardableResult
     public func reduceAll() -> ReduceTiming { finish(countLate: false) }
 
+    /// reduceAll, leaving the sum over ranks (`average: false`) instead of the average.
+    @discardableResult
+    public func reduceAll(average: Bool) -> ReduceTiming {
+        state.lock.lock(); state.average = average; state.lock.unlock()
+        defer { state.lock.lock(); state.average = true; state.lock.unlock() }
+        return finish(countLate: false)
+    }
+
     /// Stops the communication thread and frees the communicator. Every rank must call it (the
     /// free is collective), between steps.
     public func close() {
@@ -180,6 +188,8 @@ final class ReducerState: @unchecked Sendable {
     /// The next bucket the communication thread reduces (constraint 2); all done when == count.
     var next = 0
     var stepActive = false
+    /// Divide each reduced bucket by the rank count (constraint 6); off for reduceAll(average: false).
+    var average = true
     var stepStart = 0.0
     var commSeconds = 0.0
     var shutdown = false
@@ -239,18 +249,18 @@ final class ReducerState: @unchecked Sendable {
             while !shutdown && !(stepActive && next < buckets.count && ready[next]) { lock.wait() }
             if shutdown { lock.unlock(); return }
             let b = buckets[next]
+            let average = self.average
             lock.unlock()
 
             let t0 = monotonicSeconds()
             if b.count > 0 {
                 let p = base + b.range.lowerBound
                 if fixedOrder, let scratch {
-                    context.orderedAllreduce(p, count: b.count, average: true, scratch: scratch, comm: comm, fromReducer: true)
+                    context.orderedAllreduce(p, count: b.count, average: average, scratch: scratch, comm: comm, fromReducer: true)
                 } else {
                     context.rawAllreduce(UnsafeMutableRawPointer(p), count: b.count, type: .float, op: .sum, comm: comm,
                                          what: "MPI_Allreduce(gradient bucket \(b.index), \(b.count) floats)", fromReducer: true)
-                    let d = Float(n)
-                    for i in 0..<b.count { p[i] = p[i] / d }
+                    if average { let d = Float(n); for i in 0..<b.count { p[i] = p[i] / d } }
                 }
             }
             let dt = monotonicSeconds() - t0

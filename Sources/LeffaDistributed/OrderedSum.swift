@@ -1,5 +1,5 @@
 // The deterministic sum behind `fixedOrder`: every element of the result is
-//     ((((0 + g_0) + g_1) + g_2) + … + g_{N−1}) / N        (float32, left to right, IEEE division)
+//     (((g_0 + g_1) + g_2) + … + g_{N−1}) / N        (float32, left to right, IEEE division)
 // where g_r is rank r's value, identical on every rank, for every bucket size and thread count,
 // whatever algorithm MPI would have picked. Not the fast path: plain MPI_Allreduce is that.
 //
@@ -11,22 +11,23 @@
 // Contract for "same weights as one process": one process reproduces the result bit for bit by
 // accumulating the N micro-batch gradients g_0 … g_{N−1} (in rank order, micro-batch r being rank
 // r's share of the global batch) into the zeroed flat gradient block — backward adds into it, which
-// is exactly the left-to-right sum above starting from 0 — and then dividing by N, e.g. with
+// is the left-to-right sum above (up to the sign of zeros) — and then dividing by N, e.g. with
 // `OrderedSum.divide`. `OrderedSum.sum(parts:…)` computes the same thing from separate buffers.
+// The trainer's fixed order (Trainer.foldInGlobalOrder) sums without dividing, once per sample.
 import CMPI
 import Foundation
 import LeffaTensor
 
 public enum OrderedSum {
-    /// `out[i] = ((0 + parts[0][i]) + parts[1][i] + …) / divisor` (no division when divisor is nil).
+    /// `out[i] = (parts[0][i] + parts[1][i] + …) / divisor`, left to right (no division when divisor is nil).
     public static func sum(parts: [UnsafePointer<Float>], count: Int, into out: UnsafeMutablePointer<Float>, dividingBy divisor: Int? = nil) {
         precondition(!parts.isEmpty, "OrderedSum.sum: no parts")
         let d = divisor.map(Float.init)
         parts.withUnsafeBufferPointer { ps in
             Parallel.for(count, grain: 1 << 14) { r in
                 for i in r {
-                    var s: Float = 0
-                    for p in ps { s += p[i] }
+                    var s = ps[0][i]
+                    for j in 1..<ps.count { s += ps[j][i] }
                     if let d { s = s / d }
                     out[i] = s
                 }
@@ -50,9 +51,8 @@ extension MPIContext {
     public func allreduceOrdered(_ values: UnsafeMutableBufferPointer<Float>, average: Bool = false) {
         guard let base = values.baseAddress else { return }
         guard isDistributed else {
-            // One rank: (0 + g_0) / 1. Adding 0 turns −0 into +0, as accumulating into a zeroed block would.
-            for i in 0..<values.count { values[i] = 0 + values[i] }
-            return
+            return   // one rank: g_0 / 1 = g_0
+
         }
         checkNoReducerStep("allreduceOrdered")
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: Self.orderedScratchCount(values.count, size: size))
@@ -83,8 +83,9 @@ extension MPIContext {
         // 2. Ordered sum of the chunk: left to right over ranks, element-wise (vectorises across
         //    elements without changing any element's order of additions).
         let out = base + mine.lowerBound, m = mine.count
-        for i in 0..<m { out[i] = 0 }
-        for r in 0..<n {
+        // Starts from rank 0's values (not 0 + x₀, which would turn a −0 into +0).
+        out.update(from: scratch, count: m)
+        for r in 1..<n {
             let src = scratch + r * m
             for i in 0..<m { out[i] += src[i] }
         }

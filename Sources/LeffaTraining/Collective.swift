@@ -11,6 +11,9 @@ public protocol Collective: AnyObject {
     func gradientReady(_ index: Int)
     /// Waits until the gradient block holds the average over ranks; returns the seconds spent waiting.
     func finishGradients() -> Double
+    /// Replaces the gradient block by its sum over ranks, added left to right in rank order (not
+    /// averaged, not overlapped): the fixed-order reduction. Returns the seconds spent.
+    func sumGradientsInRankOrder() -> Double
     /// Sum over ranks of a few doubles (losses, counters).
     func allReduceSum(_ values: [Double]) -> [Double]
     func barrier()
@@ -26,6 +29,7 @@ public final class SingleProcess: Collective {
     public var size: Int { 1 }
     public func gradientReady(_ index: Int) {}
     public func finishGradients() -> Double { 0 }
+    public func sumGradientsInRankOrder() -> Double { 0 }
     public func allReduceSum(_ values: [Double]) -> [Double] { values }
     public func barrier() {}
     public func verifyIdentical(_ values: Tensor, what: String) throws {}

@@ -22,6 +22,10 @@ public final class MPICollective: Collective {
     public var size: Int { context.size }
     public func gradientReady(_ index: Int) { reducer.markReady(index) }
     public func finishGradients() -> Double { lastWait = reducer.finish().waitSeconds; return lastWait }
+    public func sumGradientsInRankOrder() -> Double {
+        precondition(reducer.fixedOrder, "sumGradientsInRankOrder needs a reducer made with fixedOrder")
+        return reducer.reduceAll(average: false).waitSeconds
+    }
     public func allReduceSum(_ values: [Double]) -> [Double] {
         var v = values
         context.allreduce(&v)

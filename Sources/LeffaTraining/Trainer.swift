@@ -18,6 +18,8 @@ public final class Trainer {
     public let model: LeffaModel
     public let optimizer: AdamW
     public private(set) var ema: Tensor?
+    /// The running sum of the fixed-order reduction (foldInGlobalOrder), made on first use.
+    var foldAccumulator: Tensor?
     public private(set) var stageIndex: Int
     public var stage: StageConfig { config.stages[stageIndex] }
     /// Optimizer steps completed in the current stage.
@@ -148,24 +150,33 @@ public final class Trainer {
             let positions = Array((step * b)..<((step + 1) * b))
             let mine = shard(positions, rank: collective.rank, worldSize: collective.size)
             // Micro-batches: the configured accumulation, or single samples when a fixed reduction
-            // order is asked for (so per-sample gradients add up in global order on any rank count).
+            // order is asked for (see foldInGlobalOrder).
             let micro = fixedOrder ? mine.map { [$0] } : chunks(mine, stage.gradAccum)
             model.parameters.zeroGrads()
             var sums = [0.0, 0.0, 0.0, 0.0, 0.0]   // total, diffusion, leffa, samples with leffa, stop votes
+            var waited = 0.0
             for (k, mb) in micro.enumerated() where !mb.isEmpty {
                 let (batch, _) = try builder.batch(step: step, positions: mb, stage: stage, stageIndex: stageIndex)
                 let l = try objective.loss(model, batch)
                 // Each rank averages its own samples; the reduction then averages over ranks.
                 let share = Float(mb.count) / Float(mine.count)
-                // The last backward of the step hands each finished gradient to the reduction.
-                if k == micro.count - 1 { attachGradientHooks() }
-                (l.total * share).backward()
+                if fixedOrder {
+                    if k > 0 { model.parameters.zeroGrads() }
+                    (l.total * (1 / Float(b))).backward()
+                    waited += foldInGlobalOrder(first: k == 0, last: k == micro.count - 1)
+                } else {
+                    // The last backward of the step hands each finished gradient to the reduction.
+                    if k == micro.count - 1 { attachGradientHooks() }
+                    (l.total * share).backward()
+                }
                 sums[0] += Double(l.total.item) * Double(share)
                 sums[1] += Double(l.diffusion) * Double(share)
                 if let le = l.leffa { sums[2] += Double(le) * Double(share); sums[3] += 1 }
             }
-            detachGradientHooks()
-            let waited = collective.finishGradients()
+            if !fixedOrder {
+                detachGradientHooks()
+                waited = collective.finishGradients()
+            }
             sums[4] = stopRequested() ? 1 : 0
             sums = collective.allReduceSum(sums).map { $0 / Double(collective.size) }
             sums[3] *= Double(collective.size)
@@ -215,6 +226,27 @@ public final class Trainer {
         if isRoot { next = try finishStage() }
         collective.barrier()
         return .stageFinished(next: next ?? (stageIndex + 1 < config.stages.count ? config.stages[stageIndex + 1].name : nil))
+    }
+
+    /// The fixed-order reduction: the step's gradient is the left fold, in global sample order, of
+    /// per-sample gradients each computed alone (into a zeroed block, loss scaled by 1/batch):
+    /// ((g₀ + g₁) + g₂) + … . Ranks take positions r, r + N, …, so the k-th samples of all ranks
+    /// are positions kN … kN + N − 1: rank 0 adds the running sum to its own, and the ordered sum
+    /// over ranks adds the rest in rank order. Any rank count dividing the batch performs the same
+    /// additions in the same order: the same bits. Costs one reduction per sample and one extra
+    /// gradient-sized block.
+    func foldInGlobalOrder(first: Bool, last: Bool) -> Double {
+        let g = model.parameters.grads!
+        if !first && collective.rank == 0 {
+            let a = foldAccumulator!.data, d = g.data
+            Parallel.for(g.count, grain: 1 << 15) { r in for i in r { d[i] = a[i] + d[i] } }
+        }
+        let waited = collective.sumGradientsInRankOrder()
+        if !last {
+            if foldAccumulator == nil { foldAccumulator = Tensor(zeros: [g.count]) }
+            foldAccumulator!.data.update(from: g.data, count: g.count)
+        }
+        return waited
     }
 
     func attachGradientHooks() {

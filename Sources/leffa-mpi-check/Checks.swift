@@ -168,7 +168,7 @@ struct OrderedCheck: ParsableCommand {
         // 3. And every rank holds the same bits.
         do { try expected.withUnsafeBufferPointer { try ctx.verifyIdentical($0, what: "reduced gradients") } }
         catch { h.check(false, "\(error)") }
-        h.done("\(n) ranks, \(count) floats bit-identical to ((0 + g0) + g1 …)/N at caps 16 KiB and 1 MiB; reversed rank order would differ in \(orderSensitive)")
+        h.done("\(n) ranks, \(count) floats bit-identical to ((g0 + g1) + g2 …)/N at caps 16 KiB and 1 MiB; reversed rank order would differ in \(orderSensitive)")
     }
 }
 

@@ -47,15 +47,15 @@ final class WorkerMPITests: XCTestCase {
         return m
     }
 
-    func makeRun(_ name: String, steps: Int, ema: Bool = true, validation: Bool = false) throws -> String {
+    func makeRun(_ name: String, steps: Int, ema: Bool = true, validation: Bool = false, batch: Int = 2, extra: String = "") throws -> String {
         let cfg = dir.appendingPathComponent("\(name).yaml")
         try """
         run: {name: \(name), seed: 5}
         model: {preset: tiny}
         data: {kind: synthetic, root: \(dir.appendingPathComponent("data").path), space: pixel}
-        training: {checkpoint_every: 2, reference_dropout: 0.5\(ema ? ", ema_decay: 0.9" : "")\(validation ? ", validation: {every: 2, count: 3, steps: 2}" : "")}
+        training: {checkpoint_every: 2, reference_dropout: 0.5\(ema ? ", ema_decay: 0.9" : "")\(validation ? ", validation: {every: 2, count: 3, steps: 2}" : "")\(extra)}
         stages:
-          - {name: only, resolution: 16x16, steps: \(steps), batch: 2, lr: 1.0e-3}
+          - {name: only, resolution: 16x16, steps: \(steps), batch: \(batch), lr: 1.0e-3}
         """.write(to: cfg, atomically: true, encoding: .utf8)
         let runDir = dir.appendingPathComponent(name).path
         let (s, e, _) = try run(bin.appendingPathComponent("leffa-coord").path, ["init", "--config", cfg.path, "--run", runDir])
@@ -95,6 +95,22 @@ final class WorkerMPITests: XCTestCase {
         let fromOne = samples(one)
         XCTAssertEqual(fromOne.count, 6, "\(fromOne.keys.sorted())")
         XCTAssertEqual(fromOne, samples(two), "validation samples of 2 ranks differ from 1 rank")
+    }
+
+    /// Several samples per rank: 1, 2 and 4 ranks with global batch 4 (and grad clipping, weight
+    /// decay) end bit-identical with --fixed-order: the fold runs in global sample order.
+    func testFixedOrderIsBitIdenticalForAnyRankCountDividingTheBatch() throws {
+        try synth()
+        let extra = ", grad_clip: 0.5, optimizer: {weight_decay: 0.01}"
+        let runs = try [1, 2, 4].map { try makeRun("n\($0)", steps: 3, batch: 4, extra: extra) }
+        let w = bin.appendingPathComponent("leffa-worker").path
+        let (s1, e1, _) = try run(w, ["--run", runs[0], "--fixed-order", "--threads", "2"])
+        XCTAssertEqual(s1, 0, e1)
+        for (n, r) in zip([2, 4], runs.dropFirst()) {
+            let (s, e, _) = try run(try mpirun(), ["--oversubscribe", "-np", "\(n)", w, "--run", r, "--fixed-order"])
+            XCTAssertEqual(s, 0, e)
+            XCTAssertEqual(try weights(runs[0]), try weights(r), "\(n) ranks × 2 samples (fixed order) differ from 1 rank × 4")
+        }
     }
 
     func testTwoRanksMatchOneRankWithinToleranceByDefault() throws {
