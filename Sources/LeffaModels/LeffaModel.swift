@@ -35,6 +35,22 @@ public final class LeffaModel {
         return (eps, ctx)
     }
 
+    /// The reference UNet alone: its features for `refLatent` at `timesteps`, to be reused by
+    /// `denoise(x:features:timesteps:)` (the published pipeline's `ref_acceleration`).
+    public func referenceFeatures(refLatent: Tensor, timesteps: [Float]) -> [Tensor] {
+        let ctx = ReferenceContext()
+        unet_encoder(refLatent, timesteps: timesteps, context: ctx)
+        return ctx.features
+    }
+
+    /// The generative UNet on precomputed reference features (same batch as `x`).
+    public func denoise(x: Tensor, features: [Tensor], timesteps: [Float]) throws -> Tensor {
+        try config.checkLatentSize(x.shape[2], x.shape[3])
+        let ctx = ReferenceContext()
+        ctx.features = features
+        return unet(x, timesteps: timesteps, context: ctx)!
+    }
+
     /// Parameters of one part: "unet", "unet_encoder" or "vae".
     public func parameters(of part: String) -> [Parameter] { parameters.with(prefix: part + ".") }
 }

@@ -35,6 +35,10 @@ public struct DDIMSampler {
     public var steps = 30
     public var guidance: Float = 2.5
     public var seed: UInt64 = 0
+    /// Run the reference UNet once, at the middle timestep of the schedule, and reuse its features
+    /// at every step, as the published pipeline does with `ref_acceleration=True` (its default is
+    /// off: features at every step's timestep).
+    public var refAcceleration = false
     public init(steps: Int = 30, guidance: Float = 2.5, seed: UInt64 = 0) { self.steps = steps; self.guidance = guidance; self.seed = seed }
 
     /// diffusers' DDIMScheduler with "leading" spacing and steps_offset 1 (SD1.5): t = k·(T/n) + 1,
@@ -67,9 +71,16 @@ public struct DDIMSampler {
             let ts = timesteps(), ratio = schedule.steps / max(1, steps)
             let guided = guidance != 1
             let zeroRef = Tensor(zeros: ref.shape)
+            let refs = guided ? concat([ref, zeroRef], dim: 0) : ref
+            let once = refAcceleration && !ts.isEmpty
+                ? model.referenceFeatures(refLatent: refs, timesteps: Array(repeating: Float(ts[ts.count / 2]), count: refs.shape[0])) : nil
             for (k, t) in ts.enumerated() {
                 let eps: Tensor
-                if guided {
+                if let once {
+                    let input = guided ? concat([concat([x, cond], dim: 1), concat([x, cond], dim: 1)], dim: 0) : concat([x, cond], dim: 1)
+                    let e = try model.denoise(x: input, features: once, timesteps: Array(repeating: Float(t), count: refs.shape[0]))
+                    eps = guided ? guide(e, guidance) : e
+                } else if guided {
                     let input = concat([concat([x, cond], dim: 1), concat([x, cond], dim: 1)], dim: 0)
                     let (e, _) = try model.denoise(x: input, refLatent: concat([ref, zeroRef], dim: 0), timesteps: [Float(t), Float(t)])
                     eps = guide(e, guidance)

@@ -103,7 +103,8 @@ extension Trainer {
         var samples = [Tensor?](repeating: nil, count: set.count)
         try withEMAWeights {
             for i in mine {
-                let sampler = DDIMSampler(steps: v.steps, guidance: v.guidance, seed: random.validationNoiseSeed(pair: i))
+                var sampler = DDIMSampler(steps: v.steps, guidance: v.guidance, seed: random.validationNoiseSeed(pair: i))
+                sampler.refAcceleration = v.refAcceleration
                 samples[i] = try sampler.sample(model: model, space: config.space, set.conditions(i))
             }
         }

@@ -76,5 +76,20 @@ final class ExportSampleTests: XCTestCase {
         XCTAssertEqual(av, Array(UnsafeBufferPointer(start: b.data, count: b.count)))
         XCTAssertNotEqual(av, Array(UnsafeBufferPointer(start: u.data, count: u.count)))
         XCTAssertTrue(av.allSatisfy { $0.isFinite && $0 >= -1 && $0 <= 1 })
+
+        // ref_acceleration: with one DDIM step the middle timestep is that step's, so the reused
+        // features are the per-step ones and the result is the same bits; with more it differs.
+        func sample(_ steps: Int, _ guidance: Float, accelerated: Bool) throws -> [Float] {
+            var s = DDIMSampler(steps: steps, guidance: guidance, seed: 5)
+            s.refAcceleration = accelerated
+            let t = try s.sample(model: m, space: cfg.space, c)
+            return Array(UnsafeBufferPointer(start: t.data, count: t.count))
+        }
+        for g: Float in [1, 2.5] {
+            XCTAssertEqual(try sample(1, g, accelerated: true), try sample(1, g, accelerated: false), "guidance \(g)")
+        }
+        let fast = try sample(3, 2.5, accelerated: true)
+        XCTAssertNotEqual(fast, av)
+        XCTAssertTrue(fast.allSatisfy { $0.isFinite && $0 >= -1 && $0 <= 1 })
     }
 }

@@ -112,7 +112,9 @@ final class ValidationTests: XCTestCase {
         let good = tinyConfig(training: Self.block)
         let parsed = try RunConfig.parse(good, source: "t.yaml").validation
         XCTAssertEqual(parsed.every, 2); XCTAssertEqual(parsed.count, 2); XCTAssertEqual(parsed.steps, 2)
-        XCTAssertEqual(parsed.guidance, 2.0); XCTAssertNil(parsed.split)
+        XCTAssertEqual(parsed.guidance, 2.0); XCTAssertNil(parsed.split); XCTAssertFalse(parsed.refAcceleration)
+        XCTAssertTrue(try RunConfig.parse(good.replacingOccurrences(of: "guidance: 2.0}", with: "guidance: 2.0, ref_acceleration: true}"),
+                                          source: "t.yaml").validation.refAcceleration)
         XCTAssertFalse(try RunConfig.parse(tinyConfig(), source: "t.yaml").validation.enabled)
         let block = "validation: {every: 2, count: 2, steps: 2, guidance: 2.0}"
         let cases: [(String, [String])] = [
@@ -122,6 +124,7 @@ final class ValidationTests: XCTestCase {
             ("validation: {every: 2, steps: 5000}", ["training.validation.steps", "an integer in 1…1000", "5000"]),
             ("validation: {every: 2, guidance: strong}", ["training.validation.guidance", "a number in 0.0…100.0", "strong"]),
             ("validation: {every: 2, split: val}", ["training.validation.split", "test or train", "val"]),
+            ("validation: {every: 2, ref_acceleration: maybe}", ["training.validation.ref_acceleration", "true or false", "maybe"]),
             ("validation: {evry: 2}", ["training.validation.evry", "unknown key evry", "every, count, steps, guidance, split"]),
             ("validation: 20", ["training.validation", "a mapping like {every: 1000", "20"]),
         ]
