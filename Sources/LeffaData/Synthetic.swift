@@ -17,17 +17,33 @@
 // flow, rounded to 8 bits, so with PNG the flow reproduces them to within half a grey level.
 // Everything is a function of (seed, sample index) through CounterRNG: same seed, same bytes.
 // Not photorealistic, and not a pose-transfer set.
+//
+// Two textures (`SyntheticTexture`): `.pattern` (the default, above) and `.ramp`, a smooth colour
+// ramp over the garment along two random orthogonal colour directions, so every garment point has
+// its own colour. The fine pattern makes a photometric warp loss (Leffa's) a colour-matching
+// objective with minima everywhere: a free flow optimised from the centre lowers it 7× without
+// moving towards the truth. With the ramp its minimum is the true flow and gradient descent gets
+// there, which is what measuring whether the loss teaches attention the flow needs.
 
 import Foundation
 import LeffaTensor
 
+/// The garment texture of the synthetic set (see the file header).
+public enum SyntheticTexture: String, Sendable, CaseIterable {
+    /// Stripes or checks and a glyph print, a few pixels fine.
+    case pattern
+    /// A smooth two-axis colour ramp: colour determines position.
+    case ramp
+}
+
 /// Writes `count` samples of `height`×`width` (see the file header) and returns their names.
 /// `format` is the content and extension of person, cloth and densepose images; masks and label
 /// maps are always PNG. Lossless `.png` is the default: with `.jpeg` the flow still holds but the
-/// pixels carry compression error.
+/// pixels carry compression error. The texture changes only the garment's colours: shapes,
+/// warps and flows are the same for a seed.
 @discardableResult
 public func generateSynthetic(out: URL, count: Int, height: Int, width: Int, seed: UInt64,
-                              format: ImageFormat = .png) throws -> [String] {
+                              format: ImageFormat = .png, texture: SyntheticTexture = .pattern) throws -> [String] {
     precondition(count >= 0 && height >= 16 && width >= 12, "generateSynthetic: need count ≥ 0 and at least 16×12 pixels, got \(count), \(height)×\(width)")
     let ext = format == .png ? "png" : "jpg"
     let names = (0..<count).map { String(format: "%06d_00", $0) }
@@ -42,7 +58,7 @@ public func generateSynthetic(out: URL, count: Int, height: Int, width: Int, see
         Parallel.for(count, grain: 1) { range in
             for i in range {
                 do {
-                    let s = SyntheticSample(seed: seed, index: i, height: height, width: width)
+                    let s = SyntheticSample(seed: seed, index: i, height: height, width: width, texture: texture)
                     try s.write(dir: dir, name: names[i], ext: ext, format: format)
                 } catch { f[i] = "\(error)" }
             }
@@ -54,7 +70,8 @@ public func generateSynthetic(out: URL, count: Int, height: Int, width: Int, see
     let pairs = names.map { "\($0).\(ext) \($0).\(ext)\n" }.joined()
     try ImageIO.writeBytes(Array(pairs.utf8), to: out.appendingPathComponent("train_pairs.txt"))
     let meta = "{\"generator\": \"leffa-synthetic\", \"version\": 1, \"seed\": \(seed), \"count\": \(count), "
-        + "\"height\": \(height), \"width\": \(width), \"format\": \"\(format.rawValue)\"}\n"
+        + "\"height\": \(height), \"width\": \(width), \"format\": \"\(format.rawValue)\""
+        + (texture == .pattern ? "" : ", \"texture\": \"\(texture.rawValue)\"") + "}\n"
     try ImageIO.writeBytes(Array(meta.utf8), to: out.appendingPathComponent("synthetic.json"))
     return names
 }
@@ -111,6 +128,7 @@ struct SyntheticSample {
     // Garment shape in cloth normalised coordinates.
     let bodyHalfWidth: Float, top: Float, bottom: Float, sleeveHalfSpan: Float, sleeveBottom: Float, neckRadius: Float
     // Texture.
+    let texture: SyntheticTexture
     let pattern: Int, angle: Float, period: Float
     let color1: (UInt8, UInt8, UInt8), color2: (UInt8, UInt8, UInt8), ink: (UInt8, UInt8, UInt8)
     let glyphs: [UInt16], glyphScale: Int
@@ -121,9 +139,11 @@ struct SyntheticSample {
     // Warp person → cloth: q = R(θ)·((p − c) / s) + displacement(p).
     let centerX: Float, centerY: Float, scaleX: Float, scaleY: Float, theta: Float
     let ampX: Float, ampY: Float, freqX: Float, freqY: Float, phaseX: Float, phaseY: Float
+    // Ramp texture: colour = 127.5 + 85·(x·u + y·v), u ⟂ v unit RGB directions.
+    let rampU: (Float, Float, Float), rampV: (Float, Float, Float)
 
-    init(seed: UInt64, index: Int, height: Int, width: Int) {
-        h = height; w = width
+    init(seed: UInt64, index: Int, height: Int, width: Int, texture: SyntheticTexture = .pattern) {
+        h = height; w = width; self.texture = texture
         var r = SampleRandom(seed: seed, index: index)
         bodyHalfWidth = r.uniform(0.45, 0.6); top = r.uniform(-0.78, -0.62); bottom = r.uniform(0.7, 0.86)
         sleeveHalfSpan = r.uniform(0.78, 0.9); sleeveBottom = r.uniform(-0.4, -0.15); neckRadius = r.uniform(0.14, 0.24)
@@ -147,6 +167,15 @@ struct SyntheticSample {
         ampX = r.uniform(0.02, 0.05); ampY = r.uniform(0.02, 0.05)
         freqX = r.uniform(0.3, 1.0); freqY = r.uniform(0.3, 1.0)
         phaseX = r.uniform(0, 2 * .pi); phaseY = r.uniform(0, 2 * .pi)
+        // Drawn last, so the pattern texture's samples are what they were before the ramp existed.
+        func unit(_ a: (Float, Float, Float)) -> (Float, Float, Float) {
+            let n = max(1e-3, (a.0 * a.0 + a.1 * a.1 + a.2 * a.2).squareRoot())
+            return (a.0 / n, a.1 / n, a.2 / n)
+        }
+        let u = unit((r.uniform(-1, 1), r.uniform(-1, 1), r.uniform(-1, 1)))
+        let a = (r.uniform(-1, 1), r.uniform(-1, 1), r.uniform(-1, 1))
+        let d = a.0 * u.0 + a.1 * u.1 + a.2 * u.2
+        rampU = u; rampV = unit((a.0 - d * u.0, a.1 - d * u.1, a.2 - d * u.2))
     }
 
     /// Normalised coordinate (align_corners=True) of pixel index i along an axis of n pixels.
@@ -165,6 +194,10 @@ struct SyntheticSample {
     func texture(_ i: Int, _ j: Int) -> (UInt8, UInt8, UInt8) {
         let x = Float(j), y = Float(i)
         let nx = norm(j, w), ny = norm(i, h)
+        if texture == .ramp {
+            func level(_ u: Float, _ v: Float) -> UInt8 { UInt8(min(255, max(0, (127.5 + 85 * (nx * u + ny * v)).rounded()))) }
+            return (level(rampU.0, rampV.0), level(rampU.1, rampV.1), level(rampU.2, rampV.2))
+        }
         // Glyph "print": 3×5 bitmaps in cells of 4×6 (times glyphScale) pixels.
         if nx >= printBox.x0 && nx <= printBox.x1 && ny >= printBox.y0 && ny <= printBox.y1 {
             let cw = 4 * glyphScale, ch = 6 * glyphScale

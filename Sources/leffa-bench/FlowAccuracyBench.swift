@@ -3,7 +3,24 @@
 // Leffa loss (saved), then trained N more steps WITH the loss and, from the same weights, N steps
 // WITHOUT it (same data order and randomness). For each layer the Leffa loss uses, the endpoint
 // error (pixels) between its attention flow and the ground-truth flow, inside the garment mask,
-// is measured on every sample at fixed timesteps and noise. The Leffa run should end lower.
+// is measured on every sample at fixed timesteps and noise, for the warm-up weights and both runs
+// (all with the benchmark's τ). The Leffa run should end clearly below both.
+//
+// Defaults and why (measured at 32x24, 8 pairs; the centre flow, i.e. uniform attention, is 7.66 px):
+// - texture ramp: with the synthetic set's fine stripes/checks, Leffa's warp loss is a colour
+//   match with minima everywhere — a free flow optimised from the centre lowers the term 7× while
+//   its error stays at 7.7 px, so no model could show anything. With the smooth colour ramp the
+//   same descent reaches 0.7 px (the loss's minimum is the true flow).
+// - λ 1000: at the warm-up weights attention is near uniform, and the λ = 10 term's gradient on
+//   the generative q/k projections is ~25× smaller than the diffusion loss's (~70× on the
+//   reference keys); Adam normalises per weight, so the diffusion noise decided the step. λ 1000
+//   makes the two comparable (grad clipping scales both alike and is not the cause).
+// - τ 0.5: sharper softmax, larger gradients through it (τ 2 → 6.3 px, 0.5 → 5.9, 0.25 → 6.8 at
+//   40 steps); lr 3e-3 (1e-2 is worse: 6.9 px at 40 steps); 80 compared steps (40 → 5.9 px, 80 → 4.8).
+// - all layers of the resolution cut (every layer at this size), timestep threshold 500, no
+//   reference dropout: the SPEC's loss as configured for training, only λ and τ changed.
+// Runs in about 2–3 minutes with 2 threads (1 min 47 s measured; the result does not depend on
+// the thread count).
 import ArgumentParser
 import Foundation
 import LeffaTensor
@@ -19,12 +36,16 @@ struct FlowAccuracyBench: ParsableCommand {
     @Option(help: "Kernel threads (default: LEFFA_THREADS, else cores ÷ local MPI ranks).") var threads: Int?
     @Option(help: "Image size HxW (pixel space; multiples of 8).") var size: String = "32x24"
     @Option(help: "Synthetic pairs.") var count: Int = 8
+    @Option(help: "Garment texture of the synthetic data: ramp or pattern.") var texture: String = "ramp"
+    @Option(help: "Reference dropout of both runs.") var dropout: Float = 0
+    @Option(help: "Gradient-norm clip of both runs.") var clip: Float = 1.0
+    @Option(help: "Seed of the model initialisation and the training randomness.") var seed: Int = 0
     @Option(help: "Warm-up steps without the Leffa loss (shared).") var warmup: Int = 10
-    @Option(help: "Steps of each compared run.") var steps: Int = 40
+    @Option(help: "Steps of each compared run.") var steps: Int = 80
     @Option(help: "Global batch.") var batch: Int = 4
     @Option(help: "Learning rate.") var lr: Float = 3e-3
-    @Option(name: .customLong("lambda"), help: "Weight of the Leffa loss.") var lambda: Float = 10
-    @Option(help: "Leffa temperature τ.") var tau: Float = 2.0
+    @Option(name: .customLong("lambda"), help: "Weight of the Leffa loss.") var lambda: Float = 1000
+    @Option(help: "Leffa temperature τ.") var tau: Float = 0.5
     @Option(help: "Timesteps the flows are measured at (comma-separated).") var evalTimesteps: String = "100,250,400"
     @Option(help: "Working folder (default: a temp folder, removed at the end).") var work: String?
     @Option(help: "Where to write the JSON results.") var json: String = "bench-results/flow-accuracy.json"
@@ -34,9 +55,10 @@ struct FlowAccuracyBench: ParsableCommand {
         var size: [Int], count: Int, batch: Int, warmupSteps: Int, steps: Int, lr: Float, lambda: Float, tau: Float, timesteps: [Int]
         var layers: [LayerRow], meanLeffa: Double, meanPlain: Double, meanWarmup: Double, leffaLower: Bool, seconds: Double
         var truthLossTerm: Double, centreLossTerm: Double
+        var texture: String
         enum CodingKeys: String, CodingKey {
             case truthLossTerm = "loss_term_with_ground_truth_flow", centreLossTerm = "loss_term_with_centre_flow"
-            case size, count, batch, steps, lr, lambda, tau, timesteps, layers, seconds
+            case size, count, texture, batch, steps, lr, lambda, tau, timesteps, layers, seconds
             case warmupSteps = "warmup_steps", meanLeffa = "mean_epe_leffa", meanPlain = "mean_epe_plain", meanWarmup = "mean_epe_warmup", leffaLower = "leffa_lower"
         }
     }
@@ -44,13 +66,13 @@ struct FlowAccuracyBench: ParsableCommand {
     func config(leffa: Bool) -> String {
         let leffaPart = leffa ? ", leffa: {weight: \(lambda), tau: \(tau), timestep_threshold: 500}" : ""
         return """
-        run: {name: flow-accuracy, seed: 0}
+        run: {name: flow-accuracy, seed: \(seed)}
         model: {preset: tiny}
         data: {kind: synthetic, root: data, space: pixel}
         training:
           train: [unet, unet_encoder]
-          grad_clip: 1.0
-          reference_dropout: 0.0
+          grad_clip: \(clip)
+          reference_dropout: \(dropout)
           checkpoint_every: 100000
           keep_checkpoints: 1
         stages:
@@ -63,6 +85,7 @@ struct FlowAccuracyBench: ParsableCommand {
         if let threads { Parallel.threads = max(1, threads) }
         let parts = size.lowercased().split(separator: "x").compactMap { Int($0) }
         guard parts.count == 2 else { throw ValidationError("--size: expected HxW, got \(size)") }
+        guard let tex = SyntheticTexture(rawValue: texture) else { throw ValidationError("--texture: expected ramp or pattern, got \(texture)") }
         let timesteps = evalTimesteps.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         let started = Date()
         let root = URL(fileURLWithPath: work ?? FileManager.default.temporaryDirectory.appendingPathComponent("leffa-flow-\(getpid())").path)
@@ -77,10 +100,10 @@ struct FlowAccuracyBench: ParsableCommand {
             let cfgURL = root.appendingPathComponent("\(name).yaml")
             try config(leffa: leffa).write(to: cfgURL, atomically: true, encoding: .utf8)
             let run = try RunDirectory.create(at: root.appendingPathComponent(name).path, config: try RunConfig.load(path: cfgURL.path))
-            try generateSynthetic(out: run.url.appendingPathComponent("data"), count: count, height: parts[0], width: parts[1], seed: 3)
+            try generateSynthetic(out: run.url.appendingPathComponent("data"), count: count, height: parts[0], width: parts[1], seed: 3, texture: tex)
             runs.append(run)
         }
-        print("leffa-bench flow-accuracy: \(count) synthetic pairs \(size), tiny model in pixel space, batch \(batch), lr \(lr), λ \(lambda), τ \(tau), \(Parallel.threads) thread(s)")
+        print("leffa-bench flow-accuracy: \(count) synthetic pairs \(size) (\(texture) texture), tiny model in pixel space, batch \(batch), lr \(lr), λ \(lambda), τ \(tau), \(Parallel.threads) thread(s)")
         print("warm-up: \(warmup) steps without the Leffa loss …")
         let w = try Trainer(run: runs[0], log: quiet)
         _ = try w.train()
@@ -116,10 +139,11 @@ struct FlowAccuracyBench: ParsableCommand {
         func mean(_ d: [String: Double]) -> Double { layerNames.map { d[$0]! }.reduce(0, +) / Double(layerNames.count) }
         let (ml, mp, mw) = (mean(withL), mean(without), mean(warm))
         print("mean".padding(toLength: 48, withPad: " ", startingAt: 0) + String(format: "  %8.3f %8.3f  %8.3f", mw, ml, mp))
-        print(ml < mp ? "\nthe Leffa loss lowers the flow error by \(String(format: "%.1f", 100 * (1 - ml / mp))) %" : "\nWARNING: the Leffa run did NOT end lower")
+        print(ml < mp ? String(format: "\nthe Leffa loss lowers the flow error by %.1f %% vs the same steps without it, by %.1f %% vs the warm-up", 100 * (1 - ml / mp), 100 * (1 - ml / mw))
+                      : "\nWARNING: the Leffa run did NOT end lower")
         try writeJSON(Report(size: parts, count: count, batch: batch, warmupSteps: warmup, steps: steps, lr: lr, lambda: lambda, tau: tau,
                              timesteps: timesteps, layers: rows, meanLeffa: ml, meanPlain: mp, meanWarmup: mw, leffaLower: ml < mp,
-                             seconds: Date().timeIntervalSince(started), truthLossTerm: truthError, centreLossTerm: centreError), to: json)
+                             seconds: Date().timeIntervalSince(started), truthLossTerm: truthError, centreLossTerm: centreError, texture: texture), to: json)
         print("wrote \(json)")
     }
 
@@ -159,7 +183,9 @@ struct FlowAccuracyBench: ParsableCommand {
         var sums: [String: Double] = [:]
         for ts in timesteps {
             let inputs = try builder.inputs(data, step: 0, positions: indices, timestepOverride: ts, dropout: false)
-            for (layer, flow, _) in try FlowSnapshot.flows(model: t.model, inputs: inputs, layers: layers, tau: (st.leffa ?? LeffaLossConfig()).tau) {
+            // The benchmark's τ for every run: the plain run's config has no Leffa section, and its
+            // default τ would measure it with a different softmax than the others.
+            for (layer, flow, _) in try FlowSnapshot.flows(model: t.model, inputs: inputs, layers: layers, tau: tau) {
                 sums[layer, default: 0] += FlowSnapshot.endpointError(flow, truth: truth, valid: inside) / Double(timesteps.count)
             }
         }

@@ -140,6 +140,39 @@ final class SyntheticTests: XCTestCase {
         XCTAssertNotNil(try ds.sample(at: 1, size: Size(height: 32, width: 24)).flow)
     }
 
+    /// The ramp texture changes only the garment's colours (same shapes, masks and flows), the
+    /// flow still reproduces the garment, and colours are nearly unique, so matching a colour is
+    /// matching a position (the point of the texture: a warp loss whose minimum is the true flow).
+    func testRampTexture() throws {
+        let dir = try scratchDirectory(self)
+        let a = dir.appendingPathComponent("pattern"), b = dir.appendingPathComponent("ramp")
+        let names = try generateSynthetic(out: a, count: 2, height: 64, width: 48, seed: 4)
+        try generateSynthetic(out: b, count: 2, height: 64, width: 48, seed: 4, texture: .ramp)
+        let fa = try allFiles(a), fb = try allFiles(b)
+        for n in names {
+            for f in ["flow/\(n).safetensors", "cloth-mask/\(n).png", "agnostic-mask/\(n)_mask.png", "image-parse-v3/\(n).png"] {
+                XCTAssertEqual(fa["/train/" + f], fb["/train/" + f], f)
+            }
+            XCTAssertNotEqual(fa["/train/cloth/\(n).png"], fb["/train/cloth/\(n).png"])
+            let ok = try flowError(b, n)
+            XCTAssertGreaterThan(ok.valid, 300)
+            XCTAssertLessThanOrEqual(ok.max, 0.5 + 1e-3, "\(n): the person's garment must be the cloth sampled at the flow")
+            // A ramp is smooth, yet a 2-pixel shift is still far off.
+            XCTAssertGreaterThan(try flowError(b, n, perturb: 2 / 47).max, 3, n)
+            // Colours inside the garment are nearly all distinct.
+            let cloth = try ImageIO.read(b.appendingPathComponent("train/cloth/\(n).png"))
+            let mask = try ImageIO.read(b.appendingPathComponent("train/cloth-mask/\(n).png"))
+            var colours = Set<[UInt8]>(), pixels = 0
+            for i in 0..<64 { for j in 0..<48 where mask[i, j, 0] > 127 {
+                pixels += 1; colours.insert([cloth[i, j, 0], cloth[i, j, 1], cloth[i, j, 2]])
+            } }
+            XCTAssertGreaterThan(Double(colours.count), 0.95 * Double(pixels), n)
+        }
+        let meta = String(decoding: fb["/synthetic.json"]!, as: UTF8.self)
+        XCTAssertTrue(meta.contains("\"texture\": \"ramp\""), meta)
+        XCTAssertFalse(String(decoding: fa["/synthetic.json"]!, as: UTF8.self).contains("texture"))
+    }
+
     func testOrderAndSharding() {
         let p = epochPermutation(count: 10, seed: 1, epoch: 0)
         XCTAssertEqual(p.sorted(), Array(0..<10))
