@@ -15,7 +15,8 @@ $B/leffa-coord check-data --kind synthetic --root "$RUN/data"
 $B/leffa-coord run --run "$RUN" --np "$NP"
 mkdir -p "$RUN/export"
 $B/leffa-coord export --run "$RUN" --format leffa --out "$RUN/export/leffa.safetensors"
-$B/leffa-coord debug inputs --run "$RUN" --out "$RUN/export/inputs.safetensors"
+# Timestep 250: below the Leffa loss's threshold (500), so the check includes the Leffa term.
+$B/leffa-coord debug inputs --run "$RUN" --out "$RUN/export/inputs.safetensors" --timestep 250
 $B/leffa-coord debug forward --weights "$RUN/export/leffa.safetensors" --config "$RUN/config.yaml" \
   --inputs "$RUN/export/inputs.safetensors" --out "$RUN/export/golden-check.safetensors"
 D="$RUN/data/train"

@@ -62,7 +62,9 @@ extension GoldenCheck {
     /// Writes fixture-style inputs (in.x, in.ref_latent, in.t, in.img_ref, in.img_tgt, in.mask,
     /// in.noise) for `count` samples of a run's data at a stage's resolution, so `debug forward`
     /// can check any exported model on its own data. Timesteps are those of step 0.
-    public static func makeInputs(run: RunDirectory, stage name: String?, count: Int, out: String) throws -> String {
+    /// `timestep` fixes every sample's timestep (e.g. below the Leffa threshold, so the check
+    /// includes the Leffa loss); nil draws them as training step 0 would.
+    public static func makeInputs(run: RunDirectory, stage name: String?, count: Int, out: String, timestep: Int? = nil) throws -> String {
         let config = try run.readConfig()
         guard let stage = name.map({ n in config.stages.first { $0.name == n } }) ?? config.stages.last else {
             throw RunError("\(run.configURL.path): no stage named \(name ?? "?"); stages are \(config.stages.map(\.name))")
@@ -74,7 +76,10 @@ extension GoldenCheck {
         let builder = BatchBuilder(dataset: dataset, config: config, model: model)
         let positions = Array(0..<min(max(count, 1), dataset.count))
         let data = try builder.load(indices: positions, stage: stage)
-        let b = try builder.inputs(data, step: 0, positions: positions, dropout: false)
+        if let t = timestep, !(0..<NoiseSchedule().steps).contains(t) {
+            throw RunError("--timestep: expected an integer in 0..<\(NoiseSchedule().steps), got \(t)")
+        }
+        let b = try builder.inputs(data, step: 0, positions: positions, timestepOverride: timestep, dropout: false)
         var w = SafeTensorsWriter(metadata: ["run": run.url.path, "stage": stage.name])
         w.add("in.x", b.generativeInput(NoiseSchedule()))
         w.add("in.ref_latent", b.refLatent)

@@ -37,9 +37,10 @@ extension Debug {
         @Option(help: "Stage whose resolution to use (default: the last).") var stage: String?
         @Option(help: "Number of samples.") var count: Int = 2
         @Option(help: "Output safetensors file.") var out: String
+        @Option(help: "Timestep of every sample (default: drawn as at training step 0).") var timestep: Int?
 
         func run() throws {
-            do { print(try GoldenCheck.makeInputs(run: RunDirectory(runPath), stage: stage, count: count, out: out)) }
+            do { print(try GoldenCheck.makeInputs(run: RunDirectory(runPath), stage: stage, count: count, out: out, timestep: timestep)) }
             catch { throw userError(error) }
         }
     }

@@ -3,6 +3,7 @@ import XCTest
 import Foundation
 import LeffaTensor
 import LeffaModels
+import SafeTensors
 @testable import LeffaTraining
 
 final class ExportSampleTests: XCTestCase {
@@ -38,6 +39,20 @@ final class ExportSampleTests: XCTestCase {
         var bad = json; bad["layers_per_block"] = 7
         try JSONSerialization.data(withJSONObject: bad).write(to: URL(fileURLWithPath: folder + "/unet/config.json"))
         XCTAssertThrowsError(try back.loadDiffusersExport(folder: folder)) { XCTAssertTrue("\($0)".contains("layers_per_block"), "\($0)") }
+    }
+
+    /// `debug inputs --timestep`: every sample at that timestep (so a golden check can include
+    /// the Leffa term, which needs t below its threshold); out of range is a clear error.
+    func testDebugInputsAtAFixedTimestep() throws {
+        let dir = try TinyRun.make()
+        let out = dir.url.appendingPathComponent("inputs.safetensors")
+        _ = try GoldenCheck.makeInputs(run: dir, stage: nil, count: 2, out: out.path, timestep: 250)
+        let t = try SafeTensorsFile(path: out.path).tensor("in.t")
+        XCTAssertEqual(t.scalars, [250, 250])
+        XCTAssertThrowsError(try GoldenCheck.makeInputs(run: dir, stage: nil, count: 2, out: out.path + "2", timestep: 1000)) {
+            XCTAssertTrue("\($0)".contains("--timestep") && "\($0)".contains("1000"), "\($0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path + "2"))
     }
 
     func testDDIMStepIsExactForTheTrueNoise() {
