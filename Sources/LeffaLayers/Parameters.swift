@@ -81,6 +81,24 @@ public final class ParameterSet {
         if let grads { grads.data.update(repeating: 0, count: grads.count) } else { all.forEach { $0.value.zeroGrad() } }
     }
 
+    /// Parameters not in `trained` stop requiring gradients (call after flatten()): backward then
+    /// neither computes nor stores theirs, and a part that is wholly frozen (the VAE; a reference
+    /// UNet that does not train) records no graph at all.
+    public func freeze(except trained: [Parameter]) {
+        precondition(values != nil, "ParameterSet.freeze: flatten() first (flatten makes new leaves)")
+        let keep = Set(trained.map(\.name))
+        for p in all { p.value.requiringGrad(keep.contains(p.name)) }
+    }
+
+    /// The indices of the parameters that require gradients, when they are one contiguous run of
+    /// registration order (then their gradients are one contiguous range of the flat block); nil
+    /// when none do or they are scattered.
+    public var trainedRange: Range<Int>? {
+        guard let first = all.firstIndex(where: { $0.value.requiresGrad }),
+              let last = all.lastIndex(where: { $0.value.requiresGrad }) else { return nil }
+        return all[first...last].allSatisfy({ $0.value.requiresGrad }) ? first..<(last + 1) : nil
+    }
+
     /// The parameters whose names start with `prefix`.
     public func with(prefix: String) -> [Parameter] { all.filter { $0.name.hasPrefix(prefix) } }
 }

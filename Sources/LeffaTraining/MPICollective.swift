@@ -4,6 +4,7 @@
 import Foundation
 import LeffaTensor
 import LeffaDistributed
+import LeffaLayers
 
 public final class MPICollective: Collective {
     public let context: MPIContext
@@ -11,16 +12,26 @@ public final class MPICollective: Collective {
     /// Seconds waited for gradients in the last step.
     public private(set) var lastWait = 0.0
 
-    /// `gradients` is the flat gradient block; `sizes` the parameters' element counts in order.
-    public init(context: MPIContext, gradients: Tensor, sizes: [Int], fixedOrder: Bool, bucketBytes: Int? = nil) throws {
+    /// Parameter indices the reducer covers (those that train); gradientReady(i) maps i into it.
+    let reduced: Range<Int>
+
+    /// Reduces the gradients of the parameters that require them (frozen ones have none to
+    /// average: the VAE, a reference UNet that does not train), as one contiguous range of the flat
+    /// block; all parameters when the trained ones are not contiguous.
+    public init(context: MPIContext, parameters: ParameterSet, fixedOrder: Bool, bucketBytes: Int? = nil) throws {
         self.context = context
-        reducer = try GradientReducer(context: context, gradients: gradients, parameterSizes: sizes, capBytes: bucketBytes, fixedOrder: fixedOrder)
+        let grads = parameters.enableGradients(), all = parameters.all
+        reduced = parameters.trainedRange ?? 0..<all.count
+        let lo = all[reduced.lowerBound].offset, hi = all[reduced.upperBound - 1].offset + all[reduced.upperBound - 1].count
+        let view = Tensor(shape: [hi - lo], storage: Storage(viewOf: grads.storage, offset: lo, count: hi - lo))
+        reducer = try GradientReducer(context: context, gradients: view, parameterSizes: all[reduced].map(\.count),
+                                      capBytes: bucketBytes, fixedOrder: fixedOrder)
     }
     deinit { reducer.close() }
 
     public var rank: Int { context.rank }
     public var size: Int { context.size }
-    public func gradientReady(_ index: Int) { reducer.markReady(index) }
+    public func gradientReady(_ index: Int) { if reduced.contains(index) { reducer.markReady(index - reduced.lowerBound) } }
     public func finishGradients() -> Double { lastWait = reducer.finish().waitSeconds; return lastWait }
     public func sumGradientsInRankOrder() -> Double {
         precondition(reducer.fixedOrder, "sumGradientsInRankOrder needs a reducer made with fixedOrder")

@@ -47,6 +47,7 @@ public final class Trainer {
         m.parameters.enableGradients()
         let parts = config.train.flatMap { m.parameters(of: $0) }
         optimizer = AdamW(parameters: m.parameters, training: parts, config: config.adam)
+        m.parameters.freeze(except: parts)
         layout = m.parameters.all.map { FlatEntry(name: $0.name, offset: $0.offset, shape: $0.shape) }
         model = m
         collective = try makeCollective?(m) ?? SingleProcess()

@@ -42,8 +42,14 @@ struct DDPBench: ParsableCommand {
         let (h, w) = TrainStepBench.latent(model)
         let m = try LeffaModel(config: config, seed: 1)
         let grads = m.parameters.enableGradients()
-        let reducer = try GradientReducer(context: ctx, gradients: grads, parameterSizes: m.parameters.all.map(\.count), capBytes: bucketMb << 20)
-        let optimizer = AdamW(parameters: m.parameters, training: m.parameters(of: "unet") + m.parameters(of: "unet_encoder"))
+        // As the trainer: the VAE is frozen, and only the trained parameters' range is reduced.
+        let trained = m.parameters(of: "unet") + m.parameters(of: "unet_encoder")
+        m.parameters.freeze(except: trained)
+        let range = m.parameters.trainedRange!, all = m.parameters.all
+        let lo = all[range.lowerBound].offset, hi = all[range.upperBound - 1].offset + all[range.upperBound - 1].count
+        let view = Tensor(shape: [hi - lo], storage: Storage(viewOf: grads.storage, offset: lo, count: hi - lo))
+        let reducer = try GradientReducer(context: ctx, gradients: view, parameterSizes: all[range].map(\.count), capBytes: bucketMb << 20)
+        let optimizer = AdamW(parameters: m.parameters, training: trained)
         let local = TrainStepBench.batch(batch / ctx.size, h, w, seed: 100 + UInt64(ctx.rank))
         let objective = TrainingObjective()
         var times: [Double] = [], waits: [Double] = []
@@ -51,7 +57,7 @@ struct DDPBench: ParsableCommand {
             ctx.barrier()
             let t0 = Date()
             m.parameters.zeroGrads()
-            if !noOverlap { for (k, p) in m.parameters.all.enumerated() { p.value.onGradientReady = { reducer.markReady(k) } } }
+            if !noOverlap { for k in range { all[k].value.onGradientReady = { reducer.markReady(k - range.lowerBound) } } }
             try objective.loss(m, local).total.backward()
             for p in m.parameters.all { p.value.onGradientReady = nil }
             let timing = noOverlap ? reducer.reduceAll() : reducer.finish()

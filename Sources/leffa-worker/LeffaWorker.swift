@@ -37,8 +37,7 @@ struct LeffaWorker: ParsableCommand {
             let dir = RunDirectory(runPath)
             let fixed = fixedOrder, bucket = bucketMb.map { $0 << 20 }
             let make: ((LeffaModel) throws -> Collective)? = context.isDistributed ? { model in
-                try MPICollective(context: context, gradients: model.parameters.enableGradients(),
-                                  sizes: model.parameters.all.map(\.count), fixedOrder: fixed, bucketBytes: bucket)
+                try MPICollective(context: context, parameters: model.parameters, fixedOrder: fixed, bucketBytes: bucket)
             } : nil
             if context.rank == 0 && context.isDistributed { log("leffa-worker: \(context.size) ranks, \(Parallel.threads) kernel thread(s) each\(fixed ? ", fixed reduction order" : "")") }
             while true {

@@ -113,6 +113,18 @@ final class WorkerMPITests: XCTestCase {
         }
     }
 
+    /// Only the generative UNet trains: the reducer covers just its range of the gradient block,
+    /// and 2 ranks still match 1 rank bit for bit.
+    func testFrozenReferenceUNetTwoRanksMatchOneRank() throws {
+        try synth()
+        let one = try makeRun("f1", steps: 2, extra: ", train: [unet]"), two = try makeRun("f2", steps: 2, extra: ", train: [unet]")
+        let w = bin.appendingPathComponent("leffa-worker").path
+        XCTAssertEqual(try run(w, ["--run", one, "--fixed-order"]).0, 0)
+        let (s, e, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", two, "--fixed-order"])
+        XCTAssertEqual(s, 0, e)
+        XCTAssertEqual(try weights(one), try weights(two))
+    }
+
     func testTwoRanksMatchOneRankWithinToleranceByDefault() throws {
         try synth()
         let one = try makeRun("one", steps: 3), two = try makeRun("two", steps: 3)

@@ -28,6 +28,36 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(try run.readState().status, .done)
     }
 
+    /// `train: [unet]`: the reference UNet and the VAE are frozen — no gradients are computed for
+    /// them (requiresGrad off, their gradient block stays zero) and their weights do not move — while
+    /// the generative UNet trains, the Leffa loss included (its gradient reaches the generative
+    /// UNet through the reference features without needing theirs).
+    func testOnlyTheConfiguredUNetTrains() throws {
+        let cfg = tinyConfig(stages: "  - {name: s0, resolution: 16x16, steps: 2, batch: 2, lr: 1.0e-3, leffa: {weight: 1.0, timestep_threshold: 1000, min_resolution_fraction: 0.0}}")
+            .replacingOccurrences(of: "train: [unet, unet_encoder]", with: "train: [unet]")
+        let run = try makeRun(self, config: cfg, tag: "frozen")
+        let t = try quietTrainer(run)
+        let before = t.model.parameters.values!.copy()
+        let log = LogBox()
+        _ = try Trainer(run: run, log: log.append).train()
+        let after = try LeffaModel(config: t.config.model, seed: 99)
+        try after.loadWeights(from: run.finalWeightsURL("s0").path)
+        func changed(_ part: String) -> Int {
+            after.parameters(of: part).filter { p in
+                let q = t.model.parameters[p.name]!
+                return (0..<p.count).contains { before.data[q.offset + $0].bitPattern != p.value.data[$0].bitPattern }
+            }.count
+        }
+        XCTAssertEqual(changed("unet_encoder"), 0, "the frozen reference UNet moved")
+        XCTAssertEqual(changed("vae"), 0)
+        XCTAssertGreaterThan(changed("unet"), t.model.parameters(of: "unet").count / 2)
+        XCTAssertTrue(t.model.parameters(of: "unet_encoder").allSatisfy { !$0.value.requiresGrad })
+        XCTAssertTrue(t.model.parameters(of: "unet").allSatisfy { $0.value.requiresGrad })
+        XCTAssertEqual(t.model.parameters.trainedRange, 0..<t.model.parameters(of: "unet").count)
+        let m = try readMetrics(run, stage: "s0")
+        XCTAssertTrue(m.contains { ($0.leffa ?? 0) > 0 }, "the Leffa term was on: \(m.map(\.leffa))")
+    }
+
     /// Stop at step 2, resume in a new Trainer to step 6: parameters, AdamW moments and step, and
     /// the EMA are bit-identical to an uninterrupted run to step 6. Warmup, cosine decay, gradient
     /// accumulation and reference dropout are on, so anything step-dependent that a resume got
