@@ -93,4 +93,26 @@ final class CommandTests: XCTestCase {
         XCTAssertNotEqual(code, 0)
         XCTAssertTrue(err.contains("no run state") && err.contains("leffa-coord init"), err)
     }
+
+    /// A run directory written by a newer build: every command that reads it says which file and
+    /// field, and that this build is too old, and changes nothing.
+    func testRunDirectoryFromANewerFormat() throws {
+        let dir = try makeRun(self, config: tinyConfig(), tag: "cmd-newer")
+        let state = dir.stateURL
+        let text = try String(contentsOf: state, encoding: .utf8)
+        XCTAssertTrue(text.contains("\"format_version\" : 1"), text)
+        let newer = text.replacingOccurrences(of: "\"format_version\" : 1", with: "\"format_version\" : 99")
+        try newer.write(to: state, atomically: true, encoding: .utf8)
+        for args in [["run", "--run", dir.url.path], ["stage", "status", "--run", dir.url.path],
+                     ["stage", "advance", "--run", dir.url.path], ["export", "--run", dir.url.path, "--format", "leffa", "--out", dir.url.path + "/x.safetensors"]] {
+            let (code, _, err) = try run("leffa-coord", args)
+            XCTAssertNotEqual(code, 0, "\(args)")
+            XCTAssertTrue(err.contains("state.json") && err.contains("format_version is 99") && err.contains("upgrade"), "\(args): \(err)")
+        }
+        let (code, _, err) = try run("leffa-worker", ["--run", dir.url.path])
+        XCTAssertNotEqual(code, 0)
+        XCTAssertTrue(err.contains("format_version is 99"), err)
+        XCTAssertEqual(try String(contentsOf: state, encoding: .utf8), newer, "the state file is left as it was")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.checkpointsURL("s0").path), [])
+    }
 }
