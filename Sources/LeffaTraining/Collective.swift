@@ -17,6 +17,11 @@ public protocol Collective: AnyObject {
     /// Sum over ranks of a few doubles (losses, counters).
     func allReduceSum(_ values: [Double]) -> [Double]
     func barrier()
+    /// Runs `body` with the collectives' watchdog off on this rank: for phases where ranks wait,
+    /// on purpose and for as long as it takes, on work of others (rank 0 writing a checkpoint or a
+    /// snapshot, validation sampling). Every rank must enter it together; the coordinator's
+    /// heartbeat timeout still watches the job meanwhile.
+    func patiently<T>(_ body: () throws -> T) rethrows -> T
     /// Throws, naming the ranks, unless every rank holds the same bytes.
     func verifyIdentical(_ values: Tensor, what: String) throws
     func verifyIdentical(_ text: String, what: String) throws
@@ -32,6 +37,7 @@ public final class SingleProcess: Collective {
     public func sumGradientsInRankOrder() -> Double { 0 }
     public func allReduceSum(_ values: [Double]) -> [Double] { values }
     public func barrier() {}
+    public func patiently<T>(_ body: () throws -> T) rethrows -> T { try body() }
     public func verifyIdentical(_ values: Tensor, what: String) throws {}
     public func verifyIdentical(_ text: String, what: String) throws {}
 }

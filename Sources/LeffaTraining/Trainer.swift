@@ -20,6 +20,8 @@ public final class Trainer {
     public private(set) var ema: Tensor?
     /// The running sum of the fixed-order reduction (foldInGlobalOrder), made on first use.
     var foldAccumulator: Tensor?
+    /// When rank 0 last wrote the heartbeat.
+    var lastBeat = Date.distantPast
     public private(set) var stageIndex: Int
     public var stage: StageConfig { config.stages[stageIndex] }
     /// Optimizer steps completed in the current stage.
@@ -173,6 +175,7 @@ public final class Trainer {
                 sums[0] += Double(l.total.item) * Double(share)
                 sums[1] += Double(l.diffusion) * Double(share)
                 if let le = l.leffa { sums[2] += Double(le) * Double(share); sums[3] += 1 }
+                beat(phase: "training")
             }
             if !fixedOrder {
                 detachGradientHooks()
@@ -202,20 +205,27 @@ public final class Trainer {
                 if step % config.logEvery == 0 || step == last { metrics?.append(m) }
                 let rate = Date().timeIntervalSince(started) / Double(step - startStep)
                 log(progressLine(m, eta: rate * Double(stage.steps - step)))
-                try writeHeartbeat()
+                try writeHeartbeat(phase: "training")
             }
-            if isRoot && config.snapshotEvery > 0 && (step % config.snapshotEvery == 0 || step == stage.steps) {
-                try FlowSnapshot.write(trainer: self, builder: builder)
+            // Rank 0's long writes and the validation sampling: the other ranks wait for them at a
+            // barrier without the watchdog (at SD1.5 size they can take longer than its limit).
+            if config.snapshotEvery > 0 && (step % config.snapshotEvery == 0 || step == stage.steps) {
+                try collective.patiently {
+                    if isRoot { beat(phase: "snapshot", force: true); try FlowSnapshot.write(trainer: self, builder: builder) }
+                    collective.barrier()
+                }
             }
             // Before the checkpoint, so a checkpoint at a due step implies its samples exist; skipped
             // when stopping early (sampling can take minutes and a stop should be prompt).
             if let validation, config.validation.due(step: step, stageSteps: stage.steps) {
                 if stopping && step < stage.steps { log("stop requested: validation at step \(step) skipped") }
-                else { try validate(validation, log: validationLog) }
+                else { try collective.patiently { try validate(validation, log: validationLog) } }
             }
             if step % config.checkpointEvery == 0 || step == last || stopping {
-                if isRoot { try saveCheckpoint(ckpt) }
-                collective.barrier()
+                try collective.patiently {
+                    if isRoot { beat(phase: "checkpoint", force: true); try saveCheckpoint(ckpt) }
+                    collective.barrier()
+                }
             }
             if stopping && step < stage.steps {
                 log("stop requested: checkpoint saved at step \(step) of stage \(stage.name)")
@@ -294,10 +304,20 @@ public final class Trainer {
         try dir.save(c, step: step)
     }
 
-    func writeHeartbeat() throws {
-        let obj: [String: Any] = ["stage": stage.name, "step": step, "steps": stage.steps, "ranks": collective.size,
+    /// Rank 0's heartbeat (`heartbeat.json`): after every step, and from inside long phases
+    /// (`beat`), so the coordinator can tell a slow step or a long validation from a hung worker.
+    func writeHeartbeat(phase: String) throws {
+        let obj: [String: Any] = ["stage": stage.name, "step": step, "steps": stage.steps, "ranks": collective.size, "phase": phase,
                                   "time": timestamp(), "unix_time": Date().timeIntervalSince1970, "pid": Int(getpid())]
         try atomicWrite(try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), to: run.heartbeatURL)
+        lastBeat = Date()
+    }
+
+    /// A heartbeat from inside a long phase (micro-batches, validation DDIM steps), at most every
+    /// 10 s; rank 0 only. A failed write is not worth stopping training for: the next one retries.
+    func beat(phase: String, force: Bool = false) {
+        guard collective.rank == 0, force || Date().timeIntervalSince(lastBeat) > 10 else { return }
+        try? writeHeartbeat(phase: phase)
     }
 
     /// Records the status; a reason (a failure) also goes into the history with the time.

@@ -105,7 +105,7 @@ extension Trainer {
             for i in mine {
                 var sampler = DDIMSampler(steps: v.steps, guidance: v.guidance, seed: random.validationNoiseSeed(pair: i))
                 sampler.refAcceleration = v.refAcceleration
-                samples[i] = try sampler.sample(model: model, space: config.space, set.conditions(i))
+                samples[i] = try sampler.sample(model: model, space: config.space, set.conditions(i)) { _, _ in beat(phase: "validation") }
             }
         }
         if collective.size > 1 {

@@ -20,12 +20,14 @@ final class WorkerMPITests: XCTestCase {
 
     /// Runs a command with a deadline; returns (status, stderr, seconds).
     @discardableResult
-    func run(_ exe: String, _ args: [String], timeout: Double = 120, onStart: ((Process) -> Void)? = nil) throws -> (Int32, String, Double) {
+    func run(_ exe: String, _ args: [String], timeout: Double = 120, environment extra: [String: String] = [:],
+             onStart: ((Process) -> Void)? = nil) throws -> (Int32, String, Double) {
         let p = Process(), err = Pipe()
         p.executableURL = URL(fileURLWithPath: exe)
         p.arguments = args
         var env = ProcessInfo.processInfo.environment
         env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"; env["LEFFA_THREADS"] = "1"
+        env.merge(extra) { $1 }
         p.environment = env
         p.standardError = err
         p.standardOutput = FileHandle.nullDevice
@@ -123,6 +125,19 @@ final class WorkerMPITests: XCTestCase {
         let (s, e, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", two, "--fixed-order"])
         XCTAssertEqual(s, 0, e)
         XCTAssertEqual(try weights(one), try weights(two))
+    }
+
+    /// Validation of one pair on 2 ranks: rank 1 has nothing to sample and waits for rank 0 far
+    /// longer than the watchdog's limit (1 s here, ~2.5 s of sampling): the wait is deliberate, so
+    /// the job goes on (before, the watchdog aborted it with exit code 3).
+    func testRanksWaitForLongValidationWithoutTheWatchdog() throws {
+        try synth()
+        let r = try makeRun("patient", steps: 2, ema: false, extra: ", validation: {every: 2, count: 1, steps: 60}")
+        let w = bin.appendingPathComponent("leffa-worker").path
+        let (s, e, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", r], environment: ["LEFFA_MPI_TIMEOUT": "1"])
+        XCTAssertEqual(s, 0, e)
+        XCTAssertTrue(e.contains("validation at step 2: 1 samples"), e)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: r + "/stages/only/final.safetensors"))
     }
 
     func testTwoRanksMatchOneRankWithinToleranceByDefault() throws {
