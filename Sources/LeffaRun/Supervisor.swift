@@ -5,8 +5,10 @@
 //
 // Contract of the supervision loop (one thread, polling every `pollInterval`):
 //  1. The worker runs in its own process group, so Ctrl-C reaches the supervisor only; the
-//     supervisor forwards SIGINT to the whole group (mpirun and its ranks), waits `stopGrace`,
-//     then sends SIGKILL. Checkpoints are written atomically, so the newest one stays valid.
+//     supervisor forwards SIGINT to the whole group (mpirun and its ranks) and waits for the
+//     checkpoint the workers then write — as long as their heartbeat shows life (the longer of
+//     `stopGrace` and `heartbeatTimeout`) — and sends SIGKILL on a second Ctrl-C. Checkpoints are
+//     written atomically, so the newest one stays valid either way.
 //  2. The worker's stdout and stderr go to stages/STAGE/logs/worker.log; new lines are echoed.
 //  3. A worker is dead when it exits non-zero, is killed by a signal, exits 0 without finishing
 //     its stage, or writes no heartbeat for `heartbeatTimeout` seconds (counted from its launch
@@ -63,10 +65,11 @@ public final class Supervisor {
 
     /// Installs the Ctrl-C handler (the command does this; tests drive `requestStop`).
     public static func installInterruptHandler() {
-        signal(SIGINT) { _ in interruptRequested = 1 }
-        signal(SIGTERM) { _ in interruptRequested = 1 }
+        // Counts: the first asks the workers to stop after a checkpoint, a second kills them.
+        signal(SIGINT) { _ in interruptRequested += 1 }
+        signal(SIGTERM) { _ in interruptRequested += 1 }
     }
-    public static func requestStop() { interruptRequested = 1 }
+    public static func requestStop() { interruptRequested += 1 }
 
     /// The command line of one launch.
     public func commandLine() -> [String] {
@@ -149,10 +152,21 @@ public final class Supervisor {
                 return status.signal != nil ? .signaled(status.signal!) : .exited(status.code)
             }
             if interruptRequested != 0 {
-                log("stopping the worker (SIGINT to process group \(child.pid)); the newest checkpoint is kept")
+                log("stopping the worker (SIGINT to process group \(child.pid)): it finishes its step and saves a checkpoint; Ctrl-C again to kill it (the newest checkpoint is kept)")
                 child.signalGroup(SIGINT)
-                if child.wait(timeout: options.stopGrace) == nil {
-                    log("the worker did not stop within \(Int(options.stopGrace)) s; SIGKILL")
+                // As long as the worker shows life (a step can take long at SD1.5 size), wait for
+                // its checkpoint; stop waiting on a second Ctrl-C or on heartbeat silence.
+                let asked = Date().timeIntervalSince1970
+                var stopped = false
+                while !stopped {
+                    if child.wait(timeout: options.pollInterval) != nil { stopped = true; break }
+                    for line in tail.newLines() { log("  " + line) }
+                    let beat = max(asked, Heartbeat.read(directory)?.unixTime ?? 0)
+                    let silent = Date().timeIntervalSince1970 - beat
+                    if interruptRequested > 1 || silent > max(options.stopGrace, options.heartbeatTimeout) { break }
+                }
+                if !stopped {
+                    log(interruptRequested > 1 ? "second interrupt: SIGKILL" : "the worker shows no life after the stop request; SIGKILL")
                     child.signalGroup(SIGKILL)
                     _ = child.wait(timeout: 10)
                 }

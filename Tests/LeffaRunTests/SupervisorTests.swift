@@ -149,6 +149,45 @@ final class SupervisorTests: XCTestCase {
         for p in pids(dir) { XCTAssertNotEqual(kill(p, 0), 0, "worker \(p) still alive") }
     }
 
+    /// A worker that needs time to finish its step and save after Ctrl-C (here 2 s, beyond
+    /// `stopGrace`) is waited for while it shows life; a second Ctrl-C kills it at once.
+    func testInterruptWaitsForTheCheckpointAndASecondOneKills() throws {
+        for twice in [false, true] {
+            var opts = try options()
+            let dir = try TinyRun.make()
+            let done = dir.url.appendingPathComponent("stopped-cleanly").path
+            let script = dir.url.appendingPathComponent("slow-stop.sh").path
+            try """
+            #!/bin/sh
+            echo $$ >> \(dir.url.path)/worker-pids
+            trap 'sleep 2; echo saved > \(done); exit 0' INT
+            while true; do sleep 0.1; done
+
+            """.write(toFile: script, atomically: true, encoding: .utf8)
+            chmod(script, 0o755)
+            opts.worker = script; opts.workerArgs = []; opts.stopGrace = 0.5; opts.heartbeatTimeout = 20
+            let sup = Supervisor(run: dir, options: opts) { _ in }
+            final class Box: @unchecked Sendable { var outcome: SupervisorOutcome? }
+            let box = Box(), finished = expectation(description: "supervisor returned")
+            Thread.detachNewThread { box.outcome = try? sup.run(); finished.fulfill() }
+            let deadline = Date().addingTimeInterval(20)
+            while pids(dir).isEmpty && Date() < deadline { usleep(20_000) }
+            usleep(200_000)
+            let t0 = Date()
+            Supervisor.requestStop()
+            if twice { usleep(300_000); Supervisor.requestStop() }
+            wait(for: [finished], timeout: 30)
+            XCTAssertEqual(box.outcome, .interrupted)
+            if twice {
+                XCTAssertLessThan(Date().timeIntervalSince(t0), 1.9, "a second Ctrl-C kills at once")
+                XCTAssertFalse(FileManager.default.fileExists(atPath: done))
+            } else {
+                XCTAssertTrue(FileManager.default.fileExists(atPath: done), "killed before it could save (after stopGrace)")
+            }
+            for p in pids(dir) { XCTAssertNotEqual(kill(p, 0), 0, "worker \(p) still alive") }
+        }
+    }
+
     /// Ctrl-C at `leffa-coord run`: the worker's process group is stopped and the command exits 130.
     func testInterruptStopsTheWorkerGroup() throws {
         let coord = Fixtures.packageRoot.appendingPathComponent(".build/release/leffa-coord")
