@@ -55,12 +55,15 @@ public final class Trainer {
         collective = try makeCollective?(m) ?? SingleProcess()
         // Rank 0 looks first and moves damaged checkpoints aside; the others then read a folder
         // that no longer changes under them (and never rename anything themselves).
-        if collective.rank == 0 { try restore() }
-        collective.barrier()
-        if collective.rank != 0 { try restore() }
-        // Every rank must start from the same weights and config (and so stay in lockstep).
-        try collective.verifyIdentical(config.text, what: "config")
-        try collective.verifyIdentical(m.parameters.values!, what: "weights")
+        // Reading and verifying a checkpoint can take minutes at SD1.5 size: no watchdog meanwhile.
+        try collective.patiently {
+            if collective.rank == 0 { try restore() }
+            collective.barrier()
+            if collective.rank != 0 { try restore() }
+            // Every rank must start from the same weights and config (and so stay in lockstep).
+            try collective.verifyIdentical(config.text, what: "config")
+            try collective.verifyIdentical(m.parameters.values!, what: "weights")
+        }
     }
 
     // MARK: Starting point
@@ -234,8 +237,10 @@ public final class Trainer {
         }
         guard step >= stage.steps else { return .stopped(atStep: step) }
         var next: String? = nil
-        if isRoot { next = try finishStage() }
-        collective.barrier()
+        try collective.patiently {   // rank 0 writes the final weights (and EMA): long at SD1.5 size
+            if isRoot { next = try finishStage() }
+            collective.barrier()
+        }
         return .stageFinished(next: next ?? (stageIndex + 1 < config.stages.count ? config.stages[stageIndex + 1].name : nil))
     }
 
