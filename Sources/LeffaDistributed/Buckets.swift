@@ -53,7 +53,12 @@ public enum BucketLimits {
 /// cap; closing before keeps the reducer's scratch memory bounded by the cap.
 /// `firstCapBytes` (DDP uses 1 MiB) limits bucket 0 alone, so the first collective starts sooner.
 /// Zero-sized parameters join the current bucket (they must still be marked ready).
-public func assignBuckets(sizes: [Int], capBytes: Int = BucketLimits.defaultCapBytes, firstCapBytes: Int? = nil) -> [Bucket] {
+/// `segments` (parameter index ranges covering all parameters, default one) are walked in the order
+/// given, each from its last parameter to its first, and a bucket never spans two: for models
+/// whose backward finishes one part before the next (Leffa's generative UNet, registered first,
+/// then the reference UNet), so bucket 0 is the part backward reaches first.
+public func assignBuckets(sizes: [Int], capBytes: Int = BucketLimits.defaultCapBytes, firstCapBytes: Int? = nil,
+                          segments: [Range<Int>]? = nil) -> [Bucket] {
     precondition(capBytes > 0, "assignBuckets: capBytes must be positive, got \(capBytes)")
     precondition(firstCapBytes.map { $0 > 0 } ?? true, "assignBuckets: firstCapBytes must be positive")
     var offsets = [Int](repeating: 0, count: sizes.count)
@@ -72,13 +77,18 @@ public func assignBuckets(sizes: [Int], capBytes: Int = BucketLimits.defaultCapB
         buckets.append(Bucket(index: buckets.count, parameters: current, range: offsets[lo]..<(offsets[hi] + sizes[hi])))
         current = []; currentBytes = 0
     }
-    for i in sizes.indices.reversed() {
-        let b = sizes[i] * elementBytes
-        let cap = buckets.isEmpty ? (firstCapBytes ?? capBytes) : capBytes
-        if !current.isEmpty && currentBytes + b > cap { close() }
-        current.append(i)
-        currentBytes += b
+    let walk = segments ?? [sizes.indices]
+    precondition(walk.flatMap { Array($0) }.sorted() == Array(sizes.indices),
+                 "assignBuckets: segments \(walk) must cover parameters 0..<\(sizes.count) once each")
+    for segment in walk {
+        for i in segment.reversed() {
+            let b = sizes[i] * elementBytes
+            let cap = buckets.isEmpty ? (firstCapBytes ?? capBytes) : capBytes
+            if !current.isEmpty && currentBytes + b > cap { close() }
+            current.append(i)
+            currentBytes += b
+        }
+        close()
     }
-    close()
     return buckets
 }

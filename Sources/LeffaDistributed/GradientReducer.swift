@@ -73,7 +73,7 @@ public final class GradientReducer {
     ///     offsets the running sum of `parameterSizes`. Pass a view to reduce only a sub-range.
     ///   - capBytes: bucket cap; default `LEFFA_BUCKET_MB` or 25 MiB.
     public init(context: MPIContext, gradients: Tensor, parameterSizes: [Int], capBytes: Int? = nil,
-                firstCapBytes: Int? = nil, fixedOrder: Bool = false) throws {
+                firstCapBytes: Int? = nil, segments: [Range<Int>]? = nil, fixedOrder: Bool = false) throws {
         let total = parameterSizes.reduce(0, +)
         precondition(total == gradients.count,
                      "GradientReducer: parameter sizes add up to \(total) elements but the gradient block has \(gradients.count)")
@@ -81,7 +81,7 @@ public final class GradientReducer {
         self.context = context
         self.gradients = gradients
         self.fixedOrder = fixedOrder
-        self.buckets = assignBuckets(sizes: parameterSizes, capBytes: cap, firstCapBytes: firstCapBytes)
+        self.buckets = assignBuckets(sizes: parameterSizes, capBytes: cap, firstCapBytes: firstCapBytes, segments: segments)
         var bucketOf = [Int](repeating: 0, count: parameterSizes.count)
         for b in buckets { for p in b.parameters { bucketOf[p] = b.index } }
         state = ReducerState(buckets: buckets, bucketOf: bucketOf)

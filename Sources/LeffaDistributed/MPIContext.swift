@@ -152,6 +152,10 @@ public final class MPIContext: @unchecked Sendable {
         if initialised != 0 {
             MPI_Query_thread(&provided)
         } else {
+            // A rank's communication thread shares its core with the kernel threads: while it waits
+            // for another rank it should yield the core, not spin on it (measured on 2 ranks × 1
+            // thread: ~2 % more images/s). The user's setting wins.
+            setenv("OMPI_MCA_mpi_yield_when_idle", "1", 0)
             let rc = MPI_Init_thread(nil, nil, MPIContext.requiredThreadLevel, &provided)
             guard rc == leffa_mpi_success() else {
                 throw DistributedError.setup(call: "MPI_Init_thread", message: mpiErrorString(rc))

@@ -25,7 +25,22 @@ public final class MPICollective: Collective {
         let lo = all[reduced.lowerBound].offset, hi = all[reduced.upperBound - 1].offset + all[reduced.upperBound - 1].count
         let view = Tensor(shape: [hi - lo], storage: Storage(viewOf: grads.storage, offset: lo, count: hi - lo))
         reducer = try GradientReducer(context: context, gradients: view, parameterSizes: all[reduced].map(\.count),
-                                      capBytes: bucketBytes, fixedOrder: fixedOrder)
+                                      capBytes: bucketBytes, segments: Self.partSegments(all[reduced].map(\.name)), fixedOrder: fixedOrder)
+    }
+
+    /// The parameters split by model part (the name's first component: `unet`, `unet_encoder`), in
+    /// registration order: the generative UNet's backward runs before the reference UNet's (whose
+    /// gradients arrive through the reference features), so its buckets are ready and reduced
+    /// while the reference UNet's backward still runs.
+    public static func partSegments(_ names: [String]) -> [Range<Int>] {
+        var segments: [Range<Int>] = []
+        var start = 0
+        func part(_ n: String) -> Substring { n.prefix(while: { $0 != "." }) }
+        for i in names.indices.dropFirst() where part(names[i]) != part(names[i - 1]) {
+            segments.append(start..<i); start = i
+        }
+        if !names.isEmpty { segments.append(start..<names.count) }
+        return segments
     }
     deinit { reducer.close() }
 

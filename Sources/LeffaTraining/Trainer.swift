@@ -172,7 +172,7 @@ public final class Trainer {
                     waited += foldInGlobalOrder(first: k == 0, last: k == micro.count - 1)
                 } else {
                     // The last backward of the step hands each finished gradient to the reduction.
-                    if k == micro.count - 1 { attachGradientHooks() }
+                    if k == micro.count - 1 { attachGradientHooks(for: l.total) }
                     (l.total * share).backward()
                 }
                 sums[0] += Double(l.total.item) * Double(share)
@@ -265,10 +265,16 @@ public final class Trainer {
         return waited
     }
 
-    func attachGradientHooks() {
+    /// Hands each parameter's gradient to the reduction as soon as backward from `loss` finishes it.
+    /// Parameters that backward will not reach (frozen ones, the reference UNet's layers after its
+    /// last attention, the unused cross-attention weights) are handed over right away: their
+    /// gradient is already final, and waiting for them would hold back every bucket they share.
+    func attachGradientHooks(for loss: Tensor) {
+        let reached = loss.reachableLeaves()
+        let c = collective
         for (i, p) in model.parameters.all.enumerated() {
-            let c = collective
-            p.value.onGradientReady = { c.gradientReady(i) }
+            if reached.contains(ObjectIdentifier(p.value)) { p.value.onGradientReady = { c.gradientReady(i) } }
+            else { c.gradientReady(i) }
         }
     }
     func detachGradientHooks() { for p in model.parameters.all { p.value.onGradientReady = nil } }

@@ -3,6 +3,8 @@
 // all-reduce (the part not hidden behind backward). Either the global batch is split over the
 // ranks (`--batch`, strong scaling) or every rank takes the same batch (`--per-rank-batch`, the way
 // data parallelism is used and benchmarked: N ranks train N times the samples per step).
+// LEFFA_DDP_DEBUG=1 (pass it with `mpirun -x`) prints, per step, when each bucket became ready
+// (ms from the step's start) and the reduction's timing: what overlap actually achieved.
 import ArgumentParser
 import Foundation
 import LeffaTensor
@@ -19,6 +21,7 @@ struct DDPBench: ParsableCommand {
     @Option(help: "Samples per rank (the global batch is this × ranks); overrides --batch.") var perRankBatch: Int?
     @Option(help: "Gradient bucket size in MB.") var bucketMb: Int = 25
     @Flag(help: "Start all-reduces after backward instead of during it (the non-overlapped baseline).") var noOverlap = false
+    @Flag(help: "Buckets over the whole block from its end (ignoring that the generative UNet's backward comes first).") var oneSegment = false
 
     struct Report: Encodable {
         var ranks: Int, threadsPerRank: Int, model: String, globalBatch: Int, perRankBatch: Int, bucketMB: Int, overlap: Bool
@@ -48,19 +51,34 @@ struct DDPBench: ParsableCommand {
         let range = m.parameters.trainedRange!, all = m.parameters.all
         let lo = all[range.lowerBound].offset, hi = all[range.upperBound - 1].offset + all[range.upperBound - 1].count
         let view = Tensor(shape: [hi - lo], storage: Storage(viewOf: grads.storage, offset: lo, count: hi - lo))
-        let reducer = try GradientReducer(context: ctx, gradients: view, parameterSizes: all[range].map(\.count), capBytes: bucketMb << 20)
+        let reducer = try GradientReducer(context: ctx, gradients: view, parameterSizes: all[range].map(\.count), capBytes: bucketMb << 20,
+                                          segments: oneSegment ? nil : MPICollective.partSegments(all[range].map(\.name)))
         let optimizer = AdamW(parameters: m.parameters, training: trained)
         let local = TrainStepBench.batch(batch / ctx.size, h, w, seed: 100 + UInt64(ctx.rank))
         let objective = TrainingObjective()
         var times: [Double] = [], waits: [Double] = []
+        var readyAt: [Int: Double] = [:]
+        let debug = ProcessInfo.processInfo.environment["LEFFA_DDP_DEBUG"] != nil
         for i in 0...(options.repeats) {
             ctx.barrier()
             let t0 = Date()
             m.parameters.zeroGrads()
-            if !noOverlap { for k in range { all[k].value.onGradientReady = { reducer.markReady(k - range.lowerBound) } } }
-            try objective.loss(m, local).total.backward()
+            let loss = try objective.loss(m, local).total
+            if !noOverlap {   // as the trainer: parameters backward will not reach are ready at once
+                let reached = loss.reachableLeaves()
+                for k in range {
+                    if reached.contains(ObjectIdentifier(all[k].value)) { all[k].value.onGradientReady = { readyAt[k] = Date().timeIntervalSince(t0); reducer.markReady(k - range.lowerBound) } }
+                    else { reducer.markReady(k - range.lowerBound) }
+                }
+            }
+            loss.backward()
             for p in m.parameters.all { p.value.onGradientReady = nil }
             let timing = noOverlap ? reducer.reduceAll() : reducer.finish()
+            if debug && ctx.rank == 0 {
+                let bwd = Date().timeIntervalSince(t0)
+                print(reducer.buckets.map { b in String(format: "b%d %.0fms", b.index, 1e3 * (b.parameters.map { readyAt[$0 + range.lowerBound] ?? 0 }.max() ?? 0)) }.joined(separator: " "), String(format: "| end %.0f", 1e3 * bwd))
+            }
+            if ProcessInfo.processInfo.environment["LEFFA_DDP_DEBUG"] != nil && ctx.rank == 0 { print("step \(i): \(timing), span \(Int(timing.spanSeconds * 1e3)) ms") }
             optimizer.update(parameters: m.parameters, lr: 1e-5)
             let dt = Date().timeIntervalSince(t0)
             if i > 0 { times.append(dt); waits.append(timing.waitSeconds) }   // step 0 warms up

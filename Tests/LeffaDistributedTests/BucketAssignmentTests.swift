@@ -33,6 +33,17 @@ final class BucketAssignmentTests: XCTestCase {
         XCTAssertEqual(b.map(\.parameters), [[7], [6, 5, 4, 3], [2, 1, 0]])
     }
 
+    /// Segments (the generative UNet, then the reference UNet) are walked in the order given, each
+    /// from its end, and no bucket spans two.
+    func testSegmentsAreWalkedInOrderEachFromItsEnd() {
+        let sizes = [10, 10, 10, 10, 10]
+        XCTAssertEqual(assignBuckets(sizes: sizes, capBytes: bytes(100)).map(\.parameters), [[4, 3, 2, 1, 0]])
+        let b = assignBuckets(sizes: sizes, capBytes: bytes(100), segments: [0..<3, 3..<5])
+        XCTAssertEqual(b.map(\.parameters), [[2, 1, 0], [4, 3]])
+        XCTAssertEqual(b.map(\.range), [0..<30, 30..<50])
+        XCTAssertEqual(assignBuckets(sizes: sizes, capBytes: bytes(20), segments: [0..<3, 3..<5]).map(\.parameters), [[2, 1], [0], [4, 3]])
+    }
+
     func testEdgeCases() {
         XCTAssertEqual(assignBuckets(sizes: [], capBytes: 100), [])
         XCTAssertEqual(assignBuckets(sizes: [0], capBytes: 100).map(\.parameters), [[0]])

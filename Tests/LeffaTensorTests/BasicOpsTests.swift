@@ -93,4 +93,28 @@ final class GradientReadyHookTests: XCTestCase {
         XCTAssertEqual(xAtHook, x.grad!.scalars)
         for i in 0..<4 { XCTAssertEqual(xAtHook[i], w[i] + 2 * x[i], accuracy: 1e-5) }
     }
+
+    /// Backward runs newest node first (the forward pass reversed): with two branches built one
+    /// after the other, the later branch's parameter is ready before the earlier one's, whatever
+    /// order the loss lists them in; and reachableLeaves names exactly what backward will reach.
+    func testBackwardRunsNewestFirstAndReachableLeaves() {
+        let x = Tensor([1, 2, 3], shape: [3])
+        let a = Tensor([0.5, 0.5, 0.5], shape: [3]).requiringGrad()
+        let b = Tensor([2, 2, 2], shape: [3]).requiringGrad()
+        let unused = Tensor([1, 1, 1], shape: [3]).requiringGrad()
+        for firstListedFirst in [true, false] {
+            a.grad = nil; b.grad = nil
+            let first = x * a           // made first
+            let second = x * b          // made second
+            let loss = sum(firstListedFirst ? first + second : second + first)
+            var order: [String] = []
+            a.onGradientReady = { order.append("a") }
+            b.onGradientReady = { order.append("b") }
+            XCTAssertEqual(loss.reachableLeaves(), [ObjectIdentifier(a), ObjectIdentifier(b)])
+            loss.backward()
+            XCTAssertEqual(order, ["b", "a"], "listed \(firstListedFirst ? "first + second" : "second + first")")
+            XCTAssertNil(unused.grad)
+        }
+        XCTAssertEqual(a.grad?.scalars, [1, 2, 3])
+    }
 }

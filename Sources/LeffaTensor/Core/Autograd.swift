@@ -1,6 +1,6 @@
 // Reverse-mode automatic differentiation. Each op that takes a tensor needing a gradient records a
 // Node: its inputs and a closure from the output's gradient to the inputs' gradients. `backward()`
-// walks the nodes in reverse topological order, then drops each closure, which frees the
+// walks the nodes newest first (a topological order), then drops each closure, which frees the
 // activations it captured as soon as backward is past them.
 import Foundation
 
@@ -10,8 +10,16 @@ final class Node {
     /// Output gradient → one gradient (or nil) per input. Closures capture storages or tensors
     /// they need, never the output tensor itself (that would be a cycle).
     var backward: ((Tensor) -> [Tensor?])?
+    /// Creation order. Backward runs nodes newest first: a topological order (an op's inputs exist
+    /// before it) that is the forward pass reversed, as PyTorch's engine does — so the layers run
+    /// last finish their parameters' gradients first, which a data-parallel reducer relies on to
+    /// overlap communication with the rest of backward.
+    let sequence: UInt64
+    nonisolated(unsafe) static var created: UInt64 = 0
 
     init(op: String, inputs: [Tensor], backward: @escaping (Tensor) -> [Tensor?]) {
+        Node.created &+= 1
+        sequence = Node.created
         self.op = op
         self.inputs = inputs
         self.backward = backward
@@ -44,6 +52,20 @@ extension Tensor {
     /// Name of the op that produced this tensor, nil for a leaf.
     public var producer: String? { node?.op }
 
+    /// The leaves that need a gradient and that `backward()` from this tensor would reach. A
+    /// parameter outside it gets no gradient from this pass — what a data-parallel reducer needs to
+    /// know before backward, so it need not wait for it (PyTorch DDP's `find_unused_parameters`).
+    public func reachableLeaves() -> Set<ObjectIdentifier> {
+        var leaves = Set<ObjectIdentifier>(), visited = Set<ObjectIdentifier>()
+        var stack: [Tensor] = requiresGrad ? [self] : []
+        while let t = stack.popLast() {
+            guard visited.insert(ObjectIdentifier(t)).inserted else { continue }
+            guard let node = t.node else { leaves.insert(ObjectIdentifier(t)); continue }
+            for input in node.inputs where input.requiresGrad && !visited.contains(ObjectIdentifier(input)) { stack.append(input) }
+        }
+        return leaves
+    }
+
     /// Back-propagates from this tensor. A scalar needs no seed gradient (it is 1).
     public func backward(_ seed: Tensor? = nil) {
         let g: Tensor
@@ -57,19 +79,18 @@ extension Tensor {
         guard requiresGrad else { return }
         Tensor.accumulate(self, g)
 
-        // Iterative depth-first topological order over nodes (the graph can be thousands deep).
+        // The nodes reachable from here (iteratively: the graph can be thousands deep), oldest first.
         var order: [Tensor] = []
         var visited = Set<ObjectIdentifier>()
-        var stack: [(Tensor, Bool)] = [(self, false)]
-        while let (t, expanded) = stack.popLast() {
-            if expanded { order.append(t); continue }
-            guard let node = t.node, !visited.contains(ObjectIdentifier(t)) else { continue }
-            visited.insert(ObjectIdentifier(t))
-            stack.append((t, true))
-            for input in node.inputs where input.requiresGrad && input.node != nil && !visited.contains(ObjectIdentifier(input)) {
-                stack.append((input, false))
+        var stack: [Tensor] = [self]
+        while let t = stack.popLast() {
+            guard t.node != nil, visited.insert(ObjectIdentifier(t)).inserted else { continue }
+            order.append(t)
+            for input in t.node!.inputs where input.requiresGrad && input.node != nil && !visited.contains(ObjectIdentifier(input)) {
+                stack.append(input)
             }
         }
+        order.sort { $0.node!.sequence < $1.node!.sequence }
         // Leaves with a ready-hook: how many ops still owe them a gradient contribution.
         var pending: [ObjectIdentifier: Int] = [:]
         for t in order {
