@@ -99,6 +99,29 @@ public final class ParameterSet {
         return all[first...last].allSatisfy({ $0.value.requiresGrad }) ? first..<(last + 1) : nil
     }
 
+    /// A view of the flat gradient block covering parameters `range` (registration order), which
+    /// are contiguous in it: what a reducer of only the trained parameters works on.
+    public func gradients(of range: Range<Int>) -> Tensor {
+        let g = enableGradients()
+        guard !range.isEmpty else { return Tensor(shape: [0], storage: Storage(viewOf: g.storage, offset: 0, count: 0)) }
+        let lo = all[range.lowerBound].offset, hi = all[range.upperBound - 1].offset + all[range.upperBound - 1].count
+        return Tensor(shape: [hi - lo], storage: Storage(viewOf: g.storage, offset: lo, count: hi - lo))
+    }
+
+    /// Before backward from `loss`: each parameter that backward will reach calls `ready(i)` when
+    /// its gradient is final; the others (frozen, or not used by this loss) call it right away —
+    /// their gradient is already final, and a reducer waiting for them would hold back every
+    /// bucket they share (PyTorch DDP's `find_unused_parameters`).
+    public func handOverGradients(of loss: Tensor, to ready: @escaping (Int) -> Void) {
+        let reached = loss.reachableLeaves()
+        for (i, p) in all.enumerated() {
+            if reached.contains(ObjectIdentifier(p.value)) { p.value.onGradientReady = { ready(i) } } else { ready(i) }
+        }
+    }
+
+    /// Removes the hooks `handOverGradients` set.
+    public func removeGradientHooks() { for p in all { p.value.onGradientReady = nil } }
+
     /// The parameters whose names start with `prefix`.
     public func with(prefix: String) -> [Parameter] { all.filter { $0.name.hasPrefix(prefix) } }
 }

@@ -20,11 +20,9 @@ public final class MPICollective: Collective {
     /// block; all parameters when the trained ones are not contiguous.
     public init(context: MPIContext, parameters: ParameterSet, fixedOrder: Bool, bucketBytes: Int? = nil) throws {
         self.context = context
-        let grads = parameters.enableGradients(), all = parameters.all
+        let all = parameters.all
         reduced = parameters.trainedRange ?? 0..<all.count
-        let lo = all[reduced.lowerBound].offset, hi = all[reduced.upperBound - 1].offset + all[reduced.upperBound - 1].count
-        let view = Tensor(shape: [hi - lo], storage: Storage(viewOf: grads.storage, offset: lo, count: hi - lo))
-        reducer = try GradientReducer(context: context, gradients: view, parameterSizes: all[reduced].map(\.count),
+        reducer = try GradientReducer(context: context, gradients: parameters.gradients(of: reduced), parameterSizes: all[reduced].map(\.count),
                                       capBytes: bucketBytes, segments: Self.partSegments(all[reduced].map(\.name)), fixedOrder: fixedOrder)
     }
 

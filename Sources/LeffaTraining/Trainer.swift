@@ -265,19 +265,14 @@ public final class Trainer {
         return waited
     }
 
-    /// Hands each parameter's gradient to the reduction as soon as backward from `loss` finishes it.
-    /// Parameters that backward will not reach (frozen ones, the reference UNet's layers after its
-    /// last attention, the unused cross-attention weights) are handed over right away: their
-    /// gradient is already final, and waiting for them would hold back every bucket they share.
+    /// Hands each parameter's gradient to the reduction as soon as backward from `loss` finishes it
+    /// (those it will not reach — frozen ones, the reference UNet's layers after its last
+    /// attention, the unused cross-attention weights — right away).
     func attachGradientHooks(for loss: Tensor) {
-        let reached = loss.reachableLeaves()
         let c = collective
-        for (i, p) in model.parameters.all.enumerated() {
-            if reached.contains(ObjectIdentifier(p.value)) { p.value.onGradientReady = { c.gradientReady(i) } }
-            else { c.gradientReady(i) }
-        }
+        model.parameters.handOverGradients(of: loss) { c.gradientReady($0) }
     }
-    func detachGradientHooks() { for p in model.parameters.all { p.value.onGradientReady = nil } }
+    func detachGradientHooks() { model.parameters.removeGradientHooks() }
 
     func chunks(_ xs: [Int], _ n: Int) -> [[Int]] {
         let k = max(1, n)

@@ -44,14 +44,11 @@ struct DDPBench: ParsableCommand {
         guard let config = ModelConfig.preset(model) else { ctx.abort("unknown model \(model)") }
         let (h, w) = TrainStepBench.latent(model)
         let m = try LeffaModel(config: config, seed: 1)
-        let grads = m.parameters.enableGradients()
         // As the trainer: the VAE is frozen, and only the trained parameters' range is reduced.
         let trained = m.parameters(of: "unet") + m.parameters(of: "unet_encoder")
         m.parameters.freeze(except: trained)
         let range = m.parameters.trainedRange!, all = m.parameters.all
-        let lo = all[range.lowerBound].offset, hi = all[range.upperBound - 1].offset + all[range.upperBound - 1].count
-        let view = Tensor(shape: [hi - lo], storage: Storage(viewOf: grads.storage, offset: lo, count: hi - lo))
-        let reducer = try GradientReducer(context: ctx, gradients: view, parameterSizes: all[range].map(\.count), capBytes: bucketMb << 20,
+        let reducer = try GradientReducer(context: ctx, gradients: m.parameters.gradients(of: range), parameterSizes: all[range].map(\.count), capBytes: bucketMb << 20,
                                           segments: oneSegment ? nil : MPICollective.partSegments(all[range].map(\.name)))
         let optimizer = AdamW(parameters: m.parameters, training: trained)
         let local = TrainStepBench.batch(batch / ctx.size, h, w, seed: 100 + UInt64(ctx.rank))
@@ -64,15 +61,15 @@ struct DDPBench: ParsableCommand {
             let t0 = Date()
             m.parameters.zeroGrads()
             let loss = try objective.loss(m, local).total
-            if !noOverlap {   // as the trainer: parameters backward will not reach are ready at once
-                let reached = loss.reachableLeaves()
-                for k in range {
-                    if reached.contains(ObjectIdentifier(all[k].value)) { all[k].value.onGradientReady = { readyAt[k] = Date().timeIntervalSince(t0); reducer.markReady(k - range.lowerBound) } }
-                    else { reducer.markReady(k - range.lowerBound) }
+            if !noOverlap {   // as the trainer
+                m.parameters.handOverGradients(of: loss) { k in
+                    guard range.contains(k) else { return }
+                    readyAt[k] = Date().timeIntervalSince(t0)
+                    reducer.markReady(k - range.lowerBound)
                 }
             }
             loss.backward()
-            for p in m.parameters.all { p.value.onGradientReady = nil }
+            m.parameters.removeGradientHooks()
             let timing = noOverlap ? reducer.reduceAll() : reducer.finish()
             if debug && ctx.rank == 0 {
                 let bwd = Date().timeIntervalSince(t0)
