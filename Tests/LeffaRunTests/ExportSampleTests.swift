@@ -7,6 +7,7 @@ import SafeTensors
 @testable import LeffaTraining
 
 final class ExportSampleTests: XCTestCase {
+    override func tearDown() { TinyRun.cleanUp(); super.tearDown() }
     func testExportsReloadWithEqualWeights() throws {
         let dir = try TinyRun.make(steps: [2, 2, 2])
         try TinyRun.train(dir)

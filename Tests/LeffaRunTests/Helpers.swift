@@ -20,10 +20,19 @@ enum TinyRun {
         """
     }
 
+    /// Every run directory `make` created; `cleanUp()` (each test class's tearDown) removes them,
+    /// so the suite leaves no runs behind (a killed-and-restarted run holds ~700 MB).
+    nonisolated(unsafe) static var made: [URL] = []
+    static func cleanUp() {
+        for u in made { try? FileManager.default.removeItem(at: u); try? FileManager.default.removeItem(at: u.appendingPathExtension("yaml")) }
+        made = []
+    }
+
     /// A fresh run directory with its synthetic data.
     static func make(steps: [Int] = [4, 4, 4], checkpointEvery: Int = 2, name: String = #function) throws -> RunDirectory {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("leffa-run-tests-\(getpid())-\(name.filter { $0.isLetter || $0.isNumber })-\(UInt32.random(in: 0...UInt32.max))")
         try? FileManager.default.removeItem(at: root)
+        made.append(root)
         let cfgURL = root.appendingPathExtension("yaml")
         try FileManager.default.createDirectory(at: root.deletingLastPathComponent(), withIntermediateDirectories: true)
         try config(steps: steps, checkpointEvery: checkpointEvery).write(to: cfgURL, atomically: true, encoding: .utf8)

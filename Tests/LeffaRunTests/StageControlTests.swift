@@ -6,6 +6,7 @@ import LeffaTraining
 @testable import LeffaRun
 
 final class StageControlTests: XCTestCase {
+    override func tearDown() { TinyRun.cleanUp(); super.tearDown() }
     func testAdvanceMidStageWritesCheckpointWeightsAndMovesOn() throws {
         let dir = try TinyRun.make(steps: [6, 4, 4])
         try TinyRun.train(dir, until: 2)

@@ -8,6 +8,7 @@ import LeffaTraining
 @testable import LeffaRun
 
 final class SupervisorTests: XCTestCase {
+    override func tearDown() { TinyRun.cleanUp(); super.tearDown() }
     var worker: String { Fixtures.packageRoot.appendingPathComponent(".build/release/leffa-worker").path }
 
     func options() throws -> SupervisorOptions {
