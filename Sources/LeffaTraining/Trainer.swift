@@ -213,10 +213,7 @@ public final class Trainer {
             // Rank 0's long writes and the validation sampling: the other ranks wait for them at a
             // barrier without the watchdog (at SD1.5 size they can take longer than its limit).
             if config.snapshotEvery > 0 && (step % config.snapshotEvery == 0 || step == stage.steps) {
-                try collective.patiently {
-                    if isRoot { beat(phase: "snapshot", force: true); try FlowSnapshot.write(trainer: self, builder: builder) }
-                    collective.barrier()
-                }
+                try rootThenBarrier(phase: "snapshot") { try FlowSnapshot.write(trainer: self, builder: builder) }
             }
             // Before the checkpoint, so a checkpoint at a due step implies its samples exist; skipped
             // when stopping early (sampling can take minutes and a stop should be prompt).
@@ -225,10 +222,7 @@ public final class Trainer {
                 else { try collective.patiently { try validate(validation, log: validationLog) } }
             }
             if step % config.checkpointEvery == 0 || step == last || stopping {
-                try collective.patiently {
-                    if isRoot { beat(phase: "checkpoint", force: true); try saveCheckpoint(ckpt) }
-                    collective.barrier()
-                }
+                try rootThenBarrier(phase: "checkpoint") { try saveCheckpoint(ckpt) }
             }
             if stopping && step < stage.steps {
                 log("stop requested: checkpoint saved at step \(step) of stage \(stage.name)")
@@ -237,10 +231,7 @@ public final class Trainer {
         }
         guard step >= stage.steps else { return .stopped(atStep: step) }
         var next: String? = nil
-        try collective.patiently {   // rank 0 writes the final weights (and EMA): long at SD1.5 size
-            if isRoot { next = try finishStage() }
-            collective.barrier()
-        }
+        try rootThenBarrier(phase: "final weights") { next = try finishStage() }
         return .stageFinished(next: next ?? (stageIndex + 1 < config.stages.count ? config.stages[stageIndex + 1].name : nil))
     }
 
@@ -263,6 +254,15 @@ public final class Trainer {
             foldAccumulator!.data.update(from: g.data, count: g.count)
         }
         return waited
+    }
+
+    /// Rank 0 does `body` (a heartbeat names the phase) while the other ranks wait for it at a
+    /// barrier, without the watchdog: writes that take minutes at SD1.5 size.
+    func rootThenBarrier(phase: String, _ body: () throws -> Void) throws {
+        try collective.patiently {
+            if collective.rank == 0 { beat(phase: phase, force: true); try body() }
+            collective.barrier()
+        }
     }
 
     /// Hands each parameter's gradient to the reduction as soon as backward from `loss` finishes it
