@@ -27,3 +27,7 @@ static inline MPI_Datatype leffa_mpi_int(void) { return MPI_INT; }
 static inline MPI_Errhandler leffa_mpi_errors_return(void) { return MPI_ERRORS_RETURN; }
 static inline int leffa_mpi_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
 static inline int leffa_mpi_thread_single(void) { return MPI_THREAD_SINGLE; }
+
+// Used by SharedGradients (MPI-3 shared-memory windows).
+static inline int leffa_mpi_mode_nocheck(void) { return MPI_MODE_NOCHECK; }
+static inline MPI_Win leffa_mpi_win_null(void) { return MPI_WIN_NULL; }

@@ -34,7 +34,8 @@
 //     transport), so the communication thread uses a core during transfers: on a node where kernel
 //     threads already fill every core, overlap trades compute for communication. Measure with
 //     `leffa-mpi-check bench`.
-// 10. On one rank (local context) there is no thread and no copy: the block is already its own average.
+// 10. On one rank (a local context, or mpirun -np 1) there is no thread and no copy: the block is
+//     already its own average.
 import CMPI
 import Foundation
 import LeffaTensor
@@ -85,7 +86,7 @@ public final class GradientReducer {
         var bucketOf = [Int](repeating: 0, count: parameterSizes.count)
         for b in buckets { for p in b.parameters { bucketOf[p] = b.index } }
         state = ReducerState(buckets: buckets, bucketOf: bucketOf)
-        guard context.isDistributed else { return }
+        guard context.size > 1 else { return }   // constraint 10
 
         var comm: MPI_Comm? = nil
         context.call("MPI_Comm_dup(reducer communicator)") { MPI_Comm_dup(context.world, &comm) }
@@ -158,7 +159,7 @@ public final class GradientReducer {
         for i in state.marked.indices where !state.marked[i] { state.mark(i); late += 1 }
         state.lock.broadcast()
         let t0 = monotonicSeconds()
-        if !context.isDistributed {
+        if context.size == 1 {
             state.next = buckets.count // constraint 10: nothing to do
         }
         while state.next < buckets.count { state.lock.wait() }

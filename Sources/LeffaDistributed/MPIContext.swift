@@ -342,6 +342,9 @@ public final class MPIContext: @unchecked Sendable {
         }
     }
 
+    /// True once finalize() has run: nothing may call MPI any more.
+    var isFinalized: Bool { stateLock.lock(); defer { stateLock.unlock() }; return finalized }
+
     func beginReducerStep() { stateLock.lock(); reducerSteps += 1; stateLock.unlock() }
     func endReducerStep() { stateLock.lock(); reducerSteps -= 1; stateLock.unlock() }
 

@@ -25,11 +25,21 @@ public enum OrderedSum {
         let d = divisor.map(Float.init)
         parts.withUnsafeBufferPointer { ps in
             Parallel.for(count, grain: 1 << 14) { r in
-                for i in r {
-                    var s = ps[0][i]
-                    for j in 1..<ps.count { s += ps[j][i] }
-                    if let d { s = s / d }
-                    out[i] = s
+                // Part by part over an L1-sized chunk: each loop vectorises across elements, and
+                // every element still adds its parts left to right. `out` may be one of the parts:
+                // each element is read from all parts before it is written.
+                let chunk = 2048
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: chunk) { acc in
+                    let a = acc.baseAddress!
+                    var lo = r.lowerBound
+                    while lo < r.upperBound {
+                        let m = min(chunk, r.upperBound - lo)
+                        a.update(from: ps[0] + lo, count: m)
+                        for j in 1..<ps.count { let p = ps[j] + lo; for i in 0..<m { a[i] += p[i] } }
+                        if let d { for i in 0..<m { a[i] = a[i] / d } }
+                        (out + lo).update(from: a, count: m)
+                        lo += m
+                    }
                 }
             }
         }

@@ -16,7 +16,7 @@ public final class AdamW {
     public let config: AdamWConfig
     /// Contiguous ranges of the flat block that this optimizer updates.
     public let ranges: [Range<Int>]
-    public let m: Tensor, v: Tensor
+    public private(set) var m: Tensor, v: Tensor
     /// Updates taken so far (for bias correction).
     public var step: Int = 0
 
@@ -32,15 +32,35 @@ public final class AdamW {
         m = Tensor(zeros: [parameters.count]); v = Tensor(zeros: [parameters.count])
     }
 
-    /// One update with learning rate `lr`: p ← p − lr·(m̂/(√v̂+ε) + wd·p).
-    public func update(parameters: ParameterSet, lr: Float) {
+    /// Moves the moments into memory the caller provides (an MPI shared-memory window, where other
+    /// ranks read the slices this rank updates).
+    public func moveMoments(into mStorage: Storage, _ vStorage: Storage) {
+        precondition(mStorage.count == m.count && vStorage.count == v.count, "AdamW.moveMoments: \(mStorage.count) floats given, the moments have \(m.count)")
+        mStorage.base.update(from: m.data, count: m.count)
+        vStorage.base.update(from: v.data, count: v.count)
+        m = Tensor(shape: [m.count], storage: mStorage)
+        v = Tensor(shape: [v.count], storage: vStorage)
+    }
+
+    /// The trained ranges, cut to `shard` (all of them when nil).
+    func ranges(in shard: Range<Int>?) -> [Range<Int>] {
+        guard let shard else { return ranges }
+        return ranges.compactMap { r in
+            let lo = max(r.lowerBound, shard.lowerBound), hi = min(r.upperBound, shard.upperBound)
+            return lo < hi ? lo..<hi : nil
+        }
+    }
+
+    /// One update with learning rate `lr`: p ← p − lr·(m̂/(√v̂+ε) + wd·p). With `shard`, only the
+    /// elements in it (a sharded step: the other ranks update the rest).
+    public func update(parameters: ParameterSet, lr: Float, only shard: Range<Int>? = nil) {
         guard let values = parameters.values, let grads = parameters.grads else { return }
         step += 1
         let c = config, t = Float(step)
         let bc1 = 1 - powf(c.beta1, t), bc2 = 1 - powf(c.beta2, t)
         let p = values.data, g = grads.data, mm = m.data, vv = v.data
         let decay = 1 - lr * c.weightDecay, stepSize = lr / bc1, rbc2 = 1 / bc2.squareRoot()
-        for r in ranges {
+        for r in ranges(in: shard) {
             Parallel.for(r.count, grain: 1 << 14) { sub in
                 let lo = r.lowerBound + sub.lowerBound, n = sub.count
                 adamWKernel(p + lo, g + lo, mm + lo, vv + lo, n, c.beta1, c.beta2, c.eps, decay, stepSize, rbc2)
@@ -49,21 +69,23 @@ public final class AdamW {
     }
 
     /// The global L2 norm of the gradients in the trained ranges, summed in fixed chunks (the same
-    /// for any thread count).
-    public func gradNorm(parameters: ParameterSet) -> Float {
+    /// for any thread count). With `shard`, this rank's sum of squares over it goes through
+    /// `combine` (the sum over ranks' shards) before the square root.
+    public func gradNorm(parameters: ParameterSet, only shard: Range<Int>? = nil, combine: (Double) -> Double = { $0 }) -> Float {
         guard let grads = parameters.grads else { return 0 }
         var total = 0.0
-        for r in ranges { total += sumOfSquares(grads.data + r.lowerBound, r.count) }
-        return Float(total.squareRoot())
+        for r in ranges(in: shard) { total += sumOfSquares(grads.data + r.lowerBound, r.count) }
+        return Float(combine(total).squareRoot())
     }
 
-    /// Scales the trained gradients so their global norm is at most `maxNorm`; returns the norm before.
+    /// Scales the trained gradients (those in `shard`, when given) so their global norm is at most
+    /// `maxNorm`; returns the norm before.
     @discardableResult
-    public func clipGradNorm(parameters: ParameterSet, maxNorm: Float) -> Float {
-        let norm = gradNorm(parameters: parameters)
+    public func clipGradNorm(parameters: ParameterSet, maxNorm: Float, only shard: Range<Int>? = nil, combine: (Double) -> Double = { $0 }) -> Float {
+        let norm = gradNorm(parameters: parameters, only: shard, combine: combine)
         guard let grads = parameters.grads, norm > maxNorm, norm.isFinite else { return norm }
         let s = maxNorm / (norm + 1e-6), g = grads.data
-        for r in ranges { Parallel.for(r.count, grain: 1 << 14) { sub in for i in sub { g[r.lowerBound + i] *= s } } }
+        for r in ranges(in: shard) { Parallel.for(r.count, grain: 1 << 14) { sub in for i in sub { g[r.lowerBound + i] *= s } } }
         return norm
     }
 }

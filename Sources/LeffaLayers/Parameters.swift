@@ -76,6 +76,33 @@ public final class ParameterSet {
         return g
     }
 
+    /// Moves the flat gradient block into `storage` (memory the caller provides: an MPI
+    /// shared-memory window that other ranks on the node read directly) and points every
+    /// parameter's gradient at its view there; the old block is freed.
+    public func moveGradients(into storage: Storage) {
+        let old = enableGradients()
+        precondition(storage.count == old.count, "ParameterSet.moveGradients: \(storage.count) floats given, the gradient block has \(old.count)")
+        storage.base.update(from: old.data, count: old.count)
+        for p in all {
+            p.value.setGradBuffer(Tensor(shape: p.shape, storage: Storage(viewOf: storage, offset: p.offset, count: p.count)))
+        }
+        grads = Tensor(shape: [old.count], storage: storage)
+    }
+
+    /// Moves the flat value block into `storage` (an MPI shared-memory window) and points every
+    /// parameter at its view there, keeping whether it trains and its gradient view.
+    public func moveValues(into storage: Storage) {
+        guard let old = values else { preconditionFailure("ParameterSet.moveValues: flatten() first") }
+        precondition(storage.count == old.count, "ParameterSet.moveValues: \(storage.count) floats given, the value block has \(old.count)")
+        storage.base.update(from: old.data, count: old.count)
+        for p in all {
+            let t = Tensor(shape: p.shape, storage: Storage(viewOf: storage, offset: p.offset, count: p.count)).requiringGrad(p.value.requiresGrad)
+            if let g = p.value.grad { t.setGradBuffer(g) }
+            p.value = t
+        }
+        values = Tensor(shape: [old.count], storage: storage)
+    }
+
     /// Zeroes every gradient (one memset over the flat block when flattened).
     public func zeroGrads() {
         if let grads { grads.data.update(repeating: 0, count: grads.count) } else { all.forEach { $0.value.zeroGrad() } }

@@ -14,6 +14,15 @@ public protocol Collective: AnyObject {
     /// Replaces the gradient block by its sum over ranks, added left to right in rank order (not
     /// averaged, not overlapped): the fixed-order reduction. Returns the seconds spent.
     func sumGradientsInRankOrder() -> Double
+    /// The elements of the flat blocks this rank updates in the optimizer step when the step is
+    /// sharded over ranks (ZeRO stage 1): finishGradients() then leaves the averaged gradient only
+    /// there, and gatherShards() brings the rest of the values. nil: every rank updates everything.
+    var optimizerShard: Range<Int>? { get }
+    /// Sum over ranks of one double each, added in rank order: the same bits on every rank.
+    func sumInRankOrder(_ value: Double) -> Double
+    /// After a sharded optimizer step: the other ranks' slices of the values, and with `moments`
+    /// of the Adam moments too (before a checkpoint), into this rank's blocks.
+    func gatherShards(moments: Bool)
     /// Sum over ranks of a few doubles (losses, counters).
     func allReduceSum(_ values: [Double]) -> [Double]
     func barrier()
@@ -35,6 +44,9 @@ public final class SingleProcess: Collective {
     public func gradientReady(_ index: Int) {}
     public func finishGradients() -> Double { 0 }
     public func sumGradientsInRankOrder() -> Double { 0 }
+    public var optimizerShard: Range<Int>? { nil }
+    public func sumInRankOrder(_ value: Double) -> Double { value }
+    public func gatherShards(moments: Bool) {}
     public func allReduceSum(_ values: [Double]) -> [Double] { values }
     public func barrier() {}
     public func patiently<T>(_ body: () throws -> T) rethrows -> T { try body() }

@@ -34,7 +34,7 @@ public final class Trainer {
 
     /// `collective` makes the processes' collectives once the model's gradient block exists
     /// (nil: one process).
-    public init(run: RunDirectory, collective makeCollective: ((LeffaModel) throws -> Collective)? = nil,
+    public init(run: RunDirectory, collective makeCollective: ((LeffaModel, AdamW) throws -> Collective)? = nil,
                 log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
         self.run = run
         self.log = log
@@ -52,7 +52,7 @@ public final class Trainer {
         m.parameters.freeze(except: parts)
         layout = m.parameters.all.map { FlatEntry(name: $0.name, offset: $0.offset, shape: $0.shape) }
         model = m
-        collective = try makeCollective?(m) ?? SingleProcess()
+        collective = try makeCollective?(m, optimizer) ?? SingleProcess()
         // Rank 0 looks first and moves damaged checkpoints aside; the others then read a folder
         // that no longer changes under them (and never rename anything themselves).
         // Reading and verifying a checkpoint can take minutes at SD1.5 size: no watchdog meanwhile.
@@ -195,8 +195,13 @@ public final class Trainer {
                 throw RunError(why)
             }
             let lr = learningRate(step: step)
-            let gradNorm = optimizer.clipGradNorm(parameters: model.parameters, maxNorm: config.gradClip)
-            optimizer.update(parameters: model.parameters, lr: lr)
+            // A sharded step (shared memory): each rank clips and updates its slice, with the norm
+            // summed over the slices, then takes the other slices of the values from their owners.
+            let shard = collective.optimizerShard, c = collective
+            let gradNorm = optimizer.clipGradNorm(parameters: model.parameters, maxNorm: config.gradClip, only: shard,
+                                                  combine: shard == nil ? { $0 } : { c.sumInRankOrder($0) })
+            optimizer.update(parameters: model.parameters, lr: lr, only: shard)
+            collective.gatherShards(moments: false)
             if let decay = config.emaDecay, let ema { updateEMA(ema, decay: decay) }
             step += 1
 
@@ -222,6 +227,7 @@ public final class Trainer {
                 else { try collective.patiently { try validate(validation, log: validationLog) } }
             }
             if step % config.checkpointEvery == 0 || step == last || stopping {
+                collective.gatherShards(moments: true)   // rank 0 writes the whole moments
                 try rootThenBarrier(phase: "checkpoint") { try saveCheckpoint(ckpt) }
             }
             if stopping && step < stage.steps {

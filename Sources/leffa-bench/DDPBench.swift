@@ -22,14 +22,16 @@ struct DDPBench: ParsableCommand {
     @Option(help: "Gradient bucket size in MB.") var bucketMb: Int = 25
     @Flag(help: "Start all-reduces after backward instead of during it (the non-overlapped baseline).") var noOverlap = false
     @Flag(help: "Buckets over the whole block from its end (ignoring that the generative UNet's backward comes first).") var oneSegment = false
+    @Flag(help: "With shared memory, every rank runs the whole optimizer step (not sharded).") var unsharded = false
+    @Option(help: "Gradient averaging: auto, shared (shared memory, one node) or buckets (overlapped MPI all-reduce).") var reduction: String = "auto"
 
     struct Report: Encodable {
-        var ranks: Int, threadsPerRank: Int, model: String, globalBatch: Int, perRankBatch: Int, bucketMB: Int, overlap: Bool
+        var ranks: Int, threadsPerRank: Int, model: String, globalBatch: Int, perRankBatch: Int, bucketMB: Int, overlap: Bool, reduction: String, sharded: Bool
         var stepSeconds: Double, imagesPerSecond: Double, waitFraction: Double, buckets: Int
         /// The fastest step (rank maximum): robust against other load on a shared machine.
         var bestStepSeconds: Double, bestImagesPerSecond: Double
         enum CodingKeys: String, CodingKey {
-            case ranks, model, overlap, buckets
+            case ranks, model, overlap, buckets, reduction, sharded
             case threadsPerRank = "threads_per_rank", globalBatch = "global_batch", perRankBatch = "per_rank_batch", bucketMB = "bucket_mb"
             case stepSeconds = "step_seconds", imagesPerSecond = "images_per_second", waitFraction = "wait_fraction"
             case bestStepSeconds = "best_step_seconds", bestImagesPerSecond = "best_images_per_second"
@@ -39,6 +41,12 @@ struct DDPBench: ParsableCommand {
     func run() throws {
         options.apply()
         let ctx = try MPIContext.start()
+        // The model and its collective (which may own the gradient window) end before MPI does.
+        try measure(ctx)
+        ctx.finalize()
+    }
+
+    func measure(_ ctx: MPIContext) throws {
         let batch = perRankBatch.map { $0 * ctx.size } ?? self.batch
         guard batch % ctx.size == 0 else { ctx.abort("--batch \(batch) must be divisible by the rank count \(ctx.size)") }
         guard let config = ModelConfig.preset(model) else { ctx.abort("unknown model \(model)") }
@@ -47,10 +55,13 @@ struct DDPBench: ParsableCommand {
         // As the trainer: the VAE is frozen, and only the trained parameters' range is reduced.
         let trained = m.parameters(of: "unet") + m.parameters(of: "unet_encoder")
         m.parameters.freeze(except: trained)
-        let range = m.parameters.trainedRange!, all = m.parameters.all
-        let reducer = try GradientReducer(context: ctx, gradients: m.parameters.gradients(of: range), parameterSizes: all[range].map(\.count), capBytes: bucketMb << 20,
-                                          segments: oneSegment ? nil : MPICollective.partSegments(all[range].map(\.name)))
+        let range = m.parameters.trainedRange!
+        guard let asked = GradientReduction(rawValue: reduction) else { ctx.abort("--reduction \(reduction): expected auto, shared or buckets") }
         let optimizer = AdamW(parameters: m.parameters, training: trained)
+        // The trainer's collective (one rank: buckets, which reduce nothing).
+        let collective = try MPICollective(context: ctx, parameters: m.parameters, optimizer: unsharded ? nil : optimizer, fixedOrder: false,
+                                           bucketBytes: bucketMb << 20, reduction: ctx.isDistributed ? asked : .buckets, segments: !oneSegment)
+        if ctx.rank == 0 { print("ddp: \(collective.summary)") }
         let local = TrainStepBench.batch(batch / ctx.size, h, w, seed: 100 + UInt64(ctx.rank))
         let objective = TrainingObjective()
         var times: [Double] = [], waits: [Double] = []
@@ -63,35 +74,38 @@ struct DDPBench: ParsableCommand {
             let loss = try objective.loss(m, local).total
             if !noOverlap {   // as the trainer
                 m.parameters.handOverGradients(of: loss) { k in
-                    guard range.contains(k) else { return }
-                    readyAt[k] = Date().timeIntervalSince(t0)
-                    reducer.markReady(k - range.lowerBound)
+                    if range.contains(k) { readyAt[k] = Date().timeIntervalSince(t0) }
+                    collective.gradientReady(k)
                 }
             }
             loss.backward()
             m.parameters.removeGradientHooks()
-            let timing = noOverlap ? reducer.reduceAll() : reducer.finish()
-            if debug && ctx.rank == 0 {
+            // Without overlap, the bucketed reducer marks every parameter now and reduces all buckets.
+            let wait = collective.finishGradients()
+            if debug && ctx.rank == 0, let reducer = collective.bucketReducer {
                 let bwd = Date().timeIntervalSince(t0)
                 print(reducer.buckets.map { b in String(format: "b%d %.0fms", b.index, 1e3 * (b.parameters.map { readyAt[$0 + range.lowerBound] ?? 0 }.max() ?? 0)) }.joined(separator: " "), String(format: "| end %.0f", 1e3 * bwd))
             }
-            if ProcessInfo.processInfo.environment["LEFFA_DDP_DEBUG"] != nil && ctx.rank == 0 { print("step \(i): \(timing), span \(Int(timing.spanSeconds * 1e3)) ms") }
-            optimizer.update(parameters: m.parameters, lr: 1e-5)
+            if debug && ctx.rank == 0 { print(String(format: "step %d: waited %.1f ms for gradients", i, wait * 1e3)) }
+            // As the trainer: clip (the norm over the shards when sharded), update, gather the values.
+            let shard = collective.optimizerShard
+            optimizer.clipGradNorm(parameters: m.parameters, maxNorm: 1, only: shard, combine: shard == nil ? { $0 } : { collective.sumInRankOrder($0) })
+            optimizer.update(parameters: m.parameters, lr: 1e-5, only: shard)
+            collective.gatherShards(moments: false)
             let dt = Date().timeIntervalSince(t0)
-            if i > 0 { times.append(dt); waits.append(timing.waitSeconds) }   // step 0 warms up
+            if i > 0 { times.append(dt); waits.append(wait) }   // step 0 warms up
         }
-        reducer.close()
         // The slowest rank sets the pace: report rank-maxima of the medians.
         var med = [times.sorted()[times.count / 2], waits.sorted()[waits.count / 2], times.min()!]
         ctx.allreduce(&med, .max)
         if ctx.rank == 0 {
-            let r = Report(ranks: ctx.size, threadsPerRank: Parallel.threads, model: model, globalBatch: batch, perRankBatch: batch / ctx.size, bucketMB: bucketMb, overlap: !noOverlap,
-                           stepSeconds: med[0], imagesPerSecond: Double(batch) / med[0], waitFraction: med[1] / med[0], buckets: reducer.buckets.count,
+            let r = Report(ranks: ctx.size, threadsPerRank: Parallel.threads, model: model, globalBatch: batch, perRankBatch: batch / ctx.size, bucketMB: bucketMb, overlap: !noOverlap && collective.reduction == .buckets, reduction: collective.reduction.rawValue, sharded: collective.optimizerShard != nil,
+                           stepSeconds: med[0], imagesPerSecond: Double(batch) / med[0], waitFraction: med[1] / med[0], buckets: collective.bucketReducer?.buckets.count ?? 0,
                            bestStepSeconds: med[2], bestImagesPerSecond: Double(batch) / med[2])
-            print(String(format: "ranks %d × %d thread(s)  %@  batch %d  buckets %d×≤%d MB  overlap %@: %.1f ms/step (best %.1f)  %.2f img/s  waiting %.1f %%",
-                         r.ranks, r.threadsPerRank, model, batch, r.buckets, bucketMb, r.overlap ? "on" : "off", 1e3 * r.stepSeconds, 1e3 * r.bestStepSeconds, r.imagesPerSecond, 100 * r.waitFraction))
+            let how = ctx.size == 1 ? "no reduction" : collective.reduction == .shared ? (r.sharded ? "shared memory, sharded step" : "shared memory") : String(format: "buckets %d×≤%d MB  overlap %@", r.buckets, bucketMb, r.overlap ? "on" : "off")
+            print(String(format: "ranks %d × %d thread(s)  %@  batch %d  %@: %.1f ms/step (best %.1f)  %.2f img/s  waiting %.1f %%",
+                         r.ranks, r.threadsPerRank, model, batch, how, 1e3 * r.stepSeconds, 1e3 * r.bestStepSeconds, r.imagesPerSecond, 100 * r.waitFraction))
             try writeJSON(r, to: options.json == "bench-results/engine.json" ? "bench-results/ddp.json" : options.json)
         }
-        ctx.finalize()
     }
 }

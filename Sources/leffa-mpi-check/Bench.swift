@@ -17,9 +17,13 @@ struct MPIBench: ParsableCommand {
         let h = try Harness("bench")
         let ctx = h.ctx, n = ctx.size
         h.say("leffa-mpi-check bench: \(n) ranks, \(Parallel.threads) kernel thread(s) per rank\n")
-        h.say("size        plain ms   algbw GB/s  busbw GB/s   ordered ms  busbw GB/s")
+        h.say("size        plain ms   algbw GB/s  busbw GB/s   ordered ms  busbw GB/s    shared ms  busbw GB/s")
         var bytes = 4 << 10
         let maxBytes = (quick ? 4 : maxMiB) << 20
+        // The shared-memory reduction (all ranks on this node): the block lives in the window.
+        let shared = SharedBlocks.unavailableReason(context: ctx, count: maxBytes / 4) == nil
+            ? try SharedBlocks(context: ctx, count: maxBytes / 4) : nil
+        shared?.storage[0].base.update(repeating: 1, count: maxBytes / 4)
         while bytes <= maxBytes {
             let count = bytes / 4
             let buf = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
@@ -27,11 +31,12 @@ struct MPIBench: ParsableCommand {
             let reps = max(3, min(200, (256 << 20) / bytes))
             let plain = timeCollective(ctx, reps: reps) { ctx.allreduce(buf) }
             let ordered = timeCollective(ctx, reps: reps) { ctx.allreduceOrdered(buf) }
+            let sharedTime = shared.map { s in timeCollective(ctx, reps: reps) { s.reduce(0..<count) } } ?? .nan
             buf.deallocate()
             let bus = 2 * Double(n - 1) / Double(n)
-            h.say(pad(sizeName(bytes), 10) + String(format: " %9.3f %12.2f %11.2f %12.3f %11.2f",
+            h.say(pad(sizeName(bytes), 10) + String(format: " %9.3f %12.2f %11.2f %12.3f %11.2f %12.3f %11.2f",
                          plain * 1e3, Double(bytes) / plain / 1e9, bus * Double(bytes) / plain / 1e9,
-                         ordered * 1e3, bus * Double(bytes) / ordered / 1e9))
+                         ordered * 1e3, bus * Double(bytes) / ordered / 1e9, sharedTime * 1e3, bus * Double(bytes) / sharedTime / 1e9))
             bytes *= 4
         }
 

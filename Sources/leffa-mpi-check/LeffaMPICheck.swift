@@ -15,7 +15,7 @@ struct LeffaMPICheck: ParsableCommand {
         commandName: "leffa-mpi-check",
         abstract: "Checks LeffaDistributed under mpirun.",
         subcommands: [AllreduceCheck.self, BucketsCheck.self, OrderedCheck.self, VerifyCheck.self,
-                      DieCheck.self, HangCheck.self, MPIBench.self])
+                      DieCheck.self, HangCheck.self, SharedCheck.self, MPIBench.self])
 }
 
 /// The context every mode starts with, and the check that aborts the job on failure.

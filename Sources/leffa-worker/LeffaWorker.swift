@@ -5,6 +5,7 @@ import ArgumentParser
 import Foundation
 import LeffaTensor
 import LeffaDistributed
+import LeffaLayers
 import LeffaModels
 import LeffaTraining
 
@@ -19,6 +20,7 @@ struct LeffaWorker: ParsableCommand {
     @Flag(help: "Keep training into the following stages instead of stopping when the current one ends.") var allStages = false
     @Flag(help: "Reduce per-sample gradients in a fixed global order: bit-identical results for any rank count dividing the batch.") var fixedOrder = false
     @Option(help: "Gradient bucket size in MB (default: LEFFA_BUCKET_MB, else 25).") var bucketMb: Int?
+    @Option(help: "How gradients are averaged: auto (shared memory when all ranks are on one node, else buckets), shared, or buckets (overlapped MPI all-reduce). Default: LEFFA_REDUCTION, else auto.") var reduction: String?
     @Option(help: "Kernel threads (default: LEFFA_THREADS, else cores ÷ local MPI ranks).") var threads: Int?
 
     func run() throws {
@@ -36,8 +38,19 @@ struct LeffaWorker: ParsableCommand {
         do {
             let dir = RunDirectory(runPath)
             let fixed = fixedOrder, bucket = bucketMb.map { $0 << 20 }
-            let make: ((LeffaModel) throws -> Collective)? = context.isDistributed ? { model in
-                try MPICollective(context: context, parameters: model.parameters, fixedOrder: fixed, bucketBytes: bucket)
+            let method: GradientReduction
+            if let reduction {
+                guard let m = GradientReduction(rawValue: reduction) else {
+                    throw ValidationError("--reduction \(reduction): expected one of auto, shared, buckets")
+                }
+                method = m
+            } else { method = try GradientReduction.fromEnvironment() }
+            var said = false
+            let make: ((LeffaModel, AdamW) throws -> Collective)? = context.isDistributed ? { model, optimizer in
+                let c = try MPICollective(context: context, parameters: model.parameters, optimizer: optimizer, fixedOrder: fixed,
+                                          bucketBytes: bucket, reduction: method)
+                if !said { log("leffa-worker: \(c.summary)"); said = true }
+                return c
             } : nil
             if context.rank == 0 && context.isDistributed { log("leffa-worker: \(context.size) ranks, \(Parallel.threads) kernel thread(s) each\(fixed ? ", fixed reduction order" : "")") }
             while true {

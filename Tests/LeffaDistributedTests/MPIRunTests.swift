@@ -127,6 +127,13 @@ final class MPIRunTests: XCTestCase {
         try expectSuccess(["ordered"], np: 3, contains: "ordered OK: 3 ranks")
     }
 
+    /// Shared-memory reduction: the ordered sum bit for bit (3 ranks make the order matter), only
+    /// inside the range; a scattered (sharded) reduction and a gathered block.
+    func testSharedMemoryReductionIsTheOrderedSum() throws {
+        try expectSuccess(["shared"], contains: "shared OK: 2 ranks")
+        try expectSuccess(["shared"], np: 3, contains: "shared OK: 3 ranks")
+    }
+
     func testVerifyNamesTheRanksThatDiffer() throws {
         let r = try mpirun(["verify"], np: 3)
         XCTAssertEqual(r.status, 0, r.log)

@@ -82,8 +82,8 @@ final class WorkerMPITests: XCTestCase {
         XCTAssertEqual(s1, 0, e1)
         let (s2, e2, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", two, "--fixed-order"])
         XCTAssertEqual(s2, 0, e2)
-        XCTAssertTrue(e2.contains("2 ranks"), e2)
-        XCTAssertEqual(try weights(one), try weights(two), "2 ranks (fixed order) differ from 1 rank")
+        XCTAssertTrue(e2.contains("2 ranks") && e2.contains("gradients averaged in shared memory"), e2)
+        XCTAssertEqual(try weights(one), try weights(two), "2 ranks (fixed order, shared memory) differ from 1 rank")
         let samples = { (run: String) -> [String: Data] in
             let root = URL(fileURLWithPath: run + "/stages/only/samples")
             var out: [String: Data] = [:]
@@ -108,10 +108,13 @@ final class WorkerMPITests: XCTestCase {
         let w = bin.appendingPathComponent("leffa-worker").path
         let (s1, e1, _) = try run(w, ["--run", runs[0], "--fixed-order", "--threads", "2"])
         XCTAssertEqual(s1, 0, e1)
+        // Both reductions: 2 ranks through overlapped MPI buckets, 4 through shared memory.
         for (n, r) in zip([2, 4], runs.dropFirst()) {
-            let (s, e, _) = try run(try mpirun(), ["--oversubscribe", "-np", "\(n)", w, "--run", r, "--fixed-order"])
+            let how = n == 2 ? "buckets" : "shared"
+            let (s, e, _) = try run(try mpirun(), ["--oversubscribe", "-np", "\(n)", w, "--run", r, "--fixed-order", "--reduction", how])
             XCTAssertEqual(s, 0, e)
-            XCTAssertEqual(try weights(runs[0]), try weights(r), "\(n) ranks × 2 samples (fixed order) differ from 1 rank × 4")
+            XCTAssertTrue(e.contains(n == 2 ? "MPI buckets" : "shared memory"), e)
+            XCTAssertEqual(try weights(runs[0]), try weights(r), "\(n) ranks × 2 samples (fixed order, \(how)) differ from 1 rank × 4")
         }
     }
 
@@ -140,22 +143,35 @@ final class WorkerMPITests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: r + "/stages/only/final.safetensors"))
     }
 
+    /// The default on one node (shared memory, the optimizer step sharded over the ranks, with
+    /// gradient clipping summed over the shards) and the overlapped MPI buckets both end close to
+    /// one rank; the sharded run is also exactly reproducible.
     func testTwoRanksMatchOneRankWithinToleranceByDefault() throws {
         try synth()
-        let one = try makeRun("one", steps: 3), two = try makeRun("two", steps: 3)
+        let extra = ", grad_clip: 0.05"   // small enough to clip every step
+        let one = try makeRun("one", steps: 3, extra: extra)
+        let runs = try ["shared", "again", "buckets"].map { try makeRun($0, steps: 3, extra: extra) }
         let w = bin.appendingPathComponent("leffa-worker").path
         XCTAssertEqual(try run(w, ["--run", one]).0, 0)
-        XCTAssertEqual(try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", two]).0, 0)
-        let a = try weights(one), b = try weights(two)
-        XCTAssertEqual(a.count, b.count)
-        // Same header, float data close: compare as floats past the header.
-        let n = a.withUnsafeBytes { Int($0.load(as: UInt64.self)) } + 8
-        let fa = a.dropFirst(n).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
-        let fb = b.dropFirst(n).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
-        // AdamW divides by √v: where a gradient is near zero, a summation-order difference can move
-        // an update by a fraction of lr (1e-3), so weights are compared to lr/10.
-        XCTAssertLessThanOrEqual(worstError(fa, fb, Tolerance(rtol: 1e-3, atol: 1e-4, why: "summation order over ranks, AdamW")).ratio, 1)
-        XCTAssertNotEqual(a, b, "without --fixed-order the sums are expected to associate differently")
+        for (r, args) in zip(runs, [[], [], ["--reduction", "buckets"]]) {
+            let (s, e, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", r] + args)
+            XCTAssertEqual(s, 0, e)
+            XCTAssertTrue(e.contains(args.isEmpty ? "optimizer step sharded" : "overlapped MPI buckets"), e)
+        }
+        let a = try weights(one)
+        for r in [runs[0], runs[2]] {
+            let b = try weights(r)
+            XCTAssertEqual(a.count, b.count)
+            // Same header, float data close: compare as floats past the header.
+            let n = a.withUnsafeBytes { Int($0.load(as: UInt64.self)) } + 8
+            let fa = a.dropFirst(n).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+            let fb = b.dropFirst(n).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+            // AdamW divides by √v: where a gradient is near zero, a summation-order difference can move
+            // an update by a fraction of lr (1e-3), so weights are compared to lr/10.
+            XCTAssertLessThanOrEqual(worstError(fa, fb, Tolerance(rtol: 1e-3, atol: 1e-4, why: "summation order over ranks, AdamW (\(r))")).ratio, 1)
+            XCTAssertNotEqual(a, b, "without --fixed-order the sums are expected to associate differently")
+        }
+        XCTAssertEqual(try weights(runs[0]), try weights(runs[1]), "two sharded 2-rank runs differ")
     }
 
     /// Stop a 2-rank run at step 2 and resume it with 1 rank: the sample order, noise and timesteps

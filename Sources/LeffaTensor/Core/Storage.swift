@@ -9,6 +9,8 @@ public final class Storage: @unchecked Sendable {
     public let count: Int
     /// Keeps the parent alive for a view; nil when this storage owns its memory.
     private let parent: Storage?
+    /// Keeps borrowed memory alive (e.g. an MPI shared-memory window); nil otherwise.
+    private let owner: AnyObject?
 
     /// Training allocates and frees the same large activation sizes every step. glibc would hand
     /// blocks over 128 KiB straight back to the kernel, so every step page-faults them in again;
@@ -34,7 +36,17 @@ public final class Storage: @unchecked Sendable {
         base = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         self.count = count
         parent = nil
+        owner = nil
         Storage.live.add(bytes)
+    }
+
+    /// `count` floats at `base` that someone else allocated and frees (an MPI shared-memory window):
+    /// `owner` is kept alive as long as this storage and its views are.
+    public init(borrowing base: UnsafeMutablePointer<Float>, count: Int, owner: AnyObject) {
+        self.base = base
+        self.count = count
+        parent = nil
+        self.owner = owner
     }
 
     /// A window `[offset, offset+count)` of `parent`; writes go to the parent's memory.
@@ -44,10 +56,11 @@ public final class Storage: @unchecked Sendable {
         base = parent.base + offset
         self.count = count
         self.parent = parent
+        owner = nil
     }
 
     deinit {
-        if parent == nil {
+        if parent == nil && owner == nil {
             Storage.live.add(-max(count, 1) * MemoryLayout<Float>.stride)
             free(base)
         }

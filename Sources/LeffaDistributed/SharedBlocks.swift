@@ -1,0 +1,196 @@
+// Gradient averaging through shared memory, for ranks that share one node. Every rank's flat
+// blocks (the gradients, and for a sharded optimizer step also the values and the two Adam
+// moments) live in one MPI-3 shared-memory window (MPI_Win_allocate_shared). A rank reads its
+// peers' gradients where their backward wrote them: no messages, no copies into and out of MPI's
+// buffers. A range R of the blocks is cut into one slice per rank (`slice`).
+//
+// The reduction of gradient range R:
+//   1. sync: every rank has finished backward;
+//   2. reduce-scatter in place: rank r writes slice r of its own gradient block,
+//          g_r[i] = (((g_0[i] + g_1[i]) + g_2[i]) + … + g_{N−1}[i]) / N     (OrderedSum.sum)
+//      while reading slice r of the others. Each rank writes only its own slice of its own block
+//      and reads only other slices of other blocks, so no two ranks touch the same element;
+//   3. (unless the optimizer step is sharded) sync, then all-gather: rank r copies slice k of
+//      rank k's block into its own, for every k ≠ r;
+//   4. sync: no rank writes its block again (the next step's zeroing) while a peer still reads it.
+// A sharded optimizer step (ZeRO stage 1: PyTorch's ZeroRedundancyOptimizer, DeepSpeed) stops
+// after 2: rank r updates only slice r of the values and moments, then `gather` brings the other
+// slices of the values (every step) and of the moments (only before a checkpoint).
+// A sync is MPI_Win_sync, MPI_Barrier, MPI_Win_sync (MPI-3's unified memory model, under a
+// lock_all epoch that lasts as long as the window).
+//
+// WHY next to the bucketed, overlapped reducer (GradientReducer.swift):
+//  - It moves less memory. Per rank and step the reduction reads 1.5 blocks and writes 1 (1 and
+//    0.5 when sharded); OpenMPI's shared-memory all-reduce copies each message into a shared
+//    buffer and out again, then adds. On 2 ranks × 1 thread of the `small` model (272 MB of
+//    gradients) the overlapped MPI reduction cost 3–5 % of the step.
+//  - Overlap cannot hide it. The reduction is memory-bound CPU work, and on one node it runs on the
+//    same cores as backward: a communication thread only moves the work around.
+//  - Sharding the optimizer step halves each rank's AdamW pass (memory-bound: seven streams over
+//    the block) for the price of copying the other half of the values.
+//  - It is the fixed order for free. Every element is summed in rank order, so results are
+//    identical bit for bit on every rank, at any thread count, and between runs.
+// Across nodes there is no shared memory, so MPICollective uses the bucketed reducer there.
+import CMPI
+import Foundation
+import LeffaTensor
+
+public final class SharedBlocks {
+    public let context: MPIContext
+    /// Floats in each block.
+    public let count: Int
+    /// Blocks per rank; block 0 holds the gradients.
+    public let blocks: Int
+    /// This rank's blocks, in the window: give them to their owners (the parameters, the optimizer).
+    public private(set) var storage: [Storage] = []
+    /// Every rank's window segment, in rank order (peers[rank] is this rank's).
+    private var peers: [UnsafeMutablePointer<Float>] = []
+    private var window: MPI_Win? = nil
+    private var node: MPI_Comm? = nil
+
+    /// Why ranks cannot share memory here, or nil when they can: all ranks on one node, and room
+    /// for every rank's `blocks` blocks in the directory backing the windows.
+    public static func unavailableReason(context: MPIContext, count: Int, blocks: Int = 1) -> String? {
+        guard context.isDistributed && context.size > 1 else { return "one rank has nothing to share" }
+        // Every rank sees the same answer.
+        let allLocal = context.allreduce(Int64(context.localSize == context.size ? 1 : 0), .min) == 1
+        if !allLocal { return "the \(context.size) ranks span several nodes (shared memory only reaches ranks on one node)" }
+        let dir = backingDirectory
+        let need = Double(count) * 4 * Double(blocks) * Double(context.localSize)
+        var st = statvfs()
+        let free = statvfs(dir, &st) == 0 ? Double(st.f_bavail) * Double(st.f_frsize) : -1
+        // Every rank measured the same directory, perhaps while others were allocating: agree.
+        let leastFree = context.allreduce(free, .min)
+        if leastFree < 0 { return "cannot read the free space of \(dir) (the shared-memory backing directory; OMPI_MCA_osc_sm_backing_directory sets it)" }
+        if leastFree < need * 1.05 {
+            return String(format: "%@ has %.2f GB free; %d ranks' %d blocks need %.2f GB (enlarge it, e.g. docker run --shm-size, or set OMPI_MCA_osc_sm_backing_directory)",
+                          dir, leastFree / 1e9, context.localSize, blocks, need / 1e9)
+        }
+        return nil
+    }
+
+    /// Where OpenMPI's shared-memory windows keep their backing files.
+    static var backingDirectory: String {
+        ProcessInfo.processInfo.environment["OMPI_MCA_osc_sm_backing_directory"] ?? "/dev/shm"
+    }
+
+    /// Allocates every rank's `blocks` blocks of `count` floats (zeroed) in one shared window.
+    /// Collective; check `unavailableReason` first.
+    public init(context: MPIContext, count: Int, blocks: Int = 1) throws {
+        precondition(context.isDistributed && context.localSize == context.size && blocks >= 1,
+                     "SharedBlocks needs every rank on this node (see unavailableReason)")
+        self.context = context
+        self.count = count
+        self.blocks = blocks
+        var node: MPI_Comm? = nil
+        context.call("MPI_Comm_split_type(shared blocks)") {
+            MPI_Comm_split_type(context.world, leffa_mpi_comm_type_shared(), Int32(context.rank), leffa_mpi_info_null(), &node)
+        }
+        self.node = node
+        var info: MPI_Info? = nil
+        MPI_Info_create(&info)
+        // Each rank's segment starts on its own pages (first touched by that rank: its NUMA node).
+        MPI_Info_set(info, "alloc_shared_noncontig", "true")
+        var base: UnsafeMutableRawPointer? = nil
+        var win: MPI_Win? = nil
+        let floats = max(count, 1) * blocks
+        let bytes = MPI_Aint(floats * MemoryLayout<Float>.stride)
+        var rc: Int32 = 0
+        withUnsafeMutablePointer(to: &base) { bp in
+            rc = MPI_Win_allocate_shared(bytes, Int32(MemoryLayout<Float>.stride), info, node, UnsafeMutableRawPointer(bp), &win)
+        }
+        MPI_Info_free(&info)
+        guard rc == leffa_mpi_success(), let win else {
+            throw DistributedError.setup(call: "MPI_Win_allocate_shared(\(bytes) bytes in \(Self.backingDirectory))", message: mpiErrorString(rc))
+        }
+        window = win
+        MPI_Win_set_errhandler(win, leffa_mpi_errors_return())
+        for k in 0..<context.size {
+            var segBytes: MPI_Aint = 0
+            var disp: Int32 = 0
+            var p: UnsafeMutableRawPointer? = nil
+            context.call("MPI_Win_shared_query(rank \(k))") {
+                withUnsafeMutablePointer(to: &p) { MPI_Win_shared_query(win, Int32(k), &segBytes, &disp, UnsafeMutableRawPointer($0)) }
+            }
+            guard let p, segBytes >= bytes else {
+                throw DistributedError.setup(call: "MPI_Win_shared_query(rank \(k))", message: "\(segBytes) bytes shared, expected \(bytes)")
+            }
+            peers.append(p.bindMemory(to: Float.self, capacity: floats))
+        }
+        context.call("MPI_Win_lock_all(shared blocks)") { MPI_Win_lock_all(leffa_mpi_mode_nocheck(), win) }
+        let mine = peers[context.rank]
+        mine.update(repeating: 0, count: floats)
+        storage = (0..<blocks).map { Storage(borrowing: mine + $0 * count, count: count, owner: self) }
+        sync("allocate")
+    }
+
+    /// Frees the window when the last user (this object, the views of the parameters and the
+    /// optimizer) lets go. Collective: the trainer releases its model on every rank at the same
+    /// point. After MPI_Finalize there is nothing left to free.
+    deinit {
+        guard let win = window, !context.isFinalized else { return }
+        var w: MPI_Win? = win
+        context.call("MPI_Win_unlock_all(shared blocks)") { MPI_Win_unlock_all(win) }
+        context.call("MPI_Win_free(shared blocks)") { MPI_Win_free(&w) }
+        context.call("MPI_Comm_free(shared blocks)") { MPI_Comm_free(&node) }
+    }
+
+    /// Rank k's slice of `range`: N near-equal parts, cut at 16-float (cache line) boundaries.
+    public func slice(_ k: Int, of range: Range<Int>) -> Range<Int> {
+        let n = context.size
+        func cut(_ j: Int) -> Int {
+            if j == n { return range.upperBound }
+            return min(range.upperBound, range.lowerBound + (range.count * j / n) / 16 * 16)
+        }
+        return cut(k)..<cut(k + 1)
+    }
+
+    private func peer(_ k: Int, block b: Int) -> UnsafeMutablePointer<Float> { peers[k] + b * count }
+
+    /// Replaces gradient elements `range` (block 0) of every rank by their average over ranks (or
+    /// their sum, `average: false`), added in rank order. With `gather: false` each rank holds the
+    /// result only in its own slice of the range. Collective; every rank passes the same range.
+    @discardableResult
+    public func reduce(_ range: Range<Int>, average: Bool = true, gather: Bool = true) -> ReduceTiming {
+        precondition(range.lowerBound >= 0 && range.upperBound <= count, "SharedBlocks.reduce: \(range) outside blocks of \(count)")
+        let t0 = monotonicSeconds()
+        let n = context.size, r = context.rank
+        sync("backward finished")
+        let mine = slice(r, of: range)
+        if !mine.isEmpty {
+            OrderedSum.sum(parts: (0..<n).map { UnsafePointer(peer($0, block: 0) + mine.lowerBound) }, count: mine.count,
+                           into: peer(r, block: 0) + mine.lowerBound, dividingBy: average ? n : nil)
+        }
+        if gather { self.gather(block: 0, range, finished: "reduce-scatter") } else { sync("reduce-scatter") }
+        let dt = monotonicSeconds() - t0
+        var t = ReduceTiming()
+        t.waitSeconds = dt; t.commSeconds = dt; t.spanSeconds = dt
+        t.buckets = 1
+        t.bytes = range.count * MemoryLayout<Float>.stride
+        return t
+    }
+
+    /// Every rank's slice of `range` in block `b` into every rank's block: after each rank has
+    /// updated only its own slice. Collective.
+    public func gather(block b: Int, _ range: Range<Int>, finished: String = "sharded update") {
+        precondition(b >= 0 && b < blocks, "SharedBlocks.gather: no block \(b) of \(blocks)")
+        let n = context.size, r = context.rank
+        sync(finished)
+        for k in 0..<n where k != r {
+            let s = slice(k, of: range)
+            let src = peer(k, block: b) + s.lowerBound, dst = peer(r, block: b) + s.lowerBound
+            Parallel.for(s.count, grain: 1 << 16) { part in
+                (dst + part.lowerBound).update(from: src + part.lowerBound, count: part.count)
+            }
+        }
+        sync("all-gather of block \(b)")
+    }
+
+    /// Everyone's writes to the window are visible to everyone once all ranks are here.
+    private func sync(_ what: String) {
+        let win = window
+        context.call("MPI_Win_sync(shared blocks, \(what))") { MPI_Win_sync(win) }
+        context.call("MPI_Barrier(shared blocks, \(what))") { MPI_Barrier(node) }
+        context.call("MPI_Win_sync(shared blocks, \(what))") { MPI_Win_sync(win) }
+    }
+}
