@@ -111,9 +111,12 @@ public final class MPICollective: Collective {
 
     /// One line for the log: how gradients are averaged, and why.
     public var summary: String {
+        if context.size == 1 { return "one rank: no gradients to average" }
         switch reduction {
-        case .shared: return "gradients averaged in shared memory (all \(context.size) ranks on one node)"
-            + (optimizerShard != nil ? ", optimizer step sharded over the ranks" : "")
+        case .shared:
+            let mb = Double(shared!.count * MemoryLayout<Float>.stride) / 1e6
+            return "gradients averaged in shared memory (all \(context.size) ranks on one node; \(shared!.blocks) × \(Int(mb.rounded())) MB per rank)"
+                + (optimizerShard != nil ? ", optimizer step sharded over the ranks" : "")
         default:
             let n = bucketReducer?.buckets.count ?? 0
             return "gradients averaged in \(n) overlapped MPI buckets" + (sharedUnavailable.map { " (not shared memory: \($0))" } ?? "")

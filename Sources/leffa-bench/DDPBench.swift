@@ -1,6 +1,7 @@
 // The data-parallel benchmark, run under mpirun by Scripts/bench-ddp.sh: training steps of the
 // `small` model, reporting images/s and the fraction of step time spent waiting for the gradient
-// all-reduce (the part not hidden behind backward). Either the global batch is split over the
+// all-reduce (the part not hidden behind backward; with a sharded optimizer step, plus the exchange
+// of the updated values). Either the global batch is split over the
 // ranks (`--batch`, strong scaling) or every rank takes the same batch (`--per-rank-batch`, the way
 // data parallelism is used and benchmarked: N ranks train N times the samples per step).
 // LEFFA_DDP_DEBUG=1 (pass it with `mpirun -x`) prints, per step, when each bucket became ready
@@ -91,9 +92,12 @@ struct DDPBench: ParsableCommand {
             let shard = collective.optimizerShard
             optimizer.clipGradNorm(parameters: m.parameters, maxNorm: 1, only: shard, combine: shard == nil ? { $0 } : { collective.sumInRankOrder($0) })
             optimizer.update(parameters: m.parameters, lr: 1e-5, only: shard)
+            // The values' exchange after a sharded step counts as waiting too.
+            let g0 = Date()
             collective.gatherShards(moments: false)
+            let gathered = Date().timeIntervalSince(g0)
             let dt = Date().timeIntervalSince(t0)
-            if i > 0 { times.append(dt); waits.append(wait) }   // step 0 warms up
+            if i > 0 { times.append(dt); waits.append(wait + gathered) }   // step 0 warms up
         }
         // The slowest rank sets the pace: report rank-maxima of the medians.
         var med = [times.sorted()[times.count / 2], waits.sorted()[waits.count / 2], times.min()!]
