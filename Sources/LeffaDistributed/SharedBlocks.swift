@@ -41,8 +41,14 @@ public final class SharedBlocks {
     public let count: Int
     /// Blocks per rank; block 0 holds the gradients.
     public let blocks: Int
-    /// This rank's blocks, in the window: give them to their owners (the parameters, the optimizer).
-    public private(set) var storage: [Storage] = []
+    /// This rank's blocks, in the window: give them to their owners (the parameters, the
+    /// optimizer). Each keeps this object, and so the window, alive; this object does not keep
+    /// them (that cycle would never free the window).
+    public var storage: [Storage] { (0..<blocks).map { Storage(borrowing: peers[context.rank] + $0 * count, count: count, owner: self) } }
+    /// Windows allocated and not yet freed in this process: what a test checks for leaks.
+    public static var alive: Int { aliveLock.lock(); defer { aliveLock.unlock() }; return aliveCount }
+    nonisolated(unsafe) private static var aliveCount = 0
+    private static let aliveLock = NSLock()
     /// Every rank's window segment, in rank order (peers[rank] is this rank's).
     private var peers: [UnsafeMutablePointer<Float>] = []
     private var window: MPI_Win? = nil
@@ -118,9 +124,8 @@ public final class SharedBlocks {
             peers.append(p.bindMemory(to: Float.self, capacity: floats))
         }
         context.call("MPI_Win_lock_all(shared blocks)") { MPI_Win_lock_all(leffa_mpi_mode_nocheck(), win) }
-        let mine = peers[context.rank]
-        mine.update(repeating: 0, count: floats)
-        storage = (0..<blocks).map { Storage(borrowing: mine + $0 * count, count: count, owner: self) }
+        peers[context.rank].update(repeating: 0, count: floats)
+        Self.aliveLock.lock(); Self.aliveCount += 1; Self.aliveLock.unlock()
         sync("allocate")
     }
 
@@ -129,6 +134,7 @@ public final class SharedBlocks {
     /// point. After MPI_Finalize there is nothing left to free.
     deinit {
         guard let win = window, !context.isFinalized else { return }
+        Self.aliveLock.lock(); Self.aliveCount -= 1; Self.aliveLock.unlock()
         var w: MPI_Win? = win
         context.call("MPI_Win_unlock_all(shared blocks)") { MPI_Win_unlock_all(win) }
         context.call("MPI_Win_free(shared blocks)") { MPI_Win_free(&w) }

@@ -68,7 +68,7 @@ public final class MPICollective: Collective {
         let sharded = optimizer != nil && !fixedOrder
         if asked != .buckets {
             why = SharedBlocks.unavailableReason(context: context, count: parameters.count, blocks: sharded ? 4 : 1)
-            if asked == .shared, let why {
+            if asked == .shared, let why, context.size > 1 {
                 throw DistributedError.setting(name: "reduction", value: "shared", expected: "ranks that can share memory, but \(why); use auto or buckets")
             }
         }

@@ -8,13 +8,23 @@ struct SharedCheck: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "shared", abstract: "Shared-memory gradient reduction equals the ordered sum, bit for bit.")
     @Option var count = 300_007
     @Option var steps = 3
+    var summary = ""
 
-    func run() throws {
+    mutating func run() throws {
         let h = try Harness("shared")
-        let ctx = h.ctx, n = ctx.size
+        let ctx = h.ctx
         if let why = SharedBlocks.unavailableReason(context: ctx, count: count) { h.check(false, "unavailable: \(why)") }
+        try check(h, ctx)
+        // The blocks' users are gone: the window must be freed (a retain cycle would keep it).
+        h.check(SharedBlocks.alive == 0, "\(SharedBlocks.alive) shared window(s) still allocated after their users were released")
+        h.done("\(summary)")
+    }
+
+    mutating func check(_ h: Harness, _ ctx: MPIContext) throws {
+        let n = ctx.size
         let blocks = try SharedBlocks(context: ctx, count: count, blocks: 2)
         let block = blocks.storage[0], second = blocks.storage[1]
+        h.check(SharedBlocks.alive == 1, "\(SharedBlocks.alive) windows alive, expected 1")
         h.check(blocks.storage.allSatisfy { b in b.count == count && (0..<count).allSatisfy { b.base[$0] == 0 } }, "the blocks do not start zeroed")
         // A sub-range with odd ends, as a trained range inside the flat block.
         let range = 37..<(count - 11)
@@ -49,6 +59,6 @@ struct SharedCheck: ParsableCommand {
         for i in 0..<count where second.base[i] != (range.contains(i) ? Float(i) * 0.5 + 1 : 0) { missing += 1 }
         h.check(missing == 0, "after the gather of block 1, \(missing) elements are not what their owners wrote")
         if n > 2 { h.check(orderSensitive > 0, "data is not order-sensitive; the check would prove nothing") }
-        h.done("\(n) ranks, \(steps) steps of \(count) floats bit-identical to the ordered sum and average (also scattered), sharded block gathered; reversed rank order would differ in \(orderSensitive)")
+        summary = "\(n) ranks, \(steps) steps of \(count) floats bit-identical to the ordered sum and average (also scattered), sharded block gathered; reversed rank order would differ in \(orderSensitive)"
     }
 }

@@ -214,6 +214,19 @@ final class WorkerMPITests: XCTestCase {
         XCTAssertEqual(try weights(clean), try weights(hurt))
     }
 
+    /// A bad --reduction is an error naming the choices; asking for shared memory with one rank
+    /// is fine (there is nothing to share).
+    func testReductionOptionIsChecked() throws {
+        try synth()
+        let r = try makeRun("bad", steps: 1)
+        let w = bin.appendingPathComponent("leffa-worker").path
+        let (s, e, _) = try run(w, ["--run", r, "--reduction", "nccl"])
+        XCTAssertEqual(s, 1, e)
+        XCTAssertTrue(e.contains("--reduction nccl: expected one of auto, shared, buckets"), e)
+        let (s1, e1, _) = try run(try mpirun(), ["-np", "1", w, "--run", r, "--reduction", "shared"])
+        XCTAssertEqual(s1, 0, e1)
+    }
+
     func testKillingOneRankEndsTheJobWithin30Seconds() throws {
         try synth()
         let r = try makeRun("kill", steps: 10_000)

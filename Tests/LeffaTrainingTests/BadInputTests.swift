@@ -27,6 +27,16 @@ final class BadInputTests: XCTestCase {
         run.url.appendingPathComponent("data/train").appendingPathComponent(folder).appendingPathComponent(name)
     }
 
+    /// LEFFA_REDUCTION: the three names (any case), else an error naming the variable and the choices.
+    func testReductionSetting() throws {
+        XCTAssertEqual(try GradientReduction.fromEnvironment([:]), .auto)
+        XCTAssertEqual(try GradientReduction.fromEnvironment(["LEFFA_REDUCTION": "Buckets"]), .buckets)
+        XCTAssertEqual(try GradientReduction.fromEnvironment(["LEFFA_REDUCTION": "shared"]), .shared)
+        XCTAssertThrowsError(try GradientReduction.fromEnvironment(["LEFFA_REDUCTION": "nccl"])) { e in
+            XCTAssertEqual("\(e)", "LEFFA_REDUCTION=\"nccl\": expected auto, shared or buckets")
+        }
+    }
+
     func testMissingImageFile() throws {
         try check("missing", expect: ["000001_00.png", "person image", "missing", "line 2 of train_pairs.txt"]) { run in
             try FileManager.default.removeItem(at: image(run, "image", "000001_00.png"))
