@@ -174,6 +174,23 @@ final class WorkerMPITests: XCTestCase {
         XCTAssertEqual(try weights(runs[0]), try weights(runs[1]), "two sharded 2-rank runs differ")
     }
 
+    /// Without clipping (whose norm sums shards in another order), the sharded step updates every
+    /// element exactly as the whole step does: 2 ranks through shared memory and through MPI
+    /// buckets (a + b is the same float either way) end bit-identical, EMA weights included.
+    func testShardedStepMatchesBucketsBitForBit() throws {
+        try synth()
+        let extra = ", grad_clip: 1.0e9, optimizer: {weight_decay: 0.01}"
+        let runs = try ["sharded", "buckets"].map { try makeRun($0, steps: 4, extra: extra) }
+        let w = bin.appendingPathComponent("leffa-worker").path
+        for (r, how) in zip(runs, ["shared", "buckets"]) {
+            let (s, e, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", r, "--reduction", how])
+            XCTAssertEqual(s, 0, e)
+        }
+        XCTAssertEqual(try weights(runs[0]), try weights(runs[1]), "sharded and whole optimizer steps differ")
+        let ema = { (r: String) in try Data(contentsOf: URL(fileURLWithPath: r + "/stages/only/final-ema.safetensors")) }
+        XCTAssertEqual(try ema(runs[0]), try ema(runs[1]), "EMA weights differ")
+    }
+
     /// Stop a 2-rank run at step 2 and resume it with 1 rank: the sample order, noise and timesteps
     /// are keyed by step and global position, so it ends bit-identical to 1 rank all the way.
     func testResumingWithADifferentRankCountContinuesTheSameRun() throws {
