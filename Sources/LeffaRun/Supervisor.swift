@@ -77,6 +77,10 @@ public final class Supervisor {
         if options.ranks == 1 && !options.alwaysMPI && options.hostfile == nil { return worker }
         var cmd = [options.mpirun, "-np", String(options.ranks)]
         if options.hostfile == nil && options.ranks > ProcessInfo.processInfo.activeProcessorCount { cmd.append("--oversubscribe") }
+        // On this machine, OpenMPI would bind each rank to a single core when -np ≤ 2, and the
+        // worker could use only that core: let ranks run on every core (unless the user binds).
+        let binds = options.mpirunArgs.contains { a in ["--bind-to", "--map-by", "--cpu-set", "--cpus-per-proc", "--cpus-per-rank", "--rankfile"].contains { a.hasPrefix($0) } }
+        if options.hostfile == nil && !binds { cmd += ["--bind-to", "none"] }
         if let h = options.hostfile { cmd += ["--hostfile", h] }
         return cmd + options.mpirunArgs + worker
     }

@@ -53,6 +53,13 @@ struct LeffaWorker: ParsableCommand {
                 return c
             } : nil
             if context.rank == 0 && context.isDistributed { log("leffa-worker: \(context.size) ranks, \(Parallel.threads) kernel thread(s) each\(fixed ? ", fixed reduction order" : "")") }
+            let env = ProcessInfo.processInfo.environment
+            let share = Parallel.fairShare(environment: env, cores: ProcessInfo.processInfo.activeProcessorCount)
+            if threads == nil, env["LEFFA_THREADS"] == nil, let allowed = Parallel.allowedCPUs(), allowed < share {
+                log("leffa-worker: note: rank 0 may run on only \(allowed) CPU(s), not the \(share) that are its share of this node "
+                    + "(mpirun binds each rank to one core when -np ≤ 2), so it uses \(Parallel.threads) kernel thread(s); "
+                    + "launch with `mpirun --bind-to none` or `--map-by slot:PE=\(share)` to use them all")
+            }
             while true {
                 let trainer = try Trainer(run: dir, collective: make, log: log)
                 trainer.stopRequested = { stopSignal != 0 }

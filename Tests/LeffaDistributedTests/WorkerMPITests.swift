@@ -28,6 +28,7 @@ final class WorkerMPITests: XCTestCase {
         var env = ProcessInfo.processInfo.environment
         env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"; env["LEFFA_THREADS"] = "1"
         env.merge(extra) { $1 }
+        for (k, v) in extra where v.isEmpty { env[k] = nil }   // "" unsets
         p.environment = env
         p.standardError = err
         p.standardOutput = FileHandle.nullDevice
@@ -242,6 +243,23 @@ final class WorkerMPITests: XCTestCase {
         XCTAssertTrue(e.contains("--reduction nccl: expected one of auto, shared, buckets"), e)
         let (s1, e1, _) = try run(try mpirun(), ["-np", "1", w, "--run", r, "--reduction", "shared"])
         XCTAssertEqual(s1, 0, e1)
+    }
+
+    /// mpirun -np 1 binds the rank to one core: the worker uses one thread there and says how to
+    /// get the rest; unbound, it uses the node's cores.
+    func testThreadsFollowMpirunsBinding() throws {
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        guard cores >= 2 else { throw XCTSkip("needs 2 cores to see a binding") }
+        try synth()
+        let r = try makeRun("bound", steps: 1)
+        let w = bin.appendingPathComponent("leffa-worker").path
+        let (s, e, _) = try run(try mpirun(), ["-np", "1", "--bind-to", "core", w, "--run", r], environment: ["LEFFA_THREADS": ""])
+        XCTAssertEqual(s, 0, e)
+        XCTAssertTrue(e.contains("1 ranks, 1 kernel thread(s) each") && e.contains("may run on only 1 CPU(s)"), e)
+        let r2 = try makeRun("unbound", steps: 1)
+        let (s2, e2, _) = try run(try mpirun(), ["-np", "1", "--bind-to", "none", w, "--run", r2], environment: ["LEFFA_THREADS": ""])
+        XCTAssertEqual(s2, 0, e2)
+        XCTAssertTrue(e2.contains("1 ranks, \(cores) kernel thread(s) each") && !e2.contains("may run on only"), e2)
     }
 
     func testKillingOneRankEndsTheJobWithin30Seconds() throws {

@@ -124,7 +124,15 @@ final class SupervisorTests: XCTestCase {
                        ["mpirun", "-np", "64", "--oversubscribe", "--bind-to", "none", "/x/leffa-worker", "--run", "/tmp/r"])
         opts.ranks = 1
         XCTAssertEqual(Supervisor(run: dir, options: opts, log: { _ in }).commandLine(), ["/x/leffa-worker", "--run", "/tmp/r"])
-        opts.ranks = 2; opts.hostfile = "hosts"; opts.mpirunArgs = []
+        // On this machine the ranks are not bound to one core each (unless the user binds them)…
+        opts.ranks = 2; opts.mpirunArgs = []
+        XCTAssertEqual(Supervisor(run: dir, options: opts, log: { _ in }).commandLine(),
+                       ["mpirun", "-np", "2", "--bind-to", "none", "/x/leffa-worker", "--run", "/tmp/r"])
+        opts.mpirunArgs = ["--map-by", "slot:PE=4"]
+        XCTAssertEqual(Supervisor(run: dir, options: opts, log: { _ in }).commandLine(),
+                       ["mpirun", "-np", "2", "--map-by", "slot:PE=4", "/x/leffa-worker", "--run", "/tmp/r"])
+        // …across nodes the launcher's mapping (hostfile slots, Slurm) decides.
+        opts.hostfile = "hosts"; opts.mpirunArgs = []
         XCTAssertEqual(Supervisor(run: dir, options: opts, log: { _ in }).commandLine(),
                        ["mpirun", "-np", "2", "--hostfile", "hosts", "/x/leffa-worker", "--run", "/tmp/r"])
     }

@@ -2,7 +2,8 @@
 //  1. Non-BLAS kernels split work with `Parallel.for`; OpenBLAS itself runs single-threaded and
 //     large GEMMs are split across the same threads by `gemm` (BLAS.swift), so the two never
 //     oversubscribe the cores between them.
-//  2. The thread count comes from `--threads`/`LEFFA_THREADS`, else cores ÷ MPI ranks on this node.
+//  2. The thread count comes from `--threads`/`LEFFA_THREADS`, else cores ÷ MPI ranks on this node,
+//     capped by the CPUs the process is bound to.
 //  3. Results never depend on the thread count: a reduction that crosses chunks uses a fixed chunk
 //     size and combines in chunk order (same seed, same bits, on any machine size).
 import Dispatch
@@ -22,15 +23,40 @@ public enum Parallel {
         }
     }
 
-    /// `LEFFA_THREADS` if set, else cores on this node divided by the local MPI rank count.
+    /// `LEFFA_THREADS` if set, else cores on this node divided by the local MPI rank count, but
+    /// no more than the CPUs this process may run on (mpirun binds each rank to one core when
+    /// -np ≤ 2: more threads than that would share the core and run slower than one).
     public static func defaultThreads() -> Int {
         leffa_blas_set_threads(1)
-        let env = ProcessInfo.processInfo.environment
+        return threadCount(environment: ProcessInfo.processInfo.environment, cores: ProcessInfo.processInfo.activeProcessorCount,
+                           allowed: allowedCPUs())
+    }
+
+    /// The rule behind `defaultThreads`, on given facts.
+    public static func threadCount(environment env: [String: String], cores: Int, allowed: Int?) -> Int {
         if let s = env["LEFFA_THREADS"], let n = Int(s), n >= 1 { return n }
-        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let share = fairShare(environment: env, cores: cores)
+        return max(1, min(share, allowed ?? share))
+    }
+
+    /// Cores on this node divided by the ranks on it.
+    public static func fairShare(environment env: [String: String], cores: Int) -> Int {
         let ranks = ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"]
             .compactMap { env[$0].flatMap(Int.init) }.first ?? 1
         return max(1, cores / max(ranks, 1))
+    }
+
+    /// How many CPUs this process may run on (its affinity mask, e.g. set by mpirun's binding or
+    /// taskset), from /proc/self/status; nil where that is not available.
+    public static func allowedCPUs(status: String? = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) -> Int? {
+        guard let line = status?.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") }) else { return nil }
+        var n = 0
+        for part in line.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces).split(separator: ",") {
+            let ends = part.split(separator: "-").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard let lo = ends.first ?? nil, let hi = ends.last ?? nil, ends.count <= 2, hi >= lo else { return nil }
+            n += hi - lo + 1
+        }
+        return n > 0 ? n : nil
     }
 
     /// Runs `body` over `0..<count` split into at most `threads` contiguous chunks of at least
