@@ -245,6 +245,21 @@ final class WorkerMPITests: XCTestCase {
         XCTAssertEqual(s1, 0, e1)
     }
 
+    /// Without room for the shared-memory window (here: a backing directory that does not exist),
+    /// auto falls back to MPI buckets and says why; asking for shared memory is a clear error.
+    func testNoRoomForSharedMemoryFallsBackToBuckets() throws {
+        try synth()
+        let r = try makeRun("noshm", steps: 2), r2 = try makeRun("noshm2", steps: 2)
+        let w = bin.appendingPathComponent("leffa-worker").path
+        let env = ["OMPI_MCA_osc_sm_backing_directory": "/nonexistent-leffa-shm"]
+        let (s, e, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", r], environment: env)
+        XCTAssertEqual(s, 0, e)
+        XCTAssertTrue(e.contains("overlapped MPI buckets (not shared memory: cannot read the free space of /nonexistent-leffa-shm"), e)
+        let (s2, e2, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", r2, "--reduction", "shared"], environment: env)
+        XCTAssertNotEqual(s2, 0, e2)
+        XCTAssertTrue(e2.contains("reduction=\"shared\": expected ranks that can share memory, but cannot read the free space of /nonexistent-leffa-shm"), e2)
+    }
+
     /// mpirun -np 1 binds the rank to one core: the worker uses one thread there and says how to
     /// get the rest; unbound, it uses the node's cores.
     func testThreadsFollowMpirunsBinding() throws {
