@@ -18,8 +18,9 @@ public protocol Collective: AnyObject {
     /// sharded over ranks (ZeRO stage 1): finishGradients() then leaves the averaged gradient only
     /// there, and gatherShards() brings the rest of the values. nil: every rank updates everything.
     var optimizerShard: Range<Int>? { get }
-    /// Sum over ranks of one double each, added in rank order: the same bits on every rank.
-    func sumInRankOrder(_ value: Double) -> Double
+    /// With a sharded step: the sum of one double per shard (each rank's value for its shard,
+    /// each shard counted once), added in rank order: the same bits on every rank.
+    func sumOverShards(_ value: Double) -> Double
     /// After a sharded optimizer step: the other ranks' slices of the values, and with `moments`
     /// of the Adam moments too (before a checkpoint), into this rank's blocks.
     func gatherShards(moments: Bool)
@@ -45,7 +46,7 @@ public final class SingleProcess: Collective {
     public func finishGradients() -> Double { 0 }
     public func sumGradientsInRankOrder() -> Double { 0 }
     public var optimizerShard: Range<Int>? { nil }
-    public func sumInRankOrder(_ value: Double) -> Double { value }
+    public func sumOverShards(_ value: Double) -> Double { value }
     public func gatherShards(moments: Bool) {}
     public func allReduceSum(_ values: [Double]) -> [Double] { values }
     public func barrier() {}

@@ -67,9 +67,13 @@ public final class MPICollective: Collective {
         var why: String? = nil
         let sharded = optimizer != nil && !fixedOrder
         if asked != .buckets {
-            why = SharedBlocks.unavailableReason(context: context, count: parameters.count, blocks: sharded ? 4 : 1)
+            // Across nodes only when asked for, and not for the fixed order (the hierarchical sum
+            // is not in rank order).
+            why = SharedBlocks.unavailableReason(context: context, count: parameters.count, blocks: sharded ? 4 : 1,
+                                                 acrossNodes: asked == .shared && !fixedOrder)
             if asked == .shared, let why, context.size > 1 {
-                throw DistributedError.setting(name: "reduction", value: "shared", expected: "ranks that can share memory, but \(why); use auto or buckets")
+                throw DistributedError.setting(name: "reduction", value: "shared", expected: "ranks that can share memory, but \(why); use auto or buckets"
+                                               + (fixedOrder ? " (across nodes, the fixed order needs buckets)" : ""))
             }
         }
         if asked != .buckets && why == nil {
@@ -79,7 +83,7 @@ public final class MPICollective: Collective {
                 parameters.moveValues(into: blocks.storage[1])
                 optimizer.moveMoments(into: blocks.storage[2], blocks.storage[3])
             }
-            optimizerShard = sharded ? blocks.slice(context.rank, of: reducedElements) : nil
+            optimizerShard = sharded ? blocks.mySlice(of: reducedElements) : nil
             shared = blocks
             bucketReducer = nil
             reduction = .shared
@@ -115,7 +119,9 @@ public final class MPICollective: Collective {
         switch reduction {
         case .shared:
             let mb = Double(shared!.count * MemoryLayout<Float>.stride) / 1e6
-            return "gradients averaged in shared memory (all \(context.size) ranks on one node; \(shared!.blocks) × \(Int(mb.rounded())) MB per rank)"
+            let b = shared!
+            let layout = b.nodes == 1 ? "all \(context.size) ranks on one node" : "\(b.nodes) nodes of \(b.nodeSize) ranks, then MPI across nodes"
+            return "gradients averaged in shared memory (\(layout); \(b.blocks) × \(Int(mb.rounded())) MB per rank)"
                 + (optimizerShard != nil ? ", optimizer step sharded over the ranks" : "")
         default:
             let n = bucketReducer?.buckets.count ?? 0
@@ -132,16 +138,21 @@ public final class MPICollective: Collective {
         lastWait = shared?.reduce(reducedElements, gather: optimizerShard == nil).waitSeconds ?? bucketReducer!.finish().waitSeconds
         return lastWait
     }
-    public func sumInRankOrder(_ value: Double) -> Double {
-        context.allgather([value]).reduce(0, +)   // left to right from rank 0 on every rank
+    public func sumOverShards(_ value: Double) -> Double {
+        // Across nodes, the ranks holding the same slice on other nodes contribute nothing.
+        let mine = shared?.countsItsSlice == false ? 0 : value
+        return context.allgather([mine]).reduce(0, +)   // left to right from rank 0 on every rank
     }
     public func gatherShards(moments: Bool) {
         guard let shared, optimizerShard != nil else { return }
         for b in moments ? [1, 2, 3] : [1] { shared.gather(block: b, reducedElements) }
     }
-    /// The shared-memory reduction always adds in rank order; the bucketed one needs fixedOrder.
+    /// The shared-memory reduction adds in rank order on one node; the bucketed one needs fixedOrder.
     public func sumGradientsInRankOrder() -> Double {
-        if let shared { return shared.reduce(reducedElements, average: false).waitSeconds }
+        if let shared {
+            precondition(shared.nodes == 1, "the rank-order sum through shared memory needs one node (MPICollective picks buckets for the fixed order across nodes)")
+            return shared.reduce(reducedElements, average: false).waitSeconds
+        }
         precondition(fixedOrder, "sumGradientsInRankOrder needs a collective made with fixedOrder")
         return bucketReducer!.reduceAll(average: false).waitSeconds
     }

@@ -199,7 +199,7 @@ public final class Trainer {
             // summed over the slices, then takes the other slices of the values from their owners.
             let shard = collective.optimizerShard, c = collective
             let gradNorm = optimizer.clipGradNorm(parameters: model.parameters, maxNorm: config.gradClip, only: shard,
-                                                  combine: shard == nil ? { $0 } : { c.sumInRankOrder($0) })
+                                                  combine: shard == nil ? { $0 } : { c.sumOverShards($0) })
             optimizer.update(parameters: model.parameters, lr: lr, only: shard)
             collective.gatherShards(moments: false)
             if let decay = config.emaDecay, let ema { updateEMA(ema, decay: decay) }

@@ -90,7 +90,7 @@ struct DDPBench: ParsableCommand {
             if debug && ctx.rank == 0 { print(String(format: "step %d: waited %.1f ms for gradients", i, wait * 1e3)) }
             // As the trainer: clip (the norm over the shards when sharded), update, gather the values.
             let shard = collective.optimizerShard
-            optimizer.clipGradNorm(parameters: m.parameters, maxNorm: 1, only: shard, combine: shard == nil ? { $0 } : { collective.sumInRankOrder($0) })
+            optimizer.clipGradNorm(parameters: m.parameters, maxNorm: 1, only: shard, combine: shard == nil ? { $0 } : { collective.sumOverShards($0) })
             optimizer.update(parameters: m.parameters, lr: 1e-5, only: shard)
             // The values' exchange after a sharded step counts as waiting too.
             let g0 = Date()

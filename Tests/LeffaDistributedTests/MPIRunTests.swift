@@ -134,6 +134,17 @@ final class MPIRunTests: XCTestCase {
         try expectSuccess(["shared"], np: 3, contains: "shared OK: 3 ranks")
     }
 
+    /// Across nodes (2 nodes of 2 ranks, simulated): each node sums in shared memory, the nodes
+    /// all-reduce their slices: ((g0 + g1) + (g2 + g3)) / 4 bit for bit. Unequal nodes are refused.
+    func testSharedMemoryReductionAcrossNodes() throws {
+        let r = try mpirun(["shared"], np: 4, env: ["LEFFA_RANKS_PER_NODE": "2"])
+        XCTAssertEqual(r.status, 0, r.log)
+        XCTAssertTrue(r.stdout.contains("shared OK: 4 ranks (2 node(s) of 2)"), r.log)
+        let bad = try mpirun(["shared"], np: 3, env: ["LEFFA_RANKS_PER_NODE": "2"])
+        XCTAssertNotEqual(bad.status, 0, bad.log)
+        XCTAssertTrue(bad.stderr.contains("nodes hold different numbers of ranks (1 to 2)"), bad.log)
+    }
+
     func testVerifyNamesTheRanksThatDiffer() throws {
         let r = try mpirun(["verify"], np: 3)
         XCTAssertEqual(r.status, 0, r.log)

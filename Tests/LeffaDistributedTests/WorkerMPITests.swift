@@ -245,6 +245,34 @@ final class WorkerMPITests: XCTestCase {
         XCTAssertEqual(s1, 0, e1)
     }
 
+    /// Across nodes (2 nodes of 2 ranks, simulated): auto picks MPI buckets and says why; asked
+    /// for, shared memory works hierarchically with the sharded step and ends close to 1 rank;
+    /// the fixed order across nodes needs buckets.
+    func testSharedMemoryAcrossNodes() throws {
+        try synth()
+        let extra = ", grad_clip: 0.05"
+        let one = try makeRun("one", steps: 3, batch: 4, extra: extra)
+        let auto = try makeRun("auto", steps: 2, batch: 4), hier = try makeRun("hier", steps: 3, batch: 4, extra: extra)
+        let fixed = try makeRun("fixed", steps: 1, batch: 4)
+        let w = bin.appendingPathComponent("leffa-worker").path, nodes = ["LEFFA_RANKS_PER_NODE": "2"]
+        let np = ["--oversubscribe", "-np", "4", w, "--run"]
+        XCTAssertEqual(try run(w, ["--run", one]).0, 0)
+        let (s, e, _) = try run(try mpirun(), np + [auto], environment: nodes)
+        XCTAssertEqual(s, 0, e)
+        XCTAssertTrue(e.contains("overlapped MPI buckets (not shared memory: the 4 ranks span several nodes"), e)
+        let (s2, e2, _) = try run(try mpirun(), np + [hier, "--reduction", "shared"], environment: nodes)
+        XCTAssertEqual(s2, 0, e2)
+        XCTAssertTrue(e2.contains("shared memory (2 nodes of 2 ranks, then MPI across nodes") && e2.contains("optimizer step sharded"), e2)
+        let a = try weights(one), b = try weights(hier)
+        let n = a.withUnsafeBytes { Int($0.load(as: UInt64.self)) } + 8
+        let fa = a.dropFirst(n).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        let fb = b.dropFirst(n).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        XCTAssertLessThanOrEqual(worstError(fa, fb, Tolerance(rtol: 1e-3, atol: 1e-4, why: "hierarchical sum order, AdamW")).ratio, 1)
+        let (s3, e3, _) = try run(try mpirun(), np + [fixed, "--reduction", "shared", "--fixed-order"], environment: nodes)
+        XCTAssertNotEqual(s3, 0, e3)
+        XCTAssertTrue(e3.contains("across nodes, the fixed order needs buckets"), e3)
+    }
+
     /// Without room for the shared-memory window (here: a backing directory that does not exist),
     /// auto falls back to MPI buckets and says why; asking for shared memory is a clear error.
     func testNoRoomForSharedMemoryFallsBackToBuckets() throws {
