@@ -45,6 +45,34 @@ final class ActivationTests: XCTestCase {
         XCTAssertEqual(gelu(ext).scalars, [-0, 100, -0, 20])
     }
 
+    /// GELU's Φ and φ: relative error under 2e-6 for |x| ≤ 5, and in the lower tail (where
+    /// 1 + erf(x) would cancel to 0) under 3e-5 down to −13, where x²/2 rounded to float sets the
+    /// limit; lanes and tails alike, exact limits.
+    func testNormalCDFAndDensity() {
+        for (lo, hi, bound) in [(-5.0, 5.0, 2e-6), (-13.0, 9.0, 3e-5)] {
+            var worstCDF = 0.0, worstPDF = 0.0, at = 0.0
+            var x = lo
+            while x <= hi {
+                let v = FastMath.normal(FastMath.Vector(repeating: Float(x)))
+                let xf = Double(Float(x))
+                let cdf = 0.5 * Foundation.erfc(-xf / 2.0.squareRoot()), pdf = Foundation.exp(-xf * xf / 2) / (2 * Double.pi).squareRoot()
+                let e = abs(Double(v.cdf[3]) / cdf - 1)
+                if e > worstCDF { worstCDF = e; at = xf }
+                worstPDF = max(worstPDF, abs(Double(v.pdf[5]) / pdf - 1))
+                x += 0.00731
+            }
+            XCTAssertLessThan(worstCDF, bound, "Φ on [\(lo), \(hi)] worst at x = \(at)")
+            XCTAssertLessThan(worstPDF, bound, "φ on [\(lo), \(hi)]")
+        }
+        let limits = FastMath.normal(FastMath.Vector([-100, 100, 0, -0.0, 40, -40, .infinity, -.infinity]))
+        XCTAssertEqual(limits.cdf, FastMath.Vector([0, 1, 0.5, 0.5, 1, 0, 1, 0]))
+        // A buffer whose length is not a multiple of the lane count: the tail gets the same bits.
+        let xs = (0..<13).map { Float($0) * 0.37 - 2 }
+        var out = [Float](repeating: 0, count: 13)
+        xs.withUnsafeBufferPointer { p in out.withUnsafeMutableBufferPointer { FastMath.map(p.baseAddress!, $0.baseAddress!, count: 13) { FastMath.normal($0).cdf } } }
+        for (i, v) in xs.enumerated() { XCTAssertEqual(out[i], FastMath.normal(FastMath.Vector(repeating: v)).cdf[0], "element \(i)") }
+    }
+
     func testActivationGradients() {
         let x = Tensor.randn([3, 7], seed: 2, scale: 2)
         let r1 = checkGradients([x]) { silu($0[0]) }

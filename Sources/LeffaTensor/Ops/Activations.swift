@@ -1,13 +1,9 @@
 // Activations: SiLU (resnets, time embedding), exact GELU and GEGLU (the transformer feed-forward),
 // softmax along any dimension. Forward and backward side by side; formulas are PyTorch's own
 // (same operation order), so values match the published model to float rounding.
-// exp and erf come from Foundation for now. Not here: approximate (tanh) GELU, log-softmax,
+// SiLU's exp comes from Foundation; GELU's Φ from FastMath.normal. Not here: approximate (tanh) GELU, log-softmax,
 // the fused attention softmax (that lives with attention).
 import Foundation
-
-/// √½ and 1/√(2π) in float, as PyTorch's GELU kernels use them.
-private let geluAlpha = Float(0.70710678118654752440)
-private let geluBeta = Float(0.39894228040143267794)
 
 /// Grain for element-wise loops that call exp or erf (~10 ns each).
 private let transcendentalGrain = 1 << 12
@@ -37,27 +33,21 @@ public func silu(_ x: Tensor) -> Tensor {
 
 // MARK: - GELU (exact)
 
-/// x·Φ(x) = x·½·(1 + erf(x/√2)): PyTorch's default GELU, not the tanh approximation.
-@inline(__always)
-private func geluValue(_ v: Float) -> Float { v * 0.5 * (1 + erf(v * geluAlpha)) }
-
-/// (GELU(x), dGELU/dx = Φ(x) + x·φ(x)) with one erf and one exp.
-@inline(__always)
-private func geluWithDerivative(_ v: Float) -> (Float, Float) {
-    let cdf = 0.5 * (1 + erf(v * geluAlpha))
-    let pdf = exp(-0.5 * v * v) * geluBeta
-    return (v * cdf, cdf + v * pdf)
-}
-
+/// x·Φ(x) = x·½·(1 + erf(x/√2)): PyTorch's default GELU, not the tanh approximation. Φ comes from
+/// FastMath.normal (vectorised, more accurate than 1 + erf for negative x).
 public func gelu(_ x: Tensor) -> Tensor {
     let out = Tensor(zeros: x.shape)
     let p = x.data, q = out.data
-    Parallel.for(x.count, grain: transcendentalGrain) { r in for i in r { q[i] = geluValue(p[i]) } }
+    Parallel.for(x.count, grain: transcendentalGrain) { r in
+        FastMath.map(p + r.lowerBound, q + r.lowerBound, count: r.count) { v in v * FastMath.normal(v).cdf }
+    }
     let xv = x.detached()
     return out.recording("gelu", [x]) { g in
+        // dGELU/dx = Φ(x) + x·φ(x).
         let gx = Tensor(zeros: xv.shape), p = xv.data, pg = g.data, q = gx.data
         Parallel.for(xv.count, grain: transcendentalGrain) { r in
-            for i in r { q[i] = pg[i] * geluWithDerivative(p[i]).1 }
+            FastMath.map(p + r.lowerBound, q + r.lowerBound, count: r.count) { v in let n = FastMath.normal(v); return n.cdf + v * n.pdf }
+            for i in r { q[i] *= pg[i] }
         }
         return [gx]
     }
@@ -75,21 +65,24 @@ public func geglu(_ x: Tensor) -> Tensor {
     Parallel.for(rows, grain: max(1, transcendentalGrain / max(D, 1))) { r in
         for row in r {
             let v = p + row * 2 * D, gate = v + D, o = q + row * D
-            for j in 0..<D { o[j] = v[j] * geluValue(gate[j]) }
+            FastMath.map(gate, o, count: D) { g in g * FastMath.normal(g).cdf }
+            for j in 0..<D { o[j] = v[j] * o[j] }
         }
     }
     let xv = x.detached()
     return out.recording("geglu", [x]) { g in
-        // d value = g·GELU(gate); d gate = g·value·GELU'(gate).
+        // d value = g·GELU(gate); d gate = g·value·GELU'(gate), GELU' = Φ + gate·φ.
         let gx = Tensor(zeros: xv.shape), p = xv.data, pg = g.data, q = gx.data
         Parallel.for(rows, grain: max(1, transcendentalGrain / max(D, 1))) { r in
             for row in r {
                 let v = p + row * 2 * D, gate = v + D, gr = pg + row * D
                 let dv = q + row * 2 * D, dgate = dv + D
+                // Φ(gate) into dv and the slope into dgate, then the products in place.
+                FastMath.map(gate, dv, count: D) { x in FastMath.normal(x).cdf }
+                FastMath.map(gate, dgate, count: D) { x in let n = FastMath.normal(x); return n.cdf + x * n.pdf }
                 for j in 0..<D {
-                    let (value, slope) = geluWithDerivative(gate[j])
-                    dv[j] = gr[j] * value
-                    dgate[j] = gr[j] * v[j] * slope
+                    dv[j] = gr[j] * (gate[j] * dv[j])
+                    dgate[j] = gr[j] * v[j] * dgate[j]
                 }
             }
         }
