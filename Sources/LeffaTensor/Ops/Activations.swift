@@ -77,12 +77,21 @@ public func geglu(_ x: Tensor) -> Tensor {
             for row in r {
                 let v = p + row * 2 * D, gate = v + D, gr = pg + row * D
                 let dv = q + row * 2 * D, dgate = dv + D
-                // Φ(gate) into dv and the slope into dgate, then the products in place.
-                FastMath.map(gate, dv, count: D) { x in FastMath.normal(x).cdf }
-                FastMath.map(gate, dgate, count: D) { x in let n = FastMath.normal(x); return n.cdf + x * n.pdf }
-                for j in 0..<D {
-                    dv[j] = gr[j] * (gate[j] * dv[j])
-                    dgate[j] = gr[j] * v[j] * dgate[j]
+                // One Φ, φ per gate element serves both (the tail through zero-padded lanes).
+                @inline(__always) func lanes(_ gt: FastMath.Vector, _ go: FastMath.Vector, _ val: FastMath.Vector) -> (FastMath.Vector, FastMath.Vector) {
+                    let phi = FastMath.normal(gt)
+                    return (go * (gt * phi.cdf), go * val * (phi.cdf + gt * phi.pdf))
+                }
+                var j = 0
+                while j + FastMath.width <= D {
+                    let (a, b) = lanes(FastMath.load(gate + j), FastMath.load(gr + j), FastMath.load(v + j))
+                    FastMath.store(a, dv + j); FastMath.store(b, dgate + j)
+                    j += FastMath.width
+                }
+                if j < D {
+                    let n = D - j
+                    let (a, b) = lanes(FastMath.loadPartial(gate + j, n, fill: 0), FastMath.loadPartial(gr + j, n, fill: 0), FastMath.loadPartial(v + j, n, fill: 0))
+                    FastMath.storePartial(a, dv + j, n); FastMath.storePartial(b, dgate + j, n)
                 }
             }
         }
