@@ -1,11 +1,11 @@
 // Activations: SiLU (resnets, time embedding), exact GELU and GEGLU (the transformer feed-forward),
 // softmax along any dimension. Forward and backward side by side; formulas are PyTorch's own
 // (same operation order), so values match the published model to float rounding.
-// SiLU's exp comes from Foundation; GELU's Φ from FastMath.normal. Not here: approximate (tanh) GELU, log-softmax,
+// Exponentials come from FastMath (vectorised), GELU's Φ from FastMath.normal. Not here: approximate (tanh) GELU, log-softmax,
 // the fused attention softmax (that lives with attention).
 import Foundation
 
-/// Grain for element-wise loops that call exp or erf (~10 ns each).
+/// Grain for element-wise loops that take exponentials.
 private let transcendentalGrain = 1 << 12
 
 // MARK: - SiLU
@@ -15,17 +15,18 @@ public func silu(_ x: Tensor) -> Tensor {
     let out = Tensor(zeros: x.shape)
     let p = x.data, q = out.data
     Parallel.for(x.count, grain: transcendentalGrain) { r in
-        for i in r { let v = p[i]; q[i] = v / (1 + exp(-v)) }
+        FastMath.map(p + r.lowerBound, q + r.lowerBound, count: r.count) { v in v / (1 + FastMath.exp(0 - v)) }
     }
     let xv = x.detached()
     return out.recording("silu", [x]) { g in
         // d/dx = σ(x)·(1 + x·(1 − σ(x))).
         let gx = Tensor(zeros: xv.shape), p = xv.data, pg = g.data, q = gx.data
         Parallel.for(xv.count, grain: transcendentalGrain) { r in
-            for i in r {
-                let v = p[i], s = 1 / (1 + exp(-v))
-                q[i] = pg[i] * (s * (1 + v * (1 - s)))
+            FastMath.map(p + r.lowerBound, q + r.lowerBound, count: r.count) { v in
+                let s = 1 / (1 + FastMath.exp(0 - v))
+                return s * (1 + v * (1 - s))
             }
+            for i in r { q[i] = pg[i] * q[i] }
         }
         return [gx]
     }
