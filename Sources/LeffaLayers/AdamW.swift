@@ -52,20 +52,52 @@ public final class AdamW {
     }
 
     /// One update with learning rate `lr`: p ← p − lr·(m̂/(√v̂+ε) + wd·p). With `shard`, only the
-    /// elements in it (a sharded step: the other ranks update the rest).
-    public func update(parameters: ParameterSet, lr: Float, only shard: Range<Int>? = nil) {
+    /// elements in it (a sharded step: the other ranks update the rest). In the same pass over the
+    /// block (it is memory-bound: one pass instead of three), the gradients are read times
+    /// `gradientScale` (clipping, see `clipScale`) and `ema` ← emaDecay·ema + (1 − emaDecay)·p.
+    public func update(parameters: ParameterSet, lr: Float, only shard: Range<Int>? = nil, gradientScale: Float = 1,
+                       ema: Tensor? = nil, emaDecay: Float = 0) {
         guard let values = parameters.values, let grads = parameters.grads else { return }
         step += 1
         let c = config, t = Float(step)
         let bc1 = 1 - powf(c.beta1, t), bc2 = 1 - powf(c.beta2, t)
-        let p = values.data, g = grads.data, mm = m.data, vv = v.data
+        let p = values.data, g = grads.data, mm = m.data, vv = v.data, e = ema?.data
         let decay = 1 - lr * c.weightDecay, stepSize = lr / bc1, rbc2 = 1 / bc2.squareRoot()
+        let k = AdamWKernel(b1: c.beta1, b2: c.beta2, eps: c.eps, decay: decay, stepSize: stepSize, rbc2: rbc2,
+                            gradientScale: gradientScale, emaDecay: emaDecay)
         for r in ranges(in: shard) {
             Parallel.for(r.count, grain: 1 << 14) { sub in
                 let lo = r.lowerBound + sub.lowerBound, n = sub.count
-                adamWKernel(p + lo, g + lo, mm + lo, vv + lo, n, c.beta1, c.beta2, c.eps, decay, stepSize, rbc2)
+                if let e { k.run(p + lo, g + lo, mm + lo, vv + lo, n, ema: e + lo) } else { k.run(p + lo, g + lo, mm + lo, vv + lo, n, ema: nil) }
             }
         }
+        // Parameters that do not train still move the average towards their (fixed) values.
+        if let e {
+            let trained = ranges(in: shard)
+            var at = shard?.lowerBound ?? 0
+            let end = shard?.upperBound ?? values.count
+            for r in trained + [end..<end] {
+                let gap = at..<max(at, r.lowerBound)
+                if !gap.isEmpty { emaOnly(e, p, gap, emaDecay) }
+                at = max(at, r.upperBound)
+            }
+        }
+    }
+
+    /// e ← d·e + (1 − d)·p over `range`: the EMA of elements the optimizer does not update.
+    func emaOnly(_ e: UnsafeMutablePointer<Float>, _ p: UnsafePointer<Float>, _ range: Range<Int>, _ d: Float) {
+        Parallel.for(range.count, grain: 1 << 15) { sub in
+            for i in sub { let j = range.lowerBound + i; e[j] = d * e[j] + (1 - d) * p[j] }
+        }
+    }
+
+    /// The global gradient norm (as `gradNorm`) and the factor that clips it to `maxNorm` (1 when
+    /// it is within, or not finite): `clipGradNorm` without writing the gradients, for `update`'s
+    /// `gradientScale`.
+    public func clipScale(parameters: ParameterSet, maxNorm: Float, only shard: Range<Int>? = nil,
+                          combine: (Double) -> Double = { $0 }) -> (norm: Float, scale: Float) {
+        let norm = gradNorm(parameters: parameters, only: shard, combine: combine)
+        return (norm, norm > maxNorm && norm.isFinite ? maxNorm / (norm + 1e-6) : 1)
     }
 
     /// The global L2 norm of the gradients in the trained ranges, summed in fixed chunks (the same
@@ -82,38 +114,50 @@ public final class AdamW {
     /// `maxNorm`; returns the norm before.
     @discardableResult
     public func clipGradNorm(parameters: ParameterSet, maxNorm: Float, only shard: Range<Int>? = nil, combine: (Double) -> Double = { $0 }) -> Float {
-        let norm = gradNorm(parameters: parameters, only: shard, combine: combine)
-        guard let grads = parameters.grads, norm > maxNorm, norm.isFinite else { return norm }
-        let s = maxNorm / (norm + 1e-6), g = grads.data
+        let (norm, s) = clipScale(parameters: parameters, maxNorm: maxNorm, only: shard, combine: combine)
+        guard let grads = parameters.grads, s != 1 else { return norm }
+        let g = grads.data
         for r in ranges(in: shard) { Parallel.for(r.count, grain: 1 << 14) { sub in for i in sub { g[r.lowerBound + i] *= s } } }
         return norm
     }
 }
 
 /// The AdamW element update, eight lanes at a time (the scalar loop does not vectorise: it divides
-/// and takes square roots, which the compiler will not reorder).
-@inline(__always)
-func adamWKernel(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ m: UnsafeMutablePointer<Float>,
-                 _ v: UnsafeMutablePointer<Float>, _ n: Int, _ b1: Float, _ b2: Float, _ eps: Float,
-                 _ decay: Float, _ stepSize: Float, _ rbc2: Float) {
-    typealias V = SIMD8<Float>
-    var i = 0
-    while i + 8 <= n {
-        let gi = UnsafeRawPointer(g + i).loadUnaligned(as: V.self)
-        let mi = b1 * UnsafeRawPointer(m + i).loadUnaligned(as: V.self) + (1 - b1) * gi
-        let vi = b2 * UnsafeRawPointer(v + i).loadUnaligned(as: V.self) + (1 - b2) * gi * gi
-        let pi = UnsafeRawPointer(p + i).loadUnaligned(as: V.self)
-        UnsafeMutableRawPointer(m + i).storeBytes(of: mi, as: V.self)
-        UnsafeMutableRawPointer(v + i).storeBytes(of: vi, as: V.self)
-        UnsafeMutableRawPointer(p + i).storeBytes(of: pi * decay - stepSize * mi / (vi.squareRoot() * rbc2 + eps), as: V.self)
-        i += 8
-    }
-    while i < n {
-        let gi = g[i]
-        let mi = b1 * m[i] + (1 - b1) * gi, vi = b2 * v[i] + (1 - b2) * gi * gi
-        m[i] = mi; v[i] = vi
-        p[i] = p[i] * decay - stepSize * mi / (vi.squareRoot() * rbc2 + eps)
-        i += 1
+/// and takes square roots, which the compiler will not reorder). The gradient is read times
+/// `gradientScale` (the same float as scaling it in memory first), and the EMA of the new value is
+/// taken in the same pass when asked.
+struct AdamWKernel {
+    let b1: Float, b2: Float, eps: Float, decay: Float, stepSize: Float, rbc2: Float, gradientScale: Float, emaDecay: Float
+
+    @inline(__always)
+    func run(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ m: UnsafeMutablePointer<Float>,
+             _ v: UnsafeMutablePointer<Float>, _ n: Int, ema e: UnsafeMutablePointer<Float>?) {
+        typealias V = SIMD8<Float>
+        let gs = gradientScale, d = emaDecay
+        var i = 0
+        while i + 8 <= n {
+            let gi = UnsafeRawPointer(g + i).loadUnaligned(as: V.self) * gs
+            let mi = b1 * UnsafeRawPointer(m + i).loadUnaligned(as: V.self) + (1 - b1) * gi
+            let vi = b2 * UnsafeRawPointer(v + i).loadUnaligned(as: V.self) + (1 - b2) * gi * gi
+            let pi = UnsafeRawPointer(p + i).loadUnaligned(as: V.self)
+            UnsafeMutableRawPointer(m + i).storeBytes(of: mi, as: V.self)
+            UnsafeMutableRawPointer(v + i).storeBytes(of: vi, as: V.self)
+            let pn = pi * decay - stepSize * mi / (vi.squareRoot() * rbc2 + eps)
+            UnsafeMutableRawPointer(p + i).storeBytes(of: pn, as: V.self)
+            if let e {
+                let ei = UnsafeRawPointer(e + i).loadUnaligned(as: V.self)
+                UnsafeMutableRawPointer(e + i).storeBytes(of: d * ei + (1 - d) * pn, as: V.self)
+            }
+            i += 8
+        }
+        while i < n {
+            let gi = g[i] * gs
+            let mi = b1 * m[i] + (1 - b1) * gi, vi = b2 * v[i] + (1 - b2) * gi * gi
+            m[i] = mi; v[i] = vi
+            p[i] = p[i] * decay - stepSize * mi / (vi.squareRoot() * rbc2 + eps)
+            if let e { e[i] = d * e[i] + (1 - d) * p[i] }
+            i += 1
+        }
     }
 }
 

@@ -197,12 +197,15 @@ public final class Trainer {
             let lr = learningRate(step: step)
             // A sharded step (shared memory): each rank clips and updates its slice, with the norm
             // summed over the slices, then takes the other slices of the values from their owners.
+            // Clipping and (unsharded) the EMA happen inside the optimizer's single pass.
             let shard = collective.optimizerShard, c = collective
-            let gradNorm = optimizer.clipGradNorm(parameters: model.parameters, maxNorm: config.gradClip, only: shard,
-                                                  combine: shard == nil ? { $0 } : { c.sumOverShards($0) })
-            optimizer.update(parameters: model.parameters, lr: lr, only: shard)
+            let (gradNorm, scale) = optimizer.clipScale(parameters: model.parameters, maxNorm: config.gradClip, only: shard,
+                                                        combine: shard == nil ? { $0 } : { c.sumOverShards($0) })
+            let decay = config.emaDecay
+            optimizer.update(parameters: model.parameters, lr: lr, only: shard, gradientScale: scale,
+                             ema: shard == nil ? ema : nil, emaDecay: decay ?? 0)
             collective.gatherShards(moments: false)
-            if let decay = config.emaDecay, let ema { updateEMA(ema, decay: decay) }
+            if shard != nil, let decay, let ema { updateEMA(ema, decay: decay) }
             step += 1
 
             if isRoot {

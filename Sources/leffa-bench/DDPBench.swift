@@ -90,8 +90,8 @@ struct DDPBench: ParsableCommand {
             if debug && ctx.rank == 0 { print(String(format: "step %d: waited %.1f ms for gradients", i, wait * 1e3)) }
             // As the trainer: clip (the norm over the shards when sharded), update, gather the values.
             let shard = collective.optimizerShard
-            optimizer.clipGradNorm(parameters: m.parameters, maxNorm: 1, only: shard, combine: shard == nil ? { $0 } : { collective.sumOverShards($0) })
-            optimizer.update(parameters: m.parameters, lr: 1e-5, only: shard)
+            let (_, scale) = optimizer.clipScale(parameters: m.parameters, maxNorm: 1, only: shard, combine: shard == nil ? { $0 } : { collective.sumOverShards($0) })
+            optimizer.update(parameters: m.parameters, lr: 1e-5, only: shard, gradientScale: scale)
             // The values' exchange after a sharded step counts as waiting too.
             let g0 = Date()
             collective.gatherShards(moments: false)

@@ -49,4 +49,37 @@ final class AdamWTests: XCTestCase {
         XCTAssertEqual(Double(before), want, accuracy: 1e-5)
         XCTAssertEqual(Double(opt.gradNorm(parameters: set)), 1, accuracy: 1e-4)
     }
+
+    /// One pass (gradients read × the clip factor, EMA of the new values, frozen elements' EMA
+    /// too) gives the same bits as clipping in memory, updating, then averaging every element.
+    func testFusedClipAndEMAMatchSeparatePasses() {
+        func run(fused: Bool) -> (values: [Float], ema: [Float]) {
+            let set = ParameterSet(), s = Scope(set, seed: 9)
+            let f0 = s.param("head", [5], .uniform(1)), a = s.param("a", [301], .uniform(1)), f = s.param("frozen", [17], .uniform(1))
+            let b = s.param("b", [45], .uniform(1)), f2 = s.param("tail", [9], .uniform(1))
+            set.enableGradients()
+            let opt = AdamW(parameters: set, training: [a, b])   // two trained ranges, frozen ones around and between
+            // An average away from the values, so the frozen elements' average moves too.
+            let ema = Tensor.randn([set.count], seed: 77), d: Float = 0.9
+            for step in 1...3 {
+                let g = Tensor.randn([set.count], seed: UInt64(10 + step), scale: 3)
+                set.grads!.data.update(from: g.data, count: set.count)
+                if fused {
+                    let (_, scale) = opt.clipScale(parameters: set, maxNorm: 0.5)
+                    XCTAssertLessThan(scale, 1, "the test must clip")
+                    opt.update(parameters: set, lr: 1e-2, gradientScale: scale, ema: ema, emaDecay: d)
+                } else {
+                    opt.clipGradNorm(parameters: set, maxNorm: 0.5)
+                    opt.update(parameters: set, lr: 1e-2)
+                    let p = set.values!.data, e = ema.data
+                    for i in 0..<ema.count { e[i] = d * e[i] + (1 - d) * p[i] }
+                }
+            }
+            _ = (f0, f, f2)
+            return (set.values!.scalars, ema.scalars)
+        }
+        let one = run(fused: true), two = run(fused: false)
+        XCTAssertEqual(one.values.map(\.bitPattern), two.values.map(\.bitPattern))
+        XCTAssertEqual(one.ema.map(\.bitPattern), two.ema.map(\.bitPattern))
+    }
 }
