@@ -63,6 +63,8 @@ final class MPIRunTests: XCTestCase {
         env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
         env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
         env["LEFFA_THREADS"] = "1"
+        // Shared-memory windows backed by the temporary folder (not a possibly tiny /dev/shm).
+        env["OMPI_MCA_osc_sm_backing_directory"] = FileManager.default.temporaryDirectory.path
         for (k, v) in extra { env[k] = v }
         p.environment = env
         p.standardOutput = out

@@ -4,6 +4,7 @@
 import XCTest
 import Foundation
 import TestSupport
+import LeffaTensor
 
 final class WorkerMPITests: XCTestCase {
     let bin = Fixtures.packageRoot.appendingPathComponent(".build/release")
@@ -27,6 +28,9 @@ final class WorkerMPITests: XCTestCase {
         p.arguments = args
         var env = ProcessInfo.processInfo.environment
         env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"; env["LEFFA_THREADS"] = "1"
+        // Shared-memory windows backed by the temporary folder: containers often give /dev/shm
+        // only 64 MB, and the tests that expect shared memory must not depend on it.
+        env["OMPI_MCA_osc_sm_backing_directory"] = FileManager.default.temporaryDirectory.path
         env.merge(extra) { $1 }
         for (k, v) in extra where v.isEmpty { env[k] = nil }   // "" unsets
         p.environment = env
@@ -293,6 +297,15 @@ final class WorkerMPITests: XCTestCase {
     func testThreadsFollowMpirunsBinding() throws {
         let cores = ProcessInfo.processInfo.activeProcessorCount
         guard cores >= 2 else { throw XCTSkip("needs 2 cores to see a binding") }
+        // Where the launcher cannot bind (no hwloc support in a container), there is nothing to see.
+        let probe = Process(), out = Pipe()
+        probe.executableURL = URL(fileURLWithPath: try mpirun())
+        probe.arguments = ["-np", "1", "--bind-to", "core", "grep", "Cpus_allowed_list", "/proc/self/status"]
+        probe.environment = ProcessInfo.processInfo.environment.merging(["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"]) { $1 }
+        probe.standardOutput = out; probe.standardError = FileHandle.nullDevice
+        try probe.run(); probe.waitUntilExit()
+        let status = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        guard Parallel.allowedCPUs(status: status) == 1 else { throw XCTSkip("mpirun --bind-to core does not bind here: \(status)") }
         try synth()
         let r = try makeRun("bound", steps: 1)
         let w = bin.appendingPathComponent("leffa-worker").path
