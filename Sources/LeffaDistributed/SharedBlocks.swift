@@ -69,12 +69,16 @@ public final class SharedBlocks {
 
     public static let ranksPerNodeKey = "LEFFA_RANKS_PER_NODE"
 
-    /// Ranks per node as this job sees them: LEFFA_RANKS_PER_NODE when set (a test setting),
-    /// else the ranks sharing this rank's memory.
+    /// LEFFA_RANKS_PER_NODE, when it holds a positive number: the test setting that treats every
+    /// K consecutive ranks as one node. The one reading of it, for the check and the split alike.
+    static var simulatedNodeSize: Int? {
+        ProcessInfo.processInfo.environment[ranksPerNodeKey].flatMap { Int($0) }.flatMap { $0 >= 1 ? $0 : nil }
+    }
+
+    /// Ranks per node as this job sees them: the simulated node size when set, else the ranks
+    /// sharing this rank's memory.
     static func ranksPerNode(_ context: MPIContext) -> Int {
-        if let s = ProcessInfo.processInfo.environment[ranksPerNodeKey], let k = Int(s), k >= 1 {
-            return min(k, context.size - context.rank / k * k)   // the last group may be smaller
-        }
+        if let k = simulatedNodeSize { return min(k, context.size - context.rank / k * k) }   // the last group may be smaller
         return context.localSize
     }
 
@@ -122,8 +126,7 @@ public final class SharedBlocks {
         self.count = count
         self.blocks = blocks
         var node: MPI_Comm? = nil
-        if ProcessInfo.processInfo.environment[Self.ranksPerNodeKey] != nil {
-            let k = max(1, Int(ProcessInfo.processInfo.environment[Self.ranksPerNodeKey]!) ?? 1)
+        if let k = Self.simulatedNodeSize {
             context.call("MPI_Comm_split(\(Self.ranksPerNodeKey)=\(k))") { MPI_Comm_split(context.world, Int32(context.rank / k), Int32(context.rank), &node) }
         } else {
             context.call("MPI_Comm_split_type(shared blocks)") {
