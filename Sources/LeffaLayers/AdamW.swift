@@ -65,29 +65,30 @@ public final class AdamW {
         let decay = 1 - lr * c.weightDecay, stepSize = lr / bc1, rbc2 = 1 / bc2.squareRoot()
         let k = AdamWKernel(b1: c.beta1, b2: c.beta2, eps: c.eps, decay: decay, stepSize: stepSize, rbc2: rbc2,
                             gradientScale: gradientScale, emaDecay: emaDecay)
-        for r in ranges(in: shard) {
+        let trained = ranges(in: shard)
+        for r in trained {
             Parallel.for(r.count, grain: 1 << 14) { sub in
-                let lo = r.lowerBound + sub.lowerBound, n = sub.count
-                if let e { k.run(p + lo, g + lo, mm + lo, vv + lo, n, ema: e + lo) } else { k.run(p + lo, g + lo, mm + lo, vv + lo, n, ema: nil) }
+                let lo = r.lowerBound + sub.lowerBound
+                k.run(p + lo, g + lo, mm + lo, vv + lo, sub.count, ema: e.map { $0 + lo })
             }
         }
         // Parameters that do not train still move the average towards their (fixed) values.
-        if let e {
-            let trained = ranges(in: shard)
+        if let ema {
             var at = shard?.lowerBound ?? 0
             let end = shard?.upperBound ?? values.count
             for r in trained + [end..<end] {
-                let gap = at..<max(at, r.lowerBound)
-                if !gap.isEmpty { emaOnly(e, p, gap, emaDecay) }
-                at = max(at, r.upperBound)
+                if at < r.lowerBound { Self.average(ema, toward: values, decay: emaDecay, in: at..<r.lowerBound) }
+                at = r.upperBound
             }
         }
     }
 
-    /// e ← d·e + (1 − d)·p over `range`: the EMA of elements the optimizer does not update.
-    func emaOnly(_ e: UnsafeMutablePointer<Float>, _ p: UnsafePointer<Float>, _ range: Range<Int>, _ d: Float) {
-        Parallel.for(range.count, grain: 1 << 15) { sub in
-            for i in sub { let j = range.lowerBound + i; e[j] = d * e[j] + (1 - d) * p[j] }
+    /// ema ← decay·ema + (1 − decay)·values over `range` (all when nil): the exponential moving
+    /// average of the weights, for the elements `update` does not take it for.
+    public static func average(_ ema: Tensor, toward values: Tensor, decay d: Float, in range: Range<Int>? = nil) {
+        let r = range ?? 0..<ema.count, e = ema.data, p = values.data
+        Parallel.for(r.count, grain: 1 << 15) { sub in
+            for i in sub { let j = r.lowerBound + i; e[j] = d * e[j] + (1 - d) * p[j] }
         }
     }
 
@@ -110,14 +111,13 @@ public final class AdamW {
         return Float(combine(total).squareRoot())
     }
 
-    /// Scales the trained gradients (those in `shard`, when given) so their global norm is at most
-    /// `maxNorm`; returns the norm before.
+    /// Scales the trained gradients so their global norm is at most `maxNorm`; returns the norm before.
     @discardableResult
-    public func clipGradNorm(parameters: ParameterSet, maxNorm: Float, only shard: Range<Int>? = nil, combine: (Double) -> Double = { $0 }) -> Float {
-        let (norm, s) = clipScale(parameters: parameters, maxNorm: maxNorm, only: shard, combine: combine)
+    public func clipGradNorm(parameters: ParameterSet, maxNorm: Float) -> Float {
+        let (norm, s) = clipScale(parameters: parameters, maxNorm: maxNorm)
         guard let grads = parameters.grads, s != 1 else { return norm }
         let g = grads.data
-        for r in ranges(in: shard) { Parallel.for(r.count, grain: 1 << 14) { sub in for i in sub { g[r.lowerBound + i] *= s } } }
+        for r in ranges { Parallel.for(r.count, grain: 1 << 14) { sub in for i in sub { g[r.lowerBound + i] *= s } } }
         return norm
     }
 }

@@ -118,8 +118,7 @@ public final class MPICollective: Collective {
         if context.size == 1 { return "one rank: no gradients to average" }
         switch reduction {
         case .shared:
-            let mb = Double(shared!.count * MemoryLayout<Float>.stride) / 1e6
-            let b = shared!
+            let b = shared!, mb = Double(b.count * MemoryLayout<Float>.stride) / 1e6
             let layout = b.nodes == 1 ? "all \(context.size) ranks on one node" : "\(b.nodes) nodes of \(b.nodeSize) ranks, then MPI across nodes"
             return "gradients averaged in shared memory (\(layout); \(b.blocks) × \(Int(mb.rounded())) MB per rank)"
                 + (optimizerShard != nil ? ", optimizer step sharded over the ranks" : "")

@@ -195,17 +195,8 @@ public final class Trainer {
                 throw RunError(why)
             }
             let lr = learningRate(step: step)
-            // A sharded step (shared memory): each rank clips and updates its slice, with the norm
-            // summed over the slices, then takes the other slices of the values from their owners.
-            // Clipping and (unsharded) the EMA happen inside the optimizer's single pass.
-            let shard = collective.optimizerShard, c = collective
-            let (gradNorm, scale) = optimizer.clipScale(parameters: model.parameters, maxNorm: config.gradClip, only: shard,
-                                                        combine: shard == nil ? { $0 } : { c.sumOverShards($0) })
-            let decay = config.emaDecay
-            optimizer.update(parameters: model.parameters, lr: lr, only: shard, gradientScale: scale,
-                             ema: shard == nil ? ema : nil, emaDecay: decay ?? 0)
-            collective.gatherShards(moments: false)
-            if shard != nil, let decay, let ema { updateEMA(ema, decay: decay) }
+            let gradNorm = collective.optimizerStep(optimizer, model.parameters, lr: lr, maxNorm: config.gradClip,
+                                                    ema: ema, emaDecay: config.emaDecay).gradNorm
             step += 1
 
             if isRoot {
@@ -296,11 +287,6 @@ public final class Trainer {
         let span = max(1, st.steps - st.warmupSteps)
         let p = Float(s - st.warmupSteps) / Float(span)
         return st.lr * 0.5 * (1 + cosf(Float.pi * min(max(p, 0), 1)))
-    }
-
-    func updateEMA(_ ema: Tensor, decay: Float) {
-        let p = model.parameters.values!.data, e = ema.data
-        Parallel.for(ema.count, grain: 1 << 15) { r in for i in r { e[i] = decay * e[i] + (1 - decay) * p[i] } }
     }
 
     // MARK: Files

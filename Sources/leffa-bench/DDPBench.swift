@@ -88,14 +88,8 @@ struct DDPBench: ParsableCommand {
                 print(reducer.buckets.map { b in String(format: "b%d %.0fms", b.index, 1e3 * (b.parameters.map { readyAt[$0 + range.lowerBound] ?? 0 }.max() ?? 0)) }.joined(separator: " "), String(format: "| end %.0f", 1e3 * bwd))
             }
             if debug && ctx.rank == 0 { print(String(format: "step %d: waited %.1f ms for gradients", i, wait * 1e3)) }
-            // As the trainer: clip (the norm over the shards when sharded), update, gather the values.
-            let shard = collective.optimizerShard
-            let (_, scale) = optimizer.clipScale(parameters: m.parameters, maxNorm: 1, only: shard, combine: shard == nil ? { $0 } : { collective.sumOverShards($0) })
-            optimizer.update(parameters: m.parameters, lr: 1e-5, only: shard, gradientScale: scale)
-            // The values' exchange after a sharded step counts as waiting too.
-            let g0 = Date()
-            collective.gatherShards(moments: false)
-            let gathered = Date().timeIntervalSince(g0)
+            // As the trainer; the values' exchange after a sharded step counts as waiting too.
+            let gathered = collective.optimizerStep(optimizer, m.parameters, lr: 1e-5, maxNorm: 1).gatherSeconds
             let dt = Date().timeIntervalSince(t0)
             if i > 0 { times.append(dt); waits.append(wait + gathered) }   // step 0 warms up
         }
