@@ -77,6 +77,13 @@ final class WorkerMPITests: XCTestCase {
 
     func weights(_ runDir: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: runDir + "/stages/only/final.safetensors")) }
 
+    /// A safetensors file's data as floats (past its 8-byte length and JSON header): for comparing
+    /// two runs' weights within a tolerance.
+    func floats(_ file: Data) -> [Float] {
+        let n = file.withUnsafeBytes { Int($0.load(as: UInt64.self)) } + 8
+        return file.dropFirst(n).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+    }
+
     /// Validation samples too: 3 pairs shared out over 2 ranks (0 and 2 on rank 0, 1 on rank 1),
     /// gathered on rank 0, give the same PNG bytes as 1 rank sampling all three.
     func testTwoRanksMatchOneRankBitForBitWithFixedOrder() throws {
@@ -167,13 +174,10 @@ final class WorkerMPITests: XCTestCase {
         for r in [runs[0], runs[2]] {
             let b = try weights(r)
             XCTAssertEqual(a.count, b.count)
-            // Same header, float data close: compare as floats past the header.
-            let n = a.withUnsafeBytes { Int($0.load(as: UInt64.self)) } + 8
-            let fa = a.dropFirst(n).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
-            let fb = b.dropFirst(n).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
-            // AdamW divides by √v: where a gradient is near zero, a summation-order difference can move
-            // an update by a fraction of lr (1e-3), so weights are compared to lr/10.
-            XCTAssertLessThanOrEqual(worstError(fa, fb, Tolerance(rtol: 1e-3, atol: 1e-4, why: "summation order over ranks, AdamW (\(r))")).ratio, 1)
+            // Same header, float data close. AdamW divides by √v: where a gradient is near zero, a
+            // summation-order difference can move an update by a fraction of lr (1e-3), so weights
+            // are compared to lr/10.
+            XCTAssertLessThanOrEqual(worstError(floats(a), floats(b), Tolerance(rtol: 1e-3, atol: 1e-4, why: "summation order over ranks, AdamW (\(r))")).ratio, 1)
             XCTAssertNotEqual(a, b, "without --fixed-order the sums are expected to associate differently")
         }
         XCTAssertEqual(try weights(runs[0]), try weights(runs[1]), "two sharded 2-rank runs differ")
@@ -267,11 +271,7 @@ final class WorkerMPITests: XCTestCase {
         let (s2, e2, _) = try run(try mpirun(), np + [hier, "--reduction", "shared"], environment: nodes)
         XCTAssertEqual(s2, 0, e2)
         XCTAssertTrue(e2.contains("shared memory (2 nodes of 2 ranks, then MPI across nodes") && e2.contains("optimizer step sharded"), e2)
-        let a = try weights(one), b = try weights(hier)
-        let n = a.withUnsafeBytes { Int($0.load(as: UInt64.self)) } + 8
-        let fa = a.dropFirst(n).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
-        let fb = b.dropFirst(n).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
-        XCTAssertLessThanOrEqual(worstError(fa, fb, Tolerance(rtol: 1e-3, atol: 1e-4, why: "hierarchical sum order, AdamW")).ratio, 1)
+        XCTAssertLessThanOrEqual(worstError(floats(try weights(one)), floats(try weights(hier)), Tolerance(rtol: 1e-3, atol: 1e-4, why: "hierarchical sum order, AdamW")).ratio, 1)
         let (s3, e3, _) = try run(try mpirun(), np + [fixed, "--reduction", "shared", "--fixed-order"], environment: nodes)
         XCTAssertNotEqual(s3, 0, e3)
         XCTAssertTrue(e3.contains("across nodes, the fixed order needs buckets"), e3)
