@@ -53,6 +53,8 @@ let package = Package(
         .target(name: "LeffaModels", dependencies: ["LeffaLayers", "Yams"], swiftSettings: fast),
         .target(name: "LeffaDiffusion", dependencies: ["LeffaLayers"], swiftSettings: fast),
         .target(name: "LeffaTraining", dependencies: ["LeffaModels", "LeffaDiffusion", "SafeTensors", "LeffaData", "LeffaCheckpoint", "LeffaDistributed"], swiftSettings: fast),
+        // Held-out evaluation: inference over a split, image metrics (PSNR, SSIM), the baseline.
+        .target(name: "LeffaEval", dependencies: ["LeffaTraining", "LeffaModels", "LeffaDiffusion", "LeffaData", "LeffaDistributed"], swiftSettings: fast),
         .executableTarget(
             name: "leffa-worker",
             dependencies: ["LeffaTraining", "LeffaDistributed", "LeffaData", .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -61,7 +63,7 @@ let package = Package(
         .target(name: "LeffaRun", dependencies: ["LeffaTraining", "LeffaCheckpoint"], swiftSettings: fast),
         .executableTarget(
             name: "leffa-coord",
-            dependencies: ["LeffaTraining", "LeffaRun", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["LeffaTraining", "LeffaEval", "LeffaRun", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: fast),
 
         .target(name: "LeffaData", dependencies: ["LeffaTensor", "SafeTensors", "CPNG", "CJPEG"], swiftSettings: fast),
@@ -75,7 +77,8 @@ let package = Package(
 
         .executableTarget(
             name: "leffa-bench",
-            dependencies: ["LeffaTensor", "LeffaTraining", "LeffaDistributed", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["LeffaTensor", "LeffaTraining", "LeffaEval", "LeffaDistributed", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Yams", package: "Yams")],
             swiftSettings: fast),
 
         .target(name: "TestSupport", dependencies: ["LeffaTensor"], path: "Tests/TestSupport", swiftSettings: fast),
@@ -87,6 +90,8 @@ let package = Package(
         .testTarget(name: "LeffaDistributedTests", dependencies: ["LeffaDistributed", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaRunTests", dependencies: ["LeffaRun", "LeffaTraining", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaTrainingTests", dependencies: ["LeffaTraining", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "LeffaEvalTests", dependencies: ["LeffaEval", "LeffaTraining", "LeffaModels", "LeffaData", "TestSupport"],
+                    exclude: ["Fixtures"], swiftSettings: fast),
         .testTarget(name: "ShimTests", dependencies: ["CBLAS", "CMPI", "CHDF5", "CPNG", "CJPEG"]),
     ],
     swiftLanguageModes: [.v5]

@@ -1,8 +1,13 @@
-// A synthetic try-on set with known ground-truth flow, in the VITON-HD layout, for tests and for
-// measuring whether attention flows learn the truth. Each sample is a textured garment (stripes
-// or checks plus a block of glyph-like "print", all a few pixels fine) on a white cloth image, and
-// a simple person (background, head, arms, legs, torso) wearing that garment through a KNOWN
-// smooth warp: a random scale/rotation/shift plus a low-frequency sinusoidal displacement.
+// A synthetic try-on set with known ground-truth flow, in the VITON-HD layout, for tests, for the
+// main job (a model must learn it in minutes) and for measuring whether attention flows learn the
+// truth. Each sample is a textured garment on a white cloth image and a simple person (background,
+// head, arms, legs, torso) wearing that garment through a KNOWN smooth warp: a random
+// scale/rotation/shift plus a low-frequency sinusoidal displacement.
+//
+// The garment texture has structure at two scales, as real garments do: two colour panels split
+// by a random line (colour blocking: what a model gets right first), stripes or checks a few
+// pixels fine on the light panel, and a block of glyph-like "print" on the dark one (the fine
+// detail Leffa is about: stripes and text are the paper's failure cases).
 //
 // Written under <out>:
 //   train_pairs.txt                       "NAME.png NAME.png" (or .jpg with format .jpeg)
@@ -12,10 +17,15 @@
 //   train/image-densepose/NAME.*          body parts coloured like DensePose part labels
 //   train/image-parse-v3/NAME.png         LIP-style labels, palette PNG (5 = garment)
 //   train/flow/NAME.safetensors           "flow" (H, W, 2), "valid" (H, W): GroundTruthFlow.swift
+//   test_pairs.txt, test/…                with `testCount` > 0: the held-out split, the same files;
+//                                         its pairs file names another test garment in the second
+//                                         column, as VITON-HD's (the unpaired setting)
 //   synthetic.json                        the parameters
+// Held out: test samples are drawn from their own random stream, so every test garment shape,
+// texture, colour set, print, body and warp is a new draw that no training sample shares.
 // The person's garment pixels ARE the cloth image bilinearly sampled (align_corners=True) at the
 // flow, rounded to 8 bits, so with PNG the flow reproduces them to within half a grey level.
-// Everything is a function of (seed, sample index) through CounterRNG: same seed, same bytes.
+// Everything is a function of (seed, split, sample index) through CounterRNG: same seed, same bytes.
 // Not photorealistic, and not a pose-transfer set.
 //
 // Two textures (`SyntheticTexture`): `.pattern` (the default, above) and `.ramp`, a smooth colour
@@ -36,29 +46,51 @@ public enum SyntheticTexture: String, Sendable, CaseIterable {
     case ramp
 }
 
-/// Writes `count` samples of `height`×`width` (see the file header) and returns their names.
-/// `format` is the content and extension of person, cloth and densepose images; masks and label
-/// maps are always PNG. Lossless `.png` is the default: with `.jpeg` the flow still holds but the
-/// pixels carry compression error. The texture changes only the garment's colours: shapes,
-/// warps and flows are the same for a seed.
+/// Writes `count` training samples and `testCount` held-out test samples of `height`×`width`
+/// (see the file header) and returns the training names. `format` is the content and extension
+/// of person, cloth and densepose images; masks and label maps are always PNG. Lossless `.png` is
+/// the default: with `.jpeg` the flow still holds but the pixels carry compression error. The
+/// texture changes only the garment's colours: shapes, warps and flows are the same for a seed.
 @discardableResult
-public func generateSynthetic(out: URL, count: Int, height: Int, width: Int, seed: UInt64,
+public func generateSynthetic(out: URL, count: Int, testCount: Int = 0, height: Int, width: Int, seed: UInt64,
                               format: ImageFormat = .png, texture: SyntheticTexture = .pattern) throws -> [String] {
-    precondition(count >= 0 && height >= 16 && width >= 12, "generateSynthetic: need count ≥ 0 and at least 16×12 pixels, got \(count), \(height)×\(width)")
+    precondition(count >= 0 && testCount >= 0 && height >= 16 && width >= 12,
+                 "generateSynthetic: need counts ≥ 0 and at least 16×12 pixels, got \(count) + \(testCount), \(height)×\(width)")
     let ext = format == .png ? "png" : "jpg"
-    let names = (0..<count).map { String(format: "%06d_00", $0) }
-    let dir = out.appendingPathComponent("train")
+    func names(_ n: Int) -> [String] { (0..<n).map { String(format: "%06d_00", $0) } }
+    let train = names(count), test = names(testCount)
+    try writeSplit(out: out, split: "train", names: train, seed: seed, height: height, width: width, format: format, texture: texture)
+    let pairs = train.map { "\($0).\(ext) \($0).\(ext)\n" }.joined()
+    try ImageIO.writeBytes(Array(pairs.utf8), to: out.appendingPathComponent("train_pairs.txt"))
+    if testCount > 0 {
+        try writeSplit(out: out, split: "test", names: test, seed: seed, height: height, width: width, format: format, texture: texture)
+        // VITON-HD's test list pairs each person with another garment (unpaired); paired
+        // evaluation reads the person's own garment.
+        let lines = test.indices.map { "\(test[$0]).\(ext) \(test[($0 + 1) % test.count]).\(ext)\n" }.joined()
+        try ImageIO.writeBytes(Array(lines.utf8), to: out.appendingPathComponent("test_pairs.txt"))
+    }
+    let meta = "{\"generator\": \"leffa-synthetic\", \"version\": 2, \"seed\": \(seed), \"count\": \(count), \"test_count\": \(testCount), "
+        + "\"height\": \(height), \"width\": \(width), \"format\": \"\(format.rawValue)\""
+        + (texture == .pattern ? "" : ", \"texture\": \"\(texture.rawValue)\"") + "}\n"
+    try ImageIO.writeBytes(Array(meta.utf8), to: out.appendingPathComponent("synthetic.json"))
+    return train
+}
+
+/// The samples of one split, in parallel; the first failure is reported by name.
+func writeSplit(out: URL, split: String, names: [String], seed: UInt64, height: Int, width: Int,
+                format: ImageFormat, texture: SyntheticTexture) throws {
+    let ext = format == .png ? "png" : "jpg"
+    let dir = out.appendingPathComponent(split)
     for sub in ["image", "cloth", "cloth-mask", "agnostic-mask", "image-densepose", "image-parse-v3", "flow"] {
         try FileManager.default.createDirectory(at: dir.appendingPathComponent(sub), withIntermediateDirectories: true)
     }
-    // Samples are independent: generate them in parallel, report the first failure by index.
-    var failures = [String?](repeating: nil, count: count)
+    var failures = [String?](repeating: nil, count: names.count)
     failures.withUnsafeMutableBufferPointer { fail in
         let f = fail
-        Parallel.for(count, grain: 1) { range in
+        Parallel.for(names.count, grain: 1) { range in
             for i in range {
                 do {
-                    let s = SyntheticSample(seed: seed, index: i, height: height, width: width, texture: texture)
+                    let s = SyntheticSample(seed: seed, index: i, height: height, width: width, texture: texture, heldOut: split == "test")
                     try s.write(dir: dir, name: names[i], ext: ext, format: format)
                 } catch { f[i] = "\(error)" }
             }
@@ -67,13 +99,6 @@ public func generateSynthetic(out: URL, count: Int, height: Int, width: Int, see
     if let (i, e) = failures.enumerated().first(where: { $0.element != nil }).map({ ($0.offset, $0.element!) }) {
         throw DataError(.unreadable, path: dir.path, field: "synthetic sample \(names[i])", reason: e)
     }
-    let pairs = names.map { "\($0).\(ext) \($0).\(ext)\n" }.joined()
-    try ImageIO.writeBytes(Array(pairs.utf8), to: out.appendingPathComponent("train_pairs.txt"))
-    let meta = "{\"generator\": \"leffa-synthetic\", \"version\": 1, \"seed\": \(seed), \"count\": \(count), "
-        + "\"height\": \(height), \"width\": \(width), \"format\": \"\(format.rawValue)\""
-        + (texture == .pattern ? "" : ", \"texture\": \"\(texture.rawValue)\"") + "}\n"
-    try ImageIO.writeBytes(Array(meta.utf8), to: out.appendingPathComponent("synthetic.json"))
-    return names
 }
 
 /// Bilinear sample of interleaved 8-bit `pixels` at normalised (x, y), align_corners=True
@@ -97,7 +122,8 @@ func sampleBilinear(_ pixels: UnsafePointer<UInt8>, height h: Int, width w: Int,
 struct SampleRandom {
     let key: UInt64
     var counter: UInt64 = 0
-    init(seed: UInt64, index: Int) { key = CounterRNG.key(seed, 0x5A17, UInt64(index)) }
+    /// Training and held-out samples come from different streams: no test draw repeats a training one.
+    init(seed: UInt64, index: Int, heldOut: Bool = false) { key = CounterRNG.key(seed, heldOut ? 0x7E57 : 0x5A17, UInt64(index)) }
     mutating func uniform(_ lo: Float, _ hi: Float) -> Float {
         counter += 1
         return lo + (hi - lo) * CounterRNG.uniform(key, counter)
@@ -127,47 +153,55 @@ struct SyntheticSample {
     let h: Int, w: Int
     // Garment shape in cloth normalised coordinates.
     let bodyHalfWidth: Float, top: Float, bottom: Float, sleeveHalfSpan: Float, sleeveBottom: Float, neckRadius: Float
-    // Texture.
+    // Texture: two panels split by the line n·(x, y) = offset (colour blocking), stripes or
+    // checks of `period` pixels on the light panel, glyphs on the dark one.
     let texture: SyntheticTexture
     let pattern: Int, angle: Float, period: Float
-    let color1: (UInt8, UInt8, UInt8), color2: (UInt8, UInt8, UInt8), ink: (UInt8, UInt8, UInt8)
+    let splitAngle: Float, splitOffset: Float
+    let color1: (UInt8, UInt8, UInt8), color2: (UInt8, UInt8, UInt8), color3: (UInt8, UInt8, UInt8), ink: (UInt8, UInt8, UInt8)
     let glyphs: [UInt16], glyphScale: Int
     let printBox: (x0: Float, x1: Float, y0: Float, y1: Float)
     // Person.
     let background: (UInt8, UInt8, UInt8), skin: (UInt8, UInt8, UInt8), pants: (UInt8, UInt8, UInt8)
     let cx: Float
+    /// Horizontal size of the body (and so of the garment on it) relative to a slim figure.
+    let build: Float
     // Warp person → cloth: q = R(θ)·((p − c) / s) + displacement(p).
     let centerX: Float, centerY: Float, scaleX: Float, scaleY: Float, theta: Float
     let ampX: Float, ampY: Float, freqX: Float, freqY: Float, phaseX: Float, phaseY: Float
     // Ramp texture: colour = 127.5 + 85·(x·u + y·v), u ⟂ v unit RGB directions.
     let rampU: (Float, Float, Float), rampV: (Float, Float, Float)
 
-    init(seed: UInt64, index: Int, height: Int, width: Int, texture: SyntheticTexture = .pattern) {
+    init(seed: UInt64, index: Int, height: Int, width: Int, texture: SyntheticTexture = .pattern, heldOut: Bool = false) {
         h = height; w = width; self.texture = texture
-        var r = SampleRandom(seed: seed, index: index)
-        bodyHalfWidth = r.uniform(0.45, 0.6); top = r.uniform(-0.78, -0.62); bottom = r.uniform(0.7, 0.86)
-        sleeveHalfSpan = r.uniform(0.78, 0.9); sleeveBottom = r.uniform(-0.4, -0.15); neckRadius = r.uniform(0.14, 0.24)
+        var r = SampleRandom(seed: seed, index: index, heldOut: heldOut)
+        bodyHalfWidth = r.uniform(0.5, 0.65); top = r.uniform(-0.8, -0.65); bottom = r.uniform(0.75, 0.9)
+        sleeveHalfSpan = r.uniform(0.8, 0.92); sleeveBottom = r.uniform(-0.4, -0.15); neckRadius = r.uniform(0.14, 0.24)
         pattern = r.int(2)
         angle = r.uniform(0, .pi)
-        period = max(3, Float(width) * r.uniform(0.05, 0.11))
+        // A few pixels, whatever the size: the detail sits at the pixel scale of the images.
+        period = max(3, Float(width) * r.uniform(0.12, 0.2))
+        splitAngle = r.uniform(-0.6, 0.6); splitOffset = r.uniform(-0.25, 0.35)
         let hue = r.uniform(0, 1)
-        color1 = hsv(hue, r.uniform(0.5, 0.9), r.uniform(0.75, 0.95))
-        color2 = hsv(hue + 0.5, r.uniform(0.4, 0.8), r.uniform(0.2, 0.45))
-        ink = hsv(hue + r.uniform(0.2, 0.35), 0.9, 0.3)
+        color1 = hsv(hue, r.uniform(0.4, 0.8), r.uniform(0.8, 0.97))
+        color2 = hsv(hue + r.uniform(0.35, 0.65), r.uniform(0.5, 0.9), r.uniform(0.15, 0.4))
+        color3 = hsv(hue + r.uniform(-0.15, 0.15), r.uniform(0.6, 1), r.uniform(0.4, 0.6))
+        ink = hsv(hue + r.uniform(0.2, 0.35), r.uniform(0.1, 0.4), 0.97)
         glyphs = (0..<8).map { _ in UInt16(truncatingIfNeeded: r.bits()) & 0x7FFF | 0x0101 }
-        glyphScale = max(1, width / 96)
-        let bx = r.uniform(-0.3, -0.1), by = r.uniform(-0.2, 0.1)
-        printBox = (bx, bx + r.uniform(0.45, 0.6), by, by + r.uniform(0.25, 0.4))
+        glyphScale = max(1, width / 64)
+        let bx = r.uniform(-0.4, -0.1), by = r.uniform(0.35, 0.5)
+        printBox = (bx, bx + r.uniform(0.5, 0.7), by, by + r.uniform(0.25, 0.35))
         background = hsv(r.uniform(0, 1), r.uniform(0.05, 0.2), r.uniform(0.85, 0.97))
         skin = hsv(r.uniform(0.03, 0.1), r.uniform(0.3, 0.6), r.uniform(0.55, 0.9))
         pants = hsv(r.uniform(0, 1), r.uniform(0.3, 0.7), r.uniform(0.2, 0.5))
         cx = r.uniform(-0.06, 0.06)
+        build = r.uniform(1.2, 1.4)
         centerX = cx + r.uniform(-0.03, 0.03); centerY = r.uniform(-0.06, 0)
-        scaleX = r.uniform(0.44, 0.5); scaleY = r.uniform(0.5, 0.56); theta = r.uniform(-0.12, 0.12)
+        scaleX = 0.47 * build * r.uniform(0.95, 1.05); scaleY = r.uniform(0.5, 0.56); theta = r.uniform(-0.12, 0.12)
         ampX = r.uniform(0.02, 0.05); ampY = r.uniform(0.02, 0.05)
         freqX = r.uniform(0.3, 1.0); freqY = r.uniform(0.3, 1.0)
         phaseX = r.uniform(0, 2 * .pi); phaseY = r.uniform(0, 2 * .pi)
-        // Drawn last, so the pattern texture's samples are what they were before the ramp existed.
+        // Drawn last, so the pattern texture's samples are what they are without the ramp.
         func unit(_ a: (Float, Float, Float)) -> (Float, Float, Float) {
             let n = max(1e-3, (a.0 * a.0 + a.1 * a.1 + a.2 * a.2).squareRoot())
             return (a.0 / n, a.1 / n, a.2 / n)
@@ -198,15 +232,18 @@ struct SyntheticSample {
             func level(_ u: Float, _ v: Float) -> UInt8 { UInt8(min(255, max(0, (127.5 + 85 * (nx * u + ny * v)).rounded()))) }
             return (level(rampU.0, rampV.0), level(rampU.1, rampV.1), level(rampU.2, rampV.2))
         }
-        // Glyph "print": 3×5 bitmaps in cells of 4×6 (times glyphScale) pixels.
-        if nx >= printBox.x0 && nx <= printBox.x1 && ny >= printBox.y0 && ny <= printBox.y1 {
-            let cw = 4 * glyphScale, ch = 6 * glyphScale
-            let gx = j / cw, gy = i / ch, lx = (j % cw) / glyphScale, ly = (i % ch) / glyphScale
-            if lx < 3 && ly < 5 {
-                let g = glyphs[(gx * 7 + gy * 3) % glyphs.count]
-                if g >> UInt16(ly * 3 + lx) & 1 == 1 { return ink }
+        let dark = ny * cos(splitAngle) - nx * sin(splitAngle) > splitOffset
+        if dark {
+            // Glyph "print": 3×5 bitmaps in cells of 4×6 (times glyphScale) pixels.
+            if nx >= printBox.x0 && nx <= printBox.x1 && ny >= printBox.y0 && ny <= printBox.y1 {
+                let cw = 4 * glyphScale, ch = 6 * glyphScale
+                let gx = j / cw, gy = i / ch, lx = (j % cw) / glyphScale, ly = (i % ch) / glyphScale
+                if lx < 3 && ly < 5 {
+                    let g = glyphs[(gx * 7 + gy * 3) % glyphs.count]
+                    if g >> UInt16(ly * 3 + lx) & 1 == 1 { return ink }
+                }
             }
-            return color1
+            return color2
         }
         let on: Bool
         if pattern == 0 {
@@ -215,7 +252,7 @@ struct SyntheticSample {
         } else {
             on = (Int((x / period).rounded(.down)) + Int((y / period).rounded(.down))) & 1 == 0
         }
-        return on ? color1 : color2
+        return on ? color1 : color3
     }
 
     /// Person normalised → cloth normalised.
@@ -227,13 +264,14 @@ struct SyntheticSample {
     }
 
     func bodyPart(_ x: Float, _ y: Float) -> BodyPart {
+        let b = build, u = (x - cx) / b
         let hx = (x - cx) / 0.16, hy = (y + 0.74) / 0.2
         if hx * hx + hy * hy <= 1 { return .head }
         if abs(x - cx) < 0.07 && y > -0.6 && y < -0.45 { return .neck }
-        if abs(x - cx) < 0.34 && y >= -0.5 && y <= 0.45 { return .torso }
-        if abs(x - (cx - 0.43)) < 0.08 && y >= -0.48 && y <= 0.35 { return .leftArm }
-        if abs(x - (cx + 0.43)) < 0.08 && y >= -0.48 && y <= 0.35 { return .rightArm }
-        if abs(abs(x - cx) - 0.14) < 0.11 && y > 0.45 { return .legs }
+        if abs(u) < 0.34 && y >= -0.5 && y <= 0.45 { return .torso }
+        if abs(u + 0.43) < 0.08 && y >= -0.48 && y <= 0.35 { return .leftArm }
+        if abs(u - 0.43) < 0.08 && y >= -0.48 && y <= 0.35 { return .rightArm }
+        if abs(abs(u) - 0.14) < 0.11 && y > 0.45 { return .legs }
         return .background
     }
 

@@ -31,3 +31,44 @@ public struct NoiseSchedule: Sendable {
         return out
     }
 }
+
+/// What the denoiser predicts, with diffusers' names (`prediction_type` of its schedulers). SD1.5
+/// and the published Leffa model predict the noise. `sample` (the clean image) suits small models
+/// trained from scratch in pixel space: the known part of an inpainting target is then a copy of
+/// an input, where predicting the noise needs a timestep-dependent rescaling the network must
+/// learn first (the tiny synthetic run's samples stay noise after hundreds of steps with it).
+public enum Prediction: String, Sendable, CaseIterable {
+    case epsilon
+    case vPrediction = "v_prediction"
+    case sample
+
+    /// What the model is trained to output for clean x₀, noise ε at timestep t (per sample).
+    public func target(_ x0: Tensor, noise: Tensor, timesteps: [Int], schedule: NoiseSchedule) -> Tensor {
+        switch self {
+        case .epsilon: return noise
+        case .sample: return x0
+        case .vPrediction:
+            // v = √ᾱ·ε − √(1−ᾱ)·x₀
+            let b = x0.shape[0], per = x0.count / max(b, 1)
+            let out = Tensor(zeros: x0.shape)
+            for s in 0..<b {
+                let ac = schedule.alphasCumprod[timesteps[s]]
+                let ca = Float(ac.squareRoot()), cn = Float((1 - ac).squareRoot())
+                let p = x0.data + s * per, q = noise.data + s * per, o = out.data + s * per
+                for i in 0..<per { o[i] = ca * q[i] - cn * p[i] }
+            }
+            return out
+        }
+    }
+
+    /// (x̂₀, ε̂) from the model's output at x_t with ᾱ_t = `alpha` (elementwise, in place of two
+    /// buffers the caller owns).
+    @inline(__always)
+    public func split(output o: Float, x: Float, sqrtAlpha sa: Float, sqrtOneMinusAlpha sb: Float) -> (x0: Float, eps: Float) {
+        switch self {
+        case .epsilon: return ((x - sb * o) / sa, o)
+        case .sample: return (o, (x - sa * o) / sb)
+        case .vPrediction: return (sa * x - sb * o, sa * o + sb * x)
+        }
+    }
+}

@@ -84,7 +84,7 @@ public enum FlowSnapshot {
                 if let gt = data.flow { panels.append(flowColours(gt, sample: s, size: (stage.height, stage.width))) }
                 let short = layer.replacingOccurrences(of: ".transformer_blocks.0.attn1", with: "")
                 let file = "\(data.ids[s])-\(short).png".replacingOccurrences(of: "/", with: "_")
-                try ImageIO.write(hstack(panels), to: pngDir.appendingPathComponent(file), format: .png)
+                try ImageIO.write(Image.hstack(panels), to: pngDir.appendingPathComponent(file), format: .png)
             }
         }
     }
@@ -124,16 +124,4 @@ public enum FlowSnapshot {
         case 3: return (p, q, v); case 4: return (t, p, v); default: return (v, p, q) }
     }
 
-    /// Images of equal height side by side with a 2-pixel white gap.
-    static func hstack(_ images: [Image]) -> Image {
-        let h = images[0].height, gap = 2
-        let w = images.reduce(0) { $0 + $1.width } + gap * (images.count - 1)
-        var px = [UInt8](repeating: 255, count: h * w * 3)
-        var x0 = 0
-        for im in images {
-            for y in 0..<h { for x in 0..<im.width { for c in 0..<3 { px[(y * w + x0 + x) * 3 + c] = im.pixels[(y * im.width + x) * 3 + c] } } }
-            x0 += im.width + gap
-        }
-        return Image(height: h, width: w, channels: 3, pixels: px)
-    }
 }

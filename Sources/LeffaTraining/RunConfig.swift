@@ -64,6 +64,9 @@ public struct RunConfig: Sendable {
     public var gradClip: Float = 1.0
     public var emaDecay: Float? = nil
     public var referenceDropout: Float = 0.1
+    /// What the generative UNet predicts (`training.prediction_type`, diffusers' name): epsilon as
+    /// SD1.5 and the published model, or sample / v_prediction.
+    public var prediction: Prediction = .epsilon
     // data
     public var dataKind: String             // synthetic | vitonhd | dresscode | deepfashion
     public var dataRoot: String
@@ -146,6 +149,11 @@ public struct RunConfig: Sendable {
             snapshotLayers: try training.strings("snapshot_layers", default: []),
             logEvery: try training.int("log_every", default: 1, min: 1),
             stages: [])
+        let prediction = try training.string("prediction_type", default: "epsilon")
+        guard let p = Prediction(rawValue: prediction) else {
+            throw ConfigError(file: source, field: "training.prediction_type", expected: "epsilon, v_prediction or sample, got \(prediction)")
+        }
+        cfg.prediction = p
         if let v = try training.optionalMapping("validation", expected: ValidationConfig.example) {
             try v.onlyKeys(ValidationConfig.keys)
             var vc = ValidationConfig()

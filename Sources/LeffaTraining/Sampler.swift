@@ -39,6 +39,8 @@ public struct DDIMSampler {
     /// at every step, as the published pipeline does with `ref_acceleration=True` (its default is
     /// off: features at every step's timestep).
     public var refAcceleration = false
+    /// What the model outputs (the run's `training.prediction_type`).
+    public var prediction: Prediction = .epsilon
     public init(steps: Int = 30, guidance: Float = 2.5, seed: UInt64 = 0) { self.steps = steps; self.guidance = guidance; self.seed = seed }
 
     /// diffusers' DDIMScheduler with "leading" spacing and steps_offset 1 (SD1.5): t = k·(T/n) + 1,
@@ -108,15 +110,17 @@ public struct DDIMSampler {
         return out
     }
 
-    /// x_{t−1} = √ᾱ_prev · x̂₀ + √(1−ᾱ_prev) · ε, with x̂₀ = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t (η = 0).
-    func ddimStep(_ x: Tensor, eps: Tensor, alpha: Double, alphaPrev: Double) -> Tensor {
+    /// x_{t−1} = √ᾱ_prev · x̂₀ + √(1−ᾱ_prev) · ε̂ (η = 0), x̂₀ and ε̂ from the model's output
+    /// (for noise prediction x̂₀ = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t).
+    func ddimStep(_ x: Tensor, eps output: Tensor, alpha: Double, alphaPrev: Double) -> Tensor {
         let out = Tensor(zeros: x.shape)
         let sa = Float(alpha.squareRoot()), sb = Float((1 - alpha).squareRoot())
         let pa = Float(alphaPrev.squareRoot()), pb = Float((1 - alphaPrev).squareRoot())
-        let xp = x.data, ep = eps.data, o = out.data
+        let xp = x.data, ep = output.data, o = out.data
+        let p = prediction
         for i in 0..<x.count {
-            let x0 = (xp[i] - sb * ep[i]) / sa
-            o[i] = pa * x0 + pb * ep[i]
+            let (x0, e) = p.split(output: ep[i], x: xp[i], sqrtAlpha: sa, sqrtOneMinusAlpha: sb)
+            o[i] = pa * x0 + pb * e
         }
         return out
     }

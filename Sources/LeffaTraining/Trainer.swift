@@ -124,6 +124,15 @@ public final class Trainer {
 
     // MARK: The loop
 
+    /// The EMA decay of the stage's `update`-th step (1, 2, …): diffusers' EMAModel warm-up,
+    /// min(decay, (1 + k)/(10 + k)) with k = update − 1. Without it the average of a stage's
+    /// first thousands of steps is mostly its starting weights (0.9999^10000 = 37 %): a short
+    /// run's EMA samples are noise and a stage's exported EMA lags its training.
+    func emaDecay(update: Int, max decay: Float) -> Float {
+        let k = Float(update - 1)
+        return min(decay, (1 + k) / (10 + k))
+    }
+
     public enum Outcome: Equatable { case stageFinished(next: String?), stopped(atStep: Int) }
 
     /// Trains until the stage's last step (or `untilStep`), checkpointing on the way.
@@ -135,7 +144,7 @@ public final class Trainer {
         }
         if dataset.count == 0 { throw RunError("data at \(resolve(config.dataRoot)): no samples (empty pairs file?)") }
         let builder = BatchBuilder(dataset: dataset, config: config, model: model, cacheRoot: Prepare.cacheURL(run))
-        let objective = TrainingObjective(leffa: stage.leffa)
+        let objective = TrainingObjective(leffa: stage.leffa, prediction: config.prediction)
         let isRoot = collective.rank == 0
         let metrics = isRoot ? MetricsLog(url: run.metricsURL(stage.name)) : nil
         var validation: ValidationSet? = nil
@@ -196,7 +205,7 @@ public final class Trainer {
             }
             let lr = learningRate(step: step)
             let gradNorm = collective.optimizerStep(optimizer, model.parameters, lr: lr, maxNorm: config.gradClip,
-                                                    ema: ema, emaDecay: config.emaDecay).gradNorm
+                                                    ema: ema, emaDecay: config.emaDecay.map { emaDecay(update: step + 1, max: $0) }).gradNorm
             step += 1
 
             if isRoot {

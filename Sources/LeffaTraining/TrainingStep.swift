@@ -48,7 +48,11 @@ public struct StepLosses {
 public struct TrainingObjective {
     public var schedule = NoiseSchedule()
     public var leffa: LeffaLossConfig? = nil
-    public init(schedule: NoiseSchedule = NoiseSchedule(), leffa: LeffaLossConfig? = nil) { self.schedule = schedule; self.leffa = leffa }
+    /// What the generative UNet outputs (the diffusion MSE's target).
+    public var prediction: Prediction = .epsilon
+    public init(schedule: NoiseSchedule = NoiseSchedule(), leffa: LeffaLossConfig? = nil, prediction: Prediction = .epsilon) {
+        self.schedule = schedule; self.leffa = leffa; self.prediction = prediction
+    }
 
     /// Builds the graph of the batch's loss (call `backward()` on `total`).
     public func loss(_ model: LeffaModel, _ b: TrainBatch) throws -> StepLosses {
@@ -59,7 +63,8 @@ public struct TrainingObjective {
                                             latentHeight: b.latent.shape[2], imageHeight: b.imgTgt.shape[2]))
         }
         let (eps, ctx) = try model.denoise(x: x, refLatent: b.refLatent, timesteps: b.timesteps.map(Float.init), probeLayers: layers)
-        let diffusion = mse(eps, b.noise)
+        let target = prediction == .epsilon ? b.noise : prediction.target(b.latent, noise: b.noise, timesteps: b.timesteps, schedule: schedule)
+        let diffusion = mse(eps, target)
         guard let leffa else { return StepLosses(total: diffusion, diffusion: diffusion.item, leffa: nil, probes: []) }
         // Dropped references count as gated out: their timesteps are moved past the threshold.
         let gated = zip(b.timesteps, b.referenceKept).map { $1 ? $0 : Int.max }

@@ -82,7 +82,7 @@ public struct ValidationSet {
     /// The PNG row of pair `pair`: masked person | garment | sample | ground-truth target.
     public func row(_ pair: Int, sample: Tensor) -> Image {
         let s = samples[pair]
-        return FlowSnapshot.hstack([Image(tensor: s.maskedImage), Image(tensor: s.reference), Image(tensor: sample), Image(tensor: s.image)])
+        return Image.hstack([Image(tensor: s.maskedImage), Image(tensor: s.reference), Image(tensor: sample), Image(tensor: s.image)])
     }
 }
 
@@ -105,6 +105,7 @@ extension Trainer {
             for i in mine {
                 var sampler = DDIMSampler(steps: v.steps, guidance: v.guidance, seed: random.validationNoiseSeed(pair: i))
                 sampler.refAcceleration = v.refAcceleration
+                sampler.prediction = config.prediction
                 samples[i] = try sampler.sample(model: model, space: config.space, set.conditions(i)) { _, _ in beat(phase: "validation") }
             }
         }

@@ -9,7 +9,7 @@ struct LeffaCoord: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "leffa-coord",
         abstract: "Create, drive and inspect Leffa training runs.",
-        subcommands: [Init.self, Synth.self, CheckData.self, PrepareCommand.self, Stage.self, Run.self, Export.self, Sample.self, Debug.self])
+        subcommands: [Init.self, Synth.self, CheckData.self, PrepareCommand.self, Stage.self, Run.self, Export.self, Sample.self, Eval.self, Debug.self])
 }
 
 /// Options for the kernel thread count, shared by commands that compute.

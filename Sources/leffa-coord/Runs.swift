@@ -22,7 +22,8 @@ struct Init: ParsableCommand {
 struct Synth: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Write a synthetic try-on set (VITON-HD layout) with ground-truth flows.")
     @Option(help: "Output folder.") var out: String
-    @Option(help: "Number of pairs.") var count: Int = 16
+    @Option(help: "Number of training pairs.") var count: Int = 16
+    @Option(help: "Number of held-out test pairs (test/ and test_pairs.txt; new garments, textures, bodies and warps).") var testCount: Int = 0
     @Option(help: "Image size HxW.") var size: String = "128x96"
     @Option(help: "Random seed.") var seed: UInt64 = 0
     @Option(help: "Garment texture: pattern (fine stripes or checks and a print) or ramp (a smooth colour ramp).") var texture: String = "pattern"
@@ -31,10 +32,12 @@ struct Synth: ParsableCommand {
         let parts = size.lowercased().split(separator: "x").compactMap { Int($0) }
         guard parts.count == 2, parts[0] >= 16, parts[1] >= 12 else { throw userError(RunError("--size: expected HxW of at least 16x12, got \(size)")) }
         guard count >= 1 else { throw userError(RunError("--count: expected at least 1, got \(count)")) }
+        guard testCount >= 0 else { throw userError(RunError("--test-count: expected 0 or more, got \(testCount)")) }
         guard let tex = SyntheticTexture(rawValue: texture) else { throw userError(RunError("--texture: expected pattern or ramp, got \(texture)")) }
         do {
-            let names = try generateSynthetic(out: URL(fileURLWithPath: out), count: count, height: parts[0], width: parts[1], seed: seed, texture: tex)
-            print("wrote \(names.count) synthetic pairs (\(parts[0])x\(parts[1])) to \(out)")
+            let names = try generateSynthetic(out: URL(fileURLWithPath: out), count: count, testCount: testCount,
+                                             height: parts[0], width: parts[1], seed: seed, texture: tex)
+            print("wrote \(names.count) synthetic training pairs\(testCount > 0 ? " and \(testCount) held-out test pairs" : "") (\(parts[0])x\(parts[1])) to \(out)")
         } catch { throw userError(error) }
     }
 }

@@ -52,6 +52,7 @@ struct Sample: ParsableCommand {
                                                  mask: URL(fileURLWithPath: mask), densepose: URL(fileURLWithPath: densepose), height: h, width: w)
             var sampler = DDIMSampler(steps: steps, guidance: guidance, seed: seed)
             sampler.refAcceleration = refAcceleration
+            sampler.prediction = cfg.prediction
             let img = try sampler.sample(model: model, space: cfg.space, cond) { k, n in
                 FileHandle.standardError.write(Data("\rDDIM step \(k)/\(n)".utf8))
             }

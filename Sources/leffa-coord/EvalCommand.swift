@@ -1,0 +1,90 @@
+// `leffa-coord eval`: held-out evaluation of a run's stage or an exported file. Argument parsing
+// only; the logic is LeffaEval.Evaluation. Runs alone or under `mpirun -np N leffa-coord eval …`
+// (the pairs are shared over the ranks, rank 0 writes).
+import ArgumentParser
+import Foundation
+import LeffaDistributed
+import LeffaEval
+import LeffaModels
+import LeffaTraining
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Sample a split's pairs and score them: generated/ and target/ folders (for FID tools), a contact sheet, eval.json.")
+    @Option(name: .customLong("run"), help: "A run directory (its config and a stage's weights).") var runPath: String?
+    @Option(help: "Stage (default: the last completed stage).") var stage: String?
+    @Option(help: "A checkpoint step of the stage instead of its final weights.") var step: Int?
+    @Flag(help: "The EMA weights.") var ema = false
+    @Option(help: "Weights in the published layout (instead of --run).") var weights: String?
+    @Option(help: "Run config (YAML) for --weights: model sizes, data, and the resolution of its last stage (or --stage).") var config: String?
+    @Option(help: "Split to evaluate on.") var split: String = "test"
+    @Option(help: "A pairs file (the dataset's format) instead of the split's own list.") var pairs: String?
+    @Option(help: "Data folder (default: the config's data.root).") var data: String?
+    @Option(help: "Only the first N pairs.") var limit: Int?
+    @Flag(help: "Each person with the garment of the pairs file's second column: images only, no metrics.") var unpaired = false
+    @Option(help: "Output folder.") var out: String
+    @Option(help: "DDIM steps.") var steps: Int = 30
+    @Option(help: "Classifier-free guidance scale (1 = no guidance).") var guidance: Float = 2.5
+    @Option(help: "Noise seed (pair i's noise depends only on the seed and i).") var seed: UInt64 = 0
+    @Flag(help: "Reference features once per pair (the published pipeline's ref_acceleration): about half the time.") var refAcceleration = false
+    @Option(help: "Resolution HxW (default: the stage's).") var size: String?
+    @Option(help: "Rows of the contact sheet (the first pairs).") var sheetRows: Int = 16
+    @Option(help: "Softmax temperature of the measured attention flows (default: the stage's Leffa τ, else 2).") var tau: Float?
+    @OptionGroup var threads: ThreadOptions
+
+    func run() throws {
+        threads.apply()
+        let context: MPIContext
+        do { context = try MPIContext.start() } catch { throw userError(error) }
+        let say: (String) -> Void = { line in if context.rank == 0 { FileHandle.standardError.write(Data((line + "\n").utf8)) } }
+        do {
+            var o = EvalOptions()
+            o.split = split; o.unpaired = unpaired; o.steps = steps; o.guidance = guidance; o.seed = seed
+            o.refAcceleration = refAcceleration; o.sheetRows = sheetRows; o.tau = tau; o.limit = limit
+            o.pairsFile = pairs.map { URL(fileURLWithPath: $0) }
+            o.dataRoot = data.map { URL(fileURLWithPath: $0) }
+            guard steps >= 1 else { throw RunError("--steps: expected at least 1, got \(steps)") }
+            guard limit.map({ $0 >= 1 }) ?? true else { throw RunError("--limit: expected at least 1, got \(limit!)") }
+            if let size { o.size = try parseSize(size, option: "--size") }
+            let m = try loadEvalModel()
+            say("eval: \(m.source), stage \(m.stage.name)\(context.isDistributed ? ", \(context.size) ranks" : "")")
+            let report = try Evaluation.run(m, options: o, out: URL(fileURLWithPath: out), context: context, progress: say)
+            if context.rank == 0 {
+                print(report.table)
+                print("wrote \(out)/generated and \(out)/target (same names: python -m pytorch_fid \(out)/generated \(out)/target), \(out)/contact-sheet.png, \(out)/eval.json")
+            }
+            context.finalize()
+        } catch {
+            // One rank's error (a missing file, say) stops every rank: nothing waits forever.
+            if context.isDistributed { context.abort("\(error)") }
+            throw userError(error)
+        }
+    }
+
+    func loadEvalModel() throws -> EvalModel {
+        if let runPath {
+            let dir = RunDirectory(runPath)
+            let cfg = try dir.readConfig()
+            let (name, model, source) = try loadStageModel(dir, config: cfg, stage: stage, step: step, ema: ema)
+            return EvalModel(model: model, config: cfg, stage: cfg.stages.first { $0.name == name }!, source: source)
+        }
+        guard let weights, let config else { throw RunError("pass --run DIR, or --weights FILE with --config FILE") }
+        let cfg = try RunConfig.load(path: config)
+        let name = stage ?? cfg.stages.last!.name
+        guard let st = cfg.stages.first(where: { $0.name == name }) else {
+            throw RunError("--stage: no stage named \(name); \(config) has \(cfg.stages.map(\.name))")
+        }
+        let model = try LeffaModel(config: cfg.model, seed: cfg.seed)
+        do { try model.loadWeights(from: weights) } catch {
+            throw RunError("\(weights): cannot load as weights of the model \(config) describes: \(error)")
+        }
+        return EvalModel(model: model, config: cfg, stage: st, source: weights)
+    }
+}
+
+/// "HxW" → (H, W), both positive.
+func parseSize(_ s: String, option: String) throws -> (height: Int, width: Int) {
+    let p = s.lowercased().split(separator: "x").compactMap { Int($0) }
+    guard p.count == 2, p[0] > 0, p[1] > 0 else { throw RunError("\(option): expected HxW like 64x48, got \(s)") }
+    return (p[0], p[1])
+}

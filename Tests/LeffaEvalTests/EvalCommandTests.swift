@@ -1,0 +1,218 @@
+// `leffa-coord eval` end to end, as a user runs it: weights and a config in, the generated and
+// target folders (same names), the contact sheet and eval.json out, read back and re-scored from
+// the PNGs; two MPI ranks write the same files and numbers as one process; bad input gets an error
+// that names the file.
+import XCTest
+import Foundation
+import TestSupport
+import LeffaTensor
+import LeffaData
+import LeffaModels
+import LeffaTraining
+import LeffaEval
+
+final class EvalCommandTests: XCTestCase {
+    let bin = Fixtures.packageRoot.appendingPathComponent(".build/release")
+    var dir: URL!
+    var coord: String { bin.appendingPathComponent("leffa-coord").path }
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("leffa-eval-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        guard FileManager.default.isExecutableFile(atPath: coord) else {
+            throw XCTSkip("build first: swift build -c release (Scripts/test.sh does)")
+        }
+    }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
+
+    /// Runs a command with a deadline; returns (status, stdout + stderr).
+    @discardableResult
+    func run(_ exe: String, _ args: [String], timeout: Double = 300) throws -> (Int32, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: exe)
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"; env["LEFFA_THREADS"] = "1"
+        p.environment = env
+        let log = dir.appendingPathComponent("cmd-\(UUID().uuidString).log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        let h = try FileHandle(forWritingTo: log)
+        p.standardError = h; p.standardOutput = h
+        try p.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while p.isRunning && Date() < deadline { usleep(50_000) }
+        if p.isRunning { p.terminate(); p.waitUntilExit(); XCTFail("\(exe) \(args) did not finish in \(timeout) s") }
+        try h.close()
+        return (p.terminationStatus, (try? String(contentsOf: log, encoding: .utf8)) ?? "")
+    }
+
+    func mpirun() throws -> String {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        guard let m = path.split(separator: ":").map({ "\($0)/mpirun" }).first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            XCTFail("mpirun not found: apt-get install openmpi-bin"); throw XCTSkip("no mpirun")
+        }
+        return m
+    }
+
+    /// A config (tiny model, pixel space, 32×24), synthetic data with a 3-pair test split, and
+    /// random weights of that model: (config path, weights path).
+    func setUpModel(testCount: Int = 3) throws -> (String, String) {
+        let cfg = dir.appendingPathComponent("eval.yaml")
+        try """
+        run: {name: eval-test, seed: 2}
+        model: {preset: tiny}
+        data: {kind: synthetic, root: data, space: pixel}
+        training: {prediction_type: sample}
+        stages:
+          - {name: only, resolution: 32x24, steps: 1, batch: 1, lr: 1.0e-3, leffa: {tau: 2.0}}
+        """.write(to: cfg, atomically: true, encoding: .utf8)
+        try generateSynthetic(out: dir.appendingPathComponent("data"), count: 2, testCount: testCount, height: 32, width: 24, seed: 4)
+        let config = try RunConfig.load(path: cfg.path)
+        let model = try LeffaModel(config: config.model, seed: 1)
+        let weights = dir.appendingPathComponent("w.safetensors").path
+        try model.saveWeights(to: weights)
+        return (cfg.path, weights)
+    }
+
+    func evalArgs(_ cfg: String, _ w: String, out: String) -> [String] {
+        ["eval", "--weights", w, "--config", cfg, "--out", out, "--steps", "2", "--guidance", "2"]
+    }
+
+    func readReport(_ out: String) throws -> EvalReport {
+        let d = JSONDecoder()
+        d.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return try d.decode(EvalReport.self, from: Data(contentsOf: URL(fileURLWithPath: out + "/eval.json")))
+    }
+
+    func files(_ folder: String) throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: folder).sorted()
+    }
+
+    func testEvalWritesFoldersSheetAndScores() throws {
+        let (cfg, w) = try setUpModel()
+        let out = dir.appendingPathComponent("out").path
+        let (status, text) = try run(coord, evalArgs(cfg, w, out: out))
+        XCTAssertEqual(status, 0, text)
+        XCTAssertTrue(text.contains("mean-colour baseline"), "prints the table: \(text)")
+        XCTAssertTrue(text.contains("eval: 3/3 pairs"), "progress lines: \(text)")
+
+        let names = try files(out + "/generated")
+        XCTAssertEqual(names, ["00000-000000_00.png", "00001-000001_00.png", "00002-000002_00.png"])
+        XCTAssertEqual(try files(out + "/target"), names, "the FID tools pair files by name")
+        XCTAssertEqual(try files(out + "/baseline"), names)
+        let sheet = try ImageIO.read(URL(fileURLWithPath: out + "/contact-sheet.png"))
+        XCTAssertEqual(sheet.height, 3 * 32 + 2 * 2, "one row per pair")
+        XCTAssertEqual(sheet.width, 4 * 24 + 3 * 2, "masked person | garment | generated | target")
+
+        let r = try readReport(out)
+        XCTAssertEqual(r.pairs, 3); XCTAssertEqual(r.split, "test"); XCTAssertTrue(r.paired)
+        XCTAssertEqual(r.size, [32, 24]); XCTAssertEqual(r.perPair.count, 3)
+        XCTAssertEqual(r.sampler.predictionType, "sample")
+        // The targets are the held-out test persons, and the scores are those of the files on disk.
+        let ds = openDataset(.synthetic, root: dir.appendingPathComponent("data"), split: "test")
+        var recomputed: [ImageScores] = []
+        for (i, name) in names.enumerated() {
+            let s = try ds.sample(at: i, size: Size(height: 32, width: 24))
+            let target = try ImageIO.read(URL(fileURLWithPath: out + "/target/" + name))
+            XCTAssertEqual(target, Image(tensor: s.image), "target \(name) is the test person")
+            let generated = try ImageIO.read(URL(fileURLWithPath: out + "/generated/" + name)).tensor(.signed)
+            let scores = ImageScores.of(generated, target.tensor(.signed), garment: s.lossMask)
+            XCTAssertEqual(r.perPair[i].model, scores, name)
+            recomputed.append(scores)
+            // The baseline keeps everything outside the mask and fills the mask with one colour.
+            let base = try ImageIO.read(URL(fileURLWithPath: out + "/baseline/" + name)).tensor(.signed)
+            let masked = Image(tensor: s.maskedImage).tensor(.signed)
+            let n = 32 * 24
+            var fill = Set<[Float]>()
+            for p in 0..<n {
+                let v = (0..<3).map { base.data[$0 * n + p] }
+                if s.inpaintMask.data[p] < 0.5 { XCTAssertEqual(v, (0..<3).map { masked.data[$0 * n + p] }) } else { fill.insert(v) }
+            }
+            XCTAssertEqual(fill.count, 1, "one colour in the mask")
+            XCTAssertNotNil(r.perPair[i].flowEPE, "synthetic data has ground-truth flow")
+        }
+        XCTAssertEqual(r.model!.ssimGarment, ImageScores.mean(recomputed).ssimGarment, accuracy: 1e-12)
+        XCTAssertEqual(r.model!.psnr, ImageScores.mean(recomputed).psnr, accuracy: 1e-12)
+        let flow = try XCTUnwrap(r.flow)
+        XCTAssertTrue(flow.mean.isFinite && flow.mean > 0, "endpoint error \(flow.mean)")
+        XCTAssertFalse(flow.layers.isEmpty)
+    }
+
+    func testTwoRanksWriteTheSameFilesAndNumbersAsOne() throws {
+        let (cfg, w) = try setUpModel()
+        let one = dir.appendingPathComponent("one").path, two = dir.appendingPathComponent("two").path
+        let (s1, t1) = try run(coord, evalArgs(cfg, w, out: one))
+        XCTAssertEqual(s1, 0, t1)
+        let (s2, t2) = try run(try mpirun(), ["--oversubscribe", "-np", "2", coord] + evalArgs(cfg, w, out: two))
+        XCTAssertEqual(s2, 0, t2)
+        for f in ["generated", "target", "baseline"] {
+            let names = try files(one + "/" + f)
+            XCTAssertEqual(names.count, 3)
+            XCTAssertEqual(try files(two + "/" + f), names)
+            for n in names {
+                XCTAssertEqual(FileManager.default.contents(atPath: "\(one)/\(f)/\(n)"), FileManager.default.contents(atPath: "\(two)/\(f)/\(n)"), "\(f)/\(n)")
+            }
+        }
+        XCTAssertEqual(FileManager.default.contents(atPath: one + "/contact-sheet.png"), FileManager.default.contents(atPath: two + "/contact-sheet.png"))
+        var (a, b) = (try readReport(one), try readReport(two))
+        XCTAssertEqual([a.ranks, b.ranks], [1, 2])
+        (a.ranks, b.ranks, a.seconds, b.seconds) = (0, 0, 0, 0)
+        a.source = ""; b.source = ""
+        let enc = JSONEncoder(); enc.outputFormatting = .sortedKeys
+        enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        XCTAssertEqual(String(decoding: try enc.encode(a), as: UTF8.self), String(decoding: try enc.encode(b), as: UTF8.self))
+    }
+
+    func testUnpairedWritesImagesWithoutScores() throws {
+        let (cfg, w) = try setUpModel()
+        let out = dir.appendingPathComponent("unpaired").path
+        let (status, text) = try run(coord, evalArgs(cfg, w, out: out) + ["--unpaired", "--limit", "2"])
+        XCTAssertEqual(status, 0, text)
+        XCTAssertEqual(try files(out + "/generated"), ["00000-000000_00-000001_00.png", "00001-000001_00-000002_00.png"])
+        let r = try readReport(out)
+        XCTAssertFalse(r.paired); XCTAssertNil(r.model); XCTAssertNil(r.baseline); XCTAssertNil(r.flow)
+    }
+
+    func testBadInputGetsAnErrorNamingTheFile() throws {
+        let (cfg, w) = try setUpModel()
+        let out = dir.appendingPathComponent("bad").path
+        // A test person image that is missing.
+        let missing = dir.appendingPathComponent("data/test/image/000001_00.png")
+        let saved = try Data(contentsOf: missing)
+        try FileManager.default.removeItem(at: missing)
+        var (status, text) = try run(coord, evalArgs(cfg, w, out: out))
+        XCTAssertNotEqual(status, 0)
+        XCTAssertTrue(text.contains(missing.path), "names the missing file: \(text)")
+        try saved.write(to: missing)
+        // The same under mpirun: the rank that finds it stops the job, nothing hangs.
+        try FileManager.default.removeItem(at: missing)
+        (status, text) = try run(try mpirun(), ["--oversubscribe", "-np", "2", coord] + evalArgs(cfg, w, out: out), timeout: 120)
+        XCTAssertNotEqual(status, 0)
+        XCTAssertTrue(text.contains(missing.path), "names the missing file: \(text)")
+        try saved.write(to: missing)
+
+        // A split with no pairs.
+        let pairs = dir.appendingPathComponent("data/test_pairs.txt")
+        let list = try Data(contentsOf: pairs)
+        try Data().write(to: pairs)
+        (status, text) = try run(coord, evalArgs(cfg, w, out: out))
+        XCTAssertNotEqual(status, 0)
+        XCTAssertTrue(text.contains(pairs.path) && text.contains("no pairs"), text)
+        try list.write(to: pairs)
+        // A pairs file that does not exist.
+        let nowhere = dir.appendingPathComponent("nowhere.txt").path
+        (status, text) = try run(coord, evalArgs(cfg, w, out: out) + ["--pairs", nowhere])
+        XCTAssertNotEqual(status, 0)
+        XCTAssertTrue(text.contains(nowhere), text)
+
+        // Weights of another model size.
+        var other = ModelConfig.tiny
+        other.unet.blockOutChannels = [32, 64, 64]
+        let wrong = dir.appendingPathComponent("other.safetensors").path
+        try LeffaModel(config: other, seed: 1).saveWeights(to: wrong)
+        (status, text) = try run(coord, evalArgs(cfg, wrong, out: out))
+        XCTAssertNotEqual(status, 0)
+        XCTAssertTrue(text.contains(wrong), "names the weights file: \(text)")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/eval.json"), "nothing written on failure")
+    }
+}
