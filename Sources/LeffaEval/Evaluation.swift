@@ -144,6 +144,20 @@ public struct EvalReport: Codable, Sendable {
         case pairsFile = "pairs_file", contactSheet = "contact_sheet", perPair = "per_pair"
     }
 
+    /// Every target the scores miss: full-image PSNR at least `minPSNR` dB, garment-region SSIM
+    /// at least `minGarmentSSIMGain` above the baseline's. Empty when all are met (or none asked).
+    public func missedTargets(minPSNR: Double?, minGarmentSSIMGain: Double?) -> [String] {
+        guard minPSNR != nil || minGarmentSSIMGain != nil else { return [] }
+        guard let model, let baseline else { return ["no scores to check (unpaired evaluation)"] }
+        var out: [String] = []
+        if let p = minPSNR, !(model.psnr >= p) { out.append(String(format: "PSNR %.2f dB is below the target %.2f dB", model.psnr, p)) }
+        if let g = minGarmentSSIMGain, !(model.ssimGarment - baseline.ssimGarment >= g) {
+            out.append(String(format: "garment SSIM %.4f is %.4f above the baseline's %.4f, less than the target %.2f",
+                              model.ssimGarment, model.ssimGarment - baseline.ssimGarment, baseline.ssimGarment, g))
+        }
+        return out
+    }
+
     /// The table a person reads: model and baseline side by side.
     public var table: String {
         var lines: [String] = []

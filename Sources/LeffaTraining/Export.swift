@@ -37,6 +37,16 @@ extension LeffaModel {
             let json = try JSONSerialization.data(withJSONObject: configs[part]!, options: [.prettyPrinted, .sortedKeys])
             try atomicWrite(json, to: dir.appendingPathComponent("config.json"))
         }
+        // The noise schedule the model was trained with (SPEC §2), and what it predicts, so a
+        // diffusers pipeline samples it as trained: DDPMScheduler.from_pretrained(folder/scheduler).
+        let scheduler: [String: Any] = [
+            "_class_name": "DDPMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+            "beta_schedule": "scaled_linear", "prediction_type": metadata["prediction_type"] ?? "epsilon",
+            "steps_offset": 1, "clip_sample": false, "set_alpha_to_one": false]
+        let dir = root.appendingPathComponent("scheduler")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try atomicWrite(try JSONSerialization.data(withJSONObject: scheduler, options: [.prettyPrinted, .sortedKeys]),
+                        to: dir.appendingPathComponent("scheduler_config.json"))
     }
 
     /// Loads folders written by `exportDiffusers`: every key of each part exactly (no conv_in

@@ -24,7 +24,7 @@ struct LeffaEffectBench: ParsableCommand {
     @Option(help: "The stage whose final weights both variants start from (default: the stage before).") var from: String?
     @Option(help: "Seeds of the compared stages' training randomness (comma-separated).") var seeds: String = "1,2,3"
     @Option(help: "Steps of each compared stage (default: the stage's).") var steps: Int?
-    @Option(name: .customLong("lambda"), help: "Leffa loss weight λ (default: the stage's).") var lambda: Float?
+    @Option(name: .customLong("lambda"), help: "Leffa loss weights λ to compare, comma-separated (default: the stage's); the runs without the loss are shared.") var lambda: String?
     @Option(help: "Leffa temperature τ, also of the measured flows (default: the stage's).") var tau: Float?
     @Option(help: "Held-out pairs evaluated (default: all of the test split).") var pairs: Int?
     @Option(help: "DDIM steps of the evaluation.") var evalSteps: Int = 20
@@ -42,14 +42,21 @@ struct LeffaEffectBench: ParsableCommand {
         var variant: String, mean: ImageScores, sd: ImageScores, flowEPEMean: Double, flowEPESD: Double
         enum CodingKeys: String, CodingKey { case variant, mean, sd, flowEPEMean = "flow_epe_px_mean", flowEPESD = "flow_epe_px_sd" }
     }
-    struct Report: Codable {
-        var run: String, stage: String, from: String, steps: Int, lambda: Double, tau: Double, seeds: [Int], pairs: Int
-        var evalSteps: Int, guidance: Double, rows: [Row], summary: [Summary]
-        var leffaLowerFlowErrorInEverySeed: Bool, leffaHigherGarmentSSIMOnAverage: Bool, seconds: Double
+    /// The two goals, per λ: lower flow error than without the loss in every seed, higher mean
+    /// garment SSIM.
+    struct Verdict: Codable {
+        var variant: String, lowerFlowErrorInEverySeed: Bool, higherGarmentSSIMOnAverage: Bool, garmentSSIMDifference: Double
         enum CodingKeys: String, CodingKey {
-            case run, stage, from, steps, lambda, tau, seeds, pairs, rows, summary, seconds, guidance
-            case evalSteps = "eval_steps", leffaLowerFlowErrorInEverySeed = "leffa_lower_flow_error_in_every_seed"
-            case leffaHigherGarmentSSIMOnAverage = "leffa_higher_garment_ssim_on_average"
+            case variant, lowerFlowErrorInEverySeed = "lower_flow_error_in_every_seed"
+            case higherGarmentSSIMOnAverage = "higher_garment_ssim_on_average", garmentSSIMDifference = "garment_ssim_difference"
+        }
+    }
+    struct Report: Codable {
+        var run: String, stage: String, from: String, steps: Int, lambdas: [Double], tau: Double, seeds: [Int], pairs: Int
+        var evalSteps: Int, guidance: Double, rows: [Row], summary: [Summary], verdicts: [Verdict], seconds: Double
+        enum CodingKeys: String, CodingKey {
+            case run, stage, from, steps, lambdas, tau, seeds, pairs, rows, summary, verdicts, seconds, guidance
+            case evalSteps = "eval_steps"
         }
     }
 
@@ -70,7 +77,11 @@ struct LeffaEffectBench: ParsableCommand {
         }
         let seedList = seeds.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !seedList.isEmpty else { throw ValidationError("--seeds: expected comma-separated integers, got \(seeds)") }
-        let lam = lambda ?? leffa.weight, t = tau ?? leffa.tau, n = steps ?? compared.steps
+        let lambdas = try lambda.map { list in try list.split(separator: ",").map { part -> Float in
+            guard let v = Float(part.trimmingCharacters(in: .whitespaces)), v >= 0 else { throw ValidationError("--lambda: expected comma-separated numbers ≥ 0, got \(list)") }
+            return v } } ?? [leffa.weight]
+        let t = tau ?? leffa.tau, n = steps ?? compared.steps
+        let variants = lambdas.map { "λ=\($0)" } + ["none"]
         let root = URL(fileURLWithPath: work ?? FileManager.default.temporaryDirectory.appendingPathComponent("leffa-effect-\(getpid())").path)
         defer { if work == nil { try? FileManager.default.removeItem(at: root) } }
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
@@ -79,7 +90,7 @@ struct LeffaEffectBench: ParsableCommand {
         var o = EvalOptions()
         o.steps = evalSteps; o.guidance = guidance; o.tau = t; o.limit = pairs
         let local = MPIContext.local()
-        print("leffa-bench leffa-effect: stage \(compared.name) of \(base.url.path) from \(start)'s weights, \(n) steps, batch \(compared.batch), lr \(compared.lr), λ \(lam), τ \(t); seeds \(seedList); \(Parallel.threads) thread(s)")
+        print("leffa-bench leffa-effect: stage \(compared.name) of \(base.url.path) from \(start)'s weights, \(n) steps, batch \(compared.batch), lr \(compared.lr), λ \(lambdas.map { "\($0)" }.joined(separator: ", ")), τ \(t); seeds \(seedList); \(Parallel.threads) thread(s)")
 
         var evaluated = 0
         func evaluate(_ m: EvalModel, _ dir: URL) throws -> (ImageScores, Double?) {
@@ -95,11 +106,12 @@ struct LeffaEffectBench: ParsableCommand {
         print(header)
         print(line(rows[0]))
         for seed in seedList {
-            for variant in ["leffa", "none"] {
-                let dir = root.appendingPathComponent("seed\(seed)-\(variant)")
+            for (k, variant) in variants.enumerated() {
+                let tag = k < lambdas.count ? "leffa\(lambdas[k])" : "none"
+                let dir = root.appendingPathComponent("seed\(seed)-\(tag)")
                 try? FileManager.default.removeItem(at: dir)
-                let cfgURL = root.appendingPathComponent("seed\(seed)-\(variant).yaml")
-                try derivedConfig(config, stage: compared, seed: seed, leffa: variant == "leffa" ? (lam, t) : nil, steps: n,
+                let cfgURL = root.appendingPathComponent("seed\(seed)-\(tag).yaml")
+                try derivedConfig(config, stage: compared, seed: seed, leffa: k < lambdas.count ? (lambdas[k], t) : nil, steps: n,
                                   weights: startWeights.path, dataRoot: dataRoot).write(to: cfgURL, atomically: true, encoding: .utf8)
                 let run = try RunDirectory.create(at: dir.path, config: try RunConfig.load(path: cfgURL.path))
                 let trainer = try Trainer(run: run, log: { l in if l.hasPrefix("warning") { print(l) } })
@@ -117,32 +129,36 @@ struct LeffaEffectBench: ParsableCommand {
             return Summary(variant: v, mean: mean, sd: ImageScores(psnr: sd(\.psnr), psnrGarment: sd(\.psnrGarment), ssim: sd(\.ssim), ssimGarment: sd(\.ssimGarment)),
                            flowEPEMean: r.compactMap(\.flowEPE).reduce(0, +) / Double(r.count), flowEPESD: stddev(r.compactMap(\.flowEPE)))
         }
-        let sums = [summary("leffa"), summary("none")]
+        let sums = variants.map(summary)
         print(String(repeating: "-", count: header.count))
         for s in sums {
-            print("mean ± sd".padding(toLength: 11, withPad: " ", startingAt: 0) + s.variant.padding(toLength: 7, withPad: " ", startingAt: 0)
+            print("mean ± sd".padding(toLength: 11, withPad: " ", startingAt: 0) + s.variant.padding(toLength: 9, withPad: " ", startingAt: 0)
                   + String(format: "%6.2f±%4.2f  %6.2f±%4.2f  %6.4f±%6.4f  %6.4f±%6.4f  %6.3f±%5.3f", s.mean.psnr, s.sd.psnr, s.mean.psnrGarment, s.sd.psnrGarment,
                            s.mean.ssim, s.sd.ssim, s.mean.ssimGarment, s.sd.ssimGarment, s.flowEPEMean, s.flowEPESD))
         }
-        let lower = seedList.allSatisfy { seed in
-            let l = rows.first { $0.seed == seed && $0.variant == "leffa" }!.flowEPE ?? .nan
-            let p = rows.first { $0.seed == seed && $0.variant == "none" }!.flowEPE ?? .nan
-            return l < p
+        let none = sums.last!
+        let verdicts = sums.dropLast().map { v in
+            let lower = seedList.allSatisfy { seed in
+                let l = rows.first { $0.seed == seed && $0.variant == v.variant }!.flowEPE ?? .nan
+                let p = rows.first { $0.seed == seed && $0.variant == "none" }!.flowEPE ?? .nan
+                return l < p
+            }
+            let d = v.mean.ssimGarment - none.mean.ssimGarment
+            print("\(v.variant): flow error lower than without the loss in every seed: \(lower ? "yes" : "NO"); garment SSIM higher on average: \(d > 0 ? "yes" : "NO")"
+                  + String(format: " (%+.4f)", d))
+            return Verdict(variant: v.variant, lowerFlowErrorInEverySeed: lower, higherGarmentSSIMOnAverage: d > 0, garmentSSIMDifference: d)
         }
-        let higher = sums[0].mean.ssimGarment > sums[1].mean.ssimGarment
-        print("\nflow error lower with Leffa in every seed: \(lower ? "yes" : "NO"); garment SSIM higher with Leffa on average: \(higher ? "yes" : "NO")"
-              + String(format: " (%+.4f)", sums[0].mean.ssimGarment - sums[1].mean.ssimGarment))
         let seconds = Date().timeIntervalSince(started)
         print(String(format: "%.0f s", seconds))
-        try writeJSON(Report(run: base.url.path, stage: compared.name, from: start, steps: n, lambda: Double(lam), tau: Double(t), seeds: seedList,
+        try writeJSON(Report(run: base.url.path, stage: compared.name, from: start, steps: n, lambdas: lambdas.map(Double.init), tau: Double(t), seeds: seedList,
                              pairs: evaluated, evalSteps: evalSteps, guidance: Double(guidance), rows: rows, summary: sums,
-                             leffaLowerFlowErrorInEverySeed: lower, leffaHigherGarmentSSIMOnAverage: higher, seconds: seconds), to: json)
+                             verdicts: verdicts, seconds: seconds), to: json)
         print("wrote \(json)")
     }
 
-    var header: String { "seed       variant  PSNR        PSNR garm.   SSIM           SSIM garm.     flow EPE (px)" }
+    var header: String { "seed       variant    PSNR        PSNR garm.   SSIM           SSIM garm.     flow EPE (px)" }
     func line(_ r: Row) -> String {
-        (r.seed.map(String.init) ?? "-").padding(toLength: 11, withPad: " ", startingAt: 0) + r.variant.padding(toLength: 7, withPad: " ", startingAt: 0)
+        (r.seed.map(String.init) ?? "-").padding(toLength: 11, withPad: " ", startingAt: 0) + r.variant.padding(toLength: 9, withPad: " ", startingAt: 0)
             + String(format: "%6.2f       %6.2f       %6.4f         %6.4f         %6.3f", r.scores.psnr, r.scores.psnrGarment, r.scores.ssim,
                      r.scores.ssimGarment, r.flowEPE ?? .nan)
     }

@@ -30,6 +30,8 @@ struct Eval: ParsableCommand {
     @Option(help: "Resolution HxW (default: the stage's).") var size: String?
     @Option(help: "Rows of the contact sheet (the first pairs).") var sheetRows: Int = 16
     @Option(help: "Softmax temperature of the measured attention flows (default: the stage's Leffa τ, else 2).") var tau: Float?
+    @Option(help: "Fail (exit 1) unless the full-image PSNR reaches this many dB.") var minPsnr: Double?
+    @Option(help: "Fail (exit 1) unless the garment-region SSIM exceeds the mean-colour baseline's by this much.") var minGarmentSsimGain: Double?
     @OptionGroup var threads: ThreadOptions
 
     func run() throws {
@@ -53,8 +55,14 @@ struct Eval: ParsableCommand {
                 print(report.table)
                 print("wrote \(out)/generated and \(out)/target (same names: python -m pytorch_fid \(out)/generated \(out)/target), \(out)/contact-sheet.png, \(out)/eval.json")
             }
+            let missed = report.missedTargets(minPSNR: minPsnr, minGarmentSSIMGain: minGarmentSsimGain)
             context.finalize()
-        } catch {
+            if !missed.isEmpty {
+                if context.rank == 0 { FileHandle.standardError.write(Data("leffa-coord: eval: targets missed: \(missed.joined(separator: "; "))\n".utf8)) }
+                throw ExitCode(1)
+            }
+            if minPsnr != nil || minGarmentSsimGain != nil, context.rank == 0 { print("targets met") }
+        } catch let e as ExitCode { throw e } catch {
             // One rank's error (a missing file, say) stops every rank: nothing waits forever.
             if context.isDistributed { context.abort("\(error)") }
             throw userError(error)

@@ -23,7 +23,8 @@ struct Export: ParsableCommand {
             let (name, model, source) = try loadStageModel(dir, config: config, stage: stage, step: step, ema: ema)
             let st = config.stages.first { $0.name == name }!
             let side = config.space == .latent ? st.height / config.model.vae.downscale : st.height
-            try model.export(format: format, to: out, sampleSize: side, metadata: ["stage": name, "source": source, "run": dir.url.path])
+            try model.export(format: format, to: out, sampleSize: side, metadata: ["stage": name, "source": source, "run": dir.url.path,
+                                                                                       "prediction_type": config.prediction.rawValue])
             print("exported stage \(name) from \(source) as \(format.rawValue) to \(out)")
         } catch { throw userError(error) }
     }

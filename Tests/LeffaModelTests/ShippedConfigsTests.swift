@@ -31,6 +31,7 @@ final class ShippedConfigsTests: XCTestCase {
             (base + "training: {train: [vae]}\nstages:\n  - {name: a, resolution: 64x48, steps: 1, batch: 1, lr: 1.0e-3}\n", "training.train"),
             ("data: {kind: imagenet, root: d}\nstages:\n  - {name: a, resolution: 64x48, steps: 1, batch: 1, lr: 1.0e-3}\n", "data.kind"),
             (base, "stages"),
+            (base + "training: {prediction_type: x0}\nstages:\n  - {name: a, resolution: 64x48, steps: 1, batch: 1, lr: 1.0e-3}\n", "training.prediction_type"),
         ]
         for (text, field) in cases {
             XCTAssertThrowsError(try RunConfig.parse(text, source: "bad.yaml"), field) { e in

@@ -1,0 +1,55 @@
+// What the denoiser predicts (training.prediction_type): the training target and the sampler's
+// reading of an output agree for every type, the sampler's DDIM step gives the same next latent
+// whichever type produced the (exact) output, and the EMA warms up as diffusers' EMAModel.
+import XCTest
+import LeffaTensor
+import LeffaDiffusion
+@testable import LeffaTraining
+
+final class PredictionTests: XCTestCase {
+    func testTargetAndSplitAgree() {
+        let schedule = NoiseSchedule()
+        let x0 = Tensor.randn([3, 2, 4, 4], seed: 1), eps = Tensor.randn([3, 2, 4, 4], seed: 2)
+        let t = [1, 480, 999]
+        let xt = schedule.addNoise(x0, noise: eps, timesteps: t)
+        for p in Prediction.allCases {
+            let target = p.target(x0, noise: eps, timesteps: t, schedule: schedule)
+            let per = x0.count / 3
+            for s in 0..<3 {
+                let a = schedule.alphasCumprod[t[s]]
+                let sa = Float(a.squareRoot()), sb = Float((1 - a).squareRoot())
+                for i in 0..<per {
+                    let k = s * per + i
+                    let (x, e) = p.split(output: target.data[k], x: xt.data[k], sqrtAlpha: sa, sqrtOneMinusAlpha: sb)
+                    // x̂₀ from noise at t = 999 divides by √ᾱ ≈ 0.068: allow the float error that grows.
+                    XCTAssertEqual(x, x0.data[k], accuracy: 2e-4 / sa, "\(p) t=\(t[s]) x0")
+                    XCTAssertEqual(e, eps.data[k], accuracy: 2e-4 / sb, "\(p) t=\(t[s]) eps")
+                }
+            }
+        }
+    }
+
+    func testDDIMStepIsTheSameForEveryExactPrediction() {
+        let schedule = NoiseSchedule()
+        let x0 = Tensor.randn([1, 3, 4, 4], seed: 3), eps = Tensor.randn([1, 3, 4, 4], seed: 4)
+        let xt = schedule.addNoise(x0, noise: eps, timesteps: [301])
+        var out: [[Float]] = []
+        for p in Prediction.allCases {
+            var sampler = DDIMSampler(steps: 10)
+            sampler.prediction = p
+            let o = p.target(x0, noise: eps, timesteps: [301], schedule: schedule)
+            out.append(sampler.ddimStep(xt, eps: o, alpha: schedule.alphasCumprod[301], alphaPrev: schedule.alphasCumprod[201]).scalars)
+        }
+        for k in 1..<out.count { for i in 0..<out[0].count { XCTAssertEqual(out[k][i], out[0][i], accuracy: 1e-4) } }
+    }
+
+    func testEMAWarmUpFollowsDiffusers() throws {
+        let run = try makeRun(self, config: tinyConfig())
+        let t = try quietTrainer(run)
+        // diffusers EMAModel.get_decay: step = optimization_step − 1, min(decay, (1 + step)/(10 + step)).
+        XCTAssertEqual(t.emaDecay(update: 1, max: 0.9999), 0.1, accuracy: 1e-7)
+        XCTAssertEqual(t.emaDecay(update: 11, max: 0.9999), 11.0 / 20.0, accuracy: 1e-7)
+        XCTAssertEqual(t.emaDecay(update: 1_000_000, max: 0.9999), 0.9999, accuracy: 1e-7)
+        XCTAssertEqual(t.emaDecay(update: 100, max: 0.9), 0.9, accuracy: 1e-7)
+    }
+}
