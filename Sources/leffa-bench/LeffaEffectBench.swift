@@ -1,7 +1,7 @@
 // The Leffa-effect benchmark: does the Leffa loss make generated images keep garment detail?
 // From one run's high-resolution weights (by default the stage before its Leffa stage), the Leffa
-// stage is trained twice per seed, with its Leffa loss and without it (the same steps, learning
-// rate, batch, data order, noise and timesteps), and both results are evaluated on the held-out
+// stage is trained per seed with its Leffa loss (at each λ asked) and without it (the same steps,
+// learning rate, batch, data order, noise and timesteps), and the results are evaluated on the held-out
 // test pairs (LeffaEval: PSNR and SSIM over the image and the garment, attention-flow endpoint
 // error against the ground-truth flow, the flow measured with the Leffa stage's τ for both).
 // Reported per seed and as mean ± standard deviation over seeds, with the start weights' numbers.
@@ -62,6 +62,7 @@ struct LeffaEffectBench: ParsableCommand {
 
     func run() throws {
         if let threads { Parallel.threads = max(1, threads) }
+        setvbuf(stdout, nil, _IOLBF, 0)   // a line per result, also into a log file (the run takes ~20 min)
         let started = Date()
         let base = RunDirectory(runPath)
         let config = try base.readConfig()

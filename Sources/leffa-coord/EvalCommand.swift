@@ -11,12 +11,7 @@ import LeffaTraining
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Sample a split's pairs and score them: generated/ and target/ folders (for FID tools), a contact sheet, eval.json.")
-    @Option(name: .customLong("run"), help: "A run directory (its config and a stage's weights).") var runPath: String?
-    @Option(help: "Stage (default: the last completed stage).") var stage: String?
-    @Option(help: "A checkpoint step of the stage instead of its final weights.") var step: Int?
-    @Flag(help: "The EMA weights.") var ema = false
-    @Option(help: "Weights in the published layout (instead of --run).") var weights: String?
-    @Option(help: "Run config (YAML) for --weights: model sizes, data, and the resolution of its last stage (or --stage).") var config: String?
+    @OptionGroup var source: ModelSource
     @Option(help: "Split to evaluate on.") var split: String = "test"
     @Option(help: "A pairs file (the dataset's format) instead of the split's own list.") var pairs: String?
     @Option(help: "Data folder (default: the config's data.root).") var data: String?
@@ -48,15 +43,19 @@ struct Eval: ParsableCommand {
             guard steps >= 1 else { throw RunError("--steps: expected at least 1, got \(steps)") }
             guard limit.map({ $0 >= 1 }) ?? true else { throw RunError("--limit: expected at least 1, got \(limit!)") }
             if let size { o.size = try parseSize(size, option: "--size") }
-            let m = try loadEvalModel()
+            let (cfg, model, from, st) = try source.load()
+            let m = EvalModel(model: model, config: cfg, stage: st, source: from)
             say("eval: \(m.source), stage \(m.stage.name)\(context.isDistributed ? ", \(context.size) ranks" : "")")
             let report = try Evaluation.run(m, options: o, out: URL(fileURLWithPath: out), context: context, progress: say)
             if context.rank == 0 {
                 print(report.table)
                 print("wrote \(out)/generated and \(out)/target (same names: python -m pytorch_fid \(out)/generated \(out)/target), \(out)/contact-sheet.png, \(out)/eval.json")
             }
-            let missed = report.missedTargets(minPSNR: minPsnr, minGarmentSSIMGain: minGarmentSsimGain)
+            // Scores exist on rank 0 only; every rank exits with its verdict.
+            let missed = context.rank == 0 ? report.missedTargets(minPSNR: minPsnr, minGarmentSSIMGain: minGarmentSsimGain) : []
+            let anyMissed = context.allreduce(Double(missed.isEmpty ? 0 : 1)) > 0
             context.finalize()
+            if anyMissed && missed.isEmpty { throw ExitCode(1) }
             if !missed.isEmpty {
                 if context.rank == 0 { FileHandle.standardError.write(Data("leffa-coord: eval: targets missed: \(missed.joined(separator: "; "))\n".utf8)) }
                 throw ExitCode(1)
@@ -68,31 +67,4 @@ struct Eval: ParsableCommand {
             throw userError(error)
         }
     }
-
-    func loadEvalModel() throws -> EvalModel {
-        if let runPath {
-            let dir = RunDirectory(runPath)
-            let cfg = try dir.readConfig()
-            let (name, model, source) = try loadStageModel(dir, config: cfg, stage: stage, step: step, ema: ema)
-            return EvalModel(model: model, config: cfg, stage: cfg.stages.first { $0.name == name }!, source: source)
-        }
-        guard let weights, let config else { throw RunError("pass --run DIR, or --weights FILE with --config FILE") }
-        let cfg = try RunConfig.load(path: config)
-        let name = stage ?? cfg.stages.last!.name
-        guard let st = cfg.stages.first(where: { $0.name == name }) else {
-            throw RunError("--stage: no stage named \(name); \(config) has \(cfg.stages.map(\.name))")
-        }
-        let model = try LeffaModel(config: cfg.model, seed: cfg.seed)
-        do { try model.loadWeights(from: weights) } catch {
-            throw RunError("\(weights): cannot load as weights of the model \(config) describes: \(error)")
-        }
-        return EvalModel(model: model, config: cfg, stage: st, source: weights)
-    }
-}
-
-/// "HxW" → (H, W), both positive.
-func parseSize(_ s: String, option: String) throws -> (height: Int, width: Int) {
-    let p = s.lowercased().split(separator: "x").compactMap { Int($0) }
-    guard p.count == 2, p[0] > 0, p[1] > 0 else { throw RunError("\(option): expected HxW like 64x48, got \(s)") }
-    return (p[0], p[1])
 }

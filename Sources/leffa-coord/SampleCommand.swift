@@ -8,12 +8,7 @@ import LeffaTraining
 
 struct Sample: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Sample try-on images (DDIM, classifier-free guidance) and write PNGs.")
-    @Option(name: .customLong("run"), help: "A run directory (its config and a stage's weights).") var runPath: String?
-    @Option(help: "Stage (default: the last completed stage).") var stage: String?
-    @Option(help: "A checkpoint step of the stage instead of its final weights.") var step: Int?
-    @Flag(help: "The EMA weights.") var ema = false
-    @Option(help: "Weights in the published layout (instead of --run).") var weights: String?
-    @Option(help: "Run config (YAML) for --weights: model sizes, space and resolution of its last stage.") var config: String?
+    @OptionGroup var source: ModelSource
     @Option(help: "Person image.") var person: String
     @Option(help: "Garment (reference) image.") var garment: String
     @Option(help: "Inpainting mask (white = generate).") var mask: String
@@ -29,24 +24,8 @@ struct Sample: ParsableCommand {
     func run() throws {
         threads.apply()
         do {
-            let cfg: RunConfig, model: LeffaModel, source: String, stageName: String
-            if let runPath {
-                let dir = RunDirectory(runPath)
-                cfg = try dir.readConfig()
-                (stageName, model, source) = try loadStageModel(dir, config: cfg, stage: stage, step: step, ema: ema)
-            } else if let weights, let config {
-                cfg = try RunConfig.load(path: config)
-                model = try LeffaModel(config: cfg.model, seed: cfg.seed)
-                try model.loadWeights(from: weights)
-                source = weights; stageName = stage ?? cfg.stages.last!.name
-            } else { throw RunError("pass --run DIR, or --weights FILE with --config FILE") }
-            guard let st = cfg.stages.first(where: { $0.name == stageName }) else { throw RunError("--stage: no stage named \(stageName)") }
-            var (h, w) = (st.height, st.width)
-            if let size {
-                let p = size.lowercased().split(separator: "x").compactMap { Int($0) }
-                guard p.count == 2 else { throw RunError("--size: expected HxW, got \(size)") }
-                (h, w) = (p[0], p[1])
-            }
+            let (cfg, model, from, st) = try source.load()
+            let (h, w) = try size.map { try parseSize($0, option: "--size") } ?? (st.height, st.width)
             guard steps >= 1 else { throw RunError("--steps: expected at least 1, got \(steps)") }
             let cond = try SampleConditions.load(person: URL(fileURLWithPath: person), garment: URL(fileURLWithPath: garment),
                                                  mask: URL(fileURLWithPath: mask), densepose: URL(fileURLWithPath: densepose), height: h, width: w)
@@ -61,7 +40,7 @@ struct Sample: ParsableCommand {
             let stem = URL(fileURLWithPath: person).deletingPathExtension().lastPathComponent
             let dest = URL(fileURLWithPath: out).appendingPathComponent("\(stem)-seed\(seed).png")
             try ImageIO.write(Image(tensor: img), to: dest)
-            print("wrote \(dest.path) (\(h)x\(w), \(steps) DDIM steps, guidance \(guidance), weights \(source))")
+            print("wrote \(dest.path) (\(h)x\(w), \(steps) DDIM steps, guidance \(guidance), weights \(from))")
         } catch { throw userError(error) }
     }
 }

@@ -141,10 +141,12 @@ final class EvalCommandTests: XCTestCase {
     func testTwoRanksWriteTheSameFilesAndNumbersAsOne() throws {
         let (cfg, w) = try setUpModel()
         let one = dir.appendingPathComponent("one").path, two = dir.appendingPathComponent("two").path
-        let (s1, t1) = try run(coord, evalArgs(cfg, w, out: one))
+        // A target the scores meet: every rank exits 0 (only rank 0 holds the scores).
+        let (s1, t1) = try run(coord, evalArgs(cfg, w, out: one) + ["--min-psnr", "1"])
         XCTAssertEqual(s1, 0, t1)
-        let (s2, t2) = try run(try mpirun(), ["--oversubscribe", "-np", "2", coord] + evalArgs(cfg, w, out: two))
+        let (s2, t2) = try run(try mpirun(), ["--oversubscribe", "-np", "2", coord] + evalArgs(cfg, w, out: two) + ["--min-psnr", "1"])
         XCTAssertEqual(s2, 0, t2)
+        XCTAssertTrue(t2.contains("targets met"), t2)
         for f in ["generated", "target", "baseline"] {
             let names = try files(one + "/" + f)
             XCTAssertEqual(names.count, 3)
@@ -161,6 +163,15 @@ final class EvalCommandTests: XCTestCase {
         let enc = JSONEncoder(); enc.outputFormatting = .sortedKeys
         enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         XCTAssertEqual(String(decoding: try enc.encode(a), as: UTF8.self), String(decoding: try enc.encode(b), as: UTF8.self))
+    }
+
+    func testMissedTargetsFailAfterWritingEverything() throws {
+        let (cfg, w) = try setUpModel()
+        let out = dir.appendingPathComponent("targets").path
+        let (status, text) = try run(coord, evalArgs(cfg, w, out: out) + ["--min-psnr", "40", "--min-garment-ssim-gain", "0.5"])
+        XCTAssertEqual(status, 1, text)
+        XCTAssertTrue(text.contains("targets missed") && text.contains("below the target 40.00 dB") && text.contains("less than the target 0.50"), text)
+        XCTAssertEqual(try readReport(out).pairs, 3, "the evaluation is written before the verdict")
     }
 
     func testUnpairedWritesImagesWithoutScores() throws {
