@@ -18,23 +18,6 @@ public struct StageInfo: Codable, Sendable {
     }
 }
 
-public struct Heartbeat: Codable, Sendable {
-    public var stage: String
-    public var step: Int
-    public var steps: Int
-    public var pid: Int
-    public var unixTime: Double
-    enum CodingKeys: String, CodingKey { case stage, step, steps, pid, unixTime = "unix_time" }
-
-    public static func read(_ run: RunDirectory) -> Heartbeat? {
-        guard let d = FileManager.default.contents(atPath: run.heartbeatURL.path) else { return nil }
-        return try? JSONDecoder().decode(Heartbeat.self, from: d)
-    }
-    public var age: Double { Date().timeIntervalSince1970 - unixTime }
-    /// A worker wrote this recently and its process (on this machine) is alive.
-    public func looksAlive(within seconds: Double = 120) -> Bool { age < seconds && pid != Int(getpid()) && kill(pid_t(pid), 0) == 0 }
-}
-
 public struct StageReport: Codable, Sendable {
     public var run: String
     public var runID: String
@@ -43,18 +26,21 @@ public struct StageReport: Codable, Sendable {
     public var completedStages: [String]
     public var stages: [StageInfo]
     public var heartbeat: HeartbeatInfo?
+    /// Whether a coordinator or worker is working on the run now (RunLock.swift), and why.
+    public var live: Bool
+    public var liveness: String
     public var history: [RunState.Transition]
     public struct HeartbeatInfo: Codable, Sendable {
-        public var stage: String, step: Int, steps: Int, pid: Int, ageSeconds: Double
-        enum CodingKeys: String, CodingKey { case stage, step, steps, pid, ageSeconds = "age_seconds" }
+        public var stage: String, step: Int, steps: Int, pid: Int, host: String?, jobID: String?, ageSeconds: Double
+        enum CodingKeys: String, CodingKey { case stage, step, steps, pid, host, jobID = "job_id", ageSeconds = "age_seconds" }
     }
     enum CodingKeys: String, CodingKey {
-        case run, runID = "run_id", stage, status, completedStages = "completed_stages", stages, heartbeat, history
+        case run, runID = "run_id", stage, status, completedStages = "completed_stages", stages, heartbeat, live, liveness, history
     }
 
     /// Human-readable summary (the non-JSON `stage status`).
     public var text: String {
-        let stale = status == "running" && (heartbeat.map { $0.ageSeconds > 120 || kill(pid_t($0.pid), 0) != 0 } ?? true)
+        let stale = status == "running" && !live
         var lines = ["run \(run) (\(runID))", "stage \(stage): \(status)\(stale ? " (no live worker: it stopped or died; `leffa-coord run` resumes)" : "")"]
         for s in stages {
             let mark = s.completed ? "done" : s.name == stage ? "current" : "pending"
@@ -62,8 +48,10 @@ public struct StageReport: Codable, Sendable {
             lines.append("  \(s.name.padding(toLength: 12, withPad: " ", startingAt: 0)) \(mark.padding(toLength: 8, withPad: " ", startingAt: 0)) \(ck)\(s.hasFinalWeights ? ", final weights" : "")")
         }
         if let h = heartbeat {
-            lines.append(String(format: "heartbeat: %@ step %d/%d, pid %d, %.0f s ago", h.stage, h.step, h.steps, h.pid, h.ageSeconds))
+            let whereabouts = "pid \(h.pid)" + (h.host.map { " on \($0)" } ?? "") + (h.jobID.map { " (job \($0))" } ?? "")
+            lines.append(String(format: "heartbeat: %@ step %d/%d, %@, %.0f s ago", h.stage, h.step, h.steps, whereabouts, h.ageSeconds))
         } else { lines.append("heartbeat: none") }
+        lines.append(live ? "live: \(liveness)" : "live: no" + (liveness.isEmpty ? "" : " (\(liveness))"))
         return lines.joined(separator: "\n")
     }
 }
@@ -76,9 +64,10 @@ public enum StageControl {
             return StageInfo(name: s.name, steps: s.steps, completed: state.completedStages.contains(s.name), checkpoints: steps,
                              latestCheckpoint: steps.last, hasFinalWeights: FileManager.default.fileExists(atPath: run.finalWeightsURL(s.name).path))
         }
-        let hb = Heartbeat.read(run).map { StageReport.HeartbeatInfo(stage: $0.stage, step: $0.step, steps: $0.steps, pid: $0.pid, ageSeconds: $0.age) }
+        let hb = Heartbeat.read(run).map { StageReport.HeartbeatInfo(stage: $0.stage, step: $0.step, steps: $0.steps, pid: $0.pid, host: $0.host, jobID: $0.jobID, ageSeconds: $0.age) }
+        let live = Liveness.of(run)
         return StageReport(run: run.url.path, runID: state.runID, stage: state.stage, status: state.status.rawValue,
-                           completedStages: state.completedStages, stages: infos, heartbeat: hb, history: state.history)
+                           completedStages: state.completedStages, stages: infos, heartbeat: hb, live: live.live, liveness: live.why, history: state.history)
     }
 
     /// Steps of the checkpoints present in a stage (not verified; `advance` verifies).
@@ -88,18 +77,20 @@ public enum StageControl {
         return try CheckpointDirectory(url, keepLast: 0).checkpoints().map(\.step)
     }
 
-    /// Refuses to change the state under a live worker (it would overwrite state.json).
-    static func checkNoWorker(_ run: RunDirectory, force: Bool) throws {
-        guard !force, let h = Heartbeat.read(run), h.looksAlive() else { return }
-        throw RunError("\(run.heartbeatURL.path): a worker (pid \(h.pid)) wrote a heartbeat \(Int(h.age)) s ago and is running stage \(h.stage); stop it first (Ctrl-C in `leffa-coord run`), or pass --yes if it is gone")
+    /// Refuses to change the state while the run is live, from any node (it would overwrite
+    /// state.json under the worker). Not even --yes overrides a held lock: its holder is alive.
+    static func checkNoWorker(_ run: RunDirectory) throws {
+        let l = Liveness.of(run)
+        guard l.live else { return }
+        throw RunError("\(run.url.path): the run is live: \(l.why); stop it first (Ctrl-C in `leffa-coord run`, or scancel the job), then retry")
     }
 
     /// Ends the current stage at its newest valid checkpoint: writes the stage's final weights from
     /// it, marks the stage completed and moves to the next stage (which then starts from those
     /// weights with a fresh optimizer), or marks the run done after the last stage.
     @discardableResult
-    public static func advance(_ run: RunDirectory, reason: String? = nil, force: Bool = false, log: (String) -> Void = { _ in }) throws -> RunState {
-        try checkNoWorker(run, force: force)
+    public static func advance(_ run: RunDirectory, reason: String? = nil, log: (String) -> Void = { _ in }) throws -> RunState {
+        try checkNoWorker(run)
         var state = try run.readState()
         let config = try run.readConfig()
         guard state.status != .done else { throw RunError("\(run.stateURL.path): the run is complete; nothing to advance (use `stage set NAME --yes` to go back)") }
@@ -146,7 +137,7 @@ public enum StageControl {
     /// discarded needs `confirmed` (--yes).
     @discardableResult
     public static func set(_ run: RunDirectory, to target: String, confirmed: Bool, reason: String? = nil, log: (String) -> Void = { _ in }) throws -> RunState {
-        try checkNoWorker(run, force: confirmed)
+        try checkNoWorker(run)
         var state = try run.readState()
         let config = try run.readConfig()
         let lost = try discards(run, to: target)

@@ -15,6 +15,11 @@
 //     until its first heartbeat). A dead worker is restarted (it resumes from the newest valid
 //     checkpoint) after a backoff that doubles each time, while the retry budget lasts. The budget
 //     counts failures in a row without progress (a new checkpoint or a finished stage resets it).
+//  4. Elastic (`elastic`): when a relaunch fails again at the same rank count (a host is gone), or
+//     the hostfile now offers fewer slots than the rank count, the next launch uses the largest
+//     rank count that the hosts offer and that divides the global batch of every remaining stage.
+//     The sample stream does not depend on the rank count, so the run continues unchanged (with
+//     --fixed-order, bit for bit). The move is logged and recorded in the run's history.
 import Foundation
 import LeffaTraining
 
@@ -32,13 +37,21 @@ public struct SupervisorOptions: Sendable {
     public var mpirun = "mpirun"
     /// Launch through mpirun even for one rank.
     public var alwaysMPI = false
+    /// Relaunch with fewer ranks when the hosts no longer offer the current count (see 4. above).
+    public var elastic = false
     public init(worker: String) { self.worker = worker }
 }
 
-public enum SupervisorOutcome: Equatable, Sendable { case completed, interrupted }
+public enum SupervisorOutcome: Equatable, Sendable {
+    case completed
+    /// Stopped on a signal (SIGINT for Ctrl-C; SIGTERM or SIGUSR1 from a scheduler) after the
+    /// workers saved a checkpoint.
+    case interrupted(signal: Int32)
+}
 
-/// Set by the SIGINT handler; read by the polling loop.
+/// Set by the signal handlers; read by the polling loop.
 nonisolated(unsafe) private var interruptRequested: sig_atomic_t = 0
+nonisolated(unsafe) private var interruptSignal: sig_atomic_t = SIGINT
 
 public final class Supervisor {
     public let directory: RunDirectory
@@ -48,9 +61,11 @@ public final class Supervisor {
     public private(set) var restarts = 0
     /// The pid of the running worker (or mpirun), for tests.
     public private(set) var childPID: pid_t = 0
+    /// The rank count of the next launch (starts at `options.ranks`; elastic shrinking lowers it).
+    public private(set) var ranks: Int
 
     public init(run: RunDirectory, options: SupervisorOptions, log: @escaping (String) -> Void) {
-        self.directory = run; self.options = options
+        self.directory = run; self.options = options; self.ranks = options.ranks
         // What the supervisor says (launches, failures, restarts; not the echoed worker lines,
         // which are in the stage's worker.log) is also appended to RUN/coordinator.log.
         let path = run.url.appendingPathComponent("coordinator.log").path
@@ -66,17 +81,21 @@ public final class Supervisor {
     /// Installs the Ctrl-C handler (the command does this; tests drive `requestStop`).
     public static func installInterruptHandler() {
         // Counts: the first asks the workers to stop after a checkpoint, a second kills them.
+        // SIGTERM and SIGUSR1 are a scheduler's notice (Slurm: the time limit, `--signal=B:USR1@T`,
+        // scancel): passed on as SIGUSR1, which mpirun forwards to the ranks on every node.
         signal(SIGINT) { _ in interruptRequested += 1 }
-        signal(SIGTERM) { _ in interruptRequested += 1 }
+        signal(SIGTERM) { _ in interruptSignal = SIGUSR1; interruptRequested += 1 }
+        signal(SIGUSR1) { _ in interruptSignal = SIGUSR1; interruptRequested += 1 }
     }
-    public static func requestStop() { interruptRequested += 1 }
+    public static func requestStop(signal: Int32 = SIGINT) { interruptSignal = signal; interruptRequested += 1 }
+    var stopOutcome: SupervisorOutcome { .interrupted(signal: interruptSignal) }
 
     /// The command line of one launch.
     public func commandLine() -> [String] {
         let worker = [options.worker, "--run", directory.url.path] + options.workerArgs
-        if options.ranks == 1 && !options.alwaysMPI && options.hostfile == nil { return worker }
-        var cmd = [options.mpirun, "-np", String(options.ranks)]
-        if options.hostfile == nil && options.ranks > ProcessInfo.processInfo.activeProcessorCount { cmd.append("--oversubscribe") }
+        if ranks == 1 && !options.alwaysMPI && options.hostfile == nil { return worker }
+        var cmd = [options.mpirun, "-np", String(ranks)]
+        if options.hostfile == nil && ranks > ProcessInfo.processInfo.activeProcessorCount { cmd.append("--oversubscribe") }
         // On this machine, OpenMPI would bind each rank to a single core when -np ≤ 2, and the
         // worker could use only that core: let ranks run on every core (unless the user binds).
         let binds = options.mpirunArgs.contains { a in ["--bind-to", "--map-by", "--cpu-set", "--cpus-per-proc", "--cpus-per-rank", "--rankfile"].contains { a.hasPrefix($0) } }
@@ -86,12 +105,16 @@ public final class Supervisor {
     }
 
     public func run() throws -> SupervisorOutcome {
-        interruptRequested = 0
-        var failures = 0
+        interruptRequested = 0; interruptSignal = SIGINT
+        var failures = 0, failuresAtThisCount = 0
         var lastFailure = ""
-        if let h = Heartbeat.read(directory), h.looksAlive(within: 60), h.pid != Int(getpid()) {
-            throw RunError("\(directory.heartbeatURL.path): a worker (pid \(h.pid)) is already training stage \(h.stage) (heartbeat \(Int(h.age)) s ago); stop it first")
-        }
+        ranks = options.ranks
+        // One supervisor per run, and none while a worker started elsewhere (another node, a
+        // batch script) still trains it: the run locks tell from any node.
+        let live = Liveness.of(directory, staleAfter: options.heartbeatTimeout)
+        if live.live { throw RunError("\(directory.url.path): the run is live: \(live.why); stop it first, or wait for it to end") }
+        let lock = try RunLock.acquire(directory, .coordinator)
+        defer { lock.release() }
         while true {
             let state = try directory.readState()
             if state.status == .done {
@@ -99,6 +122,10 @@ public final class Supervisor {
                 return .completed
             }
             let stage = state.stage
+            if options.elastic, let slots = try hostfileSlots(), slots < ranks {
+                try shrink(to: slots, why: "the hostfile \(options.hostfile!) offers \(slots) slot(s)")
+                failuresAtThisCount = 0
+            }
             let before = (try? StageControl.checkpointSteps(directory, stage).last) ?? nil
             let cmd = commandLine()
             log("stage \(stage): launching \(cmd.map(quoted).joined(separator: " "))")
@@ -108,7 +135,7 @@ public final class Supervisor {
             childPID = child.pid
             let result = supervise(child, logURL: logURL)
             childPID = 0
-            if case .interrupted = result { return .interrupted }
+            if case .interrupted = result { return stopOutcome }
 
             let after = try directory.readState()
             let progressed = after.stage != stage || after.status == .done ||
@@ -121,18 +148,28 @@ public final class Supervisor {
             case .exited(let code): failure = "the worker exited with status \(code)"
             case .signaled(let sig): failure = "the worker was killed by signal \(sig) (\(signalName(sig)))"
             case .stalled(let secs): failure = "no heartbeat for \(Int(secs)) s (timeout \(Int(options.heartbeatTimeout)) s); the worker was stopped"
-            case .interrupted: return .interrupted
+            case .interrupted: return stopOutcome
             }
-            guard let failure else { failures = 0; continue }
+            guard let failure else { failures = 0; failuresAtThisCount = 0; continue }
             if after.status == .failed {
                 // The worker judged the failure deterministic (e.g. a NaN loss): restarting from the
                 // same checkpoint with the same seed would repeat it.
                 let why = after.history.last?.reason ?? failure
                 throw RunError("stage \(stage): \(why)\nNot restarting: the same checkpoint and seed would fail the same way. Fix the cause (the stage's lr in \(directory.configURL.path), the data), then rerun `leffa-coord run` to resume from the last valid checkpoint.")
             }
-            if progressed { failures = 0 }
-            failures += 1
+            if progressed { failures = 0; failuresAtThisCount = 0 }
+            failures += 1; failuresAtThisCount += 1
             lastFailure = failure
+            if options.elastic && failuresAtThisCount >= 2 && ranks > 1 {
+                // Failed again at this count: assume a host is gone and offer one rank fewer.
+                let before = ranks
+                try shrink(to: ranks - 1, why: "\(failure), \(failuresAtThisCount) times in a row at \(ranks) ranks")
+                if ranks < before {
+                    failures = 0; failuresAtThisCount = 0; restarts += 1
+                    if sleepInterruptibly(options.backoff) { log("interrupted during backoff; stopped"); return stopOutcome }
+                    continue
+                }
+            }
             if failures > options.retries {
                 throw RunError("stage \(stage): \(lastFailure); giving up after \(options.retries) restart(s) without progress. The run directory is intact: see \(logURL.path), then rerun `leffa-coord run` to resume from the last valid checkpoint")
             }
@@ -140,8 +177,35 @@ public final class Supervisor {
             let from = ((try? StageControl.checkpointSteps(directory, stage).last) ?? nil).map { "checkpoint step \($0)" } ?? "the stage's starting weights"
             log("stage \(stage): \(failure); restarting from \(from) in \(String(format: "%.0f", wait)) s (retry \(failures)/\(options.retries))")
             restarts += 1
-            if sleepInterruptibly(wait) { log("interrupted during backoff; stopped"); return .interrupted }
+            if sleepInterruptibly(wait) { log("interrupted during backoff; stopped"); return stopOutcome }
         }
+    }
+
+    /// The largest rank count ≤ `most` that divides the global batch of every stage not yet done.
+    func usableRanks(atMost most: Int) throws -> Int {
+        let state = try directory.readState(), config = try directory.readConfig()
+        let start = config.stages.firstIndex { $0.name == state.stage } ?? 0
+        let batches = config.stages[start...].map(\.batch)
+        return stride(from: max(1, most), through: 1, by: -1).first { n in batches.allSatisfy { $0 % n == 0 } } ?? 1
+    }
+
+    /// Lowers the rank count to the largest usable one ≤ `most`; says so in the log and history.
+    func shrink(to most: Int, why: String) throws {
+        let n = try usableRanks(atMost: most)
+        guard n < ranks else { return }
+        let line = "elastic: relaunching with \(n) rank(s) instead of \(ranks) (\(why)); the run continues the same sample stream"
+        log("stage \(try directory.readState().stage): " + line)
+        var state = try directory.readState()
+        state.history.append(.init(now: state.stage, to: state.stage, reason: line))
+        try directory.writeState(state)
+        ranks = n
+    }
+
+    /// Slots the hostfile offers now (it may have been edited since the launch), nil without one.
+    func hostfileSlots() throws -> Int? {
+        guard let path = options.hostfile else { return nil }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw RunError("\(path): cannot read the hostfile") }
+        return try HostFile.slots(text, source: path)
     }
 
     enum Result { case exited(Int32), signaled(Int32), stalled(Double), interrupted }
@@ -156,8 +220,9 @@ public final class Supervisor {
                 return status.signal != nil ? .signaled(status.signal!) : .exited(status.code)
             }
             if interruptRequested != 0 {
-                log("stopping the worker (SIGINT to process group \(child.pid)): it finishes its step and saves a checkpoint; Ctrl-C again to kill it (the newest checkpoint is kept)")
-                child.signalGroup(SIGINT)
+                let sig = interruptSignal
+                log("stopping the worker (\(signalName(sig)) to process group \(child.pid)): the ranks stop at the next micro-batch boundary and save a checkpoint; Ctrl-C again to kill them (the newest checkpoint is kept)")
+                child.signalGroup(sig)
                 // As long as the worker shows life (a step can take long at SD1.5 size), wait for
                 // its checkpoint; stop waiting on a second Ctrl-C or on heartbeat silence.
                 let asked = Date().timeIntervalSince1970
@@ -211,7 +276,7 @@ func quoted(_ s: String) -> String { s.contains(" ") ? "'\(s)'" : s }
 
 func signalName(_ s: Int32) -> String {
     switch s { case SIGKILL: return "SIGKILL"; case SIGTERM: return "SIGTERM"; case SIGINT: return "SIGINT"
-    case SIGSEGV: return "SIGSEGV"; case SIGABRT: return "SIGABRT"; case SIGBUS: return "SIGBUS"; case SIGILL: return "SIGILL"
+    case SIGUSR1: return "SIGUSR1"; case SIGSEGV: return "SIGSEGV"; case SIGABRT: return "SIGABRT"; case SIGBUS: return "SIGBUS"; case SIGILL: return "SIGILL"
     default: return "signal \(s)" }
 }
 
@@ -235,5 +300,25 @@ struct LogTail {
         partial = lines.removeLast()
         if flush && !partial.isEmpty { lines.append(partial); partial = "" }
         return lines.filter { !$0.isEmpty }
+    }
+}
+
+/// OpenMPI hostfiles: `host [slots=N] [max_slots=M]` per line, `#` comments.
+enum HostFile {
+    /// Total slots; a host without `slots=` counts as one.
+    static func slots(_ text: String, source: String) throws -> Int {
+        var total = 0
+        for (i, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }).enumerated() {
+            let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard words.count > 0 else { continue }
+            var n = 1
+            for w in words.dropFirst() where w.hasPrefix("slots=") {
+                guard let v = Int(w.dropFirst(6)), v >= 0 else { throw RunError("\(source): line \(i + 1): field slots: expected a count like slots=4, got \(w)") }
+                n = v
+            }
+            total += n
+        }
+        return total
     }
 }

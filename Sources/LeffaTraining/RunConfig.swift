@@ -74,6 +74,8 @@ public struct RunConfig: Sendable {
     public var synthCount: Int = 0, synthHeight: Int = 0, synthWidth: Int = 0
     // bookkeeping
     public var checkpointEvery: Int = 100
+    /// Also checkpoint when this many minutes passed since the last one (nil: steps only).
+    public var checkpointEveryMinutes: Double? = nil
     public var keepCheckpoints: Int = 3
     public var snapshotEvery: Int = 0
     public var snapshotSamples: Int = 2
@@ -154,6 +156,7 @@ public struct RunConfig: Sendable {
             throw ConfigError(file: source, field: "training.prediction_type", expected: "epsilon, v_prediction or sample, got \(prediction)")
         }
         cfg.prediction = p
+        cfg.checkpointEveryMinutes = try training.optionalFloat("checkpoint_every_minutes", in: 1e-6...1e7).map(Double.init)
         if let v = try training.optionalMapping("validation", expected: ValidationConfig.example) {
             try v.onlyKeys(ValidationConfig.keys)
             var vc = ValidationConfig()

@@ -28,9 +28,15 @@ public final class Trainer {
     public private(set) var step = 0
     let log: (String) -> Void
     let layout: [FlatEntry]
-    /// Polled once per step (e.g. a SIGINT/SIGTERM flag): when any rank says stop, every rank
-    /// saves a checkpoint at the same step and returns `.stopped`.
+    /// Polled between micro-batches and after each step (a SIGINT/SIGTERM/SIGUSR1 flag): when
+    /// any rank says stop, every rank stops at the same point, saves a checkpoint and returns
+    /// `.stopped`. Between micro-batches the partial step is dropped: its gradients are thrown
+    /// away, the checkpoint holds the state after the last whole step, and resuming redoes the
+    /// step from its first micro-batch — every draw is keyed by (seed, step, position), so the
+    /// redone step is the same bits.
     public var stopRequested: () -> Bool = { false }
+    /// When rank 0 last saved (or restored) a checkpoint: `checkpoint_every_minutes` counts from it.
+    var lastCheckpointTime = Date()
 
     /// `collective` makes the processes' collectives once the model's gradient block exists
     /// (nil: one process).
@@ -143,6 +149,11 @@ public final class Trainer {
             throw RunError("data at \(resolve(config.dataRoot)) has \(problems.errors.count) problem(s); run `leffa-coord check-data` for the full list:\n" + Array(problems.errors.prefix(5)).report)
         }
         if dataset.count == 0 { throw RunError("data at \(resolve(config.dataRoot)): no samples (empty pairs file?)") }
+        // Every rank takes the same share; uneven shares would weight samples unequally (and the
+        // fixed order would need a different number of reductions per rank).
+        if stage.batch % collective.size != 0 {
+            throw RunError("\(run.configURL.path): field stages[\(stageIndex)].batch is \(stage.batch), expected a multiple of the \(collective.size) ranks (launch with a rank count that divides it)")
+        }
         let builder = BatchBuilder(dataset: dataset, config: config, model: model, cacheRoot: Prepare.cacheURL(run))
         let objective = TrainingObjective(leffa: stage.leffa, prediction: config.prediction)
         let isRoot = collective.rank == 0
@@ -157,6 +168,7 @@ public final class Trainer {
         let ckpt = try CheckpointDirectory(run.checkpointsURL(stage.name), keepLast: config.keepCheckpoints)
         let last = min(stage.steps, untilStep ?? stage.steps)
         let started = Date(), startStep = step
+        lastCheckpointTime = started
         if isRoot { try setStatus(.running, reason: nil) }
 
         while step < last {
@@ -168,9 +180,13 @@ public final class Trainer {
             // order is asked for (see foldInGlobalOrder).
             let micro = fixedOrder ? mine.map { [$0] } : chunks(mine, stage.gradAccum)
             model.parameters.zeroGrads()
-            var sums = [0.0, 0.0, 0.0, 0.0, 0.0]   // total, diffusion, leffa, samples with leffa, stop votes
+            var sums = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]   // total, diffusion, leffa, samples with leffa, stop votes, checkpoint-time votes
             var waited = 0.0
-            for (k, mb) in micro.enumerated() where !mb.isEmpty {
+            for (k, mb) in micro.enumerated() {
+                if k > 0 && collective.allReduceSum([stopRequested() ? 1 : 0])[0] > 0 {
+                    return try stopBetweenMicroBatches(after: k, of: micro.count, ckpt)
+                }
+                if mb.isEmpty { continue }
                 let (batch, _) = try builder.batch(step: step, positions: mb, stage: stage, stageIndex: stageIndex)
                 let l = try objective.loss(model, batch)
                 // Each rank averages its own samples; the reduction then averages over ranks.
@@ -194,9 +210,11 @@ public final class Trainer {
                 waited = collective.finishGradients()
             }
             sums[4] = stopRequested() ? 1 : 0
+            // Rank 0's clock decides the time-based checkpoint, so every rank agrees.
+            if isRoot, let minutes = config.checkpointEveryMinutes, Date().timeIntervalSince(lastCheckpointTime) >= minutes * 60 { sums[5] = 1 }
             sums = collective.allReduceSum(sums).map { $0 / Double(collective.size) }
             sums[3] *= Double(collective.size)
-            let stopping = sums[4] > 0
+            let stopping = sums[4] > 0, timeDue = sums[5] > 0
             guard sums[0].isFinite else {
                 let why = "stage \(stage.name) step \(step + 1): the loss is \(sums[0]) (diffusion \(sums[1])); stopping without saving — the last checkpoint is intact. Lower the learning rate or check the data."
                 // Failed, not running: a restart would repeat it bit for bit (same seed, same data).
@@ -229,9 +247,10 @@ public final class Trainer {
                 if stopping && step < stage.steps { log("stop requested: validation at step \(step) skipped") }
                 else { try collective.patiently { try validate(validation, log: validationLog) } }
             }
-            if step % config.checkpointEvery == 0 || step == last || stopping {
+            if step % config.checkpointEvery == 0 || step == last || stopping || timeDue {
                 collective.gatherShards(moments: true)   // rank 0 writes the whole moments
                 try rootThenBarrier(phase: "checkpoint") { try saveCheckpoint(ckpt) }
+                lastCheckpointTime = Date()
             }
             if stopping && step < stage.steps {
                 log("stop requested: checkpoint saved at step \(step) of stage \(stage.name)")
@@ -242,6 +261,19 @@ public final class Trainer {
         var next: String? = nil
         try rootThenBarrier(phase: "final weights") { next = try finishStage() }
         return .stageFinished(next: next ?? (stageIndex + 1 < config.stages.count ? config.stages[stageIndex + 1].name : nil))
+    }
+
+    /// All ranks agreed to stop before micro-batch `k` (of `count`) of step `step + 1`: drop the
+    /// partial gradients and save the state after step `step` (unless that checkpoint exists).
+    func stopBetweenMicroBatches(after k: Int, of count: Int, _ ckpt: CheckpointDirectory) throws -> Outcome {
+        model.parameters.zeroGrads()
+        log("stop requested during step \(step + 1) of stage \(stage.name), after micro-batch \(k) of \(count): the partial step is dropped (resuming redoes it)")
+        collective.gatherShards(moments: true)
+        try rootThenBarrier(phase: "checkpoint") {
+            if step > 0, !(try ckpt.checkpoints().contains { $0.step == step }) { try saveCheckpoint(ckpt) }
+        }
+        log("stop requested: checkpoint at step \(step) of stage \(stage.name)")
+        return .stopped(atStep: step)
     }
 
     /// The fixed-order reduction: the step's gradient is the left fold, in global sample order, of
@@ -317,9 +349,7 @@ public final class Trainer {
     /// Rank 0's heartbeat (`heartbeat.json`): after every step, and from inside long phases
     /// (`beat`), so the coordinator can tell a slow step or a long validation from a hung worker.
     func writeHeartbeat(phase: String) throws {
-        let obj: [String: Any] = ["stage": stage.name, "step": step, "steps": stage.steps, "ranks": collective.size, "phase": phase,
-                                  "time": timestamp(), "unix_time": Date().timeIntervalSince1970, "pid": Int(getpid())]
-        try atomicWrite(try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), to: run.heartbeatURL)
+        try Heartbeat(stage: stage.name, step: step, steps: stage.steps, ranks: collective.size, phase: phase).write(run)
         lastBeat = Date()
     }
 

@@ -17,19 +17,22 @@ struct Run: ParsableCommand {
     @Option(help: "Seconds without a heartbeat after which a worker counts as hung.") var heartbeatTimeout: Double = 900
     @Option(help: "Path of leffa-worker (default: next to leffa-coord).") var worker: String?
     @Flag(help: "Launch through mpirun even for --np 1.") var mpi = false
+    @Flag(help: "When a relaunch fails again at the same rank count (a host gone) or the hostfile offers fewer slots, relaunch with the largest rank count that the hosts offer and that divides every remaining stage's batch.") var elastic = false
 
     func run() throws {
         guard np >= 1 else { throw userError(RunError("--np: expected at least 1, got \(np)")) }
         var opts = SupervisorOptions(worker: worker ?? siblingExecutable("leffa-worker"))
         opts.ranks = np; opts.hostfile = hostfile; opts.mpirunArgs = mpirunArgs; opts.workerArgs = workerArgs
         opts.retries = retries; opts.alwaysMPI = mpi; opts.backoff = backoff; opts.heartbeatTimeout = heartbeatTimeout
+        opts.elastic = elastic
         guard FileManager.default.isExecutableFile(atPath: opts.worker) else {
             throw userError(RunError("\(opts.worker): leffa-worker not found; build it (`swift build -c release`) or pass --worker PATH"))
         }
         Supervisor.installInterruptHandler()
         let sup = Supervisor(run: RunDirectory(runPath), options: opts) { FileHandle.standardError.write(Data(("leffa-coord: " + $0 + "\n").utf8)) }
         do {
-            if try sup.run() == .interrupted { throw ExitCode(130) }
+            // 128 + signal, as a shell reports a process killed by it: 130 Ctrl-C, 138 SIGUSR1.
+            if case .interrupted(let sig) = try sup.run() { throw ExitCode(128 + sig) }
         } catch let e as ExitCode { throw e } catch { throw userError(error) }
     }
 }

@@ -49,10 +49,9 @@ struct Stage: ParsableCommand {
             abstract: "End the current stage at its newest checkpoint (its final weights) and move to the next stage.")
         @OptionGroup var opts: RunOption
         @Option(help: "Why (recorded in the history).") var reason: String?
-        @Flag(help: "Proceed even if a worker seems to be running.") var yes = false
         func run() throws {
             do {
-                let s = try StageControl.advance(opts.dir, reason: reason, force: yes) { print($0) }
+                let s = try StageControl.advance(opts.dir, reason: reason) { print($0) }
                 if opts.json { try Stage.printJSON(s) }
             } catch { throw userError(error) }
         }

@@ -9,7 +9,9 @@ import LeffaLayers
 import LeffaModels
 import LeffaTraining
 
-/// Set by SIGINT/SIGTERM: the trainer saves a checkpoint at the end of the current step and stops.
+/// Set by SIGINT, SIGTERM or SIGUSR1 (a scheduler's warning before preemption, e.g. Slurm's
+/// `--signal=USR1@120`): the ranks agree on the next micro-batch boundary, save a checkpoint there
+/// and stop.
 nonisolated(unsafe) var stopSignal: sig_atomic_t = 0
 
 @main
@@ -27,6 +29,7 @@ struct LeffaWorker: ParsableCommand {
         if let threads { Parallel.threads = max(1, threads) }
         signal(SIGINT) { _ in stopSignal = 1 }
         signal(SIGTERM) { _ in stopSignal = 1 }
+        signal(SIGUSR1) { _ in stopSignal = 1 }
         let context: MPIContext
         do { context = try MPIContext.start() } catch {
             FileHandle.standardError.write(Data("leffa-worker: error: cannot start MPI: \(error)\n".utf8))
@@ -37,6 +40,10 @@ struct LeffaWorker: ParsableCommand {
         }
         do {
             let dir = RunDirectory(runPath)
+            // Rank 0 holds the run's worker lock while it lives: `stage advance`/`set`, another
+            // worker or `leffa-coord run` on any node see the run as live (RunLock.swift).
+            let lock = context.rank == 0 ? try RunLock.acquire(dir, .worker) : nil
+            defer { lock?.release() }
             let fixed = fixedOrder, bucket = bucketMb.map { $0 << 20 }
             let method: GradientReduction
             if let reduction {

@@ -54,15 +54,16 @@ final class WorkerMPITests: XCTestCase {
         return m
     }
 
-    func makeRun(_ name: String, steps: Int, ema: Bool = true, validation: Bool = false, batch: Int = 2, extra: String = "") throws -> String {
+    func makeRun(_ name: String, steps: Int, ema: Bool = true, validation: Bool = false, batch: Int = 2, extra: String = "",
+                 checkpointEvery: Int = 2, stage: String = "resolution: 16x16") throws -> String {
         let cfg = dir.appendingPathComponent("\(name).yaml")
         try """
         run: {name: \(name), seed: 5}
         model: {preset: tiny}
         data: {kind: synthetic, root: \(dir.appendingPathComponent("data").path), space: pixel}
-        training: {checkpoint_every: 2, reference_dropout: 0.5\(ema ? ", ema_decay: 0.9" : "")\(validation ? ", validation: {every: 2, count: 3, steps: 2}" : "")\(extra)}
+        training: {checkpoint_every: \(checkpointEvery), reference_dropout: 0.5\(ema ? ", ema_decay: 0.9" : "")\(validation ? ", validation: {every: 2, count: 3, steps: 2}" : "")\(extra)}
         stages:
-          - {name: only, resolution: 16x16, steps: \(steps), batch: \(batch), lr: 1.0e-3}
+          - {name: only, \(stage), steps: \(steps), batch: \(batch), lr: 1.0e-3}
         """.write(to: cfg, atomically: true, encoding: .utf8)
         let runDir = dir.appendingPathComponent(name).path
         let (s, e, _) = try run(bin.appendingPathComponent("leffa-coord").path, ["init", "--config", cfg.path, "--run", runDir])

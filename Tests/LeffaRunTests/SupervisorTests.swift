@@ -187,7 +187,7 @@ final class SupervisorTests: XCTestCase {
             Supervisor.requestStop()
             if twice { usleep(300_000); Supervisor.requestStop() }
             wait(for: [finished], timeout: 30)
-            XCTAssertEqual(box.outcome, .interrupted)
+            XCTAssertEqual(box.outcome, .interrupted(signal: SIGINT))
             if twice {
                 XCTAssertLessThan(Date().timeIntervalSince(t0), 1.9, "a second Ctrl-C kills at once")
                 XCTAssertFalse(FileManager.default.fileExists(atPath: done))
