@@ -100,4 +100,102 @@ extension WorkerMPITests {
         XCTAssertTrue(e.contains("worker.lock: a worker") && e.contains("is already working on this run"), e)
         XCTAssertTrue(try FileManager.default.contentsOfDirectory(atPath: r + "/stages/only/checkpoints").isEmpty)
     }
+
+    /// `leffa-coord run` receiving SIGUSR1 (Slurm's `--signal=B:USR1@…` via Cluster/slurm.sbatch):
+    /// the workers stop at a micro-batch boundary with a checkpoint, the command exits 138 (128 +
+    /// SIGUSR1, so the batch script requeues), and the requeued run ends bit-identical.
+    func testCoordinatorPassesSIGUSR1OnAndTheRequeuedRunEndsExactly() throws {
+        try synth()
+        let stage = "resolution: 16x16, grad_accum: 4"
+        let straight = try makeRun("straight", steps: 4, batch: 8, checkpointEvery: 100, stage: stage)
+        let stopped = try makeRun("stopped", steps: 4, batch: 8, checkpointEvery: 100, stage: stage)
+        let coord = bin.appendingPathComponent("leffa-coord").path
+        let (s0, e0, _) = try run(coord, ["run", "--run", straight])
+        XCTAssertEqual(s0, 0, e0)
+        var signalled = false
+        let (s1, e1, _) = try run(coord, ["run", "--run", stopped]) { p in
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline {
+                if let d = FileManager.default.contents(atPath: stopped + "/heartbeat.json"),
+                   let hb = try? JSONSerialization.jsonObject(with: d) as? [String: Any], (hb["step"] as? Int ?? 0) >= 2 {
+                    kill(p.processIdentifier, SIGUSR1); signalled = true; return
+                }
+                usleep(2_000)
+            }
+        }
+        XCTAssertTrue(signalled)
+        XCTAssertEqual(s1, 138, e1)
+        XCTAssertTrue(e1.contains("SIGUSR1 to process group"), e1)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stopped + "/stages/only/final.safetensors"))
+        let (s2, e2, _) = try run(coord, ["run", "--run", stopped])
+        XCTAssertEqual(s2, 0, e2)
+        XCTAssertEqual(try weights(straight), try weights(stopped), "preempted and requeued differs from a run never stopped")
+    }
+
+    /// Elastic shrink: rank 1 dies at every launch (its host is gone). With --elastic the
+    /// coordinator retries once at 2 ranks, then relaunches with 1, says so in the log and the
+    /// history, and finishes; with --fixed-order the weights are those of a 1-rank run.
+    func testElasticRunFinishesWithFewerRanksWhenARankKeepsDying() throws {
+        try synth()
+        let ref = try makeRun("ref", steps: 3, batch: 4), el = try makeRun("elastic", steps: 3, batch: 4)
+        let (s0, e0, _) = try run(bin.appendingPathComponent("leffa-worker").path, ["--run", ref, "--fixed-order"])
+        XCTAssertEqual(s0, 0, e0)
+        final class Flag: @unchecked Sendable { var stop = false, kills = 0 }
+        let flag = Flag()
+        let killer = Thread {
+            while !flag.stop {
+                for pid in (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.compactMap({ Int32($0) }) ?? [] {
+                    guard let cmd = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"),
+                          String(decoding: cmd, as: UTF8.self).contains("leffa-worker\0--run\0\(el)"),
+                          let env = FileManager.default.contents(atPath: "/proc/\(pid)/environ"),
+                          String(decoding: env, as: UTF8.self).split(separator: "\0").contains("OMPI_COMM_WORLD_RANK=1") else { continue }
+                    if kill(pid, SIGKILL) == 0 { flag.kills += 1 }
+                }
+                usleep(20_000)
+            }
+        }
+        killer.start()
+        let (s, e, _) = try run(bin.appendingPathComponent("leffa-coord").path,
+                                ["run", "--run", el, "--np", "2", "--elastic", "--backoff", "0.1", "--retries", "3", "--worker-arg", "--fixed-order"], timeout: 300)
+        flag.stop = true
+        XCTAssertEqual(s, 0, e)
+        XCTAssertGreaterThanOrEqual(flag.kills, 2, "rank 1 was not killed at both 2-rank launches")
+        XCTAssertTrue(e.contains("elastic: relaunching with 1 rank(s) instead of 2"), e)
+        let state = try String(contentsOfFile: el + "/state.json", encoding: .utf8)
+        XCTAssertTrue(state.contains("elastic: relaunching with 1 rank(s) instead of 2"), state)
+        XCTAssertEqual(try weights(ref), try weights(el), "the elastic run's weights differ from a 1-rank run")
+    }
+
+    /// Cluster/slurm.sbatch as Slurm runs it (one task, a stand-in `scontrol`): SIGUSR1 to the
+    /// batch script (`--signal=B:USR1@300`) ends in a checkpoint and `scontrol requeue JOB`.
+    func testSlurmScriptCheckpointsAndRequeuesOnUSR1() throws {
+        try synth()
+        let r = try makeRun("slurm", steps: 6, batch: 8, checkpointEvery: 100, stage: "resolution: 16x16, grad_accum: 4")
+        let fake = dir.appendingPathComponent("bin")
+        try FileManager.default.createDirectory(at: fake, withIntermediateDirectories: true)
+        let scontrol = fake.appendingPathComponent("scontrol").path
+        try "#!/bin/sh\necho \"$@\" >> \(dir.path)/scontrol-calls\n".write(toFile: scontrol, atomically: true, encoding: .utf8)
+        chmod(scontrol, 0o755)
+        let env = ["LEFFA_BIN": bin.path, "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_CPUS_PER_TASK": "1", "SLURM_NNODES": "1",
+                   "SLURM_JOB_ID": "31337", "PATH": fake.path + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")]
+        let script = Fixtures.packageRoot.appendingPathComponent("Cluster/slurm.sbatch").path
+        var signalled = false
+        let (s, e, _) = try run("/bin/bash", [script, r], environment: env) { p in
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline {
+                if let d = FileManager.default.contents(atPath: r + "/heartbeat.json"),
+                   let hb = try? JSONSerialization.jsonObject(with: d) as? [String: Any], (hb["step"] as? Int ?? 0) >= 2 {
+                    XCTAssertEqual(hb["job_id"] as? String, "31337")
+                    kill(p.processIdentifier, SIGUSR1); signalled = true; return
+                }
+                usleep(2_000)
+            }
+        }
+        XCTAssertTrue(signalled)
+        XCTAssertEqual(s, 138, e)
+        XCTAssertEqual(try String(contentsOfFile: dir.path + "/scontrol-calls", encoding: .utf8), "requeue 31337\n")
+        let ckpts = try FileManager.default.contentsOfDirectory(atPath: r + "/stages/only/checkpoints").filter { $0.hasSuffix(".h5") }
+        XCTAssertEqual(ckpts.count, 1, "\(ckpts)")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: r + "/stages/only/final.safetensors"))
+    }
 }
