@@ -13,6 +13,10 @@ extension LeffaModel {
     /// Writes the model in `format` at `path` (a file for leffa, a folder for diffusers).
     /// `sampleSize` is the latent (or pixel) side diffusers records as `sample_size`.
     public func export(format: ExportFormat, to path: String, sampleSize: Int, metadata: [String: String] = [:]) throws {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue != (format == .diffusers) {
+            throw RunError("\(path): --out exists and is a \(isDir.boolValue ? "folder" : "file"); expected \(format == .diffusers ? "a folder (or a new path) for --format diffusers" : "a file path for --format leffa")")
+        }
         switch format {
         case .leffa:
             let dir = URL(fileURLWithPath: path).deletingLastPathComponent()
@@ -25,8 +29,24 @@ extension LeffaModel {
 
     /// Diffusers folders: `unet/` (generative), `unet_encoder/` (reference), `vae/`; keys without
     /// the part prefix, as diffusers' `from_pretrained` reads them.
+    /// Everything is written into a temporary sibling folder first and moved into place at the
+    /// end, so a failure (a full disk) leaves no half-written part behind.
     public func exportDiffusers(folder: String, sampleSize: Int, metadata: [String: String] = [:]) throws {
-        let root = URL(fileURLWithPath: folder)
+        let fm = FileManager.default
+        let dest = URL(fileURLWithPath: folder).standardizedFileURL
+        let root = dest.deletingLastPathComponent().appendingPathComponent(".\(dest.lastPathComponent).partial-\(getpid())")
+        try? fm.removeItem(at: root)
+        defer { try? fm.removeItem(at: root) }
+        try writeDiffusers(into: root, sampleSize: sampleSize, metadata: metadata)
+        try fm.createDirectory(at: dest, withIntermediateDirectories: true)
+        for part in try fm.contentsOfDirectory(atPath: root.path) {
+            let target = dest.appendingPathComponent(part)
+            if fm.fileExists(atPath: target.path) { try fm.removeItem(at: target) }
+            try fm.moveItem(at: root.appendingPathComponent(part), to: target)
+        }
+    }
+
+    func writeDiffusers(into root: URL, sampleSize: Int, metadata: [String: String]) throws {
         let configs = diffusersConfigs(sampleSize: sampleSize)
         for part in ["unet", "unet_encoder", "vae"] {
             let dir = root.appendingPathComponent(part)
