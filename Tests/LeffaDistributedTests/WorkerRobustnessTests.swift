@@ -6,6 +6,25 @@ import Foundation
 import TestSupport
 
 extension WorkerMPITests {
+    /// Two identical runs whose steps have 4 micro-batches (batch 8, grad_accum 4): boundaries to
+    /// stop at inside a step.
+    func twoRunsOfFourMicroBatchesPerStep() throws -> (String, String) {
+        let stage = "resolution: 16x16, grad_accum: 4"
+        return (try makeRun("straight", steps: 4, batch: 8, checkpointEvery: 100, stage: stage),
+                try makeRun("stopped", steps: 4, batch: 8, checkpointEvery: 100, stage: stage))
+    }
+
+    /// Rank 0's heartbeat once it reports step ≥ `step` (polled every 2 ms, up to 60 s).
+    func heartbeat(_ run: String, atLeast step: Int) -> [String: Any]? {
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            if let d = FileManager.default.contents(atPath: run + "/heartbeat.json"),
+               let hb = try? JSONSerialization.jsonObject(with: d) as? [String: Any], (hb["step"] as? Int ?? 0) >= step { return hb }
+            usleep(2_000)
+        }
+        return nil
+    }
+
     /// --fixed-order: 1 rank × 1 thread, 1 rank × 2 threads and 2 ranks × 1 thread end with the
     /// same bits, on a 3-level UNet at 32×24 with the Leffa loss (its flow attention included).
     func testFixedOrderIsBitIdenticalForAnyThreadCount() throws {
@@ -36,26 +55,17 @@ extension WorkerMPITests {
     /// never stopped.
     func testSignalMidStepCheckpointsAndResumesExactly() throws {
         try synth()
-        let stage = "resolution: 16x16, grad_accum: 4"
-        let straight = try makeRun("straight", steps: 4, batch: 8, checkpointEvery: 100, stage: stage)
-        let stopped = try makeRun("stopped", steps: 4, batch: 8, checkpointEvery: 100, stage: stage)
+        let (straight, stopped) = try twoRunsOfFourMicroBatchesPerStep()
         let w = bin.appendingPathComponent("leffa-worker").path
         let (s0, e0, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", straight])
         XCTAssertEqual(s0, 0, e0)
         var signalled = false
         let (s1, e1, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", stopped], environment: ["SLURM_JOB_ID": "4242"]) { _ in
-            let deadline = Date().addingTimeInterval(60)
-            while Date() < deadline {
-                if let d = FileManager.default.contents(atPath: stopped + "/heartbeat.json"),
-                   let hb = try? JSONSerialization.jsonObject(with: d) as? [String: Any], (hb["step"] as? Int ?? 0) >= 2,
-                   let pid = hb["pid"] as? Int {
-                    // Where rank 0 runs, for a login node to read.
-                    XCTAssertEqual(hb["job_id"] as? String, "4242")
-                    XCTAssertNotNil(hb["host"] as? String)
-                    kill(pid_t(pid), SIGUSR1); signalled = true; return
-                }
-                usleep(2_000)
-            }
+            guard let hb = self.heartbeat(stopped, atLeast: 2), let pid = hb["pid"] as? Int else { return }
+            // Where rank 0 runs, for a login node to read.
+            XCTAssertEqual(hb["job_id"] as? String, "4242")
+            XCTAssertNotNil(hb["host"] as? String)
+            kill(pid_t(pid), SIGUSR1); signalled = true
         }
         XCTAssertTrue(signalled, "no heartbeat at step 2")
         XCTAssertEqual(s1, 0, e1)
@@ -106,22 +116,13 @@ extension WorkerMPITests {
     /// SIGUSR1, so the batch script requeues), and the requeued run ends bit-identical.
     func testCoordinatorPassesSIGUSR1OnAndTheRequeuedRunEndsExactly() throws {
         try synth()
-        let stage = "resolution: 16x16, grad_accum: 4"
-        let straight = try makeRun("straight", steps: 4, batch: 8, checkpointEvery: 100, stage: stage)
-        let stopped = try makeRun("stopped", steps: 4, batch: 8, checkpointEvery: 100, stage: stage)
+        let (straight, stopped) = try twoRunsOfFourMicroBatchesPerStep()
         let coord = bin.appendingPathComponent("leffa-coord").path
         let (s0, e0, _) = try run(coord, ["run", "--run", straight])
         XCTAssertEqual(s0, 0, e0)
         var signalled = false
         let (s1, e1, _) = try run(coord, ["run", "--run", stopped]) { p in
-            let deadline = Date().addingTimeInterval(60)
-            while Date() < deadline {
-                if let d = FileManager.default.contents(atPath: stopped + "/heartbeat.json"),
-                   let hb = try? JSONSerialization.jsonObject(with: d) as? [String: Any], (hb["step"] as? Int ?? 0) >= 2 {
-                    kill(p.processIdentifier, SIGUSR1); signalled = true; return
-                }
-                usleep(2_000)
-            }
+            if self.heartbeat(stopped, atLeast: 2) != nil { kill(p.processIdentifier, SIGUSR1); signalled = true }
         }
         XCTAssertTrue(signalled)
         XCTAssertEqual(s1, 138, e1)
@@ -181,15 +182,9 @@ extension WorkerMPITests {
         let script = Fixtures.packageRoot.appendingPathComponent("Cluster/slurm.sbatch").path
         var signalled = false
         let (s, e, _) = try run("/bin/bash", [script, r], environment: env) { p in
-            let deadline = Date().addingTimeInterval(60)
-            while Date() < deadline {
-                if let d = FileManager.default.contents(atPath: r + "/heartbeat.json"),
-                   let hb = try? JSONSerialization.jsonObject(with: d) as? [String: Any], (hb["step"] as? Int ?? 0) >= 2 {
-                    XCTAssertEqual(hb["job_id"] as? String, "31337")
-                    kill(p.processIdentifier, SIGUSR1); signalled = true; return
-                }
-                usleep(2_000)
-            }
+            guard let hb = self.heartbeat(r, atLeast: 2) else { return }
+            XCTAssertEqual(hb["job_id"] as? String, "31337")
+            kill(p.processIdentifier, SIGUSR1); signalled = true
         }
         XCTAssertTrue(signalled)
         XCTAssertEqual(s, 138, e)
