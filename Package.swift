@@ -85,7 +85,7 @@ let package = Package(
         .testTarget(name: "LeffaTensorTests", dependencies: ["LeffaTensor", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaModelTests", dependencies: ["LeffaTraining", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"], swiftSettings: fast),
-        .testTarget(name: "LeffaDataTests", dependencies: ["LeffaData", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "LeffaDataTests", dependencies: ["LeffaData", "TestSupport"], exclude: ["Fixtures"], swiftSettings: fast),
         .testTarget(name: "LeffaCheckpointTests", dependencies: ["LeffaCheckpoint", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaDistributedTests", dependencies: ["LeffaDistributed", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaRunTests", dependencies: ["LeffaRun", "LeffaTraining", "TestSupport"], swiftSettings: fast),

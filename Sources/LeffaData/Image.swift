@@ -40,8 +40,9 @@ public struct Image: Equatable, Sendable {
         set { pixels[(y * width + x) * channels + c] = newValue }
     }
 
-    /// Gray ↔ RGB. Gray → RGB repeats the value; RGB → gray uses ITU-R 601 luma
-    /// (L = (299 R + 587 G + 114 B) / 1000, rounded), the same weights as PIL's "L" mode.
+    /// Gray ↔ RGB, as Pillow's convert("RGB") / convert("L"). Gray → RGB repeats the value;
+    /// RGB → gray is ITU-R 601 luma in Pillow's fixed point, bit for bit:
+    /// L = (19595 R + 38470 G + 7471 B + 2¹⁵) >> 16.
     public func converted(toChannels c: Int) -> Image {
         precondition(c == 1 || c == 3, "Image.converted: channels must be 1 or 3, got \(c)")
         if c == channels { return self }
@@ -53,8 +54,8 @@ public struct Image: Equatable, Sendable {
                     for i in 0..<n { let v = src[i]; dst[3 * i] = v; dst[3 * i + 1] = v; dst[3 * i + 2] = v }
                 } else {
                     for i in 0..<n {
-                        let l = 299 * Int(src[3 * i]) + 587 * Int(src[3 * i + 1]) + 114 * Int(src[3 * i + 2])
-                        dst[i] = UInt8((l + 500) / 1000)
+                        let l = 19595 * Int(src[3 * i]) + 38470 * Int(src[3 * i + 1]) + 7471 * Int(src[3 * i + 2]) + 0x8000
+                        dst[i] = UInt8(l >> 16)
                     }
                 }
             }

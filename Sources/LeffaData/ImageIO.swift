@@ -1,7 +1,8 @@
 // Decoding and encoding PNG and JPEG files through the CPNG and CJPEG shims. The format is taken
 // from the file's bytes, not its name; errors say which file, and whether it is missing,
-// unreadable, corrupt or unsupported. Pictures use libpng's simplified API; label maps (palette
-// indices) and every JPEG routine go through the setjmp-guarded C functions in the shims.
+// unreadable, corrupt or unsupported. Decoding gives what Pillow gives (the published training
+// code reads its data with Pillow), through the setjmp-guarded C functions in the shims; PNG
+// encoding uses libpng's simplified API.
 // Not a dataset reader: nothing here knows about samples or pairs.
 
 import Foundation
@@ -38,8 +39,8 @@ public enum ImageFormat: String, Sendable {
 public struct ImageInfo: Equatable, Sendable {
     public var format: ImageFormat
     public var size: Size
-    /// Channels stored in the file after dropping alpha: 1 for gray (and palette label maps read
-    /// as labels), 3 for colour.
+    /// Channels stored in the file after dropping alpha: 1 for gray, 3 for colour (palette PNGs and
+    /// CMYK JPEGs included).
     public var channels: Int
     /// libjpeg's first warning about repaired corrupt data (nil when clean or not decoded).
     public var warning: String?
@@ -100,10 +101,12 @@ public enum ImageIO {
 
     // MARK: Decoding
 
-    /// Decodes the file at `url` (PNG or JPEG, whatever its extension says).
-    /// channels: 3 → RGB, 1 → gray, 0 → as stored (1 for gray files, else 3). Alpha is
-    /// composited over white in linear light (libpng's simplified API: 50 % black over white is
-    /// sRGB 188, where PIL's sRGB-space blend gives 128); 16-bit PNGs are reduced to 8 bits.
+    /// Decodes the file at `url` (PNG or JPEG, whatever its extension says) to what Pillow's
+    /// `Image.open(f).convert("RGB")` (channels 3) or `.convert("L")` (channels 1) gives, the
+    /// published training code's reader; channels 0 → as stored (1 for gray files, else 3).
+    /// Every PNG colour type and bit depth, and gray, YCbCr, RGB, CMYK and YCCK JPEGs. As in
+    /// Pillow: alpha and tRNS are dropped (not composited), 16-bit samples keep their high byte,
+    /// gamma chunks are ignored, CMYK becomes RGB by Pillow's formula (details in the shims).
     public static func read(_ url: URL, channels: Int = 3) throws -> Image {
         try decode(readBytes(url), channels: channels, path: url.path)
     }
@@ -111,10 +114,12 @@ public enum ImageIO {
     /// Decodes bytes; `path` only names the source in errors.
     public static func decode(_ bytes: [UInt8], channels: Int = 3, path: String = "<memory>") throws -> Image {
         precondition(channels == 0 || channels == 1 || channels == 3, "ImageIO.decode: channels must be 0, 1 or 3, got \(channels)")
+        let stored: Image
         switch try format(bytes, path: path) {
-        case .png: return try decodePNG(bytes, channels: channels, path: path)
-        case .jpeg: return try decodeJPEG(bytes, channels: channels, headerOnly: false, path: path).image!
+        case .png: stored = try readPNG(bytes, labels: false, headerOnly: false, path: path).image!
+        case .jpeg: stored = try decodeJPEG(bytes, headerOnly: false, path: path).image!
         }
+        return channels == 0 ? stored : stored.converted(toChannels: channels)
     }
 
     /// Format, size and channels from the header alone, or — `decode: true` — after a full
@@ -124,14 +129,10 @@ public enum ImageIO {
         let path = url.path
         switch try format(bytes, path: path) {
         case .png:
-            return try withPNG(bytes, path: path) { img in
-                let color = img.pointee.format & leffa_png_format_flag_color() != 0
-                if full { _ = try finishPNG(img, channels: color ? 3 : 1, path: path) }
-                return ImageInfo(format: .png, size: Size(height: Int(img.pointee.height), width: Int(img.pointee.width)),
-                                 channels: color ? 3 : 1, warning: nil)
-            }
+            let r = try readPNG(bytes, labels: false, headerOnly: !full, path: path)
+            return ImageInfo(format: .png, size: r.size, channels: r.channels, warning: nil)
         case .jpeg:
-            let r = try decodeJPEG(bytes, channels: 0, headerOnly: !full, path: path)
+            let r = try decodeJPEG(bytes, headerOnly: !full, path: path)
             return ImageInfo(format: .jpeg, size: r.size, channels: r.channels, warning: r.warning)
         }
     }
@@ -144,17 +145,7 @@ public enum ImageIO {
         guard try format(bytes, path: path) == .png else {
             throw DataError(.unsupported, path: path, reason: "label map is a JPEG; expected a palette or grayscale PNG (JPEG compression changes label values)")
         }
-        var out: UnsafeMutablePointer<UInt8>? = nil
-        var h: Int32 = 0, w: Int32 = 0, palette: Int32 = 0
-        var err = [CChar](repeating: 0, count: 256)
-        let rc = bytes.withUnsafeBufferPointer { b in leffa_png_read_labels(b.baseAddress, b.count, &out, &h, &w, &palette, &err) }
-        if rc != 0 {
-            let msg = String(cString: err)
-            throw DataError(msg.contains("RGB") ? .unsupported : .corrupt, path: path, reason: msg)
-        }
-        defer { free(out) }
-        let n = Int(h) * Int(w)
-        return Image(height: Int(h), width: Int(w), channels: 1, pixels: Array(UnsafeBufferPointer(start: out, count: n)))
+        return try readPNG(bytes, labels: true, headerOnly: false, path: path).image!
     }
 
     private static func format(_ bytes: [UInt8], path: String) throws -> ImageFormat {
@@ -166,50 +157,44 @@ public enum ImageIO {
         return f
     }
 
-    /// Runs `body` on a png_image whose header has been read from `bytes`. The png_image lives at
-    /// one heap address throughout: libpng keeps pointers to it (its error handler writes the
-    /// message into it), so it must never be copied between the begin and finish calls.
-    private static func withPNG<T>(_ bytes: [UInt8], path: String, _ body: (UnsafeMutablePointer<png_image>) throws -> T) throws -> T {
-        let img = UnsafeMutablePointer<png_image>.allocate(capacity: 1)
-        img.initialize(to: png_image())
-        img.pointee.version = leffa_png_image_version()
-        defer { png_image_free(img); img.deallocate() }
-        return try bytes.withUnsafeBytes { raw in
-            if png_image_begin_read_from_memory(img, raw.baseAddress, raw.count) == 0 { throw pngError(img, path: path) }
-            return try body(img)
-        }
-    }
-
     private static func pngError(_ img: UnsafeMutablePointer<png_image>, path: String) -> DataError {
         let msg = withUnsafeBytes(of: img.pointee.message) { raw in String(cString: raw.bindMemory(to: CChar.self).baseAddress!) }
         return DataError(.corrupt, path: path, reason: "PNG: \(msg.isEmpty ? "decoding failed" : msg)")
     }
 
-    private static func decodePNG(_ bytes: [UInt8], channels: Int, path: String) throws -> Image {
-        try withPNG(bytes, path: path) { img in
-            let stored = img.pointee.format & leffa_png_format_flag_color() != 0 ? 3 : 1
-            return try finishPNG(img, channels: channels == 0 ? stored : channels, path: path)
+    /// A PNG through the CPNG shim's full-API reader: a picture in the file's own channels (1 or
+    /// 3), or with `labels` the stored values of a palette or gray label map. `image` is nil when
+    /// `headerOnly`. An RGB label map is `.unsupported`; anything libpng refuses is `.corrupt`.
+    private static func readPNG(_ bytes: [UInt8], labels: Bool, headerOnly: Bool, path: String) throws
+        -> (image: Image?, size: Size, channels: Int) {
+        var out: UnsafeMutablePointer<UInt8>? = nil
+        var h: Int32 = 0, w: Int32 = 0, c: Int32 = 0
+        var err = [CChar](repeating: 0, count: 256)
+        let mode = Int32(labels ? LEFFA_PNG_LABELS : LEFFA_PNG_PICTURE)
+        let rc = bytes.withUnsafeBufferPointer { b in
+            leffa_png_read(b.baseAddress, b.count, mode, headerOnly ? 1 : 0, &out, &h, &w, &c, &err)
         }
+        if rc != 0 {
+            let msg = String(cString: err)
+            throw DataError(msg.contains("RGB image") ? .unsupported : .corrupt, path: path,
+                            reason: "PNG: \(msg.isEmpty ? "decoding failed" : msg)")
+        }
+        let size = Size(height: Int(h), width: Int(w))
+        guard let out else { return (nil, size, Int(c)) }
+        defer { free(out) }
+        let pixels = Array(UnsafeBufferPointer(start: out, count: Int(h) * Int(w) * Int(c)))
+        return (Image(height: Int(h), width: Int(w), channels: Int(c), pixels: pixels), size, Int(c))
     }
 
-    /// Finishes a read started by `withPNG` into `channels` 8-bit samples. The buffer starts
-    /// white, and libpng composites any alpha onto the buffer when no background is given.
-    private static func finishPNG(_ img: UnsafeMutablePointer<png_image>, channels c: Int, path: String) throws -> Image {
-        img.pointee.format = c == 3 ? leffa_png_format_rgb() : leffa_png_format_gray()
-        let h = Int(img.pointee.height), w = Int(img.pointee.width)
-        var pixels = [UInt8](repeating: 255, count: h * w * c)
-        let ok = pixels.withUnsafeMutableBytes { png_image_finish_read(img, nil, $0.baseAddress, Int32(w * c), nil) }
-        if ok == 0 { throw pngError(img, path: path) }
-        return Image(height: h, width: w, channels: c, pixels: pixels)
-    }
-
-    private static func decodeJPEG(_ bytes: [UInt8], channels: Int, headerOnly: Bool, path: String) throws
+    /// A JPEG through the CJPEG shim in the file's own channels (1 for gray, 3 for YCbCr, RGB,
+    /// CMYK and YCCK); `image` is nil when `headerOnly`.
+    private static func decodeJPEG(_ bytes: [UInt8], headerOnly: Bool, path: String) throws
         -> (image: Image?, size: Size, channels: Int, warning: String?) {
         var out: UnsafeMutablePointer<UInt8>? = nil
         var h: Int32 = 0, w: Int32 = 0, c: Int32 = 0, warnings: Int32 = 0
         var warn = [CChar](repeating: 0, count: 256), err = [CChar](repeating: 0, count: 256)
         let rc = bytes.withUnsafeBufferPointer { b in
-            leffa_jpeg_decode(b.baseAddress, b.count, Int32(channels), headerOnly ? 1 : 0,
+            leffa_jpeg_decode(b.baseAddress, b.count, headerOnly ? 1 : 0,
                               &out, &h, &w, &c, &warnings, &warn, &err, 256)
         }
         if rc != 0 {
@@ -247,7 +232,8 @@ public enum ImageIO {
                             pixels: indices.pixels, stride: indices.width, colormap: palette.flatMap { [$0.0, $0.1, $0.2] })
     }
 
-    /// Sizes, then writes, the PNG in memory. Each call gets a fresh heap png_image (see withPNG).
+    /// Sizes, then writes, the PNG in memory. Each call gets a fresh heap png_image: libpng keeps
+    /// pointers to it (its error handler writes the message into it), so it is never copied.
     private static func writePNG(width: Int, height: Int, format: UInt32, pixels: [UInt8], stride: Int, colormap: [UInt8]?) throws -> [UInt8] {
         func attempt(_ out: UnsafeMutableRawPointer?, _ size: inout Int) throws -> Bool {
             let img = UnsafeMutablePointer<png_image>.allocate(capacity: 1)

@@ -12,9 +12,10 @@ public struct PairLine: Equatable, Sendable {
 }
 
 enum PairsFile {
-    /// Lines of `url` split on commas (when the line has one) or whitespace. Blank lines and
-    /// lines starting with '#' are skipped; a first line none of whose fields has a file
-    /// extension and which are plain words (e.g. "from,to") is taken as a CSV header and skipped. Lines whose field count is
+    /// Lines of `url` (ended by LF, CRLF or CR, after an optional byte-order mark: `textLines`)
+    /// split on commas (when the line has one) or whitespace. Blank lines and lines starting with
+    /// '#' are skipped; a first line none of whose fields has a file extension and which are plain
+    /// words (e.g. "from,to") is taken as a CSV header and skipped. Lines whose field count is
     /// outside `columns` become `.malformed` problems naming the line and what was expected.
     static func read(_ url: URL, columns: ClosedRange<Int>, expected: String) -> (lines: [PairLine], problems: [DataProblem]) {
         let bytes: [UInt8]
@@ -29,7 +30,7 @@ enum PairsFile {
         }
         var lines: [PairLine] = [], problems: [DataProblem] = []
         var first = true
-        for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (i, raw) in textLines(text).enumerated() {
             let s = raw.trimmingCharacters(in: .whitespacesAndNewlines)
             if s.isEmpty || s.hasPrefix("#") { continue }
             let fields: [String] = s.contains(",")

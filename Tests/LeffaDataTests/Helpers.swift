@@ -5,6 +5,7 @@ import XCTest
 import TestSupport
 @testable import LeffaData
 import LeffaTensor
+import CPNG
 
 /// Smooth RGB waves, different for each seed (JPEG-friendly but not flat).
 func gradientImage(_ h: Int, _ w: Int, seed: Int = 0) -> Image {
@@ -32,6 +33,19 @@ func rectMask(_ h: Int, _ w: Int, _ y0: Int, _ y1: Int, _ x0: Int, _ x1: Int) ->
     var m = Image(height: h, width: w, channels: 1)
     for y in y0..<y1 { for x in x0..<x1 { m[y, x, 0] = 255 } }
     return m
+}
+
+/// An RGBA PNG of one row (4 samples a pixel), through libpng's simplified writer.
+func rgbaPNG(_ px: [UInt8], width: Int) -> [UInt8] {
+    var img = png_image()
+    img.version = leffa_png_image_version()
+    img.width = UInt32(width); img.height = 1
+    img.format = leffa_png_format_rgba()
+    var size = 0
+    _ = px.withUnsafeBytes { png_image_write_to_memory(&img, nil, &size, 0, $0.baseAddress, Int32(width * 4), nil) }
+    var out = [UInt8](repeating: 0, count: size)
+    _ = out.withUnsafeMutableBytes { o in px.withUnsafeBytes { png_image_write_to_memory(&img, o.baseAddress, &size, 0, $0.baseAddress, Int32(width * 4), nil) } }
+    return Array(out.prefix(size))
 }
 
 func write(_ img: Image, _ url: URL, quality: Int = 95) throws { try ImageIO.write(img, to: url, quality: quality) }
