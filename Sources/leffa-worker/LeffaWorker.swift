@@ -42,6 +42,7 @@ struct LeffaWorker: ParsableCommand {
             let dir = RunDirectory(runPath)
             // Rank 0 holds the run's worker lock while it lives: `stage advance`/`set`, another
             // worker or `leffa-coord run` on any node see the run as live (RunLock.swift).
+            _ = try dir.readState()   // no run here: say so before taking a lock in it
             let lock = context.rank == 0 ? try RunLock.acquire(dir, .worker) : nil
             defer { lock?.release() }
             let fixed = fixedOrder, bucket = bucketMb.map { $0 << 20 }
