@@ -11,8 +11,8 @@ NP=${NP:-2}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 swift build -c release
 B=.build/release
+# init also makes the synthetic set the config's data.synthesize describes (512 + 32 pairs, 32x24).
 [ -f "$RUN/state.json" ] || $B/leffa-coord init --config Configs/tiny-synthetic.yaml --run "$RUN"
-[ -f "$RUN/data/test_pairs.txt" ] || $B/leffa-coord synth --out "$RUN/data" --count 512 --test-count 32 --size 32x24
 $B/leffa-coord check-data --kind synthetic --root "$RUN/data"
 $B/leffa-coord check-data --kind synthetic --root "$RUN/data" --split test
 $B/leffa-coord run --run "$RUN" --np "$NP"

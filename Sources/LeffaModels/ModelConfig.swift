@@ -16,7 +16,7 @@ public struct UNetConfig: Codable, Equatable, Sendable {
     /// Width of the unused cross-attention keys/values (kept so `attn2` weights round-trip).
     public var crossAttentionDim = 768
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case inChannels = "in_channels", referenceInChannels = "reference_in_channels", outChannels = "out_channels"
         case blockOutChannels = "block_out_channels", layersPerBlock = "layers_per_block"
         case attentionHeads = "attention_heads", normNumGroups = "norm_num_groups", crossAttentionDim = "cross_attention_dim"
@@ -36,6 +36,9 @@ public struct UNetConfig: Codable, Equatable, Sendable {
         self = s
     }
 
+    /// The keys a `unet:` section may have: exactly those decoded (any other is refused).
+    public static var keys: [String] { CodingKeys.allCases.map(\.rawValue) }
+
     public var timeEmbedDim: Int { 4 * blockOutChannels[0] }
     public var levels: Int { blockOutChannels.count }
     /// Latent sizes must halve cleanly at every downsampler.
@@ -50,7 +53,7 @@ public struct VAEConfig: Codable, Equatable, Sendable {
     public var inChannels = 3
     public var scalingFactor: Float = 0.18215
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case blockOutChannels = "block_out_channels", layersPerBlock = "layers_per_block", normNumGroups = "norm_num_groups"
         case latentChannels = "latent_channels", inChannels = "in_channels", scalingFactor = "scaling_factor"
     }
@@ -66,6 +69,9 @@ public struct VAEConfig: Codable, Equatable, Sendable {
         s.scalingFactor = try c.decodeIfPresent(Float.self, forKey: .scalingFactor) ?? s.scalingFactor
         self = s
     }
+    /// The keys a `vae:` section may have: exactly those decoded (any other is refused).
+    public static var keys: [String] { CodingKeys.allCases.map(\.rawValue) }
+
     /// Image pixels per latent pixel along each side.
     public var downscale: Int { 1 << (blockOutChannels.count - 1) }
 }
@@ -148,9 +154,15 @@ public enum ModelError: Error, CustomStringConvertible {
 import Yams
 
 extension ModelConfig {
+    /// The keys of a model section this parser reads: a preset and the overrides of its sizes.
+    public static let keys = ["preset", "unet", "vae"]
+
     /// Reads a model config from YAML or JSON (JSON is YAML): either the fixture's `config.json`
     /// layout (`unet:` and `vae:` sections) or `preset: sd15|tiny|small` with optional overrides
     /// in `unet:`/`vae:`. A `model:` section is read if the file has one (run configs nest it).
+    /// Unknown keys inside `unet:` and `vae:` are refused; other top-level keys are left alone,
+    /// because the fixture's config.json keeps the golden test's loss settings beside the sizes
+    /// (run configs check their model section's keys themselves).
     public static func load(path: String) throws -> ModelConfig {
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
@@ -173,18 +185,24 @@ extension ModelConfig {
             }
             config = p
         }
-        func decode<T: Decodable>(_ key: String, _ type: T.Type, over base: T, encoded: (T) throws -> Yams.Node) throws -> T {
+        func decode<T: Decodable>(_ key: String, _ type: T.Type, keys: [String], over base: T, encoded: (T) throws -> Yams.Node) throws -> T {
             guard let section = root[Yams.Node(key)] else { return base }
             // Overlay the section onto the base so unspecified fields keep the preset's values.
             var merged = try encoded(base).mapping ?? Yams.Node.Mapping([])
             guard let m = section.mapping else { throw ModelError.badConfig("\(source): field \(key): expected a mapping") }
-            for (k, v) in m { merged[k] = v }
+            for (k, v) in m {
+                let name = k.string ?? "?"
+                guard keys.contains(name) else {
+                    throw ModelError.badConfig("\(source): field \(key).\(name): \(ConfigKeys.unknown(name, valid: keys)); expected \(ConfigKeys.expected(keys))")
+                }
+                merged[k] = v
+            }
             do { return try YAMLDecoder().decode(T.self, from: Yams.Node.mapping(merged)) } catch let e as DecodingError {
                 throw ModelError.badConfig("\(source): field \(key).\(describe(e))")
             }
         }
-        config.unet = try decode("unet", UNetConfig.self, over: config.unet) { try Yams.compose(yaml: try YAMLEncoder().encode($0))! }
-        config.vae = try decode("vae", VAEConfig.self, over: config.vae) { try Yams.compose(yaml: try YAMLEncoder().encode($0))! }
+        config.unet = try decode("unet", UNetConfig.self, keys: UNetConfig.keys, over: config.unet) { try Yams.compose(yaml: try YAMLEncoder().encode($0))! }
+        config.vae = try decode("vae", VAEConfig.self, keys: VAEConfig.keys, over: config.vae) { try Yams.compose(yaml: try YAMLEncoder().encode($0))! }
         let problems = config.problems()
         if !problems.isEmpty { throw ModelError.badConfig("\(source): " + problems.joined(separator: "; ")) }
         return config

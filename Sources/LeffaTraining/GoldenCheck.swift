@@ -70,7 +70,7 @@ extension GoldenCheck {
             throw RunError("\(run.configURL.path): no stage named \(name ?? "?"); stages are \(config.stages.map(\.name))")
         }
         let model = try LeffaModel(config: config.model, seed: config.seed)
-        let root = config.dataRoot.hasPrefix("/") ? config.dataRoot : run.url.appendingPathComponent(config.dataRoot).path
+        let root = run.resolve(config.dataRoot)
         let dataset = openDataset(DatasetKind(rawValue: config.dataKind) ?? .vitonHD, root: URL(fileURLWithPath: root), split: config.dataSplit)
         guard dataset.count > 0 else { throw RunError("data at \(root): no samples") }
         let builder = BatchBuilder(dataset: dataset, config: config, model: model)

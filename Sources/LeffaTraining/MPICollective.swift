@@ -20,13 +20,21 @@ public enum GradientReduction: String, CaseIterable, Sendable {
 
     public static let environmentKey = "LEFFA_REDUCTION"
 
+    /// The one parser of a reduction name, for the environment and every command line alike: any
+    /// case (`Buckets`, `SHARED`); anything else is an error naming `source` (the variable or
+    /// option it came from) and the valid names.
+    public static func parse(_ text: String, source: String) throws -> GradientReduction {
+        guard let r = GradientReduction(rawValue: text.lowercased()) else {
+            let names = allCases.map(\.rawValue)
+            throw DistributedError.setting(name: source, value: text, expected: names.dropLast().joined(separator: ", ") + " or " + names.last!)
+        }
+        return r
+    }
+
     /// `LEFFA_REDUCTION`, else auto.
     public static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> GradientReduction {
         guard let s = env[environmentKey] else { return .auto }
-        guard let r = GradientReduction(rawValue: s.lowercased()) else {
-            throw DistributedError.setting(name: environmentKey, value: s, expected: "auto, shared or buckets")
-        }
-        return r
+        return try parse(s, source: environmentKey)
     }
 }
 

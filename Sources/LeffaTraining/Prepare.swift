@@ -48,7 +48,7 @@ public enum Prepare {
     /// interrupted prepare resumes). `progress(done, total, label)` is called after each sample.
     public static func run(_ run: RunDirectory, progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> Summary {
         let config = try run.readConfig()
-        let root = config.dataRoot.hasPrefix("/") ? config.dataRoot : run.url.appendingPathComponent(config.dataRoot).path
+        let root = run.resolve(config.dataRoot)
         let dataset = openDataset(DatasetKind(rawValue: config.dataKind) ?? .vitonHD, root: URL(fileURLWithPath: root), split: config.dataSplit)
         let problems = dataset.check(CheckOptions(decodeImages: false))
         if !problems.errors.isEmpty {
@@ -114,7 +114,7 @@ public enum Prepare {
     static func vaeModel(_ config: RunConfig, run: RunDirectory) throws -> LeffaModel {
         let m = try LeffaModel(config: config.model, seed: config.seed)
         if let (kind, path) = config.initFrom {
-            let p = path.hasPrefix("/") ? path : run.url.appendingPathComponent(path).path
+            let p = run.resolve(path)
             if kind == "leffa" { try m.loadWeights(from: p) } else { try m.importDiffusers(folder: p) }
         }
         return m

@@ -1,6 +1,7 @@
 // The run config (Configs/*.yaml): model, initial weights, data, optimizer and the stages. Parsing
-// turns every mistake into an error that names the file, the field and the expected form; nothing
-// here touches the disk beyond reading the file.
+// turns every mistake into an error that names the file, the field and the expected form, and
+// refuses keys it does not read (ConfigReader.swift): a misspelt option must not train on the
+// default. Nothing here touches the disk beyond reading the file.
 import Foundation
 import Yams
 import LeffaLayers
@@ -9,7 +10,12 @@ import LeffaDiffusion
 
 public struct ConfigError: Error, CustomStringConvertible {
     public let file: String, field: String, expected: String
-    public var description: String { "\(file): field \(field): expected \(expected)" }
+    /// What is wrong, when saying it first reads better than the expected form alone (an unknown
+    /// key and the valid key it was probably meant to be).
+    public var problem: String? = nil
+    public var description: String {
+        "\(file): field \(field): " + (problem.map { "\($0); " } ?? "") + "expected \(expected)"
+    }
 }
 
 /// Where the latents come from: the VAE (SD1.5's latent diffusion) or the images themselves.
@@ -46,7 +52,6 @@ public struct ValidationConfig: Sendable, Equatable {
     /// Whether to sample after optimizer step `step` of a stage of `stageSteps` steps: every
     /// `every` steps and at the stage's last step, so every stage leaves samples.
     public func due(step: Int, stageSteps: Int) -> Bool { enabled && step > 0 && (step % every == 0 || step == stageSteps) }
-    static let keys = ["every", "count", "steps", "guidance", "split", "ref_acceleration"]
     static let example = "a mapping like {every: 1000, count: 4, steps: 30, guidance: 2.5}"
 }
 
@@ -71,10 +76,13 @@ public struct RunConfig: Sendable {
     public var dataKind: String             // synthetic | vitonhd | dresscode | deepfashion
     public var dataRoot: String
     public var dataSplit: String = "train"
-    public var synthCount: Int = 0, synthHeight: Int = 0, synthWidth: Int = 0
+    /// `data.synthesize`: the synthetic set `leffa-coord init` makes at `dataRoot` (synthetic data only).
+    public var synthesize: SyntheticDataConfig? = nil
     // bookkeeping
     public var checkpointEvery: Int = 100
-    /// Also checkpoint when this many minutes passed since the last one (nil: steps only).
+    /// Also checkpoint when this many minutes have passed since the last checkpoint
+    /// (`training.checkpoint_every_minutes`), so a slow step count still bounds the work a crash
+    /// loses; nil: by steps only. Rank 0's clock decides, and all ranks follow (Trainer).
     public var checkpointEveryMinutes: Double? = nil
     public var keepCheckpoints: Int = 3
     public var snapshotEvery: Int = 0
@@ -100,51 +108,82 @@ public struct RunConfig: Sendable {
         } catch let e as ConfigError { throw e } catch {
             throw ConfigError(file: source, field: "(syntax)", expected: "valid YAML (\(error))")
         }
-        let r = Reader(file: source, node: root, path: "")
-        let run = r.section("run")
-        let modelNode = r.section("model")
+        let r = Reader(file: source, root: root)
+        let cfg: RunConfig
+        do { cfg = try read(r, text: text) } catch {
+            try r.checkUnknownKeys()   // a misspelt key first: it is often what caused the error
+            throw error
+        }
+        try r.checkUnknownKeys()
+        return cfg
+    }
+
+    /// The sections, each marked finished once parsed (see Reader.checkUnknownKeys).
+    static func read(_ r: Reader, text: String) throws -> RunConfig {
+        let source = r.file
+        let run = try r.section("run"), modelNode = try r.section("model", expected: "a mapping with preset, unet, vae and init")
+        let data = try r.section("data"), training = try r.section("training"), stagesNode = r.value("stages")
+        r.finish()
+
+        let name = try run.string("name", default: "leffa")
+        let seed = UInt64(try run.int("seed", default: 0, min: 0))
+        run.finish()
+
+        // ModelConfig reads preset, unet and vae from the section's text; their keys are checked
+        // here first, so a misspelling is named by its full path.
+        modelNode.readElsewhere(ModelConfig.keys)
+        for (key, keys) in [("unet", UNetConfig.keys), ("vae", VAEConfig.keys)] {
+            if let sizes = try modelNode.optionalSection(key, expected: "a mapping of sizes") { sizes.readElsewhere(keys); sizes.finish() }
+        }
+        var initFrom: (String, String)? = nil
+        if let i = try modelNode.optionalSection("init", expected: "leffa: FILE.safetensors or diffusers: FOLDER") {
+            switch (try i.optionalString("leffa"), try i.optionalString("diffusers")) {
+            case (let p?, nil): initFrom = ("leffa", p)
+            case (nil, let p?): initFrom = ("diffusers", p)
+            default: throw ConfigError(file: source, field: "model.init", expected: "exactly one of leffa: FILE.safetensors or diffusers: FOLDER")
+            }
+            i.finish()
+        }
+        modelNode.finish()
         var model: ModelConfig
         do {
             let yaml = try Yams.serialize(node: Yams.Node.mapping(modelNode.node))
             model = try ModelConfig.parse(yaml.isEmpty ? "preset: sd15" : yaml, source: source)
         } catch let e as ModelError { throw ConfigError(file: source, field: "model", expected: "a valid model config (\(e))") }
-        let data = r.section("data")
+
         let space = try Space(rawValue: data.string("space", default: "latent")) ?? { throw ConfigError(file: source, field: "data.space", expected: "latent or pixel") }()
         if space == .pixel {
             // No VAE: the UNets read images; latent channels become RGB.
             model.unet.inChannels = 3 + 1 + 3 + 3; model.unet.referenceInChannels = 3; model.unet.outChannels = 3
         }
-        var initFrom: (String, String)? = nil
-        if let i = modelNode.optionalSection("init") {
-            if let p = try i.optionalString("leffa") { initFrom = ("leffa", p) }
-            else if let p = try i.optionalString("diffusers") { initFrom = ("diffusers", p) }
-            else { throw ConfigError(file: source, field: "model.init", expected: "leffa: FILE.safetensors or diffusers: FOLDER") }
+        let dataKind = try data.string("kind", default: "vitonhd")
+        guard ["synthetic", "vitonhd", "dresscode", "deepfashion"].contains(dataKind) else {
+            throw ConfigError(file: source, field: "data.kind", expected: "synthetic, vitonhd, dresscode or deepfashion, got \(dataKind)")
         }
-        let training = r.section("training")
-        let opt = training.section("optimizer")
+        let dataRoot = try data.string("root"), dataSplit = try data.string("split", default: "train")
+        let synthesize = try SyntheticDataConfig.parse(data, kind: dataKind, split: dataSplit, runSeed: seed)
+        data.finish()
+
+        let opt = try training.section("optimizer")
         var adam = AdamWConfig()
         adam.beta1 = try opt.float("beta1", default: adam.beta1, in: 0..<1)
         adam.beta2 = try opt.float("beta2", default: adam.beta2, in: 0..<1)
         adam.eps = try opt.float("eps", default: adam.eps, in: 0...1)
         adam.weightDecay = try opt.float("weight_decay", default: adam.weightDecay, in: 0...10)
+        opt.finish()
         let train = try training.strings("train", default: ["unet", "unet_encoder"])
         for t in train where t != "unet" && t != "unet_encoder" {
             throw ConfigError(file: source, field: "training.train", expected: "a list of unet and/or unet_encoder, got \(t)")
         }
-        let dataKind = try data.string("kind", default: "vitonhd")
-        guard ["synthetic", "vitonhd", "dresscode", "deepfashion"].contains(dataKind) else {
-            throw ConfigError(file: source, field: "data.kind", expected: "synthetic, vitonhd, dresscode or deepfashion, got \(dataKind)")
-        }
         var cfg = RunConfig(
-            source: source, text: text,
-            name: try run.string("name", default: "leffa"),
-            seed: UInt64(try run.int("seed", default: 0, min: 0)),
+            source: source, text: text, name: name, seed: seed,
             model: model, space: space, initFrom: initFrom, train: train, adam: adam,
             gradClip: try training.float("grad_clip", default: 1.0, in: 0...1e9),
             emaDecay: try training.optionalFloat("ema_decay", in: 0..<1),
             referenceDropout: try training.float("reference_dropout", default: 0.1, in: 0...1),
-            dataKind: dataKind, dataRoot: try data.string("root"), dataSplit: try data.string("split", default: "train"),
+            dataKind: dataKind, dataRoot: dataRoot, dataSplit: dataSplit, synthesize: synthesize,
             checkpointEvery: try training.int("checkpoint_every", default: 100, min: 1),
+            checkpointEveryMinutes: try training.optionalDouble("checkpoint_every_minutes", above: 0, unit: "minutes"),
             keepCheckpoints: try training.int("keep_checkpoints", default: 3, min: 1),
             snapshotEvery: try training.int("snapshot_every", default: 0, min: 0),
             snapshotSamples: try training.int("snapshot_samples", default: 2, min: 1),
@@ -156,9 +195,7 @@ public struct RunConfig: Sendable {
             throw ConfigError(file: source, field: "training.prediction_type", expected: "epsilon, v_prediction or sample, got \(prediction)")
         }
         cfg.prediction = p
-        cfg.checkpointEveryMinutes = try training.optionalFloat("checkpoint_every_minutes", in: 1e-6...1e7).map(Double.init)
-        if let v = try training.optionalMapping("validation", expected: ValidationConfig.example) {
-            try v.onlyKeys(ValidationConfig.keys)
+        if let v = try training.optionalSection("validation", expected: ValidationConfig.example) {
             var vc = ValidationConfig()
             vc.every = try v.int("every", default: 0, min: 0)
             vc.count = try v.int("count", default: vc.count, min: 1)
@@ -171,24 +208,26 @@ public struct RunConfig: Sendable {
                 vc.split = split
             }
             vc.refAcceleration = try v.bool("ref_acceleration", default: false)
+            v.finish()
             cfg.validation = vc
         }
-        if dataKind == "synthetic", let s = data.optionalSection("synthesize") {
-            cfg.synthCount = try s.int("count", min: 1)
-            (cfg.synthHeight, cfg.synthWidth) = try s.size("size")
-        }
-        guard let stageNodes = root["stages"]?.sequence, !stageNodes.isEmpty else {
-            throw ConfigError(file: source, field: "stages", expected: "a non-empty list of stages (name, resolution, steps, batch, lr)")
+        training.finish()
+
+        let stagesExpected = "a non-empty list of stages (name, resolution, steps, batch, lr)"
+        guard let stagesNode else { throw r.missing("stages", stagesExpected) }
+        guard let stageNodes = stagesNode.sequence, !stageNodes.isEmpty else {
+            throw r.fail("stages", "\(stagesExpected), got \(stagesNode.sequence != nil ? "an empty list" : Reader.describe(stagesNode))")
         }
         let factor = space == .latent ? model.vae.downscale * model.unet.sizeMultiple : model.unet.sizeMultiple
         for (i, node) in stageNodes.enumerated() {
-            guard let m = node.mapping else { throw ConfigError(file: source, field: "stages[\(i)]", expected: "a mapping") }
-            let s = Reader(file: source, node: m, path: "stages[\(i)].")
+            guard let m = node.mapping else { throw ConfigError(file: source, field: "stages[\(i)]", expected: "a mapping, got \(Reader.describe(node))") }
+            let s = r.child(m, path: "stages[\(i)].")
+            let stageName = try s.string("name")
             let (h, w) = try s.size("resolution")
             if h % factor != 0 || w % factor != 0 {
                 throw ConfigError(file: source, field: "stages[\(i)].resolution", expected: "H×W with both sides multiples of \(factor) for this model, got \(h)x\(w)")
             }
-            var st = StageConfig(name: try s.string("name"), height: h, width: w, steps: try s.int("steps", min: 1),
+            var st = StageConfig(name: stageName, height: h, width: w, steps: try s.int("steps", min: 1),
                                  batch: try s.int("batch", min: 1), gradAccum: try s.int("grad_accum", default: 1, min: 1),
                                  lr: try s.float("lr", in: 0...1), warmupSteps: try s.int("warmup_steps", default: 0, min: 0),
                                  schedule: try s.string("schedule", default: "constant"))
@@ -198,7 +237,7 @@ public struct RunConfig: Sendable {
             if st.batch % st.gradAccum != 0 {
                 throw ConfigError(file: source, field: "stages[\(i)].grad_accum", expected: "a divisor of batch \(st.batch), got \(st.gradAccum)")
             }
-            if let l = s.optionalSection("leffa") {
+            if let l = try s.optionalSection("leffa", expected: "a mapping of Leffa loss settings like {weight: 1.0e-3, tau: 2.0}") {
                 var lc = LeffaLossConfig()
                 lc.tau = try l.float("tau", default: lc.tau, in: 1e-6...1e6)
                 lc.weight = try l.float("weight", default: lc.weight, in: 0...1e6)
@@ -212,93 +251,14 @@ public struct RunConfig: Sendable {
                     }
                     lc.layers = layers
                 }
+                l.finish()
                 st.leffa = lc
             }
+            s.finish()
             cfg.stages.append(st)
         }
         let names = cfg.stages.map(\.name)
         if Set(names).count != names.count { throw ConfigError(file: source, field: "stages", expected: "unique stage names, got \(names)") }
         return cfg
-    }
-}
-
-/// Typed access to one YAML mapping with errors that carry the field's full path.
-struct Reader {
-    let file: String
-    let node: Yams.Node.Mapping
-    let path: String
-
-    func section(_ key: String) -> Reader {
-        Reader(file: file, node: node[Yams.Node(key)]?.mapping ?? Yams.Node.Mapping([]), path: path + key + ".")
-    }
-    func optionalSection(_ key: String) -> Reader? {
-        node[Yams.Node(key)]?.mapping.map { Reader(file: file, node: $0, path: path + key + ".") }
-    }
-    /// A sub-mapping that may be absent (or null); present as anything else is an error.
-    func optionalMapping(_ key: String, expected: String) throws -> Reader? {
-        guard let n = node[Yams.Node(key)], n.null == nil else { return nil }
-        guard let m = n.mapping else { throw fail(key, "\(expected), got \(n.string ?? "a list")") }
-        return Reader(file: file, node: m, path: path + key + ".")
-    }
-    /// Refuses keys outside `allowed` (a misspelt option would otherwise be silently ignored).
-    func onlyKeys(_ allowed: [String]) throws {
-        for k in node.keys {
-            let name = k.string ?? "?"
-            if !allowed.contains(name) { throw fail(name, "one of the keys \(allowed.joined(separator: ", ")), got unknown key \(name)") }
-        }
-    }
-    func fail(_ key: String, _ expected: String) -> ConfigError { ConfigError(file: file, field: path + key, expected: expected) }
-
-    func optionalString(_ key: String) throws -> String? {
-        guard let n = node[Yams.Node(key)] else { return nil }
-        guard let s = n.string, n.scalar != nil else { throw fail(key, "a string") }
-        return s
-    }
-    func string(_ key: String, default d: String? = nil) throws -> String {
-        if let s = try optionalString(key) { return s }
-        if let d { return d }
-        throw fail(key, "a string (required)")
-    }
-    func bool(_ key: String, default d: Bool) throws -> Bool {
-        guard let n = node[Yams.Node(key)] else { return d }
-        guard let v = n.bool else { throw fail(key, "true or false, got \(n.string ?? "?")") }
-        return v
-    }
-    func int(_ key: String, default d: Int? = nil, min: Int) throws -> Int {
-        guard let n = node[Yams.Node(key)] else { if let d { return d }; throw fail(key, "an integer ≥ \(min) (required)") }
-        guard let v = n.int, v >= min else { throw fail(key, "an integer ≥ \(min), got \(n.string ?? "?")") }
-        return v
-    }
-    func optionalFloat(_ key: String, in range: ClosedRange<Float>) throws -> Float? {
-        guard let n = node[Yams.Node(key)] else { return nil }
-        if n.null != nil { return nil }
-        guard let v = n.float.map(Float.init), range.contains(v) else { throw fail(key, "a number in \(range.lowerBound)…\(range.upperBound), got \(n.string ?? "?")") }
-        return v
-    }
-    func optionalFloat(_ key: String, in range: Range<Float>) throws -> Float? {
-        guard let n = node[Yams.Node(key)] else { return nil }
-        if n.null != nil { return nil }
-        guard let v = n.float.map(Float.init), range.contains(v) else { throw fail(key, "a number in [\(range.lowerBound), \(range.upperBound)), got \(n.string ?? "?")") }
-        return v
-    }
-    func float(_ key: String, default d: Float? = nil, in range: ClosedRange<Float>) throws -> Float {
-        if let v = try optionalFloat(key, in: range) { return v }
-        if let d { return d }
-        throw fail(key, "a number in \(range.lowerBound)…\(range.upperBound) (required)")
-    }
-    func float(_ key: String, default d: Float, in range: Range<Float>) throws -> Float {
-        try optionalFloat(key, in: range) ?? d
-    }
-    func strings(_ key: String, default d: [String]) throws -> [String] {
-        guard let n = node[Yams.Node(key)] else { return d }
-        guard let seq = n.sequence else { throw fail(key, "a list of strings") }
-        return try seq.map { guard let s = $0.string else { throw fail(key, "a list of strings") }; return s }
-    }
-    /// "512x384" (height × width).
-    func size(_ key: String) throws -> (Int, Int) {
-        let s = try string(key)
-        let parts = s.lowercased().split(separator: "x").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard parts.count == 2, parts[0] > 0, parts[1] > 0 else { throw fail(key, "HEIGHTxWIDTH like 512x384, got \(s)") }
-        return (parts[0], parts[1])
     }
 }

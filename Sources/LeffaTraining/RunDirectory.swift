@@ -27,6 +27,8 @@ public struct RunDirectory: Sendable {
     public init(_ path: String) { url = URL(fileURLWithPath: path).standardizedFileURL }
 
     public var configURL: URL { url.appendingPathComponent("config.yaml") }
+    /// A path from the config: relative paths are relative to the run directory.
+    public func resolve(_ path: String) -> String { path.hasPrefix("/") ? path : url.appendingPathComponent(path).path }
     public var stateURL: URL { url.appendingPathComponent("state.json") }
     public var heartbeatURL: URL { url.appendingPathComponent("heartbeat.json") }
     public func stageURL(_ stage: String) -> URL { url.appendingPathComponent("stages").appendingPathComponent(stage) }

@@ -126,7 +126,7 @@ public final class Trainer {
     }
 
     /// Paths in the config are relative to the run directory.
-    func resolve(_ path: String) -> String { path.hasPrefix("/") ? path : run.url.appendingPathComponent(path).path }
+    func resolve(_ path: String) -> String { run.resolve(path) }
 
     // MARK: The loop
 

@@ -57,7 +57,8 @@ struct DDPBench: ParsableCommand {
         let trained = m.parameters(of: "unet") + m.parameters(of: "unet_encoder")
         m.parameters.freeze(except: trained)
         let range = m.parameters.trainedRange!
-        guard let asked = GradientReduction(rawValue: reduction) else { ctx.abort("--reduction \(reduction): expected auto, shared or buckets") }
+        let asked: GradientReduction
+        do { asked = try GradientReduction.parse(reduction, source: "--reduction") } catch { ctx.abort("\(error)") }
         let optimizer = AdamW(parameters: m.parameters, training: trained)
         // The trainer's collective (one rank: buckets, which reduce nothing).
         let collective = try MPICollective(context: ctx, parameters: m.parameters, optimizer: unsharded ? nil : optimizer, fixedOrder: false,

@@ -6,7 +6,7 @@ import LeffaData
 import LeffaTraining
 
 struct Init: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Validate a config and create a run directory.")
+    static let configuration = CommandConfiguration(abstract: "Validate a config and create a run directory (and its synthetic data, with data.synthesize).")
     @Option(help: "The run config (YAML), e.g. Configs/tiny-synthetic.yaml.") var config: String
     @Option(name: .customLong("run"), help: "The run directory to create.") var runPath: String
 
@@ -15,6 +15,11 @@ struct Init: ParsableCommand {
             let cfg = try RunConfig.load(path: config)
             let dir = try RunDirectory.create(at: runPath, config: cfg)
             print("created run \(dir.url.path): stages \(cfg.stages.map { "\($0.name) (\($0.height)x\($0.width), \($0.steps) steps, batch \($0.batch)\($0.leffa != nil ? ", Leffa loss" : ""))" }.joined(separator: ", "))")
+            do {
+                if let made = try dir.makeSyntheticData(cfg) { print(made) }
+            } catch {
+                throw RunError("\(error)\nthe run folder was created: make the data with `leffa-coord synth`, or remove \(dir.url.path) and init again")
+            }
         } catch { throw userError(error) }
     }
 }

@@ -46,13 +46,7 @@ struct LeffaWorker: ParsableCommand {
             let lock = context.rank == 0 ? try RunLock.acquire(dir, .worker) : nil
             defer { lock?.release() }
             let fixed = fixedOrder, bucket = bucketMb.map { $0 << 20 }
-            let method: GradientReduction
-            if let reduction {
-                guard let m = GradientReduction(rawValue: reduction) else {
-                    throw ValidationError("--reduction \(reduction): expected one of auto, shared, buckets")
-                }
-                method = m
-            } else { method = try GradientReduction.fromEnvironment() }
+            let method = try reduction.map { try GradientReduction.parse($0, source: "--reduction") } ?? GradientReduction.fromEnvironment()
             var said = false
             let make: ((LeffaModel, AdamW) throws -> Collective)? = context.isDistributed ? { model, optimizer in
                 let c = try MPICollective(context: context, parameters: model.parameters, optimizer: optimizer, fixedOrder: fixed,

@@ -25,6 +25,22 @@ final class ModelConfigTests: XCTestCase {
         XCTAssertThrowsError(try ModelConfig.parse("preset: huge\n", source: "p.yaml")) { e in XCTAssertTrue("\(e)".contains("preset"), "\(e)") }
     }
 
+    /// Model files refuse unknown size keys (the fixture's config.json keeps other settings at its
+    /// top level, which stays open).
+    func testUnknownSizeKeysAreRefused() throws {
+        XCTAssertThrowsError(try ModelConfig.parse("preset: tiny\nunet:\n  layers_per_blok: 1\n", source: "m.yaml")) { e in
+            XCTAssertEqual("\(e)", "m.yaml: field unet.layers_per_blok: unknown key layers_per_blok (did you mean layers_per_block?); expected one of the keys "
+                           + UNetConfig.keys.joined(separator: ", "))
+        }
+        XCTAssertThrowsError(try ModelConfig.parse("vae: {scaling: 0.2}\n", source: "m.yaml")) { e in
+            XCTAssertTrue("\(e)".contains("field vae.scaling: unknown key scaling (did you mean scaling_factor?)"), "\(e)")
+        }
+        XCTAssertEqual(UNetConfig.keys, ["in_channels", "reference_in_channels", "out_channels", "block_out_channels", "layers_per_block",
+                                         "attention_heads", "norm_num_groups", "cross_attention_dim"])
+        XCTAssertEqual(VAEConfig.keys, ["block_out_channels", "layers_per_block", "norm_num_groups", "latent_channels", "in_channels", "scaling_factor"])
+        XCTAssertEqual(try ModelConfig.parse("preset: tiny\nnote: fixture settings\n", source: "m.yaml"), .tiny)
+    }
+
     func testLatentSizeNotDivisibleIsAClearError() throws {
         let model = try LeffaModel(config: .tiny)
         XCTAssertThrowsError(try model.denoise(x: Tensor(zeros: [1, 12, 12, 8]), refLatent: Tensor(zeros: [1, 4, 12, 8]), timesteps: [1])) { e in

@@ -1,6 +1,7 @@
 // Every config in Configs/ parses and validates: the paper's settings are what they say.
 import XCTest
 import Foundation
+import LeffaData
 import LeffaTraining
 import TestSupport
 
@@ -19,6 +20,11 @@ final class ShippedConfigsTests: XCTestCase {
         XCTAssertEqual(v.stages.map(\.lr), [1e-5, 1e-5, 1e-5])
         XCTAssertEqual(v.train, ["unet", "unet_encoder"])
         XCTAssertEqual(v.initFrom?.kind, "diffusers")
+        XCTAssertNil(v.synthesize)
+        XCTAssertNil(v.checkpointEveryMinutes)
+        // The main job's data: what `leffa-coord synth --count 512 --test-count 32 --size 32x24` made before init did.
+        let t = try RunConfig.load(path: dir.appendingPathComponent("tiny-synthetic.yaml").path)
+        XCTAssertEqual(t.synthesize, SyntheticDataConfig(count: 512, testCount: 32, height: 32, width: 24, seed: 0, texture: .pattern))
     }
 
     func testBadRunConfigValuesNameTheField() {

@@ -94,6 +94,34 @@ final class CommandTests: XCTestCase {
         XCTAssertTrue(err.contains("no run state") && err.contains("leffa-coord init"), err)
     }
 
+    /// `init` with `data.synthesize` makes the set under the run folder (and leaves it alone the
+    /// next time); a misspelt key exits 2 naming it, with no run folder.
+    func testInitSynthesizesDataAndRefusesUnknownKeys() throws {
+        let root = try tempFolder(self, "cmd-synth")
+        let cfg = root.appendingPathComponent("s.yaml")
+        try tinyConfig().replacingOccurrences(of: "space: pixel}", with: "space: pixel, synthesize: {count: 3, test_count: 1, size: 16x16}}")
+            .write(to: cfg, atomically: true, encoding: .utf8)
+        var (code, out, err) = try run("leffa-coord", ["init", "--config", cfg.path, "--run", root.appendingPathComponent("run").path])
+        XCTAssertEqual(code, 0, err)
+        XCTAssertTrue(out.contains("wrote 3 synthetic training pairs and 1 held-out test pairs"), out)
+        let data = root.appendingPathComponent("run/data").path
+        (code, out, err) = try run("leffa-coord", ["check-data", "--kind", "synthetic", "--root", data])
+        XCTAssertEqual(code, 0, err)
+        XCTAssertTrue(out.hasPrefix("3 samples; 0 error(s)"), out)
+        // Another run on the same (absolute) data root: the data is there already.
+        try tinyConfig().replacingOccurrences(of: "root: data, space: pixel}", with: "root: \(data), space: pixel, synthesize: {count: 3, size: 16x16}}")
+            .write(to: cfg, atomically: true, encoding: .utf8)
+        (code, out, err) = try run("leffa-coord", ["init", "--config", cfg.path, "--run", root.appendingPathComponent("run2").path])
+        XCTAssertEqual(code, 0, err)
+        XCTAssertTrue(out.contains("already holds data (train_pairs.txt): left untouched") && out.contains("test_count 1 (config: 0)"), out)
+
+        try tinyConfig().replacingOccurrences(of: "checkpoint_every: 2", with: "checkpoint_evry: 2").write(to: cfg, atomically: true, encoding: .utf8)
+        (code, _, err) = try run("leffa-coord", ["init", "--config", cfg.path, "--run", root.appendingPathComponent("run3").path])
+        XCTAssertEqual(code, 2)
+        XCTAssertTrue(err.contains("s.yaml: field training.checkpoint_evry: unknown key checkpoint_evry (did you mean checkpoint_every?)"), err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root.appendingPathComponent("run3").path))
+    }
+
     /// A run directory written by a newer build: every command that reads it says which file and
     /// field, and that this build is too old, and changes nothing.
     func testRunDirectoryFromANewerFormat() throws {
