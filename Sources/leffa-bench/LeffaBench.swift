@@ -10,7 +10,7 @@ struct LeffaBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "leffa-bench",
         abstract: "Benchmarks of the Leffa training system.",
-        subcommands: [EngineBench.self, TrainStepBench.self, SD15Bench.self, DDPBench.self, FlowAccuracyBench.self, LeffaEffectBench.self],
+        subcommands: [EngineBench.self, TrainStepBench.self, SD15Bench.self, DDPBench.self, FlowAccuracyBench.self, LeffaEffectBench.self, CheckpointIOBench.self],
         defaultSubcommand: EngineBench.self)
 }
 

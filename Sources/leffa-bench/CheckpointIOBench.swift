@@ -1,0 +1,122 @@
+// Checkpoint I/O at SD1.5 size: how long a training checkpoint (weights, both Adam moments, EMA:
+// four model-sized groups, as the trainer writes them) takes to save and to load on this disk.
+// Through the trainer's own path: CheckpointDirectory.save (HDF5, checksums, fsync, rename) and
+// latestValid (open, verify, read each group into the flat block). The four groups are views of
+// one block, so a 29 GB SD1.5 checkpoint needs 7 GB of memory. Before the read the file's pages
+// are dropped from the page cache (posix_fadvise DONTNEED), so the read comes from the disk.
+// The anchor, in the same run: the same bytes written with plain write() + fdatasync and read back
+// with read(), which is what this disk can do at best.
+import ArgumentParser
+import Foundation
+import LeffaTensor
+import LeffaModels
+import LeffaCheckpoint
+
+struct CheckpointIOBench: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "checkpoint-io", abstract: "Write and read throughput of a training checkpoint (weights, Adam moments, EMA).")
+    @Option(help: "Model size: tiny, small or sd15.") var model: String = "sd15"
+    @Option(help: "Folder for the checkpoint (removed afterwards); on the disk runs will use.") var dir: String = "bench-results/checkpoint-io"
+    @Option(help: "Timed write + read rounds (the median is reported).") var repeats: Int = 2
+    @Option(help: "Where to write the JSON results.") var json: String = "bench-results/checkpoint-io.json"
+
+    struct Report: Encodable {
+        var model: String, parameters: Int, fileBytes: Int, writeSeconds: Double, readSeconds: Double, writeGBps: Double, readGBps: Double
+        var rawWriteGBps: Double, rawReadGBps: Double
+        enum CodingKeys: String, CodingKey {
+            case model, parameters, fileBytes = "file_bytes", writeSeconds = "write_seconds", readSeconds = "read_seconds", writeGBps = "write_gb_per_s", readGBps = "read_gb_per_s"
+            case rawWriteGBps = "raw_disk_write_gb_per_s", rawReadGBps = "raw_disk_read_gb_per_s"
+        }
+    }
+
+    func run() throws {
+        guard let config = ModelConfig.preset(model) else { throw ValidationError("--model: expected tiny, small or sd15, got \(model)") }
+        let m = try LeffaModel(config: config, seed: 1)
+        let values = m.parameters.values!
+        let layout = m.parameters.all.map { FlatEntry(name: $0.name, offset: $0.offset, shape: $0.shape) }
+        var contents = CheckpointContents(meta: [CheckpointNames.step: .int64(1), CheckpointNames.stage: .string("bench")])
+        for group in [CheckpointNames.params, CheckpointNames.adamM, CheckpointNames.adamV, CheckpointNames.ema] {
+            try contents.setGroup(group, flat: values, layout: layout)
+        }
+        let folder = URL(fileURLWithPath: dir)
+        try? FileManager.default.removeItem(at: folder)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let target = Tensor(zeros: [values.count])
+        print("leffa-bench checkpoint-io: \(model), \(values.count) parameters × 4 groups, in \(folder.path)\n")
+        print("round   file GB   write s   write GB/s   read s   read GB/s   raw disk write / read GB/s")
+        var writes: [Double] = [], reads: [Double] = [], raws: [(Double, Double)] = [], bytes = 0
+        for round in 1...max(1, repeats) {
+            try? FileManager.default.removeItem(at: folder)
+            let ckpt = try CheckpointDirectory(folder, keepLast: 1)
+            var t0 = Date()
+            let url = try ckpt.save(contents, step: round)
+            let w = Date().timeIntervalSince(t0)
+            bytes = (try FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
+            dropFromPageCache(url.path)
+            t0 = Date()
+            guard try ckpt.latestValid({ reader -> Int in
+                for group in [CheckpointNames.params, CheckpointNames.adamM, CheckpointNames.adamV, CheckpointNames.ema] {
+                    try reader.readGroup(group, into: target, layout: layout)
+                }
+                return 0
+            }) != nil else { throw ValidationError("\(url.path): the checkpoint just written does not read back") }
+            let r = Date().timeIntervalSince(t0)
+            guard memcmp(target.data, values.data, values.count * 4) == 0 else { throw ValidationError("\(url.path): read back different values") }
+            try? FileManager.default.removeItem(at: folder)
+            let raw = try rawDisk(values, times: 4, at: folder.appendingPathComponent("raw.bin"))
+            writes.append(w); reads.append(r); raws.append(raw)
+            let gb = Double(bytes) / 1e9
+            print(String(format: "%5d   %7.2f   %7.2f   %10.2f   %6.2f   %9.2f   %.2f / %.2f", round, gb, w, gb / w, r, gb / r, raw.0, raw.1))
+        }
+        let w = writes.sorted()[writes.count / 2], r = reads.sorted()[reads.count / 2], gb = Double(bytes) / 1e9
+        let rw = raws.map(\.0).sorted()[raws.count / 2], rr = raws.map(\.1).sorted()[raws.count / 2]
+        print(String(format: "\nmedian: write %.2f GB/s (%.0f %% of the raw disk's %.2f), read %.2f GB/s (%.0f %% of %.2f); %.2f GB",
+                     gb / w, 100 * gb / w / rw, rw, gb / r, 100 * gb / r / rr, rr, gb))
+        try writeJSON(Report(model: model, parameters: values.count, fileBytes: bytes, writeSeconds: w, readSeconds: r, writeGBps: gb / w, readGBps: gb / r,
+                             rawWriteGBps: rw, rawReadGBps: rr), to: json)
+    }
+
+    /// The disk's own speed on the same bytes: `times` copies of `block` written with write() and
+    /// fdatasync, evicted from the page cache, read back with read(). GB/s (write, read).
+    func rawDisk(_ block: Tensor, times: Int, at url: URL) throws -> (Double, Double) {
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        defer { unlink(url.path) }
+        let fd = open(url.path, O_CREAT | O_TRUNC | O_RDWR, 0o644)
+        guard fd >= 0 else { throw ValidationError("\(url.path): cannot create (\(String(cString: strerror(errno))))") }
+        defer { close(fd) }
+        let total = block.count * 4, chunk = 64 << 20
+        let raw = UnsafeRawPointer(block.data)
+        var t0 = Date()
+        for _ in 0..<times {
+            var done = 0
+            while done < total {
+                let n = write(fd, raw + done, min(chunk, total - done))
+                guard n > 0 else { throw ValidationError("\(url.path): write failed (\(String(cString: strerror(errno))))") }
+                done += n
+            }
+        }
+        fdatasync(fd)
+        let w = Date().timeIntervalSince(t0)
+        _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 4096)
+        defer { buffer.deallocate() }
+        t0 = Date()
+        var offset = 0
+        while true {
+            let n = pread(fd, buffer, chunk, off_t(offset))
+            if n <= 0 { break }
+            offset += n
+        }
+        let r = Date().timeIntervalSince(t0)
+        let gb = Double(total * times) / 1e9
+        return (gb / w, gb / r)
+    }
+
+    /// Evicts a file's clean pages, so the next read measures the disk, not memory.
+    func dropFromPageCache(_ path: String) {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return }
+        fdatasync(fd)
+        _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
+        close(fd)
+    }
+}
