@@ -60,7 +60,7 @@ let package = Package(
             dependencies: ["LeffaTraining", "LeffaDistributed", "LeffaData", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: fast),
         // Orchestration: run state, stage transitions, driving worker processes.
-        .target(name: "LeffaRun", dependencies: ["LeffaTraining", "LeffaCheckpoint"], swiftSettings: fast),
+        .target(name: "LeffaRun", dependencies: ["LeffaTraining", "LeffaCheckpoint", "LeffaData"], swiftSettings: fast),
         .executableTarget(
             name: "leffa-coord",
             dependencies: ["LeffaTraining", "LeffaEval", "LeffaRun", .product(name: "ArgumentParser", package: "swift-argument-parser")],

@@ -1,4 +1,5 @@
-// Splitting a text file into lines, for every reader of dataset lists. Copies of the datasets are
+// Splitting a text file into lines, for every reader of dataset lists (and the coordinator's
+// hostfiles). Copies of the datasets are
 // edited on Windows and old Macs, so a line may end in LF, CRLF or a lone CR, and the file may
 // start with a UTF-8 byte-order mark; all of them read the same. In Swift "\r\n" is one Character,
 // so `split(separator: "\n")` leaves a CRLF file as one line: this splits on UTF-8 bytes instead.
@@ -7,7 +8,7 @@
 /// it (CRLF is one line break). A leading byte-order mark (U+FEFF) is dropped. A terminator at the
 /// very end does not start another line, so "a\nb\n" is ["a", "b"] while "a\n\n" is ["a", ""].
 /// Splits as Python's universal newlines do: LF, CRLF and CR only.
-func textLines(_ text: String) -> [Substring] {
+public func textLines(_ text: String) -> [Substring] {
     let utf8 = text.utf8
     var start = utf8.startIndex
     if text.unicodeScalars.first == "\u{FEFF}" { start = text.unicodeScalars.index(after: start) }

@@ -48,7 +48,7 @@ public struct StageReport: Codable, Sendable {
             lines.append("  \(s.name.padding(toLength: 12, withPad: " ", startingAt: 0)) \(mark.padding(toLength: 8, withPad: " ", startingAt: 0)) \(ck)\(s.hasFinalWeights ? ", final weights" : "")")
         }
         if let h = heartbeat {
-            let whereabouts = "pid \(h.pid)" + (h.host.map { " on \($0)" } ?? "") + (h.jobID.map { " (job \($0))" } ?? "")
+            let whereabouts = Heartbeat.whereabouts(pid: h.pid, host: h.host, jobID: h.jobID)
             lines.append(String(format: "heartbeat: %@ step %d/%d, %@, %.0f s ago", h.stage, h.step, h.steps, whereabouts, h.ageSeconds))
         } else { lines.append("heartbeat: none") }
         lines.append(live ? "live: \(liveness)" : "live: no" + (liveness.isEmpty ? "" : " (\(liveness))"))

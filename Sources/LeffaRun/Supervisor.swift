@@ -21,6 +21,7 @@
 //     The sample stream does not depend on the rank count, so the run continues unchanged (with
 //     --fixed-order, bit for bit). The move is logged and recorded in the run's history.
 import Foundation
+import LeffaData
 import LeffaTraining
 
 public struct SupervisorOptions: Sendable {
@@ -160,15 +161,12 @@ public final class Supervisor {
             if progressed { failures = 0; failuresAtThisCount = 0 }
             failures += 1; failuresAtThisCount += 1
             lastFailure = failure
-            if options.elastic && failuresAtThisCount >= 2 && ranks > 1 {
-                // Failed again at this count: assume a host is gone and offer one rank fewer.
-                let before = ranks
-                try shrink(to: ranks - 1, why: "\(failure), \(failuresAtThisCount) times in a row at \(ranks) ranks")
-                if ranks < before {
-                    failures = 0; failuresAtThisCount = 0; restarts += 1
-                    if sleepInterruptibly(options.backoff) { log("interrupted during backoff; stopped"); return stopOutcome }
-                    continue
-                }
+            if options.elastic && failuresAtThisCount >= 2 && ranks > 1,
+               // Failed again at this count: assume a host is gone and offer one rank fewer.
+               try shrink(to: ranks - 1, why: "\(failure), \(failuresAtThisCount) times in a row at \(ranks) ranks") {
+                failures = 0; failuresAtThisCount = 0; restarts += 1
+                if sleepInterruptibly(options.backoff) { log("interrupted during backoff; stopped"); return stopOutcome }
+                continue
             }
             if failures > options.retries {
                 throw RunError("stage \(stage): \(lastFailure); giving up after \(options.retries) restart(s) without progress. The run directory is intact: see \(logURL.path), then rerun `leffa-coord run` to resume from the last valid checkpoint")
@@ -190,15 +188,18 @@ public final class Supervisor {
     }
 
     /// Lowers the rank count to the largest usable one ≤ `most`; says so in the log and history.
-    func shrink(to most: Int, why: String) throws {
+    /// False when no smaller count is usable.
+    @discardableResult
+    func shrink(to most: Int, why: String) throws -> Bool {
         let n = try usableRanks(atMost: most)
-        guard n < ranks else { return }
+        guard n < ranks else { return false }
         let line = "elastic: relaunching with \(n) rank(s) instead of \(ranks) (\(why)); the run continues the same sample stream"
-        log("stage \(try directory.readState().stage): " + line)
         var state = try directory.readState()
+        log("stage \(state.stage): " + line)
         state.history.append(.init(now: state.stage, to: state.stage, reason: line))
         try directory.writeState(state)
         ranks = n
+        return true
     }
 
     /// Slots the hostfile offers now (it may have been edited since the launch), nil without one.
@@ -308,7 +309,7 @@ enum HostFile {
     /// Total slots; a host without `slots=` counts as one.
     static func slots(_ text: String, source: String) throws -> Int {
         var total = 0
-        for (i, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }).enumerated() {
+        for (i, raw) in textLines(text).enumerated() {
             let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
             let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
             guard words.count > 0 else { continue }

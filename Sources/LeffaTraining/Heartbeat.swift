@@ -38,7 +38,11 @@ public struct Heartbeat: Codable, Sendable {
     }
     public var age: Double { Date().timeIntervalSince1970 - unixTime }
     /// "pid 123 on node7 (job 4567)".
-    public var whereabouts: String { "pid \(pid)" + (host.map { " on \($0)" } ?? "") + (jobID.map { " (job \($0))" } ?? "") }
+    public var whereabouts: String { Heartbeat.whereabouts(pid: pid, host: host, jobID: jobID) }
+    /// The one wording of where a process runs, for heartbeats, lock holders and `stage status`.
+    public static func whereabouts(pid: Int, host: String?, jobID: String?) -> String {
+        "pid \(pid)" + (host.map { " on \($0)" } ?? "") + (jobID.map { " (job \($0))" } ?? "")
+    }
 
     public static var hostName: String {
         var buf = [CChar](repeating: 0, count: 256)

@@ -19,7 +19,7 @@ public final class RunLock {
     public struct Holder: Codable, Sendable {
         public var pid: Int, host: String, jobID: String?, unixTime: Double
         enum CodingKeys: String, CodingKey { case pid, host, jobID = "job_id", unixTime = "unix_time" }
-        public var whereabouts: String { "pid \(pid) on \(host)" + (jobID.map { " (job \($0))" } ?? "") }
+        public var whereabouts: String { Heartbeat.whereabouts(pid: pid, host: host, jobID: jobID) }
     }
 
     public let url: URL
