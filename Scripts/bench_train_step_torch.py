@@ -41,8 +41,9 @@ DEFAULT_FIXTURE = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "lef
 MODELS = {
     "tiny": dict(block_out_channels=(32, 64, 64, 64), heads=2, norm_num_groups=8, cross_attention_dim=32),
     "small": dict(block_out_channels=(64, 128, 256, 256), heads=8, norm_num_groups=32, cross_attention_dim=64),
+    "sd15": dict(block_out_channels=(320, 640, 1280, 1280), heads=8, norm_num_groups=32, cross_attention_dim=768),
 }
-DEFAULT_LATENT = {"tiny": (16, 8), "small": (32, 24)}  # leffa-bench's sizes (image = 8 × latent)
+DEFAULT_LATENT = {"tiny": (16, 8), "small": (32, 24), "sd15": (64, 48)}  # leffa-bench's sizes (image = 8 × latent)
 
 # Leffa loss defaults (SPEC §3), optimizer settings (SPEC §4).
 TAU, LAMBDA, T_THRESHOLD, MIN_RES_FRACTION = 2.0, 1e-3, 500, 1 / 32
@@ -309,12 +310,35 @@ def random_batch(b, h, w, seed):
             "mask": (torch.rand(b, 1, H, W, generator=g) > 0.5).float()}
 
 
-def time_step(model, batch_size, latent_hw, leffa, repeats):
-    """(median, best) seconds of a full training step: forward, loss, backward, clip, AdamW."""
+def reset_peak_rss():
+    """Starts a new resident-set peak (Linux: 5 to clear_refs resets VmHWM), so each case has its own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss():
+    """The process's resident peak in bytes (VmHWM), as leffa-bench reads it."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def time_step(model, batch_size, latent_hw, leffa, repeats, train=("unet", "unet_encoder")):
+    """(median, best) seconds of a full training step: forward, loss, backward, clip, AdamW.
+
+    `train` without unet_encoder freezes the reference UNet (requires_grad off: no gradients, no
+    optimizer state), as `leffa-bench train-step --train unet` does."""
     torch.manual_seed(1)
     h, w = latent_hw
     gen, ref, state, _ = make_model(model, (h, w), (8 * h, 8 * w), leffa)
-    params = list(gen.parameters()) + list(ref.parameters())
+    if "unet_encoder" not in train:
+        ref.requires_grad_(False)
+    params = [p for p in list(gen.parameters()) + list(ref.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=LR, weight_decay=WEIGHT_DECAY)
     batch = random_batch(batch_size, h, w, seed=11)
 
@@ -341,7 +365,8 @@ def main():
     ap.add_argument("--json", default="bench-results/train-step-torch.json", help="where to write torch's numbers")
     ap.add_argument("--fixture", default=DEFAULT_FIXTURE, help="golden fixture directory (leffa_tiny)")
     ap.add_argument("--repeats", type=int, default=5, help="timed steps per case (median taken)")
-    ap.add_argument("--models", help="comma-separated (tiny, small); default: the Swift JSON's, else both")
+    ap.add_argument("--models", help="comma-separated (tiny, small, sd15); default: the Swift JSON's, else tiny,small")
+    ap.add_argument("--train", help="parts that train: unet or unet,unet_encoder (default: the Swift JSON's, else both)")
     ap.add_argument("--threads", type=int, help="torch threads (default: the Swift JSON's, else 2)")
     ap.add_argument("--validate-only", action="store_true", help="check against the fixture and stop")
     args = ap.parse_args()
@@ -368,40 +393,59 @@ def main():
         return 0
 
     # The cases: leffa-bench's models, batch and latent size if we have its JSON, else the defaults.
-    cases, swift_seconds = {}, {}
+    cases, swift_seconds, swift_rss, leffa_cases, train = {}, {}, {}, {}, None
     if swift:
         for r in swift["rows"]:
             cases.setdefault(r["model"], (r["batch"], tuple(r["latent"])))
+            leffa_cases.setdefault(r["model"], []).append(r["leffa"])
             swift_seconds[(r["model"], r["leffa"])] = (r["seconds"], r["best_seconds"])
+            swift_rss[(r["model"], r["leffa"])] = r.get("peak_rss_bytes")
+            train = train or r.get("train")
     else:
         print(f"\n{args.swift_json} not found: torch numbers only")
     names = args.models.split(",") if args.models else list(cases) or ["tiny", "small"]
     unknown = [m for m in names if m not in MODELS]
-    if unknown:  # e.g. sd15: too slow to be worth timing here
+    if unknown:
         print(f"skipping models this script does not know: {', '.join(unknown)}")
     cases = {m: cases.get(m, (2, DEFAULT_LATENT[m])) for m in names if m in MODELS}
+    train = tuple(args.train.split(",")) if args.train else tuple(train or ("unet", "unet_encoder"))
 
     print(f"\nPyTorch {torch.__version__}, diffusers {diffusers.__version__}, {threads} thread(s) "
-          f"(OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}), median and best of {args.repeats} steps after 1 warm-up")
-    print(f"{'':24}{'---- torch ----':>20}{'---- swift ----':>20}{'-- swift/torch --':>20}")
-    print(f"{'model':8}{'latent':9}{'leffa':7}{'median ms':>10}{'best ms':>10}{'median ms':>10}{'best ms':>10}"
-          f"{'median':>10}{'best':>10}")
+          f"(OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}), median and best of {args.repeats} steps after 1 warm-up, "
+          f"training {' + '.join(train)}")
+    print(f"{'':24}{'---- torch ----':>30}{'---- swift ----':>30}{'-- swift/torch --':>20}")
+    print(f"{'model':8}{'latent':9}{'leffa':7}{'median ms':>10}{'best ms':>10}{'RSS GiB':>10}{'median ms':>10}{'best ms':>10}"
+          f"{'RSS GiB':>10}{'median':>10}{'best':>10}")
     rows, overhead, swift_overhead = [], {}, {}
+    gib = 1 << 30
     for model, (b, (h, w)) in cases.items():
         med = {}
-        for leffa in (False, True):
-            t, best = time_step(model, b, (h, w), leffa, args.repeats)
+        for leffa in leffa_cases.get(model, [False, True]):
+            reset_peak_rss()
+            try:
+                t, best = time_step(model, b, (h, w), leffa, args.repeats, train)
+            except RuntimeError as e:  # torch's allocator failing; the kernel's OOM killer would end the process instead
+                if "memory" not in str(e).lower():
+                    raise
+                print(f"{model:8}{f'{h}x{w}':9}{'on' if leffa else 'off':7}  PyTorch ran out of memory: {str(e).splitlines()[0]}")
+                rows.append({"model": model, "batch": b, "latent": [h, w], "leffa": leffa, "train": list(train),
+                             "out_of_memory": str(e).splitlines()[0], "peak_rss_bytes": peak_rss()})
+                continue
             med[leffa] = t
-            row = {"model": model, "batch": b, "latent": [h, w], "leffa": leffa, "seconds": t, "best_seconds": best,
-                   "images_per_second": b / t}
-            line = f"{model:8}{f'{h}x{w}':9}{'on' if leffa else 'off':7}{1e3 * t:10.1f}{1e3 * best:10.1f}"
+            rss = peak_rss()
+            row = {"model": model, "batch": b, "latent": [h, w], "leffa": leffa, "train": list(train), "seconds": t,
+                   "best_seconds": best, "images_per_second": b / t, "peak_rss_bytes": rss}
+            line = f"{model:8}{f'{h}x{w}':9}{'on' if leffa else 'off':7}{1e3 * t:10.1f}{1e3 * best:10.1f}{rss / gib:10.2f}"
             if (model, leffa) in swift_seconds:
                 sw, sw_best = swift_seconds[(model, leffa)]
-                row.update(swift_seconds=sw, swift_best_seconds=sw_best,
+                sw_rss = swift_rss.get((model, leffa))
+                row.update(swift_seconds=sw, swift_best_seconds=sw_best, swift_peak_rss_bytes=sw_rss,
                            swift_over_torch_time=sw / t, swift_over_torch_best_time=sw_best / best)
-                line += f"{1e3 * sw:10.1f}{1e3 * sw_best:10.1f}{sw / t:10.2f}{sw_best / best:10.2f}"
+                line += f"{1e3 * sw:10.1f}{1e3 * sw_best:10.1f}{(sw_rss or 0) / gib:10.2f}{sw / t:10.2f}{sw_best / best:10.2f}"
             rows.append(row)
             print(line)
+        if True not in med or False not in med:
+            continue
         overhead[model] = med[True] / med[False] - 1
         line = f"        Leffa loss overhead: torch {100 * overhead[model]:+.1f} %"
         if (model, True) in swift_seconds and (model, False) in swift_seconds:

@@ -29,7 +29,9 @@ public final class AdamW {
             if let last = rs.last, last.upperBound == r.lowerBound { rs[rs.count - 1] = last.lowerBound..<r.upperBound } else { rs.append(r) }
         }
         ranges = rs
-        m = Tensor(zeros: [parameters.count]); v = Tensor(zeros: [parameters.count])
+        // On demand: the moments of parameters this optimizer does not train are never touched.
+        m = Tensor(shape: [parameters.count], storage: Storage(onDemand: parameters.count))
+        v = Tensor(shape: [parameters.count], storage: Storage(onDemand: parameters.count))
     }
 
     /// Moves the moments into memory the caller provides (an MPI shared-memory window, where other

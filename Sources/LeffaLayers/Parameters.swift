@@ -68,7 +68,7 @@ public final class ParameterSet {
     public func enableGradients() -> Tensor {
         flatten()
         if let grads { return grads }
-        let g = Tensor(zeros: [count])
+        let g = Tensor(shape: [count], storage: Storage(onDemand: count))
         for p in all {
             p.value.setGradBuffer(Tensor(shape: p.shape, storage: Storage(viewOf: g.storage, offset: p.offset, count: p.count)))
         }
@@ -103,9 +103,20 @@ public final class ParameterSet {
         values = Tensor(shape: [old.count], storage: storage)
     }
 
-    /// Zeroes every gradient (one memset over the flat block when flattened).
+    /// Zeroes every gradient: one memset per run of trained parameters in the flat block. Frozen
+    /// parameters' gradients are never written, so their pages are never touched (the block is
+    /// allocated on demand) and a frozen reference UNet costs no gradient memory.
     public func zeroGrads() {
-        if let grads { grads.data.update(repeating: 0, count: grads.count) } else { all.forEach { $0.value.zeroGrad() } }
+        guard let grads else { all.forEach { $0.value.zeroGrad() }; return }
+        var i = 0
+        while i < all.count {
+            guard all[i].value.requiresGrad else { i += 1; continue }
+            var j = i
+            while j + 1 < all.count && all[j + 1].value.requiresGrad { j += 1 }
+            let lo = all[i].offset, hi = all[j].offset + all[j].count
+            (grads.data + lo).update(repeating: 0, count: hi - lo)
+            i = j + 1
+        }
     }
 
     /// Parameters not in `trained` stop requiring gradients (call after flatten()): backward then
@@ -114,7 +125,11 @@ public final class ParameterSet {
     public func freeze(except trained: [Parameter]) {
         precondition(values != nil, "ParameterSet.freeze: flatten() first (flatten makes new leaves)")
         let keep = Set(trained.map(\.name))
-        for p in all { p.value.requiringGrad(keep.contains(p.name)) }
+        for p in all {
+            // A gradient left from before the freeze is cleared: zeroGrads no longer visits it.
+            if p.value.requiresGrad && !keep.contains(p.name), let g = grads { (g.data + p.offset).update(repeating: 0, count: p.count) }
+            p.value.requiringGrad(keep.contains(p.name))
+        }
     }
 
     /// The indices of the parameters that require gradients, when they are one contiguous run of

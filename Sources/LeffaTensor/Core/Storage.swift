@@ -11,6 +11,8 @@ public final class Storage: @unchecked Sendable {
     private let parent: Storage?
     /// Keeps borrowed memory alive (e.g. an MPI shared-memory window); nil otherwise.
     private let owner: AnyObject?
+    /// Bytes mapped with mmap (`init(onDemand:)`), 0 for malloc'd memory.
+    private let mappedBytes: Int
 
     /// Training allocates and frees the same large activation sizes every step. glibc would hand
     /// blocks over 128 KiB straight back to the kernel, so every step page-faults them in again;
@@ -37,6 +39,25 @@ public final class Storage: @unchecked Sendable {
         self.count = count
         parent = nil
         owner = nil
+        mappedBytes = 0
+        Storage.live.add(bytes)
+    }
+
+    /// Zero-filled memory whose pages the kernel supplies on first touch (an anonymous mmap), for
+    /// the model-sized blocks: gradients and Adam moments of frozen parameters (a reference UNet
+    /// that does not train, the VAE) are never written, so they never become resident. Not for
+    /// activations: those are freed and allocated again every step, and should stay in the heap.
+    public init(onDemand count: Int) {
+        precondition(count >= 0, "Storage: negative element count \(count)")
+        let bytes = max(count, 1) * MemoryLayout<Float>.stride
+        guard let raw = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), raw != MAP_FAILED else {
+            fatalError("Storage: cannot map \(bytes) bytes (mmap: \(String(cString: strerror(errno))))")
+        }
+        base = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+        self.count = count
+        parent = nil
+        owner = nil
+        mappedBytes = bytes
         Storage.live.add(bytes)
     }
 
@@ -47,6 +68,7 @@ public final class Storage: @unchecked Sendable {
         self.count = count
         parent = nil
         self.owner = owner
+        mappedBytes = 0
     }
 
     /// A window `[offset, offset+count)` of `parent`; writes go to the parent's memory.
@@ -57,12 +79,13 @@ public final class Storage: @unchecked Sendable {
         self.count = count
         self.parent = parent
         owner = nil
+        mappedBytes = 0
     }
 
     deinit {
         if parent == nil && owner == nil {
             Storage.live.add(-max(count, 1) * MemoryLayout<Float>.stride)
-            free(base)
+            if mappedBytes > 0 { munmap(base, mappedBytes) } else { free(base) }
         }
     }
 
