@@ -76,10 +76,9 @@ class LeffaState:
         self.reset()
 
     def reset(self):
-        self.features = []   # reference UNet: normalised attn1 inputs, in execution order
-        self.cursor = 0      # generative UNet: next feature to consume
+        self.features = {}   # reference UNet: normalised attn1 input per layer name, in execution order
         self.grid = None     # (h, w) of the transformer running now (set by a forward pre-hook)
-        self.probes = []     # (layer, q, k_ref, heads, (h, w)) for the Leffa loss
+        self.probes = {}     # layer: (layer, q, k_ref, heads, (h, w)) for the Leffa loss
 
 
 def attention(attn, q, k, v):
@@ -101,11 +100,11 @@ class IdentityCrossAttention:
 class ReferenceSelfAttention:
     """Reference UNet attn1: record the normalised input (norm1(h)), then plain self-attention."""
 
-    def __init__(self, state):
-        self.state = state
+    def __init__(self, state, layer):
+        self.state, self.layer = state, layer
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
-        self.state.features.append(hidden_states)
+        self.state.features[self.layer] = hidden_states
         return attention(attn, attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states))
 
 
@@ -113,7 +112,9 @@ class GenerativeSelfAttention:
     """Generative UNet attn1: attend over concat(own tokens, reference feature), keep the first n.
 
     Only the target's n queries are projected: identical to attending with all 2n queries and
-    slicing [:, :n], at half the query cost, and what leffa-bench does too.
+    slicing [:, :n], at half the query cost, and what leffa-bench does too. The reference feature
+    is looked up by layer name (both UNets name their layers alike), so a block that gradient
+    checkpointing runs again in backward finds the same one.
     """
 
     def __init__(self, state, layer):
@@ -121,13 +122,12 @@ class GenerativeSelfAttention:
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
         s = self.state
-        ref = s.features[s.cursor]
-        s.cursor += 1
+        ref = s.features[self.layer]
         n = hidden_states.shape[1]
         both = torch.cat([hidden_states, ref], dim=1)  # (B, 2n, C)
         q, k, v = attn.to_q(hidden_states), attn.to_k(both), attn.to_v(both)
         if self.layer in s.probe_layers:
-            s.probes.append((self.layer, q, k[:, n:], attn.heads, s.grid))
+            s.probes[self.layer] = (self.layer, q, k[:, n:], attn.heads, s.grid)
         return attention(attn, q, k, v)
 
 
@@ -139,7 +139,7 @@ def install_processors(unet, role, state):
         if layer.endswith("attn2"):
             procs[name] = IdentityCrossAttention()
         elif role == "reference":
-            procs[name] = ReferenceSelfAttention(state)
+            procs[name] = ReferenceSelfAttention(state, layer)
         else:
             procs[name] = GenerativeSelfAttention(state, layer)
     unet.set_attn_processor(procs)
@@ -177,7 +177,7 @@ def flow_layers(unet, image_height, latent_height, fraction=MIN_RES_FRACTION):
 def leffa_flows(state):
     """{layer: flow (B, h, w, 2)}: mean over heads of softmax(Q K_refᵀ / (√d τ)) times the token grid."""
     flows = {}
-    for layer, q, k, heads, (h, w) in state.probes:
+    for layer, q, k, heads, (h, w) in state.probes.values():
         b, n, c = q.shape
         d = c // heads
         qh = q.view(b, n, heads, d).transpose(1, 2)
@@ -272,7 +272,7 @@ def validate(fixture_dir):
         losses[name] = abs(value.item() - want.item()) / abs(want.item())
         print(f"  {name:15} torch {value.item():.8g}   fixture {want.item():.8g}   rel err {losses[name]:.1e}")
     outputs = {"out.eps": eps}
-    outputs.update({f"out.ref_feature.{i}": f for i, f in enumerate(state.features)})
+    outputs.update({f"out.ref_feature.{i}": f for i, f in enumerate(state.features.values())})
     outputs.update({f"out.flow.{k}": v for k, v in flows.items()})
     missing = [k for k in io if k.startswith(("out.ref_feature.", "out.flow.")) and k not in outputs]
     assert not missing, f"not produced: {missing}"

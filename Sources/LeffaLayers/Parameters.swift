@@ -125,11 +125,10 @@ public final class ParameterSet {
     public func freeze(except trained: [Parameter]) {
         precondition(values != nil, "ParameterSet.freeze: flatten() first (flatten makes new leaves)")
         let keep = Set(trained.map(\.name))
-        for p in all {
-            // A gradient left from before the freeze is cleared: zeroGrads no longer visits it.
-            if p.value.requiresGrad && !keep.contains(p.name), let g = grads { (g.data + p.offset).update(repeating: 0, count: p.count) }
-            p.value.requiringGrad(keep.contains(p.name))
-        }
+        // A frozen parameter's gradient is left as it is (zeroGrads no longer visits it, and touching
+        // it would make the on-demand pages resident): the optimizer, the norm and the reducer read
+        // only the trained ranges.
+        for p in all { p.value.requiringGrad(keep.contains(p.name)) }
     }
 
     /// The indices of the parameters that require gradients, when they are one contiguous run of

@@ -31,11 +31,16 @@ struct DDPBench: ParsableCommand {
         var stepSeconds: Double, imagesPerSecond: Double, waitFraction: Double, buckets: Int
         /// The fastest step (rank maximum): robust against other load on a shared machine.
         var bestStepSeconds: Double, bestImagesPerSecond: Double
+        /// The optimizer step's own work (clip + AdamW on this rank's shard), without the exchange.
+        var optimizerSeconds: Double
+        /// Bytes of the reduced (trained) gradients.
+        var gradientBytes: Int
         enum CodingKeys: String, CodingKey {
             case ranks, model, overlap, buckets, reduction, sharded
             case threadsPerRank = "threads_per_rank", globalBatch = "global_batch", perRankBatch = "per_rank_batch", bucketMB = "bucket_mb"
             case stepSeconds = "step_seconds", imagesPerSecond = "images_per_second", waitFraction = "wait_fraction"
             case bestStepSeconds = "best_step_seconds", bestImagesPerSecond = "best_images_per_second"
+            case optimizerSeconds = "optimizer_seconds", gradientBytes = "gradient_bytes"
         }
     }
 
@@ -66,7 +71,7 @@ struct DDPBench: ParsableCommand {
         if ctx.rank == 0 { print("ddp: \(collective.summary)") }
         let local = TrainStepBench.batch(batch / ctx.size, h, w, seed: 100 + UInt64(ctx.rank))
         let objective = TrainingObjective()
-        var times: [Double] = [], waits: [Double] = []
+        var times: [Double] = [], waits: [Double] = [], optimizing: [Double] = []
         var readyAt: [Int: Double] = [:]
         let debug = ProcessInfo.processInfo.environment["LEFFA_DDP_DEBUG"] != nil
         for i in 0...(options.repeats) {
@@ -90,17 +95,19 @@ struct DDPBench: ParsableCommand {
             }
             if debug && ctx.rank == 0 { print(String(format: "step %d: waited %.1f ms for gradients", i, wait * 1e3)) }
             // As the trainer; the values' exchange after a sharded step counts as waiting too.
+            let t1 = Date()
             let gathered = collective.optimizerStep(optimizer, m.parameters, lr: 1e-5, maxNorm: 1).gatherSeconds
             let dt = Date().timeIntervalSince(t0)
-            if i > 0 { times.append(dt); waits.append(wait + gathered) }   // step 0 warms up
+            if i > 0 { times.append(dt); waits.append(wait + gathered); optimizing.append(Date().timeIntervalSince(t1) - gathered) }   // step 0 warms up
         }
         // The slowest rank sets the pace: report rank-maxima of the medians.
-        var med = [times.sorted()[times.count / 2], waits.sorted()[waits.count / 2], times.min()!]
+        var med = [times.sorted()[times.count / 2], waits.sorted()[waits.count / 2], times.min()!, optimizing.sorted()[optimizing.count / 2]]
         ctx.allreduce(&med, .max)
         if ctx.rank == 0 {
             let r = Report(ranks: ctx.size, threadsPerRank: Parallel.threads, model: model, globalBatch: batch, perRankBatch: batch / ctx.size, bucketMB: bucketMb, overlap: !noOverlap && collective.reduction == .buckets, reduction: collective.reduction.rawValue, sharded: collective.optimizerShard != nil,
                            stepSeconds: med[0], imagesPerSecond: Double(batch) / med[0], waitFraction: med[1] / med[0], buckets: collective.bucketReducer?.buckets.count ?? 0,
-                           bestStepSeconds: med[2], bestImagesPerSecond: Double(batch) / med[2])
+                           bestStepSeconds: med[2], bestImagesPerSecond: Double(batch) / med[2], optimizerSeconds: med[3],
+                           gradientBytes: 4 * m.parameters.gradients(of: range).count)
             let how = ctx.size == 1 ? "no reduction" : collective.reduction == .shared ? (r.sharded ? "shared memory, sharded step" : "shared memory") : String(format: "buckets %d×≤%d MB  overlap %@", r.buckets, bucketMb, r.overlap ? "on" : "off")
             print(String(format: "ranks %d × %d thread(s)  %@  batch %d  %@: %.1f ms/step (best %.1f)  %.2f img/s  waiting %.1f %%",
                          r.ranks, r.threadsPerRank, model, batch, how, 1e3 * r.stepSeconds, 1e3 * r.bestStepSeconds, r.imagesPerSecond, 100 * r.waitFraction))

@@ -10,7 +10,8 @@ struct LeffaBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "leffa-bench",
         abstract: "Benchmarks of the Leffa training system.",
-        subcommands: [EngineBench.self, TrainStepBench.self, SD15Bench.self, DDPBench.self, FlowAccuracyBench.self, LeffaEffectBench.self, CheckpointIOBench.self],
+        subcommands: [EngineBench.self, TrainStepBench.self, SD15Bench.self, DDPBench.self, FlowAccuracyBench.self, LeffaEffectBench.self, CheckpointIOBench.self,
+                      ScalingBench.self, ReduceCostBench.self],
         defaultSubcommand: EngineBench.self)
 }
 

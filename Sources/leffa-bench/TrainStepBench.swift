@@ -21,6 +21,8 @@ struct TrainStepBench: ParsableCommand {
     @Option(help: "Parts that train, comma-separated: unet (the reference UNet frozen) or unet,unet_encoder.")
     var train: String = "unet,unet_encoder"
     @Option(help: "Leffa loss cases, comma-separated: off, on.") var leffa: String = "off,on"
+    @Option(help: "Image size H×W (multiples of 64), instead of each model's own (tiny 128x64, small 256x192, sd15 512x384).")
+    var size: String?
 
     struct Row: Encodable {
         var model: String, batch: Int, latent: [Int], leffa: Bool, train: [String], seconds: Double, bestSeconds: Double
@@ -71,7 +73,12 @@ struct TrainStepBench: ParsableCommand {
         print("model   latent   leffa   ms/step(med)  ms/step(best)  images/s  peak RSS GiB  peak tensors GiB")
         for name in models.split(separator: ",").map(String.init) {
             guard let config = ModelConfig.preset(name) else { throw ValidationError("unknown model \(name)") }
-            let (h, w) = Self.latent(name)
+            var (h, w) = Self.latent(name)
+            if let size {
+                let hw = size.split(separator: "x").compactMap { Int($0) }
+                guard hw.count == 2, hw.allSatisfy({ $0 > 0 && $0 % 64 == 0 }) else { throw ValidationError("--size: expected H x W in multiples of 64, like 512x384") }
+                (h, w) = (hw[0] / 8, hw[1] / 8)
+            }
             let model = try LeffaModel(config: config, seed: 1)
             let trained = parts.flatMap { model.parameters(of: $0) }
             let optimizer = AdamW(parameters: model.parameters, training: trained)

@@ -1,0 +1,210 @@
+// `leffa-bench scaling`: measures on this machine what the scaling model needs, checks the model
+// against the data-parallel runs this machine can make, and predicts images/s and scaling
+// efficiency for 1–512 ranks at the SD1.5 stages (ScalingModel.swift says how).
+//
+// Measured here, each through mpirun (one kernel thread per rank, so two ranks fill two cores):
+//  - `leffa-bench ddp` at 1 rank: compute per sample and the optimizer step of the check model;
+//  - `leffa-bench reduce-cost` at 2 ranks: the shared-memory reduction's seconds per byte, and the
+//    MPI all-reduce over TCP (`--mca btl self,tcp`), this machine's stand-in for a network;
+//  - `leffa-bench ddp` at 2 ranks (shared memory), 3 ranks (shared memory, sharing 2 cores), 2 ranks
+//    with overlapped buckets over TCP, and 2 ranks as two simulated nodes (LEFFA_RANKS_PER_NODE=1,
+//    the hierarchical path over TCP): the model predicts each before it is compared.
+// The SD1.5 rows take their compute from the step benchmark's JSON (`train-step --models sd15`):
+// 512×384 measured; 1024×768 scaled by the measured forward-time ratio of `sd15-forward` at both
+// sizes; both UNets trained scaled by the ratio measured at `small`; the Leffa stage by the Leffa
+// loss's measured overhead. Every rank is taken to be as fast as this machine's two cores.
+import ArgumentParser
+import Foundation
+
+struct ScalingBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "scaling", abstract: "A scaling model to 512 ranks, checked against the runs this machine can make.")
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Model for the checks on this machine.") var model: String = "small"
+    @Option(help: "Samples per rank in the checks.") var perRankBatch: Int = 2
+    @Option(help: "mpirun to launch with.") var mpirun: String = "mpirun"
+    @Option(help: "SD1.5 step benchmark JSON (train-step --models sd15 --batch 1 --train unet).")
+    var sd15Step: String = "bench-results/train-step-sd15.json"
+    @Option(help: "SD1.5 forward JSON at 512x384 (sd15-forward).") var sd15Forward512: String = "bench-results/sd15-forward-512x384.json"
+    @Option(help: "SD1.5 forward JSON at 1024x768 (sd15-forward --size 1024x768).")
+    var sd15Forward1024: String = "bench-results/sd15-forward-1024x768.json"
+    @Option(help: "Train-step JSON at small with both UNets and with the reference frozen, for the both-trained ratio.")
+    var smallStep: String = "bench-results/train-step-small-frozen.json"
+    @Option(help: "Networks as name:Gbit/s:latency µs (repeatable).")
+    var network: [String] = ["InfiniBand 100G:100:1.5", "Ethernet 25G:25:20"]
+    @Option(help: "Ranks per node in the cluster rows.") var ranksPerNode: Int = 8
+    @Option(help: "Samples per rank in the cluster rows.") var clusterBatch: Int = 1
+    @Option(help: "Skip the measurements on this machine; use the JSON files of an earlier run in this folder.")
+    var reuse: String?
+
+    struct Check: Codable { var name: String; var predicted: Double; var measured: Double; var error: Double }
+    struct Prediction: Codable {
+        var stage: String, network: String, ranks: Int, bucketImagesPerSecond: Double, bucketEfficiency: Double
+        var hierarchicalImagesPerSecond: Double, hierarchicalEfficiency: Double
+        enum CodingKeys: String, CodingKey {
+            case stage, network, ranks, bucketImagesPerSecond = "bucket_images_per_second", bucketEfficiency = "bucket_efficiency"
+            case hierarchicalImagesPerSecond = "hierarchical_images_per_second", hierarchicalEfficiency = "hierarchical_efficiency"
+        }
+    }
+    struct Report: Codable {
+        var checks: [Check], predictions: [Prediction], computePerSample: [String: Double], gradientBytesSD15: Double
+        var sharedSecondsPerByte: Double, tcpBytesPerSecond: Double
+        enum CodingKeys: String, CodingKey {
+            case checks, predictions, computePerSample = "compute_per_sample_seconds", gradientBytesSD15 = "gradient_bytes_sd15"
+            case sharedSecondsPerByte = "shared_seconds_per_byte", tcpBytesPerSecond = "tcp_bytes_per_second"
+        }
+    }
+
+    func run() throws {
+        options.apply()
+        let dir = reuse ?? "bench-results/scaling"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let overTCPArgs = ["--mca", "btl", "self,tcp"]
+        let base = ["--per-rank-batch", "\(perRankBatch)", "--model", model, "--repeats", "\(options.repeats)"]
+        let runs: [(file: String, ranks: Int, mpi: [String], env: [String: String], args: [String])] = [
+            ("reduce-cost", 2, [], [:], ["reduce-cost", "--repeats", "5"]),
+            ("reduce-cost-tcp", 2, overTCPArgs, [:], ["reduce-cost", "--repeats", "5"]),
+            ("ddp-1", 1, [], [:], ["ddp"] + base),
+            ("ddp-2-shared", 2, [], [:], ["ddp"] + base + ["--reduction", "shared"]),
+            ("ddp-3-shared", 3, [], [:], ["ddp"] + base + ["--reduction", "shared"]),
+            ("ddp-2-buckets-tcp", 2, overTCPArgs, [:], ["ddp"] + base + ["--reduction", "buckets"]),
+            ("ddp-2-nodes-tcp", 2, overTCPArgs, ["LEFFA_RANKS_PER_NODE": "1"], ["ddp"] + base + ["--reduction", "shared"]),
+        ]
+        if reuse == nil {
+            for r in runs { try launch(ranks: r.ranks, mpi: r.mpi, env: r.env, args: r.args + ["--json", "\(dir)/\(r.file).json"]) }
+        }
+        func ddp(_ f: String) throws -> DDPResult { try JSONDecoder().decode(DDPResult.self, from: Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(f).json"))) }
+        func cost(_ f: String) throws -> ReduceCostBench.Report {
+            try JSONDecoder().decode(ReduceCostBench.Report.self, from: Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(f).json")))
+        }
+
+        // Calibration: one rank, and the reduction costs at 2 ranks.
+        let one = try ddp("ddp-1"), shm = try cost("reduce-cost"), overTCP = try cost("reduce-cost-tcp")
+        guard let sharedSeconds = shm.sharedSeconds else { throw ValidationError("reduce-cost: shared memory unavailable on this machine") }
+        let perByte = sharedSeconds / Double(shm.bytes)
+        let tcpBandwidth = Double(overTCP.bytes) / overTCP.mpiSeconds          // 2 ranks: 2(N−1)/N = 1
+        let tcp = ScalingModel.Network(name: "TCP on this machine", bytesPerSecond: tcpBandwidth, latency: 0)
+        let compute = (one.stepSeconds - one.optimizerSeconds) / Double(one.perRankBatch)
+        let checkModel = ScalingModel(computePerSample: compute, optimizerSeconds: one.optimizerSeconds,
+                                      gradientBytes: Double(one.gradientBytes), sharedSecondsPerByte: perByte)
+        print(String(format: "calibration (%@, 1 thread per rank): %.0f ms per sample, optimizer %.0f ms, %.0f MB of gradients; "
+                     + "shared memory %.2f GB/s per rank pair; MPI over TCP %.2f GB/s", model, 1e3 * compute, 1e3 * one.optimizerSeconds,
+                     Double(one.gradientBytes) / 1e6, 1 / perByte / 1e9, tcpBandwidth / 1e9))
+
+        // Checks: the model's step time for each run, before looking at the run. Ranks beyond this
+        // machine's cores share them (`share`); with every core busy computing, the TCP transfer's
+        // CPU work is not hidden behind backward (no overlap term for the local bucket check).
+        let cores = Double(ProcessInfo.processInfo.activeProcessorCount)
+        var noOverlap = checkModel; noOverlap.backwardFraction = 0
+        let b = perRankBatch
+        let predicted: [(String, String, Double)] = [
+            ("2 ranks, shared memory", "ddp-2-shared", checkModel.hierarchicalStep(ranks: 2, perNode: 2, batch: b, net: tcp, share: max(1, 2 / cores))),
+            ("3 ranks, shared memory (3 on 2 cores)", "ddp-3-shared",
+             checkModel.hierarchicalStep(ranks: 3, perNode: 3, batch: b, net: tcp, share: max(1, 3 / cores))),
+            ("2 ranks, buckets over TCP", "ddp-2-buckets-tcp", noOverlap.bucketStep(ranks: 2, perNode: 1, batch: b, net: tcp, share: max(1, 2 / cores))),
+            ("2 simulated nodes, hierarchical over TCP", "ddp-2-nodes-tcp",
+             checkModel.hierarchicalStep(ranks: 2, perNode: 1, batch: b, net: tcp, share: max(1, 2 / cores))),
+        ]
+        var checks: [Check] = []
+        print("\ncheck on this machine (\(model), \(b) samples per rank)   predicted ms   measured ms   error")
+        for (name, file, seconds) in predicted {
+            let measured = try ddp(file).stepSeconds
+            let c = Check(name: name, predicted: seconds, measured: measured, error: seconds / measured - 1)
+            checks.append(c)
+            print(name.padding(toLength: 52, withPad: " ", startingAt: 0) + String(format: "%13.0f %13.0f %+7.1f %%", 1e3 * seconds, 1e3 * measured, 100 * c.error))
+        }
+
+        // SD1.5: compute per sample at each stage, from the step and forward benchmarks.
+        let sd15 = try Self.decode(StepFile.self, sd15Step)
+        guard let off = sd15.rows.first(where: { $0.model == "sd15" && !$0.leffa }) else { throw ValidationError("\(sd15Step): no sd15 row without the Leffa loss") }
+        let leffaFactor = sd15.rows.first(where: { $0.model == "sd15" && $0.leffa }).map { $0.seconds / off.seconds } ?? 1
+        let f512 = try Self.decode(ForwardFile.self, sd15Forward512), f1024 = try Self.decode(ForwardFile.self, sd15Forward1024)
+        let small = try Self.decode(StepFile.self, smallStep)
+        let bothTrained = try Self.bothTrainedRatio(small)
+        let resolution = f1024.forwardSeconds / f512.forwardSeconds
+        let perSample512 = off.seconds / Double(off.batch) * bothTrained
+        let stages: [(String, Double)] = [("512x384", perSample512), ("1024x768", perSample512 * resolution),
+                                          ("1024x768 + Leffa", perSample512 * resolution * leffaFactor)]
+        let sd15Bytes = 1_719_000_000.0 * 4   // both UNets' trained parameters (Checkpoints.md)
+        print(String(format: "\nSD1.5 per sample, both UNets trained, 2 threads: %.1f s at 512x384 (measured with the reference frozen: %.1f s; "
+                     + "both trained %.2fx, from small), 1024x768 = %.2fx (forward ratio), Leffa loss %+.1f %%", perSample512,
+                     off.seconds / Double(off.batch), bothTrained, resolution, 100 * (leffaFactor - 1)))
+        let nets = try network.map(Self.parseNetwork)
+        var predictions: [Prediction] = []
+        for (stage, c) in stages {
+            let m = ScalingModel(computePerSample: c, optimizerSeconds: one.optimizerSeconds * sd15Bytes / Double(one.gradientBytes),
+                                 gradientBytes: sd15Bytes, sharedSecondsPerByte: perByte)
+            for net in nets {
+                print("\n\(stage), \(net.name), \(ranksPerNode) ranks per node, batch \(clusterBatch) per rank")
+                print(" ranks   buckets img/s  efficiency   hierarchical img/s  efficiency")
+                let single = Double(clusterBatch) / m.hierarchicalStep(ranks: 1, perNode: 1, batch: clusterBatch, net: net)
+                for n in [1, 2, 4, 8, 16, 32, 64, 128, 256, 512] {
+                    let L = min(ranksPerNode, n)
+                    let bi = Double(n * clusterBatch) / m.bucketStep(ranks: n, perNode: L, batch: clusterBatch, net: net)
+                    let hi = Double(n * clusterBatch) / m.hierarchicalStep(ranks: n, perNode: L, batch: clusterBatch, net: net)
+                    let p = Prediction(stage: stage, network: net.name, ranks: n, bucketImagesPerSecond: bi, bucketEfficiency: bi / (Double(n) * single),
+                                       hierarchicalImagesPerSecond: hi, hierarchicalEfficiency: hi / (Double(n) * single))
+                    predictions.append(p)
+                    print(String(format: "%6d %14.3f %10.1f %% %20.3f %10.1f %%", n, bi, 100 * p.bucketEfficiency, hi, 100 * p.hierarchicalEfficiency))
+                }
+            }
+        }
+        let path = options.json == "bench-results/engine.json" ? "bench-results/scaling.json" : options.json
+        try writeJSON(Report(checks: checks, predictions: predictions, computePerSample: Dictionary(uniqueKeysWithValues: stages),
+                             gradientBytesSD15: sd15Bytes, sharedSecondsPerByte: perByte, tcpBytesPerSecond: tcpBandwidth), to: path)
+        print("\nwrote \(path)")
+    }
+
+    /// Runs this executable under mpirun (one kernel thread per rank) and fails on a non-zero exit.
+    func launch(ranks: Int, mpi: [String], env: [String: String], args: [String]) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        let exports = (["LEFFA_THREADS": "1"].merging(env) { $1 }).keys.sorted().flatMap { ["-x", $0] }
+        p.arguments = [mpirun, "--oversubscribe", "-np", "\(ranks)"] + mpi + exports + [CommandLine.arguments[0]] + args
+        var environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
+        environment["LEFFA_THREADS"] = "1"
+        environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        p.environment = environment
+        print("$ " + (p.arguments ?? []).joined(separator: " "))
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw ValidationError("\(mpirun) exited with \(p.terminationStatus)") }
+    }
+
+    static func parseNetwork(_ s: String) throws -> ScalingModel.Network {
+        let f = s.split(separator: ":").map(String.init)
+        guard f.count == 3, let gbit = Double(f[1]), let us = Double(f[2]), gbit > 0, us >= 0 else {
+            throw ValidationError("--network: expected name:Gbit/s:latency µs like 'InfiniBand 100G:100:1.5', got \(s)")
+        }
+        return .init(name: f[0], bytesPerSecond: gbit * 1e9 / 8, latency: us * 1e-6)
+    }
+
+    /// Step time with both UNets trained over the step with the reference frozen, at `small`.
+    static func bothTrainedRatio(_ small: StepFile) throws -> Double {
+        let off = small.rows.filter { $0.model == "small" && !$0.leffa }
+        guard let both = off.first(where: { $0.train.contains("unet_encoder") }), let frozen = off.first(where: { !$0.train.contains("unet_encoder") }) else {
+            throw ValidationError("the small step JSON needs rows with --train unet and --train unet,unet_encoder (Leffa off)")
+        }
+        return both.seconds / frozen.seconds
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ path: String) throws -> T {
+        guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("\(path): not found (run the benchmark that writes it first)") }
+        do { return try JSONDecoder().decode(type, from: data) } catch { throw ValidationError("\(path): \(error)") }
+    }
+
+    struct DDPResult: Decodable {
+        var stepSeconds: Double, optimizerSeconds: Double, perRankBatch: Int, gradientBytes: Int
+        enum CodingKeys: String, CodingKey {
+            case stepSeconds = "step_seconds", optimizerSeconds = "optimizer_seconds", perRankBatch = "per_rank_batch", gradientBytes = "gradient_bytes"
+        }
+    }
+    struct StepFile: Decodable {
+        struct Row: Decodable { var model: String; var batch: Int; var leffa: Bool; var train: [String]; var seconds: Double }
+        var rows: [Row]
+    }
+    struct ForwardFile: Decodable {
+        var forwardSeconds: Double
+        enum CodingKeys: String, CodingKey { case forwardSeconds = "forward_seconds" }
+    }
+}
