@@ -11,8 +11,8 @@
 //    the hierarchical path over TCP): the model predicts each before it is compared.
 // The SD1.5 rows take their compute from the step benchmark's JSON (`train-step --models sd15`):
 // 512×384 measured; 1024×768 scaled by the measured forward-time ratio of `sd15-forward` at both
-// sizes; both UNets trained scaled by the ratio measured at `small`; the Leffa stage by the Leffa
-// loss's measured overhead. Every rank is taken to be as fast as this machine's two cores.
+// sizes; both UNets trained scaled by the ratio `train-step` measures at the check model; the
+// Leffa stage by the Leffa loss's measured overhead. Every rank is taken to be as fast as this machine's two cores.
 import ArgumentParser
 import Foundation
 
@@ -28,11 +28,11 @@ struct ScalingBench: ParsableCommand {
     @Option(help: "SD1.5 forward JSON at 512x384 (sd15-forward).") var sd15Forward512: String = "bench-results/sd15-forward-512x384.json"
     @Option(help: "SD1.5 forward JSON at 1024x768 (sd15-forward --size 1024x768).")
     var sd15Forward1024: String = "bench-results/sd15-forward-1024x768.json"
-    @Option(help: "Train-step JSON at small with both UNets and with the reference frozen, for the both-trained ratio.")
-    var smallStep: String = "bench-results/train-step-small-frozen.json"
     @Option(help: "Networks as name:Gbit/s:latency µs (repeatable).")
     var network: [String] = ["InfiniBand 100G:100:1.5", "Ethernet 25G:25:20"]
     @Option(help: "Ranks per node in the cluster rows.") var ranksPerNode: Int = 8
+    @Option(help: "A cluster node's memory bandwidth in GB/s (bounds the shared-memory reduction of many ranks).")
+    var nodeMemoryGbs: Double = 100
     @Option(help: "Samples per rank in the cluster rows.") var clusterBatch: Int = 1
     @Option(help: "Skip the measurements on this machine; use the JSON files of an earlier run in this folder.")
     var reuse: String?
@@ -72,6 +72,11 @@ struct ScalingBench: ParsableCommand {
         ]
         if reuse == nil {
             for r in runs { try launch(ranks: r.ranks, mpi: r.mpi, env: r.env, args: r.args + ["--json", "\(dir)/\(r.file).json"]) }
+            // What training the reference UNet too costs, at the check model (one process, one thread).
+            for (file, parts) in [("step-both", "unet,unet_encoder"), ("step-frozen", "unet")] {
+                try launch(ranks: nil, mpi: [], env: [:], args: ["train-step", "--models", model, "--train", parts, "--leffa", "off",
+                                                               "--repeats", "\(options.repeats)", "--json", "\(dir)/\(file).json"])
+            }
         }
         func ddp(_ f: String) throws -> DDPResult { try JSONDecoder().decode(DDPResult.self, from: Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(f).json"))) }
         func cost(_ f: String) throws -> ReduceCostBench.Report {
@@ -119,21 +124,22 @@ struct ScalingBench: ParsableCommand {
         guard let off = sd15.rows.first(where: { $0.model == "sd15" && !$0.leffa }) else { throw ValidationError("\(sd15Step): no sd15 row without the Leffa loss") }
         let leffaFactor = sd15.rows.first(where: { $0.model == "sd15" && $0.leffa }).map { $0.seconds / off.seconds } ?? 1
         let f512 = try Self.decode(ForwardFile.self, sd15Forward512), f1024 = try Self.decode(ForwardFile.self, sd15Forward1024)
-        let small = try Self.decode(StepFile.self, smallStep)
-        let bothTrained = try Self.bothTrainedRatio(small)
+        let bothTrained = try Self.decode(StepFile.self, "\(dir)/step-both.json").rows[0].seconds
+            / Self.decode(StepFile.self, "\(dir)/step-frozen.json").rows[0].seconds
         let resolution = f1024.forwardSeconds / f512.forwardSeconds
         let perSample512 = off.seconds / Double(off.batch) * bothTrained
         let stages: [(String, Double)] = [("512x384", perSample512), ("1024x768", perSample512 * resolution),
                                           ("1024x768 + Leffa", perSample512 * resolution * leffaFactor)]
         let sd15Bytes = 1_719_000_000.0 * 4   // both UNets' trained parameters (Checkpoints.md)
         print(String(format: "\nSD1.5 per sample, both UNets trained, 2 threads: %.1f s at 512x384 (measured with the reference frozen: %.1f s; "
-                     + "both trained %.2fx, from small), 1024x768 = %.2fx (forward ratio), Leffa loss %+.1f %%", perSample512,
-                     off.seconds / Double(off.batch), bothTrained, resolution, 100 * (leffaFactor - 1)))
+                     + "both trained %.2fx, measured at %@), 1024x768 = %.2fx (forward ratio), Leffa loss %+.1f %%", perSample512,
+                     off.seconds / Double(off.batch), bothTrained, model, resolution, 100 * (leffaFactor - 1)))
         let nets = try network.map(Self.parseNetwork)
         var predictions: [Prediction] = []
         for (stage, c) in stages {
-            let m = ScalingModel(computePerSample: c, optimizerSeconds: one.optimizerSeconds * sd15Bytes / Double(one.gradientBytes),
+            var m = ScalingModel(computePerSample: c, optimizerSeconds: one.optimizerSeconds * sd15Bytes / Double(one.gradientBytes),
                                  gradientBytes: sd15Bytes, sharedSecondsPerByte: perByte)
+            m.nodeMemoryBytesPerSecond = nodeMemoryGbs * 1e9
             for net in nets {
                 print("\n\(stage), \(net.name), \(ranksPerNode) ranks per node, batch \(clusterBatch) per rank")
                 print(" ranks   buckets img/s  efficiency   hierarchical img/s  efficiency")
@@ -155,12 +161,14 @@ struct ScalingBench: ParsableCommand {
         print("\nwrote \(path)")
     }
 
-    /// Runs this executable under mpirun (one kernel thread per rank) and fails on a non-zero exit.
-    func launch(ranks: Int, mpi: [String], env: [String: String], args: [String]) throws {
+    /// Runs this executable under mpirun (or alone when `ranks` is nil), one kernel thread per
+    /// rank, and fails on a non-zero exit.
+    func launch(ranks: Int?, mpi: [String], env: [String: String], args: [String]) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         let exports = (["LEFFA_THREADS": "1"].merging(env) { $1 }).keys.sorted().flatMap { ["-x", $0] }
-        p.arguments = [mpirun, "--oversubscribe", "-np", "\(ranks)"] + mpi + exports + [CommandLine.arguments[0]] + args
+        let launcher = ranks.map { [mpirun, "--oversubscribe", "-np", "\($0)"] + mpi + exports } ?? []
+        p.arguments = launcher + [CommandLine.arguments[0]] + args
         var environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
         environment["LEFFA_THREADS"] = "1"
         environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
@@ -177,15 +185,6 @@ struct ScalingBench: ParsableCommand {
             throw ValidationError("--network: expected name:Gbit/s:latency µs like 'InfiniBand 100G:100:1.5', got \(s)")
         }
         return .init(name: f[0], bytesPerSecond: gbit * 1e9 / 8, latency: us * 1e-6)
-    }
-
-    /// Step time with both UNets trained over the step with the reference frozen, at `small`.
-    static func bothTrainedRatio(_ small: StepFile) throws -> Double {
-        let off = small.rows.filter { $0.model == "small" && !$0.leffa }
-        guard let both = off.first(where: { $0.train.contains("unet_encoder") }), let frozen = off.first(where: { !$0.train.contains("unet_encoder") }) else {
-            throw ValidationError("the small step JSON needs rows with --train unet and --train unet,unet_encoder (Leffa off)")
-        }
-        return both.seconds / frozen.seconds
     }
 
     static func decode<T: Decodable>(_ type: T.Type, _ path: String) throws -> T {

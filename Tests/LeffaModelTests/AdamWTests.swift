@@ -83,3 +83,39 @@ final class AdamWTests: XCTestCase {
         XCTAssertEqual(one.ema.map(\.bitPattern), two.ema.map(\.bitPattern))
     }
 }
+
+/// A frozen part (the reference UNet when only the generative one trains, the VAE) costs no
+/// gradient or moment memory: those blocks are allocated on demand and nothing writes the frozen
+/// ranges, so their pages never become resident (mincore asks the kernel).
+final class FrozenMemoryTests: XCTestCase {
+    /// Fraction of the whole pages in [p, p + count) that are resident.
+    func resident(_ p: UnsafeMutablePointer<Float>, _ count: Int) -> Double {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let lo = (Int(bitPattern: p) + page - 1) / page * page, hi = (Int(bitPattern: p + count)) / page * page
+        guard hi > lo else { return 0 }
+        var vec = [UInt8](repeating: 0, count: (hi - lo) / page)
+        XCTAssertEqual(mincore(UnsafeMutableRawPointer(bitPattern: lo), hi - lo, &vec), 0)
+        return Double(vec.filter { $0 & 1 != 0 }.count) / Double(vec.count)
+    }
+
+    func testFrozenGradientsAndMomentsNeverBecomeResident() {
+        let set = ParameterSet(), s = Scope(set, seed: 9)
+        let trained = s.param("unet.w", [1 << 20], .uniform(1)), frozen = s.param("unet_encoder.w", [4 << 20], .uniform(1))
+        let opt = AdamW(parameters: set, training: [trained])
+        set.freeze(except: [trained])
+        for step in 0..<2 {
+            set.zeroGrads()
+            let loss = sum(trained.value * trained.value) + sum(frozen.value * Tensor(repeating: 1, shape: [4 << 20]))
+            loss.backward()
+            opt.clipGradNorm(parameters: set, maxNorm: 1)
+            opt.update(parameters: set, lr: 1e-3)
+            XCTAssertEqual(opt.step, step + 1)
+        }
+        let g = set.grads!.data
+        XCTAssertGreaterThan(resident(g + trained.offset, trained.count), 0.99, "the trained gradients should be in memory")
+        XCTAssertGreaterThan(resident(opt.v.data + trained.offset, trained.count), 0.99, "the trained moments should be in memory")
+        XCTAssertEqual(resident(g + frozen.offset, frozen.count), 0, "frozen gradients became resident")
+        XCTAssertEqual(resident(opt.m.data + frozen.offset, frozen.count), 0, "frozen first moments became resident")
+        XCTAssertEqual(resident(opt.v.data + frozen.offset, frozen.count), 0, "frozen second moments became resident")
+    }
+}
