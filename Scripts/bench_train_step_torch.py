@@ -328,16 +328,22 @@ def peak_rss():
     return 0
 
 
-def time_step(model, batch_size, latent_hw, leffa, repeats, train=("unet", "unet_encoder")):
+def time_step(model, batch_size, latent_hw, leffa, repeats, train=("unet", "unet_encoder"), checkpointing=False):
     """(median, best) seconds of a full training step: forward, loss, backward, clip, AdamW.
 
     `train` without unet_encoder freezes the reference UNet (requires_grad off: no gradients, no
-    optimizer state), as `leffa-bench train-step --train unet` does."""
+    optimizer state), as `leffa-bench train-step --train unet` does. `checkpointing` turns on
+    diffusers' gradient checkpointing in the UNets that train (activations of each block
+    recomputed in backward), as `training.activation_checkpointing` does in ours."""
     torch.manual_seed(1)
     h, w = latent_hw
     gen, ref, state, _ = make_model(model, (h, w), (8 * h, 8 * w), leffa)
     if "unet_encoder" not in train:
         ref.requires_grad_(False)
+    if checkpointing:
+        gen.enable_gradient_checkpointing()
+        if "unet_encoder" in train:
+            ref.enable_gradient_checkpointing()
     params = [p for p in list(gen.parameters()) + list(ref.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=LR, weight_decay=WEIGHT_DECAY)
     batch = random_batch(batch_size, h, w, seed=11)
@@ -392,14 +398,15 @@ def main():
     if args.validate_only:
         return 0
 
-    # The cases: leffa-bench's models, batch and latent size if we have its JSON, else the defaults.
-    cases, swift_seconds, swift_rss, leffa_cases, train = {}, {}, {}, {}, None
+    # The cases: leffa-bench's models, batch and latent size if we have its JSON, else the defaults;
+    # per model the (Leffa loss, activation checkpointing) pairs it ran.
+    cases, variants, swift_rows, train = {}, {}, {}, None
     if swift:
         for r in swift["rows"]:
+            key = (r["leffa"], r.get("activation_checkpointing", False))
             cases.setdefault(r["model"], (r["batch"], tuple(r["latent"])))
-            leffa_cases.setdefault(r["model"], []).append(r["leffa"])
-            swift_seconds[(r["model"], r["leffa"])] = (r["seconds"], r["best_seconds"])
-            swift_rss[(r["model"], r["leffa"])] = r.get("peak_rss_bytes")
+            variants.setdefault(r["model"], []).append(key)
+            swift_rows[(r["model"],) + key] = r
             train = train or r.get("train")
     else:
         print(f"\n{args.swift_json} not found: torch numbers only")
@@ -413,45 +420,49 @@ def main():
     print(f"\nPyTorch {torch.__version__}, diffusers {diffusers.__version__}, {threads} thread(s) "
           f"(OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}), median and best of {args.repeats} steps after 1 warm-up, "
           f"training {' + '.join(train)}")
-    print(f"{'':24}{'---- torch ----':>30}{'---- swift ----':>30}{'-- swift/torch --':>20}")
-    print(f"{'model':8}{'latent':9}{'leffa':7}{'median ms':>10}{'best ms':>10}{'RSS GiB':>10}{'median ms':>10}{'best ms':>10}"
+    print(f"{'':29}{'---- torch ----':>30}{'---- swift ----':>30}{'-- swift/torch --':>20}")
+    print(f"{'model':8}{'latent':9}{'leffa':6}{'ckpt':6}{'median ms':>10}{'best ms':>10}{'RSS GiB':>10}{'median ms':>10}{'best ms':>10}"
           f"{'RSS GiB':>10}{'median':>10}{'best':>10}")
     rows, overhead, swift_overhead = [], {}, {}
     gib = 1 << 30
     for model, (b, (h, w)) in cases.items():
         med = {}
-        for leffa in leffa_cases.get(model, [False, True]):
+        for leffa, ckpt in variants.get(model, [(False, False), (True, False)]):
+            label = f"{model:8}{f'{h}x{w}':9}{'on' if leffa else 'off':6}{'on' if ckpt else 'off':6}"
+            base = {"model": model, "batch": b, "latent": [h, w], "leffa": leffa, "activation_checkpointing": ckpt,
+                    "train": list(train)}
             reset_peak_rss()
             try:
-                t, best = time_step(model, b, (h, w), leffa, args.repeats, train)
+                t, best = time_step(model, b, (h, w), leffa, args.repeats, train, ckpt)
             except RuntimeError as e:  # torch's allocator failing; the kernel's OOM killer would end the process instead
                 if "memory" not in str(e).lower():
                     raise
-                print(f"{model:8}{f'{h}x{w}':9}{'on' if leffa else 'off':7}  PyTorch ran out of memory: {str(e).splitlines()[0]}")
-                rows.append({"model": model, "batch": b, "latent": [h, w], "leffa": leffa, "train": list(train),
-                             "out_of_memory": str(e).splitlines()[0], "peak_rss_bytes": peak_rss()})
+                print(f"{label}  PyTorch ran out of memory: {str(e).splitlines()[0]}")
+                rows.append(dict(base, out_of_memory=str(e).splitlines()[0], peak_rss_bytes=peak_rss()))
                 continue
-            med[leffa] = t
+            med[(leffa, ckpt)] = t
             rss = peak_rss()
-            row = {"model": model, "batch": b, "latent": [h, w], "leffa": leffa, "train": list(train), "seconds": t,
-                   "best_seconds": best, "images_per_second": b / t, "peak_rss_bytes": rss}
-            line = f"{model:8}{f'{h}x{w}':9}{'on' if leffa else 'off':7}{1e3 * t:10.1f}{1e3 * best:10.1f}{rss / gib:10.2f}"
-            if (model, leffa) in swift_seconds:
-                sw, sw_best = swift_seconds[(model, leffa)]
-                sw_rss = swift_rss.get((model, leffa))
+            row = dict(base, seconds=t, best_seconds=best, images_per_second=b / t, peak_rss_bytes=rss)
+            line = f"{label}{1e3 * t:10.1f}{1e3 * best:10.1f}{rss / gib:10.2f}"
+            sw_row = swift_rows.get((model, leffa, ckpt))
+            if sw_row:
+                sw, sw_best, sw_rss = sw_row["seconds"], sw_row["best_seconds"], sw_row.get("peak_rss_bytes") or 0
                 row.update(swift_seconds=sw, swift_best_seconds=sw_best, swift_peak_rss_bytes=sw_rss,
                            swift_over_torch_time=sw / t, swift_over_torch_best_time=sw_best / best)
-                line += f"{1e3 * sw:10.1f}{1e3 * sw_best:10.1f}{(sw_rss or 0) / gib:10.2f}{sw / t:10.2f}{sw_best / best:10.2f}"
+                line += f"{1e3 * sw:10.1f}{1e3 * sw_best:10.1f}{sw_rss / gib:10.2f}{sw / t:10.2f}{sw_best / best:10.2f}"
             rows.append(row)
             print(line)
-        if True not in med or False not in med:
-            continue
-        overhead[model] = med[True] / med[False] - 1
-        line = f"        Leffa loss overhead: torch {100 * overhead[model]:+.1f} %"
-        if (model, True) in swift_seconds and (model, False) in swift_seconds:
-            swift_overhead[model] = swift_seconds[(model, True)][0] / swift_seconds[(model, False)][0] - 1
-            line += f", swift {100 * swift_overhead[model]:+.1f} %"
-        print(line)
+        for ckpt in (False, True):
+            if (True, ckpt) not in med or (False, ckpt) not in med:
+                continue
+            name = model + (" checkpointed" if ckpt else "")
+            overhead[name] = med[(True, ckpt)] / med[(False, ckpt)] - 1
+            line = f"        Leffa loss overhead{' (checkpointed)' if ckpt else ''}: torch {100 * overhead[name]:+.1f} %"
+            on, off = swift_rows.get((model, True, ckpt)), swift_rows.get((model, False, ckpt))
+            if on and off:
+                swift_overhead[name] = on["seconds"] / off["seconds"] - 1
+                line += f", swift {100 * swift_overhead[name]:+.1f} %"
+            print(line)
     print("(swift/torch < 1: our step is faster)")
 
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
