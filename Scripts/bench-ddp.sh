@@ -44,8 +44,9 @@ half = json.load(open(f"{R}/ddp-strong-1rank-half.json"))
 base, base_med = one["best_images_per_second"], one["images_per_second"]
 print(f"\n1 rank × 1 thread, batch {one['global_batch']}: {base:.3f} img/s best, {base_med:.3f} median")
 def how(r):
-    if r["reduction"] == "shared": return "shared, sharded step" if r["sharded"] else "shared"
-    return f"buckets {r['bucket_mb']} MB" + ("" if r["overlap"] else ", not overlapped")
+    step = ", sharded step" if r["sharded"] else ""
+    if r["reduction"] == "shared": return "shared" + step
+    return f"buckets {r['bucket_mb']} MB" + ("" if r["overlap"] else ", not overlapped") + step
 print(f"{'ranks':>5} {'batch/rank':>10}  {'gradient averaging':<28} {'img/s':>8} {'speed-up':>8} {'(median)':>8} {'waiting':>8}")
 for r in weak + [strong]:
     print(f"{r['ranks']:>5} {r['per_rank_batch']:>10}  {how(r):<28} {r['best_images_per_second']:8.3f} "
