@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Data-parallel benchmark: images/s of the `small` model's training step with 1 and 2 ranks of one
 # kernel thread each, the fraction of step time spent reducing gradients (not hidden behind
-# backward), for both ways of averaging: shared memory (the default on one node, with the optimizer
-# step sharded over the ranks, and without sharding) and overlapped MPI buckets (what runs across
-# nodes) over a bucket-size sweep.
+# backward), for both ways of averaging: shared memory (the default on one node) and overlapped MPI
+# buckets (what runs across nodes) over a bucket-size sweep; both with the node's one copy of the
+# weights and moments and the optimizer step sharded over the ranks, and shared memory also
+# without (every rank holding and updating the whole state).
 #
 # The headline is the way data parallelism is used (PyTorch DDP, Horovod): every rank trains the
 # same per-rank batch (2 here), so 2 ranks do twice the samples per step; ideal is 2.00×. The

@@ -167,8 +167,8 @@ public final class MPICollective: Collective {
             line = "gradients averaged in \(n) overlapped MPI buckets" + (sharedUnavailable.map { " (not shared memory: \($0))" } ?? "")
         }
         if let state {
-            line += "; one copy per node of the weights, Adam moments\(state.blocks == 4 ? " and EMA" : "") (\(state.blocks) × \(mb) MB), "
-                + "the optimizer step sharded over its \(state.nodeSize) ranks"
+            let what = state.blocks == 4 ? "weights, Adam moments and EMA" : "weights and Adam moments"
+            line += "; one copy per node of the \(what) (\(state.blocks) × \(mb) MB), the optimizer step sharded over its \(state.nodeSize) ranks"
         } else if let stateUnshared {
             line += "; every rank holds the whole training state (not shared: \(stateUnshared))"
         }
