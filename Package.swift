@@ -87,7 +87,7 @@ let package = Package(
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaDataTests", dependencies: ["LeffaData", "TestSupport"], exclude: ["Fixtures"], swiftSettings: fast),
         .testTarget(name: "LeffaCheckpointTests", dependencies: ["LeffaCheckpoint", "TestSupport"], swiftSettings: fast),
-        .testTarget(name: "LeffaDistributedTests", dependencies: ["LeffaDistributed", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "LeffaDistributedTests", dependencies: ["LeffaDistributed", "LeffaCheckpoint", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaRunTests", dependencies: ["LeffaRun", "LeffaTraining", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaTrainingTests", dependencies: ["LeffaTraining", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaEvalTests", dependencies: ["LeffaEval", "LeffaTraining", "LeffaModels", "LeffaData", "TestSupport"],

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Data-parallel benchmark: images/s of the `small` model's training step with 1 and 2 ranks of one
 # kernel thread each, the fraction of step time spent reducing gradients (not hidden behind
-# backward), for both ways of averaging: shared memory (the default on one node, with the optimizer
-# step sharded over the ranks, and without sharding) and overlapped MPI buckets (what runs across
-# nodes) over a bucket-size sweep.
+# backward), for both ways of averaging: shared memory (the default on one node) and overlapped MPI
+# buckets (what runs across nodes) over a bucket-size sweep; both with the node's one copy of the
+# weights and moments and the optimizer step sharded over the ranks, and shared memory also
+# without (every rank holding and updating the whole state).
 #
 # The headline is the way data parallelism is used (PyTorch DDP, Horovod): every rank trains the
 # same per-rank batch (2 here), so 2 ranks do twice the samples per step; ideal is 2.00×. The
@@ -44,8 +45,9 @@ half = json.load(open(f"{R}/ddp-strong-1rank-half.json"))
 base, base_med = one["best_images_per_second"], one["images_per_second"]
 print(f"\n1 rank × 1 thread, batch {one['global_batch']}: {base:.3f} img/s best, {base_med:.3f} median")
 def how(r):
-    if r["reduction"] == "shared": return "shared, sharded step" if r["sharded"] else "shared"
-    return f"buckets {r['bucket_mb']} MB" + ("" if r["overlap"] else ", not overlapped")
+    step = ", sharded step" if r["sharded"] else ""
+    if r["reduction"] == "shared": return "shared" + step
+    return f"buckets {r['bucket_mb']} MB" + ("" if r["overlap"] else ", not overlapped") + step
 print(f"{'ranks':>5} {'batch/rank':>10}  {'gradient averaging':<28} {'img/s':>8} {'speed-up':>8} {'(median)':>8} {'waiting':>8}")
 for r in weak + [strong]:
     print(f"{r['ranks']:>5} {r['per_rank_batch']:>10}  {how(r):<28} {r['best_images_per_second']:8.3f} "

@@ -16,11 +16,14 @@ public final class AdamW {
     public let config: AdamWConfig
     /// Contiguous ranges of the flat block that this optimizer updates.
     public let ranges: [Range<Int>]
-    public private(set) var m: Tensor, v: Tensor
+    public let m: Tensor, v: Tensor
     /// Updates taken so far (for bias correction).
     public var step: Int = 0
 
-    public init(parameters: ParameterSet, training parts: [Parameter], config: AdamWConfig = AdamWConfig()) {
+    /// With `moments`, the moments live in memory the caller provides, zeroed (an MPI shared-memory
+    /// window holding the node's one copy of them); else in two new zeroed blocks.
+    public init(parameters: ParameterSet, training parts: [Parameter], config: AdamWConfig = AdamWConfig(),
+                moments: (m: Storage, v: Storage)? = nil) {
         parameters.enableGradients()
         self.config = config
         var rs: [Range<Int>] = []
@@ -29,19 +32,14 @@ public final class AdamW {
             if let last = rs.last, last.upperBound == r.lowerBound { rs[rs.count - 1] = last.lowerBound..<r.upperBound } else { rs.append(r) }
         }
         ranges = rs
-        // On demand: the moments of parameters this optimizer does not train are never touched.
-        m = Tensor(shape: [parameters.count], storage: Storage(onDemand: parameters.count))
-        v = Tensor(shape: [parameters.count], storage: Storage(onDemand: parameters.count))
-    }
-
-    /// Moves the moments into memory the caller provides (an MPI shared-memory window, where other
-    /// ranks read the slices this rank updates).
-    public func moveMoments(into mStorage: Storage, _ vStorage: Storage) {
-        precondition(mStorage.count == m.count && vStorage.count == v.count, "AdamW.moveMoments: \(mStorage.count) floats given, the moments have \(m.count)")
-        mStorage.base.update(from: m.data, count: m.count)
-        vStorage.base.update(from: v.data, count: v.count)
-        m = Tensor(shape: [m.count], storage: mStorage)
-        v = Tensor(shape: [v.count], storage: vStorage)
+        let n = parameters.count
+        if let moments {
+            precondition(moments.m.count == n && moments.v.count == n, "AdamW: moments of \(moments.m.count) floats given, the parameters have \(n)")
+            m = Tensor(shape: [n], storage: moments.m); v = Tensor(shape: [n], storage: moments.v)
+        } else {
+            // On demand: the moments of parameters this optimizer does not train are never touched.
+            m = Tensor(shape: [n], storage: Storage(onDemand: n)); v = Tensor(shape: [n], storage: Storage(onDemand: n))
+        }
     }
 
     /// The trained ranges, cut to `shard` (all of them when nil).
@@ -98,19 +96,38 @@ public final class AdamW {
     /// it is within, or not finite): `clipGradNorm` without writing the gradients, for `update`'s
     /// `gradientScale`.
     public func clipScale(parameters: ParameterSet, maxNorm: Float, only shard: Range<Int>? = nil,
-                          combine: (Double) -> Double = { $0 }) -> (norm: Float, scale: Float) {
+                          combine: ([Double]) -> [Double] = { $0 }) -> (norm: Float, scale: Float) {
         let norm = gradNorm(parameters: parameters, only: shard, combine: combine)
         return (norm, norm > maxNorm && norm.isFinite ? maxNorm / (norm + 1e-6) : 1)
     }
 
-    /// The global L2 norm of the gradients in the trained ranges, summed in fixed chunks (the same
-    /// for any thread count). With `shard`, this rank's sum of squares over it goes through
-    /// `combine` (the sum over ranks' shards) before the square root.
-    public func gradNorm(parameters: ParameterSet, only shard: Range<Int>? = nil, combine: (Double) -> Double = { $0 }) -> Float {
+    /// Where a shard of the flat block may start or end inside a trained range: at multiples of
+    /// this many elements from the range's start, so every chunk of the norm's sum lies in one shard.
+    public static let shardGrain = sumChunk
+
+    /// The global L2 norm of the gradients in the trained ranges: per range the sum of squares of
+    /// its fixed chunks (`chunkedPartials`) added in order, and the ranges' sums added in order.
+    /// With `shard` (its ends inside a trained range at multiples of `shardGrain` from the range's
+    /// start), this rank computes only the chunks in it, and `combine` sums every rank's list of
+    /// chunk sums (zero outside its shard): one rank holds each chunk, so that sum is exact and
+    /// the norm is the same bits for any number of shards as for none.
+    public func gradNorm(parameters: ParameterSet, only shard: Range<Int>? = nil, combine: ([Double]) -> [Double] = { $0 }) -> Float {
         guard let grads = parameters.grads else { return 0 }
-        var total = 0.0
-        for r in ranges(in: shard) { total += sumOfSquares(grads.data + r.lowerBound, r.count) }
-        return Float(combine(total).squareRoot())
+        let chunks = ranges.map { max(1, ($0.count + sumChunk - 1) / sumChunk) }
+        var partials: [Double] = []
+        partials.reserveCapacity(chunks.reduce(0, +))
+        for (r, n) in zip(ranges, chunks) {
+            let lo = max(r.lowerBound, shard?.lowerBound ?? r.lowerBound), hi = min(r.upperBound, shard?.upperBound ?? r.upperBound)
+            guard lo < hi else { partials += [Double](repeating: 0, count: n); continue }
+            precondition((lo - r.lowerBound) % sumChunk == 0 && (hi == r.upperBound || (hi - r.lowerBound) % sumChunk == 0),
+                         "AdamW.gradNorm: shard \(shard!) cuts trained range \(r) between multiples of \(sumChunk)")
+            let first = (lo - r.lowerBound) / sumChunk, mine = squareSums(grads.data + lo, hi - lo)
+            partials += [Double](repeating: 0, count: first) + mine + [Double](repeating: 0, count: n - first - mine.count)
+        }
+        if shard != nil { partials = combine(partials) }
+        var total = 0.0, at = 0
+        for n in chunks { total += partials[at..<(at + n)].reduce(0, +); at += n }
+        return Float(total.squareRoot())
     }
 
     /// Scales the trained gradients so their global norm is at most `maxNorm`; returns the norm before.
@@ -163,9 +180,9 @@ struct AdamWKernel {
     }
 }
 
-/// Σ x² in double, over fixed chunks combined in order (`chunkedSum`).
-public func sumOfSquares(_ p: UnsafePointer<Float>, _ n: Int) -> Double {
-    chunkedSum(n) { r in
+/// Σ x² in double of each fixed chunk (`chunkedPartials`), in order.
+public func squareSums(_ p: UnsafePointer<Float>, _ n: Int) -> [Double] {
+    chunkedPartials(n) { r in
         // Sixteen lanes, summed in a fixed order: vectorised and thread-count independent.
         var acc = SIMD16<Float>(repeating: 0)
         var i = r.lowerBound

@@ -76,25 +76,28 @@ public final class ParameterSet {
         return g
     }
 
-    /// Moves the flat gradient block into `storage` (memory the caller provides: an MPI
-    /// shared-memory window that other ranks on the node read directly) and points every
-    /// parameter's gradient at its view there; the old block is freed.
+    /// Puts the flat gradient block in `storage` (memory the caller provides: an MPI shared-memory
+    /// window that other ranks on the node read directly) and points every parameter's gradient at
+    /// its view there. A block that already exists is copied over and freed; none is allocated.
     public func moveGradients(into storage: Storage) {
-        let old = enableGradients()
-        precondition(storage.count == old.count, "ParameterSet.moveGradients: \(storage.count) floats given, the gradient block has \(old.count)")
-        storage.base.update(from: old.data, count: old.count)
+        flatten()
+        precondition(storage.count == count, "ParameterSet.moveGradients: \(storage.count) floats given, the gradient block has \(count)")
+        if let old = grads { storage.base.update(from: old.data, count: old.count) }
         for p in all {
             p.value.setGradBuffer(Tensor(shape: p.shape, storage: Storage(viewOf: storage, offset: p.offset, count: p.count)))
         }
-        grads = Tensor(shape: [old.count], storage: storage)
+        grads = Tensor(shape: [count], storage: storage)
     }
 
-    /// Moves the flat value block into `storage` (an MPI shared-memory window) and points every
-    /// parameter at its view there, keeping whether it trains and its gradient view.
-    public func moveValues(into storage: Storage) {
+    /// Moves the flat value block into `storage` (the node's one copy of the weights, in an MPI
+    /// shared-memory window) and points every parameter at its view there, keeping whether it
+    /// trains and its gradient view. Copies only `range` (all when nil): ranks sharing the block
+    /// each copy their own part of the same values.
+    public func moveValues(into storage: Storage, copying range: Range<Int>? = nil) {
         guard let old = values else { preconditionFailure("ParameterSet.moveValues: flatten() first") }
         precondition(storage.count == old.count, "ParameterSet.moveValues: \(storage.count) floats given, the value block has \(old.count)")
-        storage.base.update(from: old.data, count: old.count)
+        let r = range ?? 0..<old.count
+        (storage.base + r.lowerBound).update(from: old.data + r.lowerBound, count: r.count)
         for p in all {
             let t = Tensor(shape: p.shape, storage: Storage(viewOf: storage, offset: p.offset, count: p.count)).requiringGrad(p.value.requiresGrad)
             if let g = p.value.grad { t.setGradBuffer(g) }

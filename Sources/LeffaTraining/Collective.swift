@@ -1,6 +1,7 @@
 // What the trainer needs from the processes it runs with: a rank, a size, the gradient average
 // over ranks (started per parameter as backward finishes it, finished before the optimizer step),
-// small sums, a barrier and start-up consistency checks. One process needs none of it; MPI is in
+// where the training state lives (a copy per rank, or one per node that the ranks update in
+// shards), small sums, a barrier and start-up consistency checks. One process needs none of it; MPI is in
 // MPICollective.swift.
 import LeffaTensor
 
@@ -14,16 +15,20 @@ public protocol Collective: AnyObject {
     /// Replaces the gradient block by its sum over ranks, added left to right in rank order (not
     /// averaged, not overlapped): the fixed-order reduction. Returns the seconds spent.
     func sumGradientsInRankOrder() -> Double
-    /// The elements of the flat blocks this rank updates in the optimizer step when the step is
-    /// sharded over ranks (ZeRO stage 1): finishGradients() then leaves the averaged gradient only
-    /// there, and gatherShards() brings the rest of the values. nil: every rank updates everything.
-    var optimizerShard: Range<Int>? { get }
-    /// With a sharded step: the sum of one double per shard (each rank's value for its shard,
-    /// each shard counted once), added in rank order: the same bits on every rank.
-    func sumOverShards(_ value: Double) -> Double
-    /// After a sharded optimizer step: the other ranks' slices of the values, and with `moments`
-    /// of the Adam moments too (before a checkpoint), into this rank's blocks.
-    func gatherShards(moments: Bool)
+    /// The node's one copy of the training state when ranks share it (ZeRO stage 1, see
+    /// SharedState.swift): the moments' and EMA's memory and this rank's shard. finishGradients()
+    /// then leaves the averaged gradients only in the shard, and the optimizer step updates only
+    /// the shard. nil: this rank holds and updates the whole state.
+    var sharedState: SharedTrainingState? { get }
+    /// With a shared state: the sums over ranks of each rank's list (each element nonzero on one
+    /// rank, so exact), the same bits on every rank.
+    func sumOverShards(_ values: [Double]) -> [Double]
+    /// With a shared state: after each rank wrote its shard, every shard is visible to every rank
+    /// sharing the state. Returns the seconds spent waiting for them.
+    @discardableResult
+    func publishState() -> Double
+    /// Rank 0's values on every rank.
+    func broadcast(_ values: [Int64]) -> [Int64]
     /// Sum over ranks of a few doubles (losses, counters).
     func allReduceSum(_ values: [Double]) -> [Double]
     func barrier()
@@ -38,6 +43,19 @@ public protocol Collective: AnyObject {
 }
 
 /// A single process: every collective is the identity.
+/// The memory of the Adam moments and the EMA when the ranks of a node keep one copy of the
+/// training state (the weights are already in it: the parameters point there), and the part of
+/// every block this rank writes.
+public struct SharedTrainingState {
+    public let m: Storage, v: Storage
+    /// Present when the collective was asked for an EMA.
+    public let ema: Storage?
+    /// The elements this rank updates (weights, moments, EMA), and swaps for validation.
+    public let shard: Range<Int>
+    /// True on one rank per node: the one that writes the whole state when a checkpoint is loaded.
+    public let loads: Bool
+}
+
 public final class SingleProcess: Collective {
     public init() {}
     public var rank: Int { 0 }
@@ -45,9 +63,10 @@ public final class SingleProcess: Collective {
     public func gradientReady(_ index: Int) {}
     public func finishGradients() -> Double { 0 }
     public func sumGradientsInRankOrder() -> Double { 0 }
-    public var optimizerShard: Range<Int>? { nil }
-    public func sumOverShards(_ value: Double) -> Double { value }
-    public func gatherShards(moments: Bool) {}
+    public var sharedState: SharedTrainingState? { nil }
+    public func sumOverShards(_ values: [Double]) -> [Double] { values }
+    public func publishState() -> Double { 0 }
+    public func broadcast(_ values: [Int64]) -> [Int64] { values }
     public func allReduceSum(_ values: [Double]) -> [Double] { values }
     public func barrier() {}
     public func patiently<T>(_ body: () throws -> T) rethrows -> T { try body() }

@@ -1,14 +1,20 @@
 // The trainer's collectives over MPI. Gradients are averaged in one of two ways (LeffaDistributed):
 //  - `shared`: every rank's gradient block lives in one shared-memory window and ranks reduce it
-//    in place, each its own slice (SharedBlocks.swift). For ranks on one node. Unless the fixed
-//    reduction order is asked for, the optimizer step is sharded too: each rank updates its slice
-//    of the values and Adam moments (which then live in the window as well) and copies the
-//    other slices of the values from their owners.
+//    in place, each its own slice (SharedBlocks.swift). For ranks on one node (across nodes only
+//    when asked: hierarchical).
 //  - `buckets`: a communication thread all-reduces each bucket as soon as backward has finished
 //    its parameters, overlapped with the rest of backward (GradientReducer.swift). Works across
 //    nodes.
 // `auto` (the default) picks shared memory when every rank is on this node and the backing
-// directory has room, else buckets. Everything else goes through the context's blocking collectives.
+// directory has room, else buckets.
+// Either way, when asked (`shareState`) and there is room, the ranks of each node keep one copy of
+// the training state — weights, Adam moments, EMA — in shared memory (SharedState.swift), and
+// each rank updates its shard of it: node memory is the ranks' gradient blocks plus the state
+// once, instead of the state once per rank. With shared-memory gradients the shard is the slice
+// a rank reduces, so the reduction stops after the reduce-scatter. Shards are cut where the
+// gradient norm's chunks end (AdamW.shardGrain), so the step is the same bits as one rank's
+// whole step, the fixed order included.
+// Everything else goes through the context's blocking collectives.
 import Foundation
 import LeffaTensor
 import LeffaDistributed
@@ -47,8 +53,11 @@ public final class MPICollective: Collective {
     /// The bucketed reducer (nil with shared memory).
     public let bucketReducer: GradientReducer?
     let shared: SharedBlocks?
-    /// This rank's slice of the reduced elements when the optimizer step is sharded.
-    public let optimizerShard: Range<Int>?
+    /// The node's one copy of the training state (nil: every rank holds its own).
+    let state: SharedState?
+    public let sharedState: SharedTrainingState?
+    /// Why the state was asked to be shared and is not (nil when it is, or was not asked).
+    public let stateUnshared: String?
     /// Seconds waited for gradients in the last step.
     public private(set) var lastWait = 0.0
 
@@ -60,45 +69,67 @@ public final class MPICollective: Collective {
 
     /// Reduces the gradients of the parameters that require them (frozen ones have none to
     /// average: the VAE, a reference UNet that does not train), as one contiguous range of the flat
-    /// block; all parameters when the trained ones are not contiguous. With shared memory the
-    /// parameters' gradient block moves into the window, and with `optimizer` (and no fixed order)
-    /// so do the values and the moments, for a sharded step. Collective.
-    public init(context: MPIContext, parameters: ParameterSet, optimizer: AdamW? = nil, fixedOrder: Bool, bucketBytes: Int? = nil,
-                reduction asked: GradientReduction = .auto, segments: Bool = true) throws {
+    /// block; all parameters when the trained ones are not contiguous. With `shareState` the
+    /// weights move into the node's shared copy of the state (with room for the moments, and for
+    /// an EMA with `ema`: see `sharedState`); with shared memory the gradient block moves into the
+    /// window. Call it before the gradients and moments exist, so no rank ever holds private
+    /// copies of them. Collective.
+    public init(context: MPIContext, parameters: ParameterSet, shareState: Bool = false, ema: Bool = false, fixedOrder: Bool,
+                bucketBytes: Int? = nil, reduction asked: GradientReduction = .auto, segments: Bool = true) throws {
         self.context = context
         self.fixedOrder = fixedOrder
-        let all = parameters.all
+        let all = parameters.all, count = parameters.count
         reduced = parameters.trainedRange ?? 0..<all.count
-        let view = parameters.gradients(of: reduced)
         let lo = reduced.isEmpty ? 0 : all[reduced.lowerBound].offset
-        reducedElements = lo..<(lo + view.count)
+        reducedElements = lo..<(reduced.isEmpty ? 0 : all[reduced.upperBound - 1].offset + all[reduced.upperBound - 1].count)
+        // Shards are cut at the norm's chunks of the trained range: the trained parameters must be
+        // one run of the block (Leffa's parts always are: the UNets are registered one after the other).
+        let contiguous = parameters.trainedRange != nil
+        let stateBlocks = shareState && contiguous ? (ema ? 4 : 3) : 0
         var why: String? = nil
-        let sharded = optimizer != nil && !fixedOrder
         if asked != .buckets {
             // Across nodes only when asked for, and not for the fixed order (the hierarchical sum
             // is not in rank order).
-            why = SharedBlocks.unavailableReason(context: context, count: parameters.count, blocks: sharded ? 4 : 1,
+            why = SharedBlocks.unavailableReason(context: context, count: count, stateBlocks: stateBlocks,
                                                  acrossNodes: asked == .shared && !fixedOrder)
             if asked == .shared, let why, context.size > 1 {
                 throw DistributedError.setting(name: "reduction", value: "shared", expected: "ranks that can share memory, but \(why); use auto or buckets"
                                                + (fixedOrder ? " (across nodes, the fixed order needs buckets)" : ""))
             }
         }
-        if asked != .buckets && why == nil {
-            let blocks = try SharedBlocks(context: context, count: parameters.count, blocks: sharded ? 4 : 1)
-            parameters.moveGradients(into: blocks.storage[0])
-            if sharded, let optimizer {
-                parameters.moveValues(into: blocks.storage[1])
-                optimizer.moveMoments(into: blocks.storage[2], blocks.storage[3])
-            }
-            optimizerShard = sharded ? blocks.mySlice(of: reducedElements) : nil
+        let sharedGradients = asked != .buckets && why == nil
+        var stateWhy: String? = nil
+        if shareState && !contiguous {
+            stateWhy = "the trained parameters are not one run of the flat block"
+        } else if stateBlocks > 0 && !sharedGradients {
+            stateWhy = SharedState.unavailableReason(context: context, count: count, blocks: stateBlocks)
+        }
+        // The state first: each rank copies its shard of the weights into it and frees its own
+        // copy before any gradient block is touched.
+        if stateBlocks > 0 && stateWhy == nil {
+            let s = try SharedState(context: context, count: count, blocks: stateBlocks)
+            let shard = s.shard(of: reducedElements, grain: AdamW.shardGrain)
+            parameters.moveValues(into: s.storage(0), copying: shard)
+            for b in 1..<stateBlocks { (s.storage(b).base + shard.lowerBound).update(repeating: 0, count: shard.count) }
+            s.publish("weights copied")
+            state = s
+            sharedState = SharedTrainingState(m: s.storage(1), v: s.storage(2), ema: ema ? s.storage(3) : nil, shard: shard, loads: s.loads)
+        } else {
+            state = nil
+            sharedState = nil
+        }
+        stateUnshared = stateWhy
+        if sharedGradients {
+            // With a shared state, the slices each rank reduces are its shards.
+            let blocks = try SharedBlocks(context: context, count: count, grain: state == nil ? 16 : AdamW.shardGrain, keepingAlive: state)
+            parameters.moveGradients(into: blocks.block)
             shared = blocks
             bucketReducer = nil
             reduction = .shared
         } else {
-            optimizerShard = nil
             shared = nil
-            bucketReducer = try GradientReducer(context: context, gradients: view, parameterSizes: all[reduced].map(\.count), capBytes: bucketBytes,
+            bucketReducer = try GradientReducer(context: context, gradients: parameters.gradients(of: reduced),
+                                                parameterSizes: all[reduced].map(\.count), capBytes: bucketBytes,
                                                 segments: segments ? Self.partSegments(all[reduced].map(\.name)) : nil, fixedOrder: fixedOrder)
             reduction = .buckets
         }
@@ -121,19 +152,27 @@ public final class MPICollective: Collective {
     }
     deinit { bucketReducer?.close() }
 
-    /// One line for the log: how gradients are averaged, and why.
+    /// One line for the log: how gradients are averaged and where the state lives, and why.
     public var summary: String {
         if context.size == 1 { return "one rank: no gradients to average" }
+        let mb = Int((Double(reducedElements.isEmpty ? 0 : (shared?.count ?? state?.count ?? 0)) * 4 / 1e6).rounded())
+        var line: String
         switch reduction {
         case .shared:
-            let b = shared!, mb = Double(b.count * MemoryLayout<Float>.stride) / 1e6
+            let b = shared!
             let layout = b.nodes == 1 ? "all \(context.size) ranks on one node" : "\(b.nodes) nodes of \(b.nodeSize) ranks, then MPI across nodes"
-            return "gradients averaged in shared memory (\(layout); \(b.blocks) × \(Int(mb.rounded())) MB per rank)"
-                + (optimizerShard != nil ? ", optimizer step sharded over the ranks" : "")
+            line = "gradients averaged in shared memory (\(layout); \(mb) MB per rank)"
         default:
             let n = bucketReducer?.buckets.count ?? 0
-            return "gradients averaged in \(n) overlapped MPI buckets" + (sharedUnavailable.map { " (not shared memory: \($0))" } ?? "")
+            line = "gradients averaged in \(n) overlapped MPI buckets" + (sharedUnavailable.map { " (not shared memory: \($0))" } ?? "")
         }
+        if let state {
+            let what = state.blocks == 4 ? "weights, Adam moments and EMA" : "weights and Adam moments"
+            line += "; one copy per node of the \(what) (\(state.blocks) × \(mb) MB), the optimizer step sharded over its \(state.nodeSize) ranks"
+        } else if let stateUnshared {
+            line += "; every rank holds the whole training state (not shared: \(stateUnshared))"
+        }
+        return line
     }
 
     public var rank: Int { context.rank }
@@ -142,17 +181,23 @@ public final class MPICollective: Collective {
         if let bucketReducer, reduced.contains(index) { bucketReducer.markReady(index - reduced.lowerBound) }
     }
     public func finishGradients() -> Double {
-        lastWait = shared?.reduce(reducedElements, gather: optimizerShard == nil).waitSeconds ?? bucketReducer!.finish().waitSeconds
+        lastWait = shared?.reduce(reducedElements, gather: state == nil).waitSeconds ?? bucketReducer!.finish().waitSeconds
         return lastWait
     }
-    public func sumOverShards(_ value: Double) -> Double {
-        // Across nodes, the ranks holding the same slice on other nodes contribute nothing.
-        let mine = shared?.countsItsSlice == false ? 0 : value
-        return context.allgather([mine]).reduce(0, +)   // left to right from rank 0 on every rank
+    public func sumOverShards(_ values: [Double]) -> [Double] {
+        // Every node holds every shard (and the same gradients): its own ranks' sum is the whole.
+        state?.sumOverNode(values) ?? values
     }
-    public func gatherShards(moments: Bool) {
-        guard let shared, optimizerShard != nil else { return }
-        for b in moments ? [1, 2, 3] : [1] { shared.gather(block: b, reducedElements) }
+    public func publishState() -> Double {
+        guard let state else { return 0 }
+        let t0 = Date()
+        state.publish()
+        return Date().timeIntervalSince(t0)
+    }
+    public func broadcast(_ values: [Int64]) -> [Int64] {
+        var v = values
+        context.broadcast(&v)
+        return v
     }
     /// The shared-memory reduction adds in rank order on one node; the bucketed one needs fixedOrder.
     public func sumGradientsInRankOrder() -> Double {

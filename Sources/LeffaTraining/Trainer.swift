@@ -17,6 +17,7 @@ public final class Trainer {
     public let collective: Collective
     public let model: LeffaModel
     public let optimizer: AdamW
+    /// The exponential moving average of the weights (nil without `ema_decay`).
     public private(set) var ema: Tensor?
     /// The running sum of the fixed-order reduction (foldInGlobalOrder), made on first use.
     var foldAccumulator: Tensor?
@@ -38,9 +39,10 @@ public final class Trainer {
     /// When rank 0 last saved (or restored) a checkpoint: `checkpoint_every_minutes` counts from it.
     var lastCheckpointTime = Date()
 
-    /// `collective` makes the processes' collectives once the model's gradient block exists
-    /// (nil: one process).
-    public init(run: RunDirectory, collective makeCollective: ((LeffaModel, AdamW) throws -> Collective)? = nil,
+    /// `collective` makes the processes' collectives for the model, with room for an EMA when its
+    /// second argument is true (nil: one process). It comes before the gradients, moments and EMA
+    /// exist: it may place them, and the weights, in memory the ranks of a node share.
+    public init(run: RunDirectory, collective makeCollective: ((LeffaModel, Bool) throws -> Collective)? = nil,
                 log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
         self.run = run
         self.log = log
@@ -52,20 +54,29 @@ public final class Trainer {
         }
         stageIndex = i
         let m = try LeffaModel(config: config.model, seed: config.seed)
-        m.parameters.enableGradients()
         let parts = config.train.flatMap { m.parameters(of: $0) }
-        optimizer = AdamW(parameters: m.parameters, training: parts, config: config.adam)
         m.parameters.freeze(except: parts)
         layout = m.parameters.all.map { FlatEntry(name: $0.name, offset: $0.offset, shape: $0.shape) }
         model = m
-        collective = try makeCollective?(m, optimizer) ?? SingleProcess()
+        let c = try makeCollective?(m, config.emaDecay != nil) ?? SingleProcess()
+        collective = c
+        let shared = c.sharedState
+        // A shared state updates the EMA only in each rank's shard: it must hold the EMA itself.
+        precondition(shared == nil || (shared?.ema != nil) == (config.emaDecay != nil), "Trainer: the collective's shared state has no EMA block")
+        optimizer = AdamW(parameters: m.parameters, training: parts, config: config.adam, moments: shared.map { ($0.m, $0.v) })
+        if config.emaDecay != nil { ema = Tensor(shape: [m.parameters.count], storage: shared?.ema ?? Storage(count: m.parameters.count)) }
         // Rank 0 looks first and moves damaged checkpoints aside; the others then read a folder
-        // that no longer changes under them (and never rename anything themselves).
+        // that no longer changes under them (and never rename anything themselves). Where the
+        // ranks of a node share one copy of the state, only one of them loads it, and the
+        // counters come from rank 0.
         // Reading and verifying a checkpoint can take minutes at SD1.5 size: no watchdog meanwhile.
         try collective.patiently {
             if collective.rank == 0 { try restore() }
             collective.barrier()
-            if collective.rank != 0 { try restore() }
+            if collective.rank != 0 && shared?.loads != false { try restore() }
+            let counters = collective.broadcast([Int64(step), Int64(optimizer.step)])
+            step = Int(counters[0]); optimizer.step = Int(counters[1])
+            collective.publishState()
             // Every rank must start from the same weights and config (and so stay in lockstep).
             try collective.verifyIdentical(config.text, what: "config")
             try collective.verifyIdentical(m.parameters.values!, what: "weights")
@@ -75,7 +86,8 @@ public final class Trainer {
     // MARK: Starting point
 
     /// The newest valid checkpoint of this stage; else the previous stage's final weights; else the
-    /// configured initial weights; else the seeded random initialisation.
+    /// configured initial weights; else the seeded random initialisation. Writes the whole state
+    /// (weights, moments, EMA) and sets the counters.
     func restore() throws {
         let dir = try CheckpointDirectory(run.checkpointsURL(stage.name), keepLast: config.keepCheckpoints)
         dir.movesDamagedAside = collective.rank == 0
@@ -84,11 +96,7 @@ public final class Trainer {
             try reader.readGroup(CheckpointNames.params, into: values, layout: layout)
             try reader.readGroup(CheckpointNames.adamM, into: optimizer.m, layout: layout)
             try reader.readGroup(CheckpointNames.adamV, into: optimizer.v, layout: layout)
-            if config.emaDecay != nil {
-                let e = Tensor(zeros: [values.count])
-                try reader.readGroup(CheckpointNames.ema, into: e, layout: layout)
-                ema = e
-            }
+            if let ema { try reader.readGroup(CheckpointNames.ema, into: ema, layout: layout) }
             optimizer.step = Int(try reader.int64("adam_step"))
             return Int(try reader.int64(CheckpointNames.step))
         }) {
@@ -122,7 +130,7 @@ public final class Trainer {
         } else {
             log("initial weights: random (seed \(config.seed))")
         }
-        if config.emaDecay != nil { ema = values.copy() }
+        ema?.data.update(from: values.data, count: values.count)
     }
 
     /// Paths in the config are relative to the run directory.
@@ -248,7 +256,6 @@ public final class Trainer {
                 else { try collective.patiently { try validate(validation, log: validationLog) } }
             }
             if step % config.checkpointEvery == 0 || step == last || stopping || timeDue {
-                collective.gatherShards(moments: true)   // rank 0 writes the whole moments
                 try rootThenBarrier(phase: "checkpoint") { try saveCheckpoint(ckpt) }
                 lastCheckpointTime = Date()
             }
@@ -268,7 +275,6 @@ public final class Trainer {
     func stopBetweenMicroBatches(after k: Int, of count: Int, _ ckpt: CheckpointDirectory) throws -> Outcome {
         model.parameters.zeroGrads()
         log("stop requested during step \(step + 1) of stage \(stage.name), after micro-batch \(k) of \(count): the partial step is dropped (resuming redoes it)")
-        collective.gatherShards(moments: true)
         try rootThenBarrier(phase: "checkpoint") {
             if step > 0, !(try ckpt.checkpoints().contains { $0.step == step }) { try saveCheckpoint(ckpt) }
         }
@@ -282,7 +288,7 @@ public final class Trainer {
     /// are positions kN … kN + N − 1: rank 0 adds the running sum to its own, and the ordered sum
     /// over ranks adds the rest in rank order. Any rank count dividing the batch performs the same
     /// additions in the same order: the same bits. Costs one reduction per sample and one extra
-    /// gradient-sized block.
+    /// gradient-sized block, on rank 0 only.
     func foldInGlobalOrder(first: Bool, last: Bool) -> Double {
         let g = model.parameters.grads!
         if !first && collective.rank == 0 {
@@ -290,7 +296,7 @@ public final class Trainer {
             Parallel.for(g.count, grain: 1 << 15) { r in for i in r { d[i] = a[i] + d[i] } }
         }
         let waited = collective.sumGradientsInRankOrder()
-        if !last {
+        if !last && collective.rank == 0 {
             if foldAccumulator == nil { foldAccumulator = Tensor(zeros: [g.count]) }
             foldAccumulator!.data.update(from: g.data, count: g.count)
         }

@@ -140,12 +140,17 @@ extension Trainer {
 
     /// Runs `body` with the EMA weights in the parameter block (when EMA is on), then puts the
     /// trained weights back bit for bit. Swaps in place rather than copying: no second copy of
-    /// the weights (7 GB at SD1.5 size) is needed.
+    /// the weights (7 GB at SD1.5 size) is needed. Where the ranks of a node share one copy of
+    /// the state, each swaps its shard, after every rank has finished with the weights before.
     func withEMAWeights(_ body: () throws -> Void) rethrows {
         guard let ema else { return try body() }
         let values = model.parameters.values!
-        let p = values.data, e = ema.data
-        let swap = { Parallel.for(values.count, grain: 1 << 15) { r in for i in r { let x = p[i]; p[i] = e[i]; e[i] = x } } }
+        let p = values.data, e = ema.data, r = collective.sharedState?.shard ?? 0..<values.count
+        let swap = {
+            self.collective.publishState()
+            Parallel.for(r.count, grain: 1 << 15) { sub in for i in sub { let j = r.lowerBound + i, x = p[j]; p[j] = e[j]; e[j] = x } }
+            self.collective.publishState()
+        }
         swap()
         defer { swap() }
         try body()

@@ -1,7 +1,7 @@
 // The data-parallel benchmark, run under mpirun by Scripts/bench-ddp.sh: training steps of the
 // `small` model, reporting images/s and the fraction of step time spent waiting for the gradient
-// all-reduce (the part not hidden behind backward; with a sharded optimizer step, plus the exchange
-// of the updated values). Either the global batch is split over the
+// all-reduce (the part not hidden behind backward; with a sharded optimizer step, plus waiting for
+// the other ranks' shards of the weights). Either the global batch is split over the
 // ranks (`--batch`, strong scaling) or every rank takes the same batch (`--per-rank-batch`, the way
 // data parallelism is used and benchmarked: N ranks train N times the samples per step).
 // LEFFA_DDP_DEBUG=1 (pass it with `mpirun -x`) prints, per step, when each bucket became ready
@@ -23,7 +23,7 @@ struct DDPBench: ParsableCommand {
     @Option(help: "Gradient bucket size in MB.") var bucketMb: Int = 25
     @Flag(help: "Start all-reduces after backward instead of during it (the non-overlapped baseline).") var noOverlap = false
     @Flag(help: "Buckets over the whole block from its end (ignoring that the generative UNet's backward comes first).") var oneSegment = false
-    @Flag(help: "With shared memory, every rank runs the whole optimizer step (not sharded).") var unsharded = false
+    @Flag(help: "Every rank holds the whole training state and runs the whole optimizer step (not sharded).") var unsharded = false
     @Option(help: "Gradient averaging: auto, shared (shared memory, one node) or buckets (overlapped MPI all-reduce).") var reduction: String = "auto"
 
     struct Report: Encodable {
@@ -64,10 +64,11 @@ struct DDPBench: ParsableCommand {
         let range = m.parameters.trainedRange!
         let asked: GradientReduction
         do { asked = try GradientReduction.parse(reduction, source: "--reduction") } catch { ctx.abort("\(error)") }
-        let optimizer = AdamW(parameters: m.parameters, training: trained)
-        // The trainer's collective (one rank: buckets, which reduce nothing).
-        let collective = try MPICollective(context: ctx, parameters: m.parameters, optimizer: unsharded ? nil : optimizer, fixedOrder: false,
+        // The trainer's collective (one rank: buckets, which reduce nothing), then the optimizer
+        // with its moments where the collective keeps them.
+        let collective = try MPICollective(context: ctx, parameters: m.parameters, shareState: !unsharded, fixedOrder: false,
                                            bucketBytes: bucketMb << 20, reduction: ctx.isDistributed ? asked : .buckets, segments: !oneSegment)
+        let optimizer = AdamW(parameters: m.parameters, training: trained, moments: collective.sharedState.map { ($0.m, $0.v) })
         if ctx.rank == 0 { print("ddp: \(collective.summary)") }
         let local = TrainStepBench.batch(batch / ctx.size, h, w, seed: 100 + UInt64(ctx.rank))
         let objective = TrainingObjective()
@@ -94,9 +95,9 @@ struct DDPBench: ParsableCommand {
                 print(reducer.buckets.map { b in String(format: "b%d %.0fms", b.index, 1e3 * (b.parameters.map { readyAt[$0 + range.lowerBound] ?? 0 }.max() ?? 0)) }.joined(separator: " "), String(format: "| end %.0f", 1e3 * bwd))
             }
             if debug && ctx.rank == 0 { print(String(format: "step %d: waited %.1f ms for gradients", i, wait * 1e3)) }
-            // As the trainer; the values' exchange after a sharded step counts as waiting too.
+            // As the trainer; waiting for the other ranks' shards after a sharded step counts too.
             let t1 = Date()
-            let gathered = collective.optimizerStep(optimizer, m.parameters, lr: 1e-5, maxNorm: 1).gatherSeconds
+            let gathered = collective.optimizerStep(optimizer, m.parameters, lr: 1e-5, maxNorm: 1).publishSeconds
             let dt = Date().timeIntervalSince(t0)
             if i > 0 { times.append(dt); waits.append(wait + gathered); optimizing.append(Date().timeIntervalSince(t1) - gathered) }   // step 0 warms up
         }
@@ -104,11 +105,13 @@ struct DDPBench: ParsableCommand {
         var med = [times.sorted()[times.count / 2], waits.sorted()[waits.count / 2], times.min()!, optimizing.sorted()[optimizing.count / 2]]
         ctx.allreduce(&med, .max)
         if ctx.rank == 0 {
-            let r = Report(ranks: ctx.size, threadsPerRank: Parallel.threads, model: model, globalBatch: batch, perRankBatch: batch / ctx.size, bucketMB: bucketMb, overlap: !noOverlap && collective.reduction == .buckets, reduction: collective.reduction.rawValue, sharded: collective.optimizerShard != nil,
+            let r = Report(ranks: ctx.size, threadsPerRank: Parallel.threads, model: model, globalBatch: batch, perRankBatch: batch / ctx.size, bucketMB: bucketMb, overlap: !noOverlap && collective.reduction == .buckets, reduction: collective.reduction.rawValue, sharded: collective.sharedState != nil,
                            stepSeconds: med[0], imagesPerSecond: Double(batch) / med[0], waitFraction: med[1] / med[0], buckets: collective.bucketReducer?.buckets.count ?? 0,
                            bestStepSeconds: med[2], bestImagesPerSecond: Double(batch) / med[2], optimizerSeconds: med[3],
                            gradientBytes: 4 * m.parameters.gradients(of: range).count)
-            let how = ctx.size == 1 ? "no reduction" : collective.reduction == .shared ? (r.sharded ? "shared memory, sharded step" : "shared memory") : String(format: "buckets %d×≤%d MB  overlap %@", r.buckets, bucketMb, r.overlap ? "on" : "off")
+            let averaging = collective.reduction == .shared ? "shared memory"
+                : String(format: "buckets %d×≤%d MB  overlap %@", r.buckets, bucketMb, r.overlap ? "on" : "off")
+            let how = ctx.size == 1 ? "no reduction" : averaging + (r.sharded ? ", sharded step" : "")
             print(String(format: "ranks %d × %d thread(s)  %@  batch %d  %@: %.1f ms/step (best %.1f)  %.2f img/s  waiting %.1f %%",
                          r.ranks, r.threadsPerRank, model, batch, how, 1e3 * r.stepSeconds, 1e3 * r.bestStepSeconds, r.imagesPerSecond, 100 * r.waitFraction))
             try writeJSON(r, to: options.json == "bench-results/engine.json" ? "bench-results/ddp.json" : options.json)

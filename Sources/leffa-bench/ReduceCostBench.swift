@@ -1,6 +1,6 @@
 // The reduction's cost per byte on this machine, run under mpirun by `leffa-bench scaling`: the
-// shared-memory reduce-scatter + all-gather of a gradient block (SharedBlocks, what ranks of one node
-// use) and MPI_Allreduce of the same block (what crosses nodes; with `--mca btl self,tcp` it goes
+// shared-memory reduce-scatter of a gradient block (SharedBlocks; with the node's one shared copy of
+// the training state each rank then updates its own shard, so nothing is gathered) and MPI_Allreduce of the same block (what crosses nodes; with `--mca btl self,tcp` it goes
 // over TCP even between ranks of this machine). Times are the slowest rank's medians.
 import ArgumentParser
 import Foundation
@@ -35,8 +35,8 @@ struct ReduceCostBench: ParsableCommand {
         var shared: Double? = nil
         if SharedBlocks.unavailableReason(context: ctx, count: count) == nil {
             let blocks = try SharedBlocks(context: ctx, count: count)
-            blocks.storage[0].base.update(repeating: 1, count: count)
-            shared = median(ctx) { _ = blocks.reduce(0..<count) }
+            blocks.block.base.update(repeating: 1, count: count)
+            shared = median(ctx) { _ = blocks.reduce(0..<count, gather: false) }
         }
         let buffer = Storage(count: count)
         buffer.base.update(repeating: 1, count: count)

@@ -8,9 +8,10 @@
 // trained block (sharded over the L ranks of a node), share = max(1, ranks·threads / cores) when
 // ranks share a machine's cores (only the checks on this machine; the cluster rows give every rank
 // its own cores). Communication, for G gradient bytes:
-//  - shared memory on a node of L ranks: reduce-scatter + gather of the values. Each rank reads and
-//    writes about 2.5·G bytes whatever L is, so its time is G·k with k the seconds per byte measured
-//    at L = 2, unless the node's memory bus saturates first: L·2.5·G / bus bandwidth;
+//  - shared memory on a node of L ranks: a reduce-scatter (each rank then updates its shard of the
+//    node's one copy of the training state, so nothing is gathered). Each rank reads G bytes and
+//    writes G/L whatever L is, so its time is G·k with k the seconds per byte measured at L = 2,
+//    unless the node's memory bus saturates first: (L + 1)·G / bus bandwidth;
 //  - a ring all-reduce over M participants: 2(M−1)/M · bytes/B + 2(M−1)·α per message;
 //  - overlapped buckets (every rank one ring member; the L ranks of a node share its link):
 //    all-reduce of G in buckets, exposed = max(all-reduce − the backward left to hide it, one bucket);
@@ -28,7 +29,7 @@ struct ScalingModel {
     var optimizerSeconds: Double
     /// Gradient bytes (the trained parameters × 4).
     var gradientBytes: Double
-    /// Shared-memory reduction (reduce-scatter + gather) seconds per gradient byte at 2 ranks.
+    /// Shared-memory reduce-scatter seconds per gradient byte at 2 ranks.
     var sharedSecondsPerByte: Double
     /// A node's memory bandwidth in bytes/s (the bound when many ranks reduce at once).
     var nodeMemoryBytesPerSecond = 100e9
@@ -49,7 +50,7 @@ struct ScalingModel {
 
     /// Shared-memory reduction of the whole block among L ranks of a node.
     func shared(_ L: Int) -> Double {
-        L > 1 ? max(gradientBytes * sharedSecondsPerByte, Double(L) * 2.5 * gradientBytes / nodeMemoryBytesPerSecond) : 0
+        L > 1 ? max(gradientBytes * sharedSecondsPerByte, Double(L + 1) * gradientBytes / nodeMemoryBytesPerSecond) : 0
     }
 
     /// Step seconds with overlapped buckets over all N ranks (L per node share a link).

@@ -23,7 +23,7 @@ struct MPIBench: ParsableCommand {
         // The shared-memory reduction (all ranks on this node): the block lives in the window.
         let shared = SharedBlocks.unavailableReason(context: ctx, count: maxBytes / 4) == nil
             ? try SharedBlocks(context: ctx, count: maxBytes / 4) : nil
-        shared?.storage[0].base.update(repeating: 1, count: maxBytes / 4)
+        shared?.block.base.update(repeating: 1, count: maxBytes / 4)
         while bytes <= maxBytes {
             let count = bytes / 4
             let buf = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)

@@ -1,4 +1,5 @@
-// The shared-memory reduction: bit for bit the ordered sum, only inside the range, every step.
+// The shared-memory reduction: bit for bit the ordered sum, only inside the range, every step. The
+// node's shared state: the ranks' shards tile the block, and what each writes, every rank reads.
 import ArgumentParser
 import Foundation
 import LeffaDistributed
@@ -16,16 +17,17 @@ struct SharedCheck: ParsableCommand {
         if let why = SharedBlocks.unavailableReason(context: ctx, count: count, acrossNodes: true) { h.check(false, "unavailable: \(why)") }
         try check(h, ctx)
         // The blocks' users are gone: the window must be freed (a retain cycle would keep it).
-        h.check(SharedBlocks.alive == 0, "\(SharedBlocks.alive) shared window(s) still allocated after their users were released")
+        h.check(SharedWindow.alive == 0, "\(SharedWindow.alive) shared window(s) still allocated after their users were released")
         h.done("\(summary)")
     }
 
     mutating func check(_ h: Harness, _ ctx: MPIContext) throws {
         let n = ctx.size
-        let blocks = try SharedBlocks(context: ctx, count: count, blocks: 2)
-        let block = blocks.storage[0], second = blocks.storage[1]
-        h.check(SharedBlocks.alive == 1, "\(SharedBlocks.alive) windows alive, expected 1")
-        h.check(blocks.storage.allSatisfy { b in b.count == count && (0..<count).allSatisfy { b.base[$0] == 0 } }, "the blocks do not start zeroed")
+        let state = try SharedState(context: ctx, count: count, blocks: 2)
+        let blocks = try SharedBlocks(context: ctx, count: count, keepingAlive: state)
+        let block = blocks.block
+        h.check(SharedWindow.alive == 2, "\(SharedWindow.alive) windows alive, expected 2")
+        h.check(block.count == count && (0..<count).allSatisfy { block.base[$0] == 0 }, "the gradient block does not start zeroed")
         // A sub-range with odd ends, as a trained range inside the flat block.
         let range = 37..<(count - 11)
         var orderSensitive = 0
@@ -64,14 +66,26 @@ struct SharedCheck: ParsableCommand {
             h.check(outside == 0, "step \(step): \(outside) elements outside \(range) changed")
             h.say("step \(step): \(t)")
         }
-        // A sharded update: each rank writes its slice of block 1; the gather gives everyone all.
-        let s = blocks.mySlice(of: range)
-        for i in s { second.base[i] = Float(i) * 0.5 + 1 }
-        blocks.gather(block: 1, range)
+        // The shared state: each rank writes its shard of both blocks; after publish every rank
+        // reads every element as its writer left it, and the node's shards tile the block.
+        let shard = state.shard(of: range, grain: 16), slice = blocks.mySlice(of: range)
+        let first = state.nodeRank == 0, last = state.nodeRank == state.nodeSize - 1
+        h.check(shard == (first ? 0 : slice.lowerBound)..<(last ? count : slice.upperBound),
+                "shard \(shard) is not the gradient slice \(slice) (extended to the block's ends)")
+        let bounds = ctx.allgather([Int64(shard.lowerBound), Int64(shard.upperBound)]).map(Int.init)
+        let node = (ctx.rank / state.nodeSize * state.nodeSize)..<(ctx.rank / state.nodeSize * state.nodeSize + state.nodeSize)
+        let tiles = node.map { bounds[2 * $0]..<bounds[2 * $0 + 1] }
+        let contiguous = zip(tiles, tiles.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound }
+        h.check(tiles.first?.lowerBound == 0 && tiles.last?.upperBound == count && contiguous, "the node's shards \(tiles) do not tile 0..<\(count)")
+        for b in 0..<2 { let p = state.storage(b).base; for i in shard { p[i] = Float(i) * 0.5 + 1 + Float(b) } }
+        state.publish()
         var missing = 0
-        for i in 0..<count where second.base[i] != (range.contains(i) ? Float(i) * 0.5 + 1 : 0) { missing += 1 }
-        h.check(missing == 0, "after the gather of block 1, \(missing) elements are not what their owners wrote")
+        for b in 0..<2 { let p = state.storage(b).base; for i in 0..<count where p[i] != Float(i) * 0.5 + 1 + Float(b) { missing += 1 } }
+        h.check(missing == 0, "after publish, \(missing) elements of the shared state are not what their owners wrote")
+        var mine = [Double](repeating: 0, count: state.nodeSize)
+        mine[state.nodeRank] = Double(state.nodeRank + 1)
+        h.check(state.sumOverNode(mine) == (1...state.nodeSize).map(Double.init), "sumOverNode of one value per rank: \(state.sumOverNode(mine))")
         if n > 2 && blocks.nodes == 1 { h.check(orderSensitive > 0, "data is not order-sensitive; the check would prove nothing") }
-        summary = "\(n) ranks (\(blocks.nodes) node(s) of \(blocks.nodeSize)), \(steps) steps of \(count) floats bit-identical to the ordered sum and average (also scattered), sharded block gathered; reversed rank order would differ in \(orderSensitive)"
+        summary = "\(n) ranks (\(blocks.nodes) node(s) of \(blocks.nodeSize)), \(steps) steps of \(count) floats bit-identical to the ordered sum and average (also scattered), shared state written in shards; reversed rank order would differ in \(orderSensitive)"
     }
 }

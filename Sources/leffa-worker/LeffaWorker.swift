@@ -48,8 +48,9 @@ struct LeffaWorker: ParsableCommand {
             let fixed = fixedOrder, bucket = bucketMb.map { $0 << 20 }
             let method = try reduction.map { try GradientReduction.parse($0, source: "--reduction") } ?? GradientReduction.fromEnvironment()
             var said = false
-            let make: ((LeffaModel, AdamW) throws -> Collective)? = context.isDistributed ? { model, optimizer in
-                let c = try MPICollective(context: context, parameters: model.parameters, optimizer: optimizer, fixedOrder: fixed,
+            // The ranks of a node keep one copy of the weights, moments and EMA (when there is room).
+            let make: ((LeffaModel, Bool) throws -> Collective)? = context.isDistributed ? { model, ema in
+                let c = try MPICollective(context: context, parameters: model.parameters, shareState: true, ema: ema, fixedOrder: fixed,
                                           bucketBytes: bucket, reduction: method)
                 if !said { log("leffa-worker: \(c.summary)"); said = true }
                 return c

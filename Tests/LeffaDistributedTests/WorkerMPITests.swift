@@ -157,8 +157,8 @@ final class WorkerMPITests: XCTestCase {
     }
 
     /// The default on one node (shared memory, the optimizer step sharded over the ranks, with
-    /// gradient clipping summed over the shards) and the overlapped MPI buckets both end close to
-    /// one rank; the sharded run is also exactly reproducible.
+    /// gradient clipping) and the overlapped MPI buckets both end close to one rank; the sharded
+    /// run is also exactly reproducible.
     func testTwoRanksMatchOneRankWithinToleranceByDefault() throws {
         try synth()
         let extra = ", grad_clip: 0.05"   // small enough to clip every step
@@ -184,18 +184,22 @@ final class WorkerMPITests: XCTestCase {
         XCTAssertEqual(try weights(runs[0]), try weights(runs[1]), "two sharded 2-rank runs differ")
     }
 
-    /// Without clipping (whose norm sums shards in another order), the sharded step updates every
-    /// element exactly as the whole step does: 2 ranks through shared memory and through MPI
-    /// buckets (a + b is the same float either way) end bit-identical, EMA weights included.
+    /// Without the fixed order, with clipping on every step: 2 ranks sharing one copy of the state
+    /// (shared-memory gradients, each rank updating its shard; the norm's chunk sums added over
+    /// the shards) end bit-identical to 2 ranks each holding and updating the whole state (MPI
+    /// buckets, one rank per simulated node: a + b is the same float either way), EMA included.
     func testShardedStepMatchesBucketsBitForBit() throws {
         try synth()
-        let extra = ", grad_clip: 1.0e9, optimizer: {weight_decay: 0.01}"
-        let runs = try ["sharded", "buckets"].map { try makeRun($0, steps: 4, extra: extra) }
+        let extra = ", grad_clip: 0.05, optimizer: {weight_decay: 0.01}"
+        let runs = try ["sharded", "whole"].map { try makeRun($0, steps: 4, extra: extra) }
         let w = bin.appendingPathComponent("leffa-worker").path
-        for (r, how) in zip(runs, ["shared", "buckets"]) {
-            let (s, e, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", r, "--reduction", how])
-            XCTAssertEqual(s, 0, e)
-        }
+        let (s1, e1, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", runs[0], "--reduction", "shared"])
+        XCTAssertEqual(s1, 0, e1)
+        XCTAssertTrue(e1.contains("the optimizer step sharded over its 2 ranks"), e1)
+        let (s2, e2, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", runs[1], "--reduction", "buckets"],
+                                  environment: ["LEFFA_RANKS_PER_NODE": "1"])
+        XCTAssertEqual(s2, 0, e2)
+        XCTAssertTrue(e2.contains("every rank holds the whole training state (not shared: every node runs one rank)"), e2)
         XCTAssertEqual(try weights(runs[0]), try weights(runs[1]), "sharded and whole optimizer steps differ")
         let ema = { (r: String) in try Data(contentsOf: URL(fileURLWithPath: r + "/stages/only/final-ema.safetensors")) }
         XCTAssertEqual(try ema(runs[0]), try ema(runs[1]), "EMA weights differ")

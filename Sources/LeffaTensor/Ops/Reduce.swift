@@ -2,10 +2,13 @@
 // Whole-tensor sums use fixed 4096-element chunks combined in order, in double precision, so the
 // result is the same for any thread count.
 
-/// Σ over `0..<n` in fixed 4096-element chunks: `chunkSum` sums one chunk, the chunk sums are
-/// combined in order in double precision, so the result is the same for any thread count.
-public func chunkedSum(_ n: Int, _ chunkSum: (Range<Int>) -> Double) -> Double {
-    let chunk = 4096, chunks = (n + chunk - 1) / chunk
+/// The chunk of `chunkedSum`: its sums are the same bits wherever a range is cut at multiples of it.
+public let sumChunk = 4096
+
+/// The sums of `0..<n`'s fixed `sumChunk`-element chunks, in order (one zero when n is 0):
+/// `chunkSum` sums one chunk. The same for any thread count.
+public func chunkedPartials(_ n: Int, _ chunkSum: (Range<Int>) -> Double) -> [Double] {
+    let chunk = sumChunk, chunks = (n + chunk - 1) / chunk
     var partial = [Double](repeating: 0, count: max(chunks, 1))
     partial.withUnsafeMutableBufferPointer { part in
         let pp = part.baseAddress!
@@ -13,7 +16,13 @@ public func chunkedSum(_ n: Int, _ chunkSum: (Range<Int>) -> Double) -> Double {
             for c in r { pp[c] = chunkSum((c * chunk)..<min(n, (c + 1) * chunk)) }
         }
     }
-    return partial.reduce(0, +)
+    return partial
+}
+
+/// Σ over `0..<n`: the chunk sums (`chunkedPartials`) combined in order in double precision, so
+/// the result is the same for any thread count.
+public func chunkedSum(_ n: Int, _ chunkSum: (Range<Int>) -> Double) -> Double {
+    chunkedPartials(n, chunkSum).reduce(0, +)
 }
 
 /// Σ x over all elements, deterministic.
