@@ -372,7 +372,8 @@ def main():
     if swift:
         for r in swift["rows"]:
             cases.setdefault(r["model"], (r["batch"], tuple(r["latent"])))
-            swift_seconds[(r["model"], r["leffa"])] = (r["seconds"], r["best_seconds"])
+            if not r.get("activation_checkpointing", False):  # torch keeps its activations
+                swift_seconds[(r["model"], r["leffa"])] = (r["seconds"], r["best_seconds"])
     else:
         print(f"\n{args.swift_json} not found: torch numbers only")
     names = args.models.split(",") if args.models else list(cases) or ["tiny", "small"]

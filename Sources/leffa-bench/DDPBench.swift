@@ -64,7 +64,7 @@ struct DDPBench: ParsableCommand {
         let collective = try MPICollective(context: ctx, parameters: m.parameters, optimizer: unsharded ? nil : optimizer, fixedOrder: false,
                                            bucketBytes: bucketMb << 20, reduction: ctx.isDistributed ? asked : .buckets, segments: !oneSegment)
         if ctx.rank == 0 { print("ddp: \(collective.summary)") }
-        let local = TrainStepBench.batch(batch / ctx.size, h, w, seed: 100 + UInt64(ctx.rank))
+        let local = TrainBatch.random(batch / ctx.size, height: h, width: w, seed: 100 + UInt64(ctx.rank))
         let objective = TrainingObjective()
         var times: [Double] = [], waits: [Double] = []
         var readyAt: [Int: Double] = [:]
