@@ -40,6 +40,14 @@ public final class ReferenceContext {
     /// Queries and reference keys of probed layers, in execution order.
     public var probes: [AttentionProbe] = []
     public init(probeLayers: Set<String> = []) { self.probeLayers = probeLayers }
+
+    /// The next `count` reference features, for the generative layer or block `reader`.
+    func take(_ count: Int, for reader: String) -> [Tensor] {
+        precondition(cursor + count <= features.count,
+                     "\(reader): the reference UNet recorded \(features.count) features, the generative UNet needs more")
+        defer { cursor += count }
+        return Array(features[cursor..<(cursor + count)])
+    }
 }
 
 public enum UNetRole { case reference, generative }
@@ -71,10 +79,7 @@ public struct BasicTransformerBlock {
             context.features.append(x)
             h = h + a.to_out(attention(a.to_q(x), a.to_k(x), a.to_v(x), heads: a.heads))
         case .generative:
-            precondition(context.cursor < context.features.count,
-                         "\(name): the reference UNet recorded \(context.features.count) features, the generative UNet needs more")
-            let ref = context.features[context.cursor]
-            context.cursor += 1
+            let ref = context.take(1, for: name)[0]
             shapeCheck(ref.shape == x.shape, "\(name).attn1 (reference feature)", x.shape, ref.shape, expected: "matching reference tokens")
             let both = concat([x, ref], dim: 1)                  // (B, 2n, C)
             let q = a.to_q(x)                                    // only the target's n outputs are kept

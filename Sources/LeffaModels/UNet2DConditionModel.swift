@@ -4,30 +4,13 @@
 import LeffaTensor
 import LeffaLayers
 
-/// One resolution level going down: resnets (each followed by a transformer where the level has
-/// attention), then a stride-2 downsampler except at the last level.
-struct DownBlock {
-    let resnets: [ResnetBlock2D]
-    let attentions: [Transformer2DModel]
-    let downsampler: Downsample2D?
-}
-
-/// One level going up: `layers + 1` resnets reading the skip connections, transformers where the
-/// level has attention, then nearest ×2 and a convolution except at the last level.
-struct UpBlock {
-    let resnets: [ResnetBlock2D]
-    let attentions: [Transformer2DModel]
-    let upsampler: Upsample2D?
-}
-
 public struct UNet2DConditionModel {
     public let role: UNetRole
     public let config: UNetConfig
     let conv_in: Conv2d
     let linear_1: Linear, linear_2: Linear      // time_embedding
     let down_blocks: [DownBlock]
-    let mid_resnets: [ResnetBlock2D]
-    let mid_attention: Transformer2DModel
+    let mid_block: MidBlock
     let up_blocks: [UpBlock]
     let conv_norm_out: GroupNorm, conv_out: Conv2d
 
@@ -61,10 +44,10 @@ public struct UNet2DConditionModel {
         down_blocks = downs
 
         let top = ch[levels - 1]
-        mid_resnets = [ResnetBlock2D(s / "mid_block" / "resnets" / 0, in: top, out: top, tembChannels: temb, groups: g, eps: 1e-5),
-                       ResnetBlock2D(s / "mid_block" / "resnets" / 1, in: top, out: top, tembChannels: temb, groups: g, eps: 1e-5)]
-        mid_attention = Transformer2DModel(s / "mid_block" / "attentions" / 0, channels: top, heads: heads, groups: g,
-                                           crossAttentionDim: cross, name: "mid_block.attentions.0")
+        let midResnets = (0..<2).map { ResnetBlock2D(s / "mid_block" / "resnets" / $0, in: top, out: top, tembChannels: temb, groups: g, eps: 1e-5) }
+        mid_block = MidBlock(resnets: midResnets,
+                             attention: Transformer2DModel(s / "mid_block" / "attentions" / 0, channels: top, heads: heads, groups: g,
+                                                           crossAttentionDim: cross, name: "mid_block.attentions.0"))
 
         // Up path mirrors diffusers: up block i works at width reversed[i]; its resnet j reads the
         // previous output (or its own width) plus a skip of width reversed[i+1] at the last resnet.
@@ -105,9 +88,12 @@ public struct UNet2DConditionModel {
 
     /// x (B, Cin, h, w), timesteps (B) → noise prediction (B, Cout, h, w) for the generative role;
     /// for the reference role the features land in `context` and the output is nil (its
-    /// `conv_norm_out`/`conv_out` are never used by Leffa, so they are not run).
+    /// `conv_norm_out`/`conv_out` are never used by Leffa, so they are not run). With
+    /// `checkpointing`, each down block, the mid block and each up block keeps only its outputs
+    /// and is recomputed in backward (diffusers' gradient_checkpointing): the same gradients, bit
+    /// for bit, in a fraction of the activation memory, for one more forward.
     @discardableResult
-    public func callAsFunction(_ x: Tensor, timesteps: [Float], context: ReferenceContext) -> Tensor? {
+    public func callAsFunction(_ x: Tensor, timesteps: [Float], context: ReferenceContext, checkpointing: Bool = false) -> Tensor? {
         shapeCheck(x.rank == 4 && x.shape[1] == conv_in.weight.shape[1], "\(role) UNet input", x.shape, conv_in.weight.shape,
                    expected: "(B, \(conv_in.weight.shape[1]), h, w)")
         shapeCheck(timesteps.count == x.shape[0], "\(role) UNet timesteps", [timesteps.count], x.shape, expected: "one timestep per sample")
@@ -117,25 +103,25 @@ public struct UNet2DConditionModel {
         let emb = linear_2(silu(linear_1(tEmb)))
         let embAct = silu(emb)          // every resnet applies SiLU to the embedding first
 
+        let role = role
         var h = conv_in(x)
         var skips = [h]
         for block in down_blocks {
-            for (j, resnet) in block.resnets.enumerated() {
-                h = resnet(h, embAct)
-                if !block.attentions.isEmpty { h = block.attentions[j](h, role: role, context: context) }
-                skips.append(h)
+            let outputs = runBlock(attentions: block.attentions.count, [h, embAct], context: context, checkpointing: checkpointing) { t, ctx in
+                block(t[0], t[1], role: role, context: ctx)
             }
-            if let down = block.downsampler { h = down(h); skips.append(h) }
+            skips += outputs
+            h = outputs.last!
         }
-        h = mid_resnets[0](h, embAct)
-        h = mid_attention(h, role: role, context: context)
-        h = mid_resnets[1](h, embAct)
+        h = runBlock(attentions: 1, [h, embAct], context: context, checkpointing: checkpointing) { [mid_block] t, ctx in
+            [mid_block(t[0], t[1], role: role, context: ctx)]
+        }[0]
         for block in up_blocks {
-            for (j, resnet) in block.resnets.enumerated() {
-                h = resnet(concat([h, skips.removeLast()], dim: 1), embAct)
-                if !block.attentions.isEmpty { h = block.attentions[j](h, role: role, context: context) }
-            }
-            if let up = block.upsampler { h = up(h) }
+            let read = Array(skips.suffix(block.resnets.count).reversed())
+            skips.removeLast(block.resnets.count)
+            h = runBlock(attentions: block.attentions.count, [h, embAct] + read, context: context, checkpointing: checkpointing) { t, ctx in
+                [block(t[0], t[1], skips: Array(t[2...]), role: role, context: ctx)]
+            }[0]
         }
         if role == .reference { return nil }
         return conv_out(silu(conv_norm_out(h)))

@@ -72,6 +72,10 @@ public struct RunConfig: Sendable {
     /// What the generative UNet predicts (`training.prediction_type`, diffusers' name): epsilon as
     /// SD1.5 and the published model, or sample / v_prediction.
     public var prediction: Prediction = .epsilon
+    /// `training.activation_checkpointing`: both UNets recompute each block's activations in
+    /// backward instead of keeping them; the same gradients bit for bit, in a fraction of the
+    /// activation memory, for about one more forward per step.
+    public var activationCheckpointing = false
     // data
     public var dataKind: String             // synthetic | vitonhd | dresscode | deepfashion
     public var dataRoot: String
@@ -195,6 +199,7 @@ public struct RunConfig: Sendable {
             throw ConfigError(file: source, field: "training.prediction_type", expected: "epsilon, v_prediction or sample, got \(prediction)")
         }
         cfg.prediction = p
+        cfg.activationCheckpointing = try training.bool("activation_checkpointing", default: false)
         if let v = try training.optionalSection("validation", expected: ValidationConfig.example) {
             var vc = ValidationConfig()
             vc.every = try v.int("every", default: 0, min: 0)

@@ -163,7 +163,7 @@ public final class Trainer {
             throw RunError("\(run.configURL.path): field stages[\(stageIndex)].batch is \(stage.batch), expected a multiple of the \(collective.size) ranks (launch with a rank count that divides it)")
         }
         let builder = BatchBuilder(dataset: dataset, config: config, model: model, cacheRoot: Prepare.cacheURL(run))
-        let objective = TrainingObjective(leffa: stage.leffa, prediction: config.prediction)
+        let objective = TrainingObjective(leffa: stage.leffa, prediction: config.prediction, activationCheckpointing: config.activationCheckpointing)
         let isRoot = collective.rank == 0
         let metrics = isRoot ? MetricsLog(url: run.metricsURL(stage.name)) : nil
         var validation: ValidationSet? = nil

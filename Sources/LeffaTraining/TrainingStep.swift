@@ -38,6 +38,22 @@ extension TrainBatch {
     }
 }
 
+extension TrainBatch {
+    /// A batch of random values with the right shapes and ranges, deterministic in `seed`: for
+    /// benchmarks and tests of the step itself. Timesteps 100, 400, … (below the Leffa threshold).
+    public static func random(_ b: Int, height h: Int, width w: Int, seed: UInt64) -> TrainBatch {
+        let H = 8 * h, W = 8 * w
+        let mask = Tensor.uniform([b, 1, H, W], seed: seed + 7).scalars.map { $0 > 0.5 ? Float(1) : 0 }
+        return TrainBatch(
+            latent: Tensor.randn([b, 4, h, w], seed: seed), maskLatent: Tensor.uniform([b, 1, h, w], seed: seed + 1),
+            maskedLatent: Tensor.randn([b, 4, h, w], seed: seed + 2), denseposeLatent: Tensor.uniform([b, 3, h, w], seed: seed + 3, in: -1...1),
+            refLatent: Tensor.randn([b, 4, h, w], seed: seed + 4), imgRef: Tensor.uniform([b, 3, H, W], seed: seed + 5, in: -1...1),
+            imgTgt: Tensor.uniform([b, 3, H, W], seed: seed + 6, in: -1...1), lossMask: Tensor(mask, shape: [b, 1, H, W]),
+            timesteps: (0..<b).map { 100 + 300 * $0 % 499 }, noise: Tensor.randn([b, 4, h, w], seed: seed + 8),
+            referenceKept: Array(repeating: true, count: b))
+    }
+}
+
 public struct StepLosses {
     public var total: Tensor
     public var diffusion: Float
@@ -50,8 +66,12 @@ public struct TrainingObjective {
     public var leffa: LeffaLossConfig? = nil
     /// What the generative UNet outputs (the diffusion MSE's target).
     public var prediction: Prediction = .epsilon
-    public init(schedule: NoiseSchedule = NoiseSchedule(), leffa: LeffaLossConfig? = nil, prediction: Prediction = .epsilon) {
-        self.schedule = schedule; self.leffa = leffa; self.prediction = prediction
+    /// Recompute each UNet block's activations in backward instead of keeping them
+    /// (`training.activation_checkpointing`): the same gradients in less memory, for one more forward.
+    public var activationCheckpointing = false
+    public init(schedule: NoiseSchedule = NoiseSchedule(), leffa: LeffaLossConfig? = nil, prediction: Prediction = .epsilon,
+                activationCheckpointing: Bool = false) {
+        self.schedule = schedule; self.leffa = leffa; self.prediction = prediction; self.activationCheckpointing = activationCheckpointing
     }
 
     /// Builds the graph of the batch's loss (call `backward()` on `total`).
@@ -62,7 +82,8 @@ public struct TrainingObjective {
             layers = Set(leffa.selectLayers(UNet2DConditionModel.attentionLayers(model.config.unet),
                                             latentHeight: b.latent.shape[2], imageHeight: b.imgTgt.shape[2]))
         }
-        let (eps, ctx) = try model.denoise(x: x, refLatent: b.refLatent, timesteps: b.timesteps.map(Float.init), probeLayers: layers)
+        let (eps, ctx) = try model.denoise(x: x, refLatent: b.refLatent, timesteps: b.timesteps.map(Float.init), probeLayers: layers,
+                                        checkpointing: activationCheckpointing)
         let target = prediction == .epsilon ? b.noise : prediction.target(b.latent, noise: b.noise, timesteps: b.timesteps, schedule: schedule)
         let diffusion = mse(eps, target)
         guard let leffa else { return StepLosses(total: diffusion, diffusion: diffusion.item, leffa: nil, probes: []) }

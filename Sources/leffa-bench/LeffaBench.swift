@@ -33,15 +33,23 @@ struct BenchOptions: ParsableArguments {
 
 /// Median and best wall time of `body` over `repeats` runs after one warm-up.
 func timeit(repeats: Int, _ body: () -> Void) -> (median: Double, best: Double) {
-    body()
-    var times: [Double] = []
+    withoutActuallyEscaping(body) { timeInterleaved(repeats: repeats, [$0])[0] }
+}
+
+/// Median and best wall time of each case over `repeats` rounds after one warm-up round, the
+/// cases taking turns within a round: a slow spell of this shared machine then slows every case
+/// alike instead of the one that happened to run in it, so their ratios hold.
+func timeInterleaved(repeats: Int, _ cases: [() -> Void]) -> [(median: Double, best: Double)] {
+    cases.forEach { $0() }
+    var times = [[Double]](repeating: [], count: cases.count)
     for _ in 0..<max(repeats, 1) {
-        let t0 = DispatchTime.now().uptimeNanoseconds
-        body()
-        times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+        for (i, body) in cases.enumerated() {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            body()
+            times[i].append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+        }
     }
-    times.sort()
-    return (times[times.count / 2], times[0])
+    return times.map { t in let s = t.sorted(); return (s[s.count / 2], s[0]) }
 }
 
 /// One row of a benchmark table.

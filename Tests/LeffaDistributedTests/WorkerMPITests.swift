@@ -143,6 +143,25 @@ final class WorkerMPITests: XCTestCase {
         XCTAssertEqual(try weights(one), try weights(two))
     }
 
+    /// training.activation_checkpointing with the overlapped MPI buckets: each parameter's
+    /// gradient-ready hook fires once, after its block's recomputed backward (a hook fired early
+    /// would reduce a partial gradient, twice would stop the reducer), so 2 ranks with
+    /// checkpointing end with the same weights as without, Leffa loss on and both UNets training.
+    func testActivationCheckpointingWithBucketsMatchesWithout() throws {
+        try synth()
+        let stage = "resolution: 16x16, leffa: {weight: 1.0, timestep_threshold: 1000, min_resolution_fraction: 0.0}"
+        let runs = try [false, true].map { try makeRun("ckpt-\($0)", steps: 2, extra: ", activation_checkpointing: \($0)", stage: stage) }
+        let w = bin.appendingPathComponent("leffa-worker").path
+        for r in runs {
+            // Small buckets: each is reduced as soon as its own parameters are ready.
+            let (s, e, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", r, "--reduction", "buckets"],
+                                    environment: ["LEFFA_BUCKET_MB": "0.05"])
+            XCTAssertEqual(s, 0, e)
+            XCTAssertTrue(e.contains("overlapped MPI buckets"), e)
+        }
+        XCTAssertEqual(try weights(runs[0]), try weights(runs[1]), "2 ranks with activation checkpointing differ from without")
+    }
+
     /// Validation of one pair on 2 ranks: rank 1 has nothing to sample and waits for rank 0 far
     /// longer than the watchdog's limit (1 s here, ~2.5 s of sampling): the wait is deliberate, so
     /// the job goes on (before, the watchdog aborted it with exit code 3).

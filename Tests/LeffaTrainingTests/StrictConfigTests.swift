@@ -40,7 +40,7 @@ final class StrictConfigTests: XCTestCase {
         XCTAssertEqual(failure("checkpoint_every: 2", "checkpoint_evry: 2"),
                        "t.yaml: field training.checkpoint_evry: unknown key checkpoint_evry (did you mean checkpoint_every?); expected one of the keys "
                        + "optimizer, train, grad_clip, ema_decay, reference_dropout, checkpoint_every, checkpoint_every_minutes, keep_checkpoints, "
-                       + "snapshot_every, snapshot_samples, snapshot_layers, log_every, prediction_type, validation")
+                       + "snapshot_every, snapshot_samples, snapshot_layers, log_every, prediction_type, activation_checkpointing, validation")
     }
 
     /// An unknown key in every section is refused, with that section's path and valid keys.

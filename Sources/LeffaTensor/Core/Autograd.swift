@@ -1,7 +1,8 @@
 // Reverse-mode automatic differentiation. Each op that takes a tensor needing a gradient records a
 // Node: its inputs and a closure from the output's gradient to the inputs' gradients. `backward()`
 // walks the nodes newest first (a topological order), then drops each closure, which frees the
-// activations it captured as soon as backward is past them.
+// activations it captured as soon as backward is past them. Checkpoint.swift trades a function's
+// activations for recomputing them in backward.
 import Foundation
 
 final class Node {
@@ -29,9 +30,11 @@ final class Node {
 public enum GradMode {
     nonisolated(unsafe) static var enabled = true
     /// Runs `body` without recording the graph (inference, optimizer updates, evaluation).
-    public static func withoutGrad<T>(_ body: () throws -> T) rethrows -> T {
+    public static func withoutGrad<T>(_ body: () throws -> T) rethrows -> T { try with(false, body) }
+    /// Runs `body` with recording on or off (a checkpoint's recomputation needs it on in backward).
+    static func with<T>(_ on: Bool, _ body: () throws -> T) rethrows -> T {
         let saved = enabled
-        enabled = false
+        enabled = on
         defer { enabled = saved }
         return try body()
     }
@@ -43,6 +46,7 @@ extension Tensor {
     /// `backward` gets the output gradient and returns one gradient (or nil) per input.
     @discardableResult
     public func recording(_ op: String, _ inputs: [Tensor], _ backward: @escaping (Tensor) -> [Tensor?]) -> Tensor {
+        GraphReads.current?.note(inputs)
         guard GradMode.enabled, inputs.contains(where: { $0.requiresGrad }) else { return self }
         requiresGrad = true
         node = Node(op: op, inputs: inputs, backward: backward)
@@ -55,9 +59,12 @@ extension Tensor {
     /// The leaves that need a gradient and that `backward()` from this tensor would reach. A
     /// parameter outside it gets no gradient from this pass — what a data-parallel reducer needs to
     /// know before backward, so it need not wait for it (PyTorch DDP's `find_unused_parameters`).
-    public func reachableLeaves() -> Set<ObjectIdentifier> {
+    public func reachableLeaves() -> Set<ObjectIdentifier> { Tensor.reachableLeaves(from: [self]) }
+
+    /// The leaves that back-propagating from any of `roots` would reach.
+    static func reachableLeaves(from roots: [Tensor]) -> Set<ObjectIdentifier> {
         var leaves = Set<ObjectIdentifier>(), visited = Set<ObjectIdentifier>()
-        var stack: [Tensor] = requiresGrad ? [self] : []
+        var stack = roots.filter(\.requiresGrad)
         while let t = stack.popLast() {
             guard visited.insert(ObjectIdentifier(t)).inserted else { continue }
             guard let node = t.node else { leaves.insert(ObjectIdentifier(t)); continue }
@@ -77,12 +84,19 @@ extension Tensor {
             g = Tensor(repeating: 1, shape: shape)
         }
         guard requiresGrad else { return }
-        Tensor.accumulate(self, g)
+        Tensor.backward(from: [(self, g)], readyHooks: true)
+    }
 
-        // The nodes reachable from here (iteratively: the graph can be thousands deep), oldest first.
+    /// Back-propagates several (tensor, seed gradient) pairs in one pass: every seed is added first,
+    /// then the nodes reachable from any root run newest first. With `readyHooks` false no leaf's
+    /// `onGradientReady` is called (a checkpoint's inner pass: the outer pass calls them once).
+    static func backward(from roots: [(tensor: Tensor, seed: Tensor)], readyHooks: Bool) {
+        for (t, g) in roots where t.requiresGrad { Tensor.accumulate(t, g) }
+
+        // The nodes reachable from the roots (iteratively: the graph can be thousands deep), oldest first.
         var order: [Tensor] = []
         var visited = Set<ObjectIdentifier>()
-        var stack: [Tensor] = [self]
+        var stack = roots.map(\.tensor).filter(\.requiresGrad)
         while let t = stack.popLast() {
             guard t.node != nil, visited.insert(ObjectIdentifier(t)).inserted else { continue }
             order.append(t)
@@ -93,7 +107,7 @@ extension Tensor {
         order.sort { $0.node!.sequence < $1.node!.sequence }
         // Leaves with a ready-hook: how many ops still owe them a gradient contribution.
         var pending: [ObjectIdentifier: Int] = [:]
-        for t in order {
+        for t in order where readyHooks {
             for input in t.node!.inputs where input.node == nil && input.requiresGrad && input.onGradientReady != nil {
                 pending[ObjectIdentifier(input), default: 0] += 1
             }
