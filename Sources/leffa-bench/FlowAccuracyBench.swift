@@ -83,8 +83,7 @@ struct FlowAccuracyBench: ParsableCommand {
 
     func run() throws {
         if let threads { Parallel.threads = max(1, threads) }
-        let parts = size.lowercased().split(separator: "x").compactMap { Int($0) }
-        guard parts.count == 2 else { throw ValidationError("--size: expected HxW, got \(size)") }
+        let parts = try imageSize(size)
         guard let tex = SyntheticTexture(rawValue: texture) else { throw ValidationError("--texture: expected ramp or pattern, got \(texture)") }
         let timesteps = evalTimesteps.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         let started = Date()
@@ -100,7 +99,7 @@ struct FlowAccuracyBench: ParsableCommand {
             let cfgURL = root.appendingPathComponent("\(name).yaml")
             try config(leffa: leffa).write(to: cfgURL, atomically: true, encoding: .utf8)
             let run = try RunDirectory.create(at: root.appendingPathComponent(name).path, config: try RunConfig.load(path: cfgURL.path))
-            try generateSynthetic(out: run.url.appendingPathComponent("data"), count: count, height: parts[0], width: parts[1], seed: 3, texture: tex)
+            try generateSynthetic(out: run.url.appendingPathComponent("data"), count: count, height: parts.height, width: parts.width, seed: 3, texture: tex)
             runs.append(run)
         }
         print("leffa-bench flow-accuracy: \(count) synthetic pairs \(size) (\(texture) texture), tiny model in pixel space, batch \(batch), lr \(lr), λ \(lambda), τ \(tau), \(Parallel.threads) thread(s)")
@@ -141,7 +140,7 @@ struct FlowAccuracyBench: ParsableCommand {
         print("mean".padding(toLength: 48, withPad: " ", startingAt: 0) + String(format: "  %8.3f %8.3f  %8.3f", mw, ml, mp))
         print(ml < mp ? String(format: "\nthe Leffa loss lowers the flow error by %.1f %% vs the same steps without it, by %.1f %% vs the warm-up", 100 * (1 - ml / mp), 100 * (1 - ml / mw))
                       : "\nWARNING: the Leffa run did NOT end lower")
-        try writeJSON(Report(size: parts, count: count, batch: batch, warmupSteps: warmup, steps: steps, lr: lr, lambda: lambda, tau: tau,
+        try writeJSON(Report(size: [parts.height, parts.width], count: count, batch: batch, warmupSteps: warmup, steps: steps, lr: lr, lambda: lambda, tau: tau,
                              timesteps: timesteps, layers: rows, meanLeffa: ml, meanPlain: mp, meanWarmup: mw, leffaLower: ml < mp,
                              seconds: Date().timeIntervalSince(started), truthLossTerm: truthError, centreLossTerm: centreError, texture: texture), to: json)
         print("wrote \(json)")

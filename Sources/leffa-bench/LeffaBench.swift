@@ -31,6 +31,31 @@ struct BenchOptions: ParsableArguments {
     }
 }
 
+/// An image size option "HxW" (H and W positive multiples of `multiple`), e.g. 512x384.
+func imageSize(_ text: String, option: String = "--size", multiple: Int = 1) throws -> (height: Int, width: Int) {
+    let hw = text.lowercased().split(separator: "x").compactMap { Int($0) }
+    guard hw.count == 2, hw.allSatisfy({ $0 > 0 && $0 % multiple == 0 }) else {
+        let what = multiple > 1 ? "H x W in multiples of \(multiple)" : "H x W"
+        throw ValidationError("\(option): expected \(what), like 512x384, got \(text)")
+    }
+    return (hw[0], hw[1])
+}
+
+/// The process's peak resident set (VmHWM), from /proc.
+func peakRSS() -> Int {
+    guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in s.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let kb = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { Int($0) }.first ?? 0
+        return kb * 1024
+    }
+    return 0
+}
+
+/// Starts a new resident-set peak (Linux: writing 5 to clear_refs resets VmHWM).
+func resetPeakRSS() {
+    try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
+}
+
 /// Median and best wall time of `body` over `repeats` runs after one warm-up.
 func timeit(repeats: Int, _ body: () -> Void) -> (median: Double, best: Double) {
     withoutActuallyEscaping(body) { timeInterleaved(repeats: repeats, [$0])[0] }

@@ -22,9 +22,7 @@ struct SD15Bench: ParsableCommand {
 
     func run() throws {
         options.apply()
-        let parts = size.split(separator: "x").compactMap { Int($0) }
-        guard parts.count == 2 else { throw ValidationError("--size: expected H x W like 512x384") }
-        let (H, W) = (parts[0], parts[1]), (h, w) = (H / 8, W / 8)
+        let (H, W) = try imageSize(size), (h, w) = (H / 8, W / 8)
         let model = try LeffaModel(config: .sd15, seed: 3)
         print("sd15: \(model.parameters.count) parameters (\(model.parameters.all.count) tensors)")
         try FileManager.default.createDirectory(atPath: (weights as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -46,14 +44,4 @@ struct SD15Bench: ParsableCommand {
         try writeJSON(report, to: path)
         print("wrote \(path)")
     }
-}
-
-/// The process's peak resident set (VmHWM), from /proc.
-func peakRSS() -> Int {
-    guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-    for line in s.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-        let kb = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { Int($0) }.first ?? 0
-        return kb * 1024
-    }
-    return 0
 }

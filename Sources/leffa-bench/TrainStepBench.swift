@@ -66,6 +66,7 @@ struct TrainStepBench: ParsableCommand {
         guard !parts.isEmpty, parts.allSatisfy({ $0 == "unet" || $0 == "unet_encoder" }) else {
             throw ValidationError("--train: expected unet or unet,unet_encoder, got \(train)")
         }
+        let image = try size.map { try imageSize($0, multiple: 64) }
         let leffaCases = try Self.switches(leffa, "leffa"), checkpointingCases = try Self.switches(activationCheckpointing, "activation-checkpointing")
         print("leffa-bench train-step: \(Parallel.threads) thread(s), batch \(batch), training \(parts.joined(separator: " + ")), "
               + "median of \(options.repeats) steps, the cases of a model taking turns\n")
@@ -74,12 +75,7 @@ struct TrainStepBench: ParsableCommand {
         print("model   latent   leffa  ckpt  ms/step(med)  ms/step(best)  images/s  peak act. MiB  peak RSS GiB")
         for name in models.split(separator: ",").map(String.init) {
             guard let config = ModelConfig.preset(name) else { throw ValidationError("unknown model \(name)") }
-            var (h, w) = Self.latent(name)
-            if let size {
-                let hw = size.split(separator: "x").compactMap { Int($0) }
-                guard hw.count == 2, hw.allSatisfy({ $0 > 0 && $0 % 64 == 0 }) else { throw ValidationError("--size: expected H x W in multiples of 64, like 512x384") }
-                (h, w) = (hw[0] / 8, hw[1] / 8)
-            }
+            let (h, w) = image.map { ($0.height / 8, $0.width / 8) } ?? Self.latent(name)
             let model = try LeffaModel(config: config, seed: 1)
             let trained = parts.flatMap { model.parameters(of: $0) }
             let optimizer = AdamW(parameters: model.parameters, training: trained)
@@ -99,7 +95,7 @@ struct TrainStepBench: ParsableCommand {
                 optimizer.update(parameters: model.parameters, lr: 1e-5)
                 peaks[i] = Storage.live.peakBytes - before
             } }
-            TrainStepBench.resetPeakRSS()
+            resetPeakRSS()
             let times = timeInterleaved(repeats: options.repeats, steps)
             let rss = peakRSS()
             var measured: [String: Row] = [:]
@@ -134,10 +130,5 @@ struct TrainStepBench: ParsableCommand {
         let path = options.json == "bench-results/engine.json" ? "bench-results/train-step.json" : options.json
         try writeJSON(Report(threads: Parallel.threads, rows: rows, leffaOverhead: overhead, checkpointing: effects), to: path)
         print("\nwrote \(path)")
-    }
-
-    /// Starts a new resident-set peak (Linux: writing 5 to clear_refs resets VmHWM).
-    static func resetPeakRSS() {
-        try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
     }
 }
