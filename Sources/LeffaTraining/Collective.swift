@@ -42,7 +42,6 @@ public protocol Collective: AnyObject {
     func verifyIdentical(_ text: String, what: String) throws
 }
 
-/// A single process: every collective is the identity.
 /// The memory of the Adam moments and the EMA when the ranks of a node keep one copy of the
 /// training state (the weights are already in it: the parameters point there), and the part of
 /// every block this rank writes.
@@ -56,6 +55,7 @@ public struct SharedTrainingState {
     public let loads: Bool
 }
 
+/// A single process: every collective is the identity.
 public final class SingleProcess: Collective {
     public init() {}
     public var rank: Int { 0 }
