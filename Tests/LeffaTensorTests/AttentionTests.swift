@@ -16,6 +16,7 @@ final class AttentionTests: XCTestCase {
         Case(B: 1, n: 64, m: 29, H: 2, d: 8, dv: 8),
         Case(B: 3, n: 17, m: 100, H: 1, d: 16, dv: 3, spread: 4),
         Case(B: 1, n: 50, m: 50, H: 4, d: 4, dv: 2, scale: 1 / (2 * 2)),   // 1/(√d·τ), τ = 2
+        Case(B: 1, n: 45, m: 70, H: 2, d: 40, dv: 40),                     // SD1.5's head: 16 + 16 + 8 columns
     ]
 
     /// Small tiles so the cases above span several query and key tiles with ragged ends, and the

@@ -3,28 +3,34 @@
 // through here, at sizes where one score matrix per head would be gigabytes.
 //
 // Forward (FlashAttention style): each work item is one (batch, head, query tile). It walks the key
-// tiles with an online softmax — running row maximum and row sum, rescaling the partial output when
-// the maximum grows — and keeps only the per-query log-sum-exp (B, H, n) for backward.
+// tiles with an online softmax — running maximum and sum, rescaling the partial output when the
+// maximum grows — and keeps only the per-query log-sum-exp (B, H, n) for backward.
 // Backward (FlashAttention-2 style) recomputes each score tile from Q, K and that log-sum-exp.
-// Scores live in base 2 internally: S₂ = scale·log₂e·Q·Kᵀ comes out of the GEMM already scaled, so
-// a softmax weight is one exp2 (FastMath) with no extra multiply; `lse` is log₂ Σ 2^S₂.
+// Queries sit in SIMD lanes: a tile holds 16 queries side by side (Qᵀ packed d × 16), so scores
+// come out as Sᵀ (keys × 16) and the whole softmax — maximum, exponentials, sums, rescaling — is
+// lane-wise vector arithmetic with no horizontal reductions. All products run through the
+// register-tiled kernels of AttentionKernels.swift, reading K, V, dO in place.
+// Scores live in base 2: Qᵀ is packed pre-multiplied by scale·log₂e, so a softmax weight is one
+// exp2 (FastMath) with no extra multiply; `lse` is log₂ Σ 2^S₂.
 //
 // Extra memory is O(n·d) plus fixed-size per-thread tiles (allocated as Storage, so they are
 // counted by `Storage.live`). Every tile is computed by one thread in a fixed order, so results do
 // not depend on the thread count. Not here: masks, dropout, causal attention, the head mean.
 import Foundation
 
-/// Tile sizes. Internal and mutable so tests and benchmarks can sweep them. Defaults measured on a
-/// 2-core Zen 4 at n = 3072, m = 6144, 8 heads of 40: forward 192×512 (a 384 KiB score tile in the
-/// 1 MiB L2; anything in 128–384 × 256–768 is within 3 %), backward 128×128 (two 64 KiB tiles;
-/// 64–256 × 64–256 within 6 %, the same at n = 12288).
+/// Tile sizes. Internal and mutable so tests and benchmarks can sweep them. Query counts are used
+/// in groups of 16 (the lanes), rounded up. Defaults measured on this 2-core Zen 2 at n = 3072,
+/// m = 6144, 8 heads of 40 (1 thread, fraction of the sgemm peak): the forward gains from many
+/// queries per item, which read each key/value tile from memory once for all their lane groups
+/// (16 queries 46 %, 64 62 %, 256 71–74 %, 512 74–75 %, 1024 76–79 %); the backward from long key
+/// tiles (64 keys 73 %, 256 83 %).
 enum AttentionTiling {
-    /// Forward: query rows per work item and keys per score tile.
-    nonisolated(unsafe) static var forwardQueries = 192
-    nonisolated(unsafe) static var forwardKeys = 512
-    /// Backward: query rows and keys per recomputed score tile.
-    nonisolated(unsafe) static var backwardQueries = 128
-    nonisolated(unsafe) static var backwardKeys = 128
+    /// Forward: queries per work item and keys per score tile.
+    nonisolated(unsafe) static var forwardQueries = 512
+    nonisolated(unsafe) static var forwardKeys = 256
+    /// Backward: queries per block (the contraction length of dK and dV) and keys per work item tile.
+    nonisolated(unsafe) static var backwardQueries = 64
+    nonisolated(unsafe) static var backwardKeys = 256
     /// Backward work items wanted at least: when batch·heads is smaller, each head's key tiles are
     /// split into groups with private dQ partials summed in group order. A constant (not the
     /// thread count), so the bits do not depend on the machine.
@@ -32,7 +38,7 @@ enum AttentionTiling {
 }
 
 /// The sizes of one attention call. Heads are column blocks of the token rows, so row strides
-/// (`ldq`, `ldv`) are H·d and H·dv: sgemm reads a head in place.
+/// (`ldq`, `ldv`) are H·d and H·dv: the kernels read a head in place.
 struct AttentionShape {
     let B: Int, n: Int, m: Int, H: Int, d: Int, dv: Int
     var ldq: Int { H * d }
@@ -70,55 +76,113 @@ public func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int, scale: 
     }
 }
 
+// MARK: - Packing
+
+/// Queries per lane group: two 8-float vectors.
+let attentionLanes = 16
+
+/// Qᵀ of queries i0 ..< i0 + count (≤ 16) of one head: dst[p·16 + lane] = factor · src[(i0 + lane)·ld + p],
+/// lanes past `count` zero.
+@inline(__always)
+func packTransposed(_ src: UnsafePointer<Float>, ld: Int, width: Int, count: Int, factor: Float,
+                    into dst: UnsafeMutablePointer<Float>) {
+    let L = attentionLanes
+    if count < L { dst.update(repeating: 0, count: width * L) }
+    for lane in 0..<count {
+        let row = src + lane * ld
+        for p in 0..<width { dst[p * L + lane] = factor * row[p] }
+    }
+}
+
+/// Rows i ..< i + count of one head into a dense (count × pad) block, columns past `width` zero.
+@inline(__always)
+func packRows(_ src: UnsafePointer<Float>, ld: Int, width: Int, pad: Int, count: Int,
+              into dst: UnsafeMutablePointer<Float>) {
+    for r in 0..<count {
+        let row = src + r * ld, out = dst + r * pad
+        out.update(from: row, count: width)
+        if pad > width { (out + width).update(repeating: 0, count: pad - width) }
+    }
+}
+
+@inline(__always) func roundUp(_ x: Int, _ multiple: Int) -> Int { (x + multiple - 1) / multiple * multiple }
+
 // MARK: - Forward
 
 /// out (B, n, H·dv) = softmax₂(S₂) V per head with S₂ = scale2 · Q Kᵀ, and lse (B, H, n) =
-/// log₂ Σⱼ 2^S₂. `out` must be zero on entry. Work items: (batch, head, query tile).
+/// log₂ Σⱼ 2^S₂. Work items: (batch, head, query tile); a tile is `groups` lane groups of 16
+/// queries that share each key tile while it is in cache.
 func attentionForward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
                       out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>,
                       _ s: AttentionShape, scale2: Float) {
-    let bq = AttentionTiling.forwardQueries, bk = AttentionTiling.forwardKeys
+    let L = attentionLanes
+    let groups = max(1, roundUp(AttentionTiling.forwardQueries, L) / L), bq = groups * L
+    let bk = max(1, AttentionTiling.forwardKeys)
     let qTiles = (s.n + bq - 1) / bq
     Parallel.for(s.B * s.H * qTiles) { items in
-        let scratch = Storage(count: bq * bk + 2 * bq)
-        let scores = scratch.base                      // (rows, cols) tile of S₂, then of P
-        let rowMax = scores + bq * bk, rowSum = rowMax + bq
+        // Per group: Qᵀ (d × 16), Oᵀ (dv × 16), running max and sum (16 each); one Sᵀ/Pᵀ tile.
+        let scratch = Storage(count: groups * (s.d * L + s.dv * L + 2 * L) + bk * L)
+        let qt = scratch.base, ot = qt + groups * s.d * L, stats = ot + groups * s.dv * L
+        let st = stats + groups * 2 * L
         for item in items {
             let t = item % qTiles, bh = item / qTiles, h = bh % s.H, b = bh / s.H
-            let i0 = t * bq, rows = min(bq, s.n - i0)
-            let qt = q + (b * s.n + i0) * s.ldq + h * s.d          // (rows, d), stride ldq
-            let kh = k + b * s.m * s.ldq + h * s.d                 // (m, d), stride ldq
-            let vh = v + b * s.m * s.ldv + h * s.dv                // (m, dv), stride ldv
-            let ot = out + (b * s.n + i0) * s.ldv + h * s.dv       // (rows, dv), stride ldv
-            for r in 0..<rows { rowMax[r] = -.infinity; rowSum[r] = 0 }
+            let i0 = t * bq, rows = min(bq, s.n - i0), live = (rows + L - 1) / L
+            for g in 0..<live {
+                packTransposed(q + (b * s.n + i0 + g * L) * s.ldq + h * s.d, ld: s.ldq, width: s.d,
+                               count: min(L, rows - g * L), factor: scale2, into: qt + g * s.d * L)
+            }
+            ot.update(repeating: 0, count: live * s.dv * L)
+            for g in 0..<live {
+                (stats + g * 2 * L).update(repeating: -.infinity, count: L)
+                (stats + g * 2 * L + L).update(repeating: 0, count: L)
+            }
             var j0 = 0
             while j0 < s.m {
                 let cols = min(bk, s.m - j0)
-                sgemm(transB: true, m: rows, n: cols, k: s.d, alpha: scale2, a: qt, lda: s.ldq,
-                      b: kh + j0 * s.ldq, ldb: s.ldq, c: scores, ldc: cols)
-                for r in 0..<rows {
-                    let row = scores + r * cols, old = rowMax[r]
-                    let mx = max(old, FastMath.maximum(row, count: cols))
-                    let tileSum = FastMath.exp2Shifted(row, count: cols, shift: mx)
-                    if mx != old {
-                        // The maximum grew: earlier weights were relative to a smaller one.
-                        let c = FastMath.exp2(old - mx)
-                        rowSum[r] *= c
-                        let o = ot + r * s.ldv
-                        for j in 0..<s.dv { o[j] *= c }
-                        rowMax[r] = mx
+                let kb = k + (b * s.m + j0) * s.ldq + h * s.d, vb = v + (b * s.m + j0) * s.ldv + h * s.dv
+                for g in 0..<live {
+                    let og = ot + g * s.dv * L, mx = stats + g * 2 * L, sum = mx + L
+                    // Sᵀ (cols × 16) = K Qᵀ.
+                    outerProduct(rows: cols, width: L, len: s.d, a: kb, ars: s.ldq, axs: 1,
+                                 b: qt + g * s.d * L, bxs: L, c: st, crs: L, accumulate: false)
+                    var m0 = loadLanes(mx), m1 = loadLanes(mx + 8)
+                    let old0 = m0, old1 = m1
+                    for j in 0..<cols {
+                        m0 = FastMath.vmax(m0, loadLanes(st + j * L)); m1 = FastMath.vmax(m1, loadLanes(st + j * L + 8))
                     }
-                    rowSum[r] += tileSum
+                    var l0 = loadLanes(sum), l1 = loadLanes(sum + 8)
+                    if any(m0 .> old0) || any(m1 .> old1) {
+                        // The maximum grew: earlier weights were relative to a smaller one.
+                        let c0 = softmaxWeight(old0 - m0), c1 = softmaxWeight(old1 - m1)
+                        l0 *= c0; l1 *= c1
+                        for c in 0..<s.dv {
+                            let o = og + c * L
+                            storeLanes(loadLanes(o) * c0, o); storeLanes(loadLanes(o + 8) * c1, o + 8)
+                        }
+                        storeLanes(m0, mx); storeLanes(m1, mx + 8)
+                    }
+                    // Pᵀ = 2^(Sᵀ − max) in place, summed per lane.
+                    for j in 0..<cols {
+                        let p0 = softmaxWeight(loadLanes(st + j * L) - m0)
+                        let p1 = softmaxWeight(loadLanes(st + j * L + 8) - m1)
+                        storeLanes(p0, st + j * L); storeLanes(p1, st + j * L + 8)
+                        l0 += p0; l1 += p1
+                    }
+                    storeLanes(l0, sum); storeLanes(l1, sum + 8)
+                    // Oᵀ (dv × 16) += Vᵀ Pᵀ.
+                    outerProduct(rows: s.dv, width: L, len: cols, a: vb, ars: 1, axs: s.ldv,
+                                 b: st, bxs: L, c: og, crs: L, accumulate: true)
                 }
-                sgemm(m: rows, n: s.dv, k: cols, a: scores, lda: cols, b: vh + j0 * s.ldv, ldb: s.ldv,
-                      beta: 1, c: ot, ldc: s.ldv)
                 j0 += cols
             }
-            let lt = lse + bh * s.n + i0
-            for r in 0..<rows {
-                let inv = 1 / rowSum[r], o = ot + r * s.ldv
-                for j in 0..<s.dv { o[j] *= inv }
-                lt[r] = rowMax[r] + log2(rowSum[r])
+            for g in 0..<live {
+                let og = ot + g * s.dv * L, mx = stats + g * 2 * L, sum = mx + L
+                for lane in 0..<min(L, rows - g * L) {
+                    let i = i0 + g * L + lane, inv = 1 / sum[lane]
+                    let o = out + (b * s.n + i) * s.ldv + h * s.dv
+                    for c in 0..<s.dv { o[c] = og[c * L + lane] * inv }
+                    lse[bh * s.n + i] = mx[lane] + log2(sum[lane])
+                }
             }
         }
     }
@@ -128,103 +192,149 @@ func attentionForward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v:
 
 /// Writes dq, dk, dv (each optional, zero on entry) for the output gradient `gradOut` (B, n, H·dv).
 /// With P = 2^(S₂ − lse) recomputed per tile:
-///   dV += Pᵀ dO,  dP = dO Vᵀ,  dS = P ∘ (dP − Δ) with Δ = rowsum(dO ∘ O),
-///   dQ += scale · dS K,  dK += scale · dSᵀ Q.
-/// Work items are (batch, head, key group): an item owns the dK/dV rows of its key tiles, loops over
-/// all query tiles, and adds into its own dQ (group 0 straight into `dq`, others into partials that
-/// are summed in group order afterwards). No two threads ever write the same float.
+///   dV += Pᵀ dO,  dP = dO Vᵀ,  dS = scale · P ∘ (dP − Δ) with Δ = rowsum(dO ∘ O),
+///   dQ += dS K,  dK += dSᵀ Q.
+/// Q and dO are packed once up front (Qᵀ and dOᵀ per lane group, and rows padded to a multiple of 8
+/// when a head's width is not one). Work items are (batch, head, key group): an item owns the dK/dV
+/// rows of its key tiles and loops over all query blocks; dQ is accumulated transposed, one copy
+/// per key group, and the copies are summed in group order at the end. No two threads ever write
+/// the same float, and no sum depends on the thread count.
 func attentionBackward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
                        o: UnsafePointer<Float>, lse: UnsafePointer<Float>, gradOut: UnsafePointer<Float>,
                        dq: UnsafeMutablePointer<Float>?, dk: UnsafeMutablePointer<Float>?,
                        dv: UnsafeMutablePointer<Float>?, _ s: AttentionShape, scale: Float, scale2: Float) {
     if dq == nil && dk == nil && dv == nil { return }
-    let bq = AttentionTiling.backwardQueries, bk = AttentionTiling.backwardKeys
+    let L = attentionLanes
+    let qGroups = max(1, roundUp(AttentionTiling.backwardQueries, L) / L), bq = qGroups * L
+    let bk = max(1, AttentionTiling.backwardKeys)
     let needScoresGrad = dq != nil || dk != nil
     let BH = s.B * s.H
-    let kTiles = (s.m + bk - 1) / bk, qTiles = (s.n + bq - 1) / bq
+    let kTiles = (s.m + bk - 1) / bk, qTiles = (s.n + bq - 1) / bq, nG = (s.n + L - 1) / L
     let groups = max(1, min(kTiles, (AttentionTiling.backwardMinItems + BH - 1) / BH))
 
-    // Δ (B, H, n) = Σ over a head's dv columns of dO ∘ O.
-    let delta = Storage(count: needScoresGrad ? BH * s.n : 0)
-    if needScoresGrad {
-        let dp = delta.base
-        Parallel.for(s.B * s.n, grain: max(1, 4096 / max(s.ldv, 1))) { rows in
-            for bi in rows {
-                let b = bi / s.n, i = bi % s.n
-                for h in 0..<s.H {
-                    let go = gradOut + bi * s.ldv + h * s.dv, oo = o + bi * s.ldv + h * s.dv
+    // Packed per (batch·head, lane group): scale2·Qᵀ (d × 16), dOᵀ (dv × 16), lse (+∞ in padding
+    // lanes, so their P is 0) and Δ = Σ dO ∘ O. Rows of Q and dO padded to a multiple of 8 only if
+    // a head's width is not one already (else read in place).
+    let dPad = roundUp(s.d, 8), dvPad = roundUp(s.dv, 8)
+    let padQ = dk != nil && dPad != s.d, padGo = dv != nil && dvPad != s.dv
+    let qtAll = Storage(count: BH * nG * s.d * L)
+    let dotAll = Storage(count: needScoresGrad ? BH * nG * s.dv * L : 0)
+    let lseAll = Storage(count: BH * nG * L), deltaAll = Storage(count: BH * nG * L)
+    let qRows = Storage(count: padQ ? BH * s.n * dPad : 0), goRows = Storage(count: padGo ? BH * s.n * dvPad : 0)
+    Parallel.for(BH * nG) { range in
+        for item in range {
+            let G = item % nG, bh = item / nG, h = bh % s.H, b = bh / s.H
+            let i0 = G * L, count = min(L, s.n - i0)
+            let qi = q + (b * s.n + i0) * s.ldq + h * s.d, gi = gradOut + (b * s.n + i0) * s.ldv + h * s.dv
+            packTransposed(qi, ld: s.ldq, width: s.d, count: count, factor: scale2, into: qtAll.base + item * s.d * L)
+            let lanes = item * L
+            for lane in 0..<L {
+                lseAll.base[lanes + lane] = lane < count ? lse[bh * s.n + i0 + lane] : .infinity
+                deltaAll.base[lanes + lane] = 0
+            }
+            if needScoresGrad {
+                packTransposed(gi, ld: s.ldv, width: s.dv, count: count, factor: 1, into: dotAll.base + item * s.dv * L)
+                let oi = o + (b * s.n + i0) * s.ldv + h * s.dv
+                for lane in 0..<count {
                     var acc: Float = 0
-                    for j in 0..<s.dv { acc += go[j] * oo[j] }
-                    dp[(b * s.H + h) * s.n + i] = acc
+                    for c in 0..<s.dv { acc += gi[lane * s.ldv + c] * oi[lane * s.ldv + c] }
+                    deltaAll.base[lanes + lane] = acc
                 }
             }
+            if padQ { packRows(qi, ld: s.ldq, width: s.d, pad: dPad, count: count, into: qRows.base + (bh * s.n + i0) * dPad) }
+            if padGo { packRows(gi, ld: s.ldv, width: s.dv, pad: dvPad, count: count, into: goRows.base + (bh * s.n + i0) * dvPad) }
         }
     }
-    // dQ partials of groups 1..<groups: (groups − 1, B, H, n, d), contiguous per head.
-    let partial = Storage(count: dq != nil && groups > 1 ? (groups - 1) * BH * s.n * s.d : 0)
+    // dQᵀ per key group: (groups, B·H, lane group, d, 16).
+    let dqT = Storage(count: dq != nil ? groups * BH * nG * s.d * L : 0)
 
     Parallel.for(BH * groups) { items in
-        let scratch = Storage(count: 2 * bq * bk)
-        let p = scratch.base, ds = p + bq * bk                  // (rows, cols) tiles: P and dP → dS
+        // Per key tile: Pᵀ and dSᵀ (bk × bq, a block's lane groups side by side), dK and dV sums.
+        let scratch = Storage(count: 2 * bk * bq + bk * (dPad + dvPad))
+        let pt = scratch.base, dst = pt + bk * bq, dkAcc = dst + bk * bq, dvAcc = dkAcc + bk * dPad
+        let scaleV = Lanes(repeating: scale)
         for item in items {
             let g = item % groups, bh = item / groups, h = bh % s.H, b = bh / s.H
-            let qh = q + b * s.n * s.ldq + h * s.d, kh = k + b * s.m * s.ldq + h * s.d
-            let vh = v + b * s.m * s.ldv + h * s.dv, goh = gradOut + b * s.n * s.ldv + h * s.dv
-            let lh = lse + bh * s.n, deltaH = delta.base + bh * s.n
-            // This item's dQ: (n, d) with row stride ldq in `dq`, or d in its partial.
-            let dqh: UnsafeMutablePointer<Float>?, ldDq: Int
-            if let dq, g == 0 { dqh = dq + b * s.n * s.ldq + h * s.d; ldDq = s.ldq }
-            else if dq != nil { dqh = partial.base + ((g - 1) * BH + bh) * s.n * s.d; ldDq = s.d }
-            else { dqh = nil; ldDq = 0 }
+            let kh = k + b * s.m * s.ldq + h * s.d, vh = v + b * s.m * s.ldv + h * s.dv
+            // Rows of Q and dO for dK and dV: packed, or in place.
+            let qr = padQ ? UnsafePointer(qRows.base + bh * s.n * dPad) : q + b * s.n * s.ldq + h * s.d
+            let ldQr = padQ ? dPad : s.ldq
+            let gr = padGo ? UnsafePointer(goRows.base + bh * s.n * dvPad) : gradOut + b * s.n * s.ldv + h * s.dv
+            let ldGr = padGo ? dvPad : s.ldv
+            let dqg = dqT.base + (g * BH + bh) * nG * s.d * L
 
             for kt in (kTiles * g / groups)..<(kTiles * (g + 1) / groups) {
                 let j0 = kt * bk, cols = min(bk, s.m - j0)
-                let kt0 = kh + j0 * s.ldq, vt0 = vh + j0 * s.ldv
-                for qt in 0..<qTiles {
-                    let i0 = qt * bq, rows = min(bq, s.n - i0)
-                    let qt0 = qh + i0 * s.ldq, got = goh + i0 * s.ldv
-                    // P = 2^(S₂ − lse), (rows, cols).
-                    sgemm(transB: true, m: rows, n: cols, k: s.d, alpha: scale2, a: qt0, lda: s.ldq,
-                          b: kt0, ldb: s.ldq, c: p, ldc: cols)
-                    for r in 0..<rows { FastMath.exp2Shifted(p + r * cols, count: cols, shift: lh[i0 + r]) }
-                    // dV (cols, dv) += Pᵀ dO.
-                    if let dv {
-                        sgemm(transA: true, m: cols, n: s.dv, k: rows, a: p, lda: cols, b: got, ldb: s.ldv,
-                              beta: 1, c: dv + (b * s.m + j0) * s.ldv + h * s.dv, ldc: s.ldv)
+                let kb = kh + j0 * s.ldq, vb = vh + j0 * s.ldv
+                dkAcc.update(repeating: 0, count: cols * dPad)
+                dvAcc.update(repeating: 0, count: cols * dvPad)
+                for qtile in 0..<qTiles {
+                    let i0 = qtile * bq, rows = min(bq, s.n - i0), live = (rows + L - 1) / L
+                    for lg in 0..<live {
+                        let G = qtile * qGroups + lg, packed = bh * nG + G
+                        let pg = pt + lg * L, dsg = dst + lg * L
+                        // Pᵀ (cols × 16) = 2^(K Qᵀ − lse); dSᵀ = scale · Pᵀ ∘ (V dOᵀ − Δ).
+                        outerProduct(rows: cols, width: L, len: s.d, a: kb, ars: s.ldq, axs: 1,
+                                     b: qtAll.base + packed * s.d * L, bxs: L, c: pg, crs: bq, accumulate: false)
+                        if needScoresGrad {
+                            outerProduct(rows: cols, width: L, len: s.dv, a: vb, ars: s.ldv, axs: 1,
+                                         b: dotAll.base + packed * s.dv * L, bxs: L, c: dsg, crs: bq, accumulate: false)
+                        }
+                        let lp = lseAll.base + packed * L, dp = deltaAll.base + packed * L
+                        let l0 = loadLanes(lp), l1 = loadLanes(lp + 8), d0 = loadLanes(dp), d1 = loadLanes(dp + 8)
+                        for j in 0..<cols {
+                            let pj = pg + j * bq, dj = dsg + j * bq
+                            let p0 = softmaxWeight(loadLanes(pj) - l0), p1 = softmaxWeight(loadLanes(pj + 8) - l1)
+                            storeLanes(p0, pj); storeLanes(p1, pj + 8)
+                            if needScoresGrad {
+                                storeLanes(scaleV * (p0 * (loadLanes(dj) - d0)), dj)
+                                storeLanes(scaleV * (p1 * (loadLanes(dj + 8) - d1)), dj + 8)
+                            }
+                        }
+                        // dQᵀ (d × 16) += Kᵀ dSᵀ.
+                        if dq != nil {
+                            outerProduct(rows: s.d, width: L, len: cols, a: kb, ars: 1, axs: s.ldq,
+                                         b: dsg, bxs: bq, c: dqg + G * s.d * L, crs: L, accumulate: true)
+                        }
                     }
-                    guard needScoresGrad else { continue }
-                    // dS = P ∘ (dO Vᵀ − Δ), (rows, cols).
-                    sgemm(transB: true, m: rows, n: cols, k: s.dv, a: got, lda: s.ldv, b: vt0, ldb: s.ldv,
-                          c: ds, ldc: cols)
-                    for r in 0..<rows {
-                        let pr = p + r * cols, dr = ds + r * cols, dl = deltaH[i0 + r]
-                        for j in 0..<cols { dr[j] = pr[j] * (dr[j] - dl) }
+                    // dV (cols × dv) += P dO and dK (cols × d) += dS Q over this block's queries.
+                    if dv != nil {
+                        outerProduct(rows: cols, width: dvPad, len: rows, a: pt, ars: bq, axs: 1,
+                                     b: gr + i0 * ldGr, bxs: ldGr, c: dvAcc, crs: dvPad, accumulate: true)
                     }
-                    // dQ (rows, d) += scale · dS K;  dK (cols, d) += scale · dSᵀ Q.
-                    if let dqh {
-                        sgemm(m: rows, n: s.d, k: cols, alpha: scale, a: ds, lda: cols, b: kt0, ldb: s.ldq,
-                              beta: 1, c: dqh + i0 * ldDq, ldc: ldDq)
+                    if dk != nil {
+                        outerProduct(rows: cols, width: dPad, len: rows, a: dst, ars: bq, axs: 1,
+                                     b: qr + i0 * ldQr, bxs: ldQr, c: dkAcc, crs: dPad, accumulate: true)
                     }
+                }
+                // This item owns these key rows.
+                for j in 0..<cols {
                     if let dk {
-                        sgemm(transA: true, m: cols, n: s.d, k: rows, alpha: scale, a: ds, lda: cols, b: qt0,
-                              ldb: s.ldq, beta: 1, c: dk + (b * s.m + j0) * s.ldq + h * s.d, ldc: s.ldq)
+                        let row = dk + (b * s.m + j0 + j) * s.ldq + h * s.d, acc = dkAcc + j * dPad
+                        for p in 0..<s.d { row[p] += acc[p] }
+                    }
+                    if let dv {
+                        let row = dv + (b * s.m + j0 + j) * s.ldv + h * s.dv, acc = dvAcc + j * dvPad
+                        for c in 0..<s.dv { row[c] += acc[c] }
                     }
                 }
             }
         }
     }
 
-    // dQ += partials, in group order (fixed by the shapes, not by the threads).
-    if let dq, groups > 1 {
-        let pp = partial.base
-        Parallel.for(s.B * s.n, grain: max(1, 4096 / max(s.ldq, 1))) { rows in
-            for bi in rows {
-                let b = bi / s.n, i = bi % s.n
-                for h in 0..<s.H {
-                    let dst = dq + bi * s.ldq + h * s.d
-                    for g in 1..<groups {
-                        let src = pp + (((g - 1) * BH + b * s.H + h) * s.n + i) * s.d
-                        for c in 0..<s.d { dst[c] += src[c] }
+    // dQ = Σ over key groups of dQᵀ, transposed back, in group order (fixed by the shapes).
+    if let dq {
+        Parallel.for(BH * nG) { range in
+            for item in range {
+                let G = item % nG, bh = item / nG, h = bh % s.H, b = bh / s.H
+                for lane in 0..<min(L, s.n - G * L) {
+                    let row = dq + (b * s.n + G * L + lane) * s.ldq + h * s.d
+                    for p in 0..<s.d {
+                        var acc = dqT.base[(item * s.d + p) * L + lane]
+                        for g in 1..<groups {
+                            acc += dqT.base[((g * BH * nG + item) * s.d + p) * L + lane]
+                        }
+                        row[p] += acc
                     }
                 }
             }
