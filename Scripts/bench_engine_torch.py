@@ -71,12 +71,19 @@ def main():
         else:
             continue
         out.append({"name": name, "shape": shape, "torch_seconds": t, "swift_seconds": row["seconds"],
-                    "torch_gflops": row["gflop"] / t, "swift_over_torch_time": row["seconds"] / t})
+                    "torch_gflops": row["gflop"] / t, "swift_over_torch_time": row["seconds"] / t,
+                    "swift_fraction_of_peak": row.get("fraction_of_peak")})
+    # Torch's own fraction of its sgemm (torch.mm) peak, for the same kind of figure as ours.
+    torch_peak = next((r["torch_gflops"] for r in out if r["name"].startswith("sgemm")), None)
+    for r in out:
+        r["torch_fraction_of_peak"] = r["torch_gflops"] / torch_peak if torch_peak else None
 
     print(f"\nPyTorch {torch.__version__}, {swift['threads']} thread(s): time ratio swift/torch (< 1 means we are faster)")
-    print(f"{'name':26}{'shape':34}{'torch ms':>10}{'swift ms':>10}{'ratio':>8}")
+    print(f"{'name':26}{'shape':34}{'torch ms':>10}{'swift ms':>10}{'ratio':>8}{'torch/peak':>12}{'swift/peak':>12}")
+    pct = lambda x: f"{100 * x:11.1f}%" if x is not None else f"{'-':>12}"
     for r in out:
-        print(f"{r['name']:26}{r['shape']:34}{1e3*r['torch_seconds']:10.2f}{1e3*r['swift_seconds']:10.2f}{r['swift_over_torch_time']:8.2f}")
+        print(f"{r['name']:26}{r['shape']:34}{1e3*r['torch_seconds']:10.2f}{1e3*r['swift_seconds']:10.2f}{r['swift_over_torch_time']:8.2f}"
+              f"{pct(r['torch_fraction_of_peak'])}{pct(r['swift_fraction_of_peak'])}")
     json.dump({"torch_version": torch.__version__, "threads": swift["threads"], "rows": out}, open(args.json, "w"), indent=1)
     print(f"\nwrote {args.json}")
     return 0
