@@ -19,14 +19,23 @@
     UnsafeMutableRawPointer(p).storeBytes(of: v, as: Lanes.self)
 }
 
+typealias SixRows = (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>,
+                     UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>)
+
+/// The six A rows a kernel reads; rows past `rows` read row 0 again (never past A's valid rows).
+@inline(__always)
+func rowPointers(_ a: UnsafePointer<Float>, _ ars: Int, _ rows: Int) -> SixRows {
+    (a, a + (rows > 1 ? ars : 0), a + (rows > 2 ? 2 * ars : 0),
+     a + (rows > 3 ? 3 * ars : 0), a + (rows > 4 ? 4 * ars : 0), a + (rows > 5 ? 5 * ars : 0))
+}
+
 /// C[r][0..<16] = (accumulate ? C[r] : 0) + Σ_{x < len} A[r·ars + x·axs] · B[x·bxs + 0..<16]
 /// for r < rows (1…6). A is read by broadcasts, so either of its strides may be 1; rows beyond
 /// `rows` are computed from row 0 again (no read past A's valid rows) and not stored.
 @inline(__always)
 func outer16(rows: Int, len: Int, a: UnsafePointer<Float>, ars: Int, axs: Int,
              b: UnsafePointer<Float>, bxs: Int, c: UnsafeMutablePointer<Float>, crs: Int, accumulate: Bool) {
-    let a0 = a, a1 = a + (rows > 1 ? ars : 0), a2 = a + (rows > 2 ? 2 * ars : 0)
-    let a3 = a + (rows > 3 ? 3 * ars : 0), a4 = a + (rows > 4 ? 4 * ars : 0), a5 = a + (rows > 5 ? 5 * ars : 0)
+    let (a0, a1, a2, a3, a4, a5) = rowPointers(a, ars, rows)
     var c00 = Lanes(), c01 = Lanes(), c10 = Lanes(), c11 = Lanes(), c20 = Lanes(), c21 = Lanes()
     var c30 = Lanes(), c31 = Lanes(), c40 = Lanes(), c41 = Lanes(), c50 = Lanes(), c51 = Lanes()
     if accumulate {
@@ -60,8 +69,7 @@ func outer16(rows: Int, len: Int, a: UnsafePointer<Float>, ars: Int, axs: Int,
 @inline(__always)
 func outer8(rows: Int, len: Int, a: UnsafePointer<Float>, ars: Int, axs: Int,
             b: UnsafePointer<Float>, bxs: Int, c: UnsafeMutablePointer<Float>, crs: Int, accumulate: Bool) {
-    let a0 = a, a1 = a + (rows > 1 ? ars : 0), a2 = a + (rows > 2 ? 2 * ars : 0)
-    let a3 = a + (rows > 3 ? 3 * ars : 0), a4 = a + (rows > 4 ? 4 * ars : 0), a5 = a + (rows > 5 ? 5 * ars : 0)
+    let (a0, a1, a2, a3, a4, a5) = rowPointers(a, ars, rows)
     var c0 = Lanes(), c1 = Lanes(), c2 = Lanes(), c3 = Lanes(), c4 = Lanes(), c5 = Lanes()
     if accumulate {
         c0 = loadLanes(c)
