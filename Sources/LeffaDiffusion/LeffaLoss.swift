@@ -1,8 +1,8 @@
 // The Leffa loss (SPEC §3): each selected generative attention layer's target→reference attention,
 // averaged over heads, applied to the reference token grid's coordinates is a flow field; the
 // reference image warped by that flow (upsampled to image size) should match the target inside
-// the mask. The flow is computed by the memory-bounded attention kernel with values = coordinates,
-// so no n×n attention map is ever held.
+// the mask. The layers compute the per-head flows from their own score tiles (AttentionProbe,
+// `attention(sharing:)`), so no n×n attention map is ever held and no Q·Kᵀ is done twice.
 import Foundation
 import LeffaTensor
 import LeffaLayers
@@ -52,30 +52,13 @@ public struct LeffaLossResult {
     public let warped: [(layer: String, image: Tensor)]
 }
 
-/// Token coordinates of an h×w grid, row-major, (x, y) with x, y = linspace(−1, 1), repeated
-/// for `heads` heads: (B, h·w, heads·2).
-func coordinateValues(batch: Int, height h: Int, width w: Int, heads: Int) -> Tensor {
-    let out = Tensor(zeros: [batch, h * w, heads * 2])
-    func lin(_ i: Int, _ n: Int) -> Float { n == 1 ? -1 : -1 + 2 * Float(i) / Float(n - 1) }
-    let p = out.data
-    for b in 0..<batch {
-        for r in 0..<h { for c in 0..<w {
-            let row = p + (b * h * w + r * w + c) * heads * 2
-            for k in 0..<heads { row[2 * k] = lin(c, w); row[2 * k + 1] = lin(r, h) }
-        } }
-    }
-    return out
-}
-
-/// The flow field of one probed layer: mean over heads of softmax(Q·Kᵀ/(√d·τ)) · C → (B, h, w, 2).
-public func flowField(_ probe: AttentionProbe, tau: Float) -> Tensor {
-    let b = probe.query.shape[0], n = probe.query.shape[1], c = probe.query.shape[2]
-    shapeCheck(n == probe.height * probe.width && probe.key.shape == probe.query.shape, "flowField(\(probe.layer))",
-               probe.query.shape, probe.key.shape, expected: "queries and keys of a \(probe.height)×\(probe.width) grid")
-    let d = c / probe.heads
-    let coords = coordinateValues(batch: b, height: probe.height, width: probe.width, heads: probe.heads)
-    let perHead = attention(probe.query, probe.key, coords, heads: probe.heads, scale: 1 / (Float(d).squareRoot() * tau))
-    let flow = mean(perHead.reshaped([b, n, probe.heads, 2]), axes: [2])   // (B, n, 2)
+/// The flow field of one probed layer: mean over heads of its per-head flows → (B, h, w, 2).
+public func flowField(_ probe: AttentionProbe) -> Tensor {
+    let b = probe.flow.shape[0], n = probe.flow.shape[1]
+    shapeCheck(probe.flow.rank == 3 && n == probe.height * probe.width && probe.flow.shape[2] == probe.heads * 2,
+               "flowField(\(probe.layer))", probe.flow.shape,
+               expected: "per-head flows (B, \(probe.height)·\(probe.width), \(probe.heads)·2)")
+    let flow = mean(probe.flow.reshaped([b, n, probe.heads, 2]), axes: [2])   // (B, n, 2)
     return flow.reshaped([b, probe.height, probe.width, 2])
 }
 
@@ -90,7 +73,8 @@ public func leffaLoss(_ probes: [AttentionProbe], refImage: Tensor, tgtImage: Te
     var total: Tensor? = nil
     var flows: [(String, Tensor)] = [], warped: [(String, Tensor)] = []
     for probe in probes {
-        let flow = flowField(probe, tau: config.tau)                                  // (B, h, w, 2)
+        precondition(probe.tau == config.tau, "leffaLoss: \(probe.layer) was probed at τ = \(probe.tau), the loss is configured with τ = \(config.tau)")
+        let flow = flowField(probe)                                                   // (B, h, w, 2)
         // Steps 4–6 fused: upsample, warp, masked squared error, no image-sized temporaries.
         let perSample = flowWarpLoss(flow: flow, reference: refImage, target: tgtImage, mask: mask)  // (B)
         total = total.map { $0 + perSample } ?? perSample

@@ -24,15 +24,15 @@ public final class LeffaModel {
 
     /// One pass of both UNets: the reference UNet reads `refLatent` (B, 4, h, w) and the
     /// generative UNet reads `x` (B, 12, h, w) at `timesteps`; returns the predicted noise and the
-    /// context holding reference features and the probed layers' queries and keys.
+    /// context holding reference features and the probed layers' flows.
     /// `checkpointing`: both UNets recompute each block's activations in backward instead of
     /// keeping them (UNet2DConditionModel.callAsFunction).
-    public func denoise(x: Tensor, refLatent: Tensor, timesteps: [Float], probeLayers: Set<String> = [],
+    public func denoise(x: Tensor, refLatent: Tensor, timesteps: [Float], probes: FlowProbes = .none,
                         checkpointing: Bool = false) throws -> (eps: Tensor, context: ReferenceContext) {
         try config.checkLatentSize(x.shape[2], x.shape[3])
         shapeCheck(refLatent.shape[0] == x.shape[0] && refLatent.shape[2] == x.shape[2] && refLatent.shape[3] == x.shape[3],
                    "LeffaModel.denoise", x.shape, refLatent.shape, expected: "reference latent with the same batch and size")
-        let ctx = ReferenceContext(probeLayers: probeLayers)
+        let ctx = ReferenceContext(flowProbes: probes)
         unet_encoder(refLatent, timesteps: timesteps, context: ctx, checkpointing: checkpointing)
         let eps = unet(x, timesteps: timesteps, context: ctx, checkpointing: checkpointing)!
         return (eps, ctx)

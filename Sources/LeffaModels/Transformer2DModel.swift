@@ -35,11 +35,11 @@ public final class ReferenceContext {
     public var features: [Tensor] = []
     /// Next feature the generative UNet consumes.
     var cursor = 0
-    /// Names of the generative attention layers whose queries and reference keys to keep.
-    public var probeLayers: Set<String>
-    /// Queries and reference keys of probed layers, in execution order.
+    /// The generative attention layers whose flow to keep, and its temperature.
+    public var flowProbes: FlowProbes
+    /// The probed layers' flows, in execution order.
     public var probes: [AttentionProbe] = []
-    public init(probeLayers: Set<String> = []) { self.probeLayers = probeLayers }
+    public init(flowProbes: FlowProbes = .none) { self.flowProbes = flowProbes }
 
     /// The next `count` reference features, for the generative layer or block `reader`.
     func take(_ count: Int, for reader: String) -> [Tensor] {
@@ -84,12 +84,17 @@ public struct BasicTransformerBlock {
             let both = concat([x, ref], dim: 1)                  // (B, 2n, C)
             let q = a.to_q(x)                                    // only the target's n outputs are kept
             let k = a.to_k(both), v = a.to_v(both)
-            if context.probeLayers.contains(name + ".attn1") {
-                let n = x.shape[1]
-                context.probes.append(AttentionProbe(layer: name + ".attn1", query: q, key: slice(k, dim: 1, start: n, length: n),
-                                                     heads: a.heads, height: grid.0, width: grid.1))
+            if context.flowProbes.layers.contains(name + ".attn1") {
+                // The flow reads the reference half of these very scores (SPEC §3).
+                let n = x.shape[1], tau = context.flowProbes.tau
+                let coords = coordinateValues(batch: x.shape[0], height: grid.0, width: grid.1, heads: a.heads)
+                let (o, flow) = attention(q, k, v, heads: a.heads, sharing: SharedScores(keys: n..<(2 * n), temperature: tau, values: coords))
+                context.probes.append(AttentionProbe(layer: name + ".attn1", flow: flow, heads: a.heads,
+                                                     height: grid.0, width: grid.1, tau: tau))
+                h = h + a.to_out(o)
+            } else {
+                h = h + a.to_out(attention(q, k, v, heads: a.heads))
             }
-            h = h + a.to_out(attention(q, k, v, heads: a.heads))
         }
         h = h + norm2(h)               // cross-attention replaced by a processor returning its input
         h = h + ff(norm3(h))

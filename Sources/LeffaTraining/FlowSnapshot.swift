@@ -26,10 +26,10 @@ public enum FlowSnapshot {
     public static func flows(model: LeffaModel, inputs b: TrainBatch, layers: [String], tau: Float) throws -> [(String, Tensor, Tensor)] {
         try GradMode.withoutGrad {
             let x = b.generativeInput(NoiseSchedule())
-            let (_, ctx) = try model.denoise(x: x, refLatent: b.refLatent, timesteps: b.timesteps.map(Float.init), probeLayers: Set(layers))
+            let (_, ctx) = try model.denoise(x: x, refLatent: b.refLatent, timesteps: b.timesteps.map(Float.init), probes: FlowProbes(layers: Set(layers), tau: tau))
             let (hh, ww) = (b.imgRef.shape[2], b.imgRef.shape[3])
             return ctx.probes.map { p in
-                let flow = flowField(p, tau: tau)
+                let flow = flowField(p)
                 let grid = resizeBilinear(flow.permuted([0, 3, 1, 2]), size: (hh, ww)).permuted([0, 2, 3, 1])
                 return (p.layer, flow, gridSample(b.imgRef, grid))
             }

@@ -30,7 +30,7 @@ public enum GoldenPass {
         model.parameters.zeroGrads()
 
         let ts = i.timesteps.map(Float.init)
-        let (eps, ctx) = try model.denoise(x: i.x, refLatent: i.refLatent, timesteps: ts, probeLayers: Set(layers))
+        let (eps, ctx) = try model.denoise(x: i.x, refLatent: i.refLatent, timesteps: ts, probes: FlowProbes(layers: Set(layers), tau: config.tau))
         let diffusion = mse(eps, i.noise)
         let leffa = leffaLoss(ctx.probes, refImage: i.imgRef, tgtImage: i.imgTgt, mask: i.mask, timesteps: i.timesteps, config: config, keep: true)
         let total = diffusion + leffa.loss * config.weight

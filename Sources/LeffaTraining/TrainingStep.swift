@@ -82,7 +82,7 @@ public struct TrainingObjective {
             layers = Set(leffa.selectLayers(UNet2DConditionModel.attentionLayers(model.config.unet),
                                             latentHeight: b.latent.shape[2], imageHeight: b.imgTgt.shape[2]))
         }
-        let (eps, ctx) = try model.denoise(x: x, refLatent: b.refLatent, timesteps: b.timesteps.map(Float.init), probeLayers: layers,
+        let (eps, ctx) = try model.denoise(x: x, refLatent: b.refLatent, timesteps: b.timesteps.map(Float.init), probes: FlowProbes(layers: layers, tau: leffa?.tau ?? 1),
                                         checkpointing: activationCheckpointing)
         let target = prediction == .epsilon ? b.noise : prediction.target(b.latent, noise: b.noise, timesteps: b.timesteps, schedule: schedule)
         let diffusion = mse(eps, target)

@@ -80,11 +80,42 @@ struct EngineBench: ParsableCommand {
                             max(t[1].best - t[0].best, 1e-9), peakBest: pk))
         }
 
+        // The Leffa flow at a probed layer: the same queries over the reference half of the keys at
+        // temperature 2 with values = coordinates, once as a second attention (the loss's old way)
+        // and once read from the main attention's scores. Fractions count the main attention's
+        // FLOPs only, so they say how much the flow slows a probed layer.
+        let (nq, heads, d) = attnShapes[0]
+        let m = 2 * nq, width = heads * d
+        let fq = Tensor.randn([1, nq, width], seed: 7).requiringGrad(), fk = Tensor.randn([1, m, width], seed: 8).requiringGrad()
+        let fv = Tensor.randn([1, m, width], seed: 9).requiringGrad()
+        let coords = Tensor.randn([1, nq, heads * 2], seed: 11), seedOut = Tensor.randn([1, nq, width], seed: 10)
+        let seedFlow = Tensor.randn([1, nq, heads * 2], seed: 12)
+        let tau: Float = 2, flowScale = 1 / (Float(d).squareRoot() * tau)
+        let flop = 3.5 * 4.0 * Double(nq) * Double(m) * Double(d) * Double(heads) / 1e9
+        let flowShape = "n\(nq) m\(m) \(heads)x\(d)"
+        let (tf, pkf) = withPeak(repeats: reps, [
+            { sum(attention(fq, fk, fv, heads: heads) * seedOut).backward() },
+            {
+                let o = attention(fq, fk, fv, heads: heads)
+                let flow = attention(fq, slice(fk, dim: 1, start: nq, length: nq), coords, heads: heads, scale: flowScale)
+                (sum(o * seedOut) + sum(flow * seedFlow)).backward()
+            },
+            {
+                let (o, flow) = attention(fq, fk, fv, heads: heads, sharing: SharedScores(keys: nq..<m, temperature: tau, values: coords))
+                (sum(o * seedOut) + sum(flow * seedFlow)).backward()
+            }])
+        for (i, name) in ["attention fwd+bwd", "+ flow, separate", "+ flow, shared scores"].enumerated() {
+            rows.append(row(name, flowShape, flop, tf[i].median, tf[i].best, peakBest: pkf))
+        }
+        let flowSeparate = 100 * (tf[1].best / tf[0].best - 1), flowShared = 100 * (tf[2].best / tf[0].best - 1)
+
         let peakMedian = peakTimes.map(\.median).sorted()[peakTimes.count / 2]
         let peakBest = peakTimes.map(\.best).min()!
         rows.insert(BenchRow(name: "sgemm (peak)", shape: "\(s)x\(s)x\(s)", gflop: peakGflop, seconds: peakMedian,
                              bestSeconds: peakBest, fractionOfPeak: 1), at: 0)
         printTable(rows)
+        print(String(format: "\nLeffa flow on a probed layer (best times): +%.1f %% as a separate attention, +%.1f %% from shared scores",
+                     flowSeparate, flowShared))
         try writeJSON(Report(threads: Parallel.threads, sgemmPeakGflops: peakGflop / peakBest, rows: rows), to: options.json)
         print("\nwrote \(options.json)")
     }

@@ -176,6 +176,91 @@ final class AttentionTests: XCTestCase {
         }
     }
 
+    // MARK: - A second softmax on the same scores (the Leffa flow)
+
+    /// Cases for `attention(sharing:)`: the second softmax's keys (a range not aligned with any tile),
+    /// temperature and value width. The last is the Leffa flow's shape: keys = the second half,
+    /// τ = 2, values = 2 coordinates per head.
+    let sharedCases: [(c: Case, keys: Range<Int>, tau: Float, dv2: Int)] = [
+        (Case(B: 1, n: 1, m: 1, H: 1, d: 1, dv: 1), 0..<1, 1, 1),
+        (Case(B: 2, n: 37, m: 53, H: 3, d: 5, dv: 4, scale: 0.3), 11..<47, 2, 2),
+        (Case(B: 1, n: 45, m: 90, H: 2, d: 40, dv: 40), 45..<90, 2, 2),
+        (Case(B: 3, n: 17, m: 100, H: 1, d: 16, dv: 3, spread: 4), 0..<100, 0.5, 3),
+    ]
+
+    /// (out, second) and the gradients of Σ out·g + Σ second·g₂ against the double reference of two
+    /// separate attentions: the main one, and softmax(scale/τ · Q K[keys]ᵀ) · values.
+    func testSharedScoresMatchTwoSeparateAttentions() {
+        for tiling in [nil, Self.smallTiles] {
+            for (ci, t) in sharedCases.enumerated() {
+                let c = t.c
+                let (q, k, v, g) = inputs(c, seed: UInt64(200 + 10 * ci))
+                let values = Tensor.randn([c.B, t.keys.count, c.H * t.dv2], seed: UInt64(205 + 10 * ci))
+                let g2 = Tensor.randn([c.B, c.n, c.H * t.dv2], seed: UInt64(206 + 10 * ci))
+                let (out, second) = withTiling(tiling) { () -> (Tensor, Tensor) in
+                    let r = attention(q, k, v, heads: c.H, scale: c.scale,
+                                      sharing: SharedScores(keys: t.keys, temperature: t.tau, values: values))
+                    (sum(r.out * g) + sum(r.second * g2)).backward()
+                    return r
+                }
+                let main = reference(q, k, v, c, gradOut: g)
+                let kPart = slice(k.detached(), dim: 1, start: t.keys.lowerBound, length: t.keys.count)
+                let c2 = Case(B: c.B, n: c.n, m: t.keys.count, H: c.H, d: c.d, dv: t.dv2,
+                              scale: (c.scale ?? 1 / Float(c.d).squareRoot()) / t.tau)
+                let part = reference(q, kPart, values, c2, gradOut: g2)
+                var dq = main.dq, dk = main.dk
+                for i in 0..<dq.count { dq[i] += part.dq[i] }
+                let row = c.H * c.d
+                for b in 0..<c.B {
+                    for j in 0..<t.keys.count {
+                        for x in 0..<row { dk[(b * c.m + t.keys.lowerBound + j) * row + x] += part.dk[(b * t.keys.count + j) * row + x] }
+                    }
+                }
+                let label = "shared case \(ci), tiles \(tiling.map { "\($0)" } ?? "default")"
+                XCTAssertEqual(second.shape, [c.B, c.n, c.H * t.dv2])
+                for (name, got, want) in [("out", out.scalars, main.out), ("second", second.scalars, part.out),
+                                          ("dq", q.grad!.scalars, dq), ("dk", k.grad!.scalars, dk), ("dv", v.grad!.scalars, main.dv)] {
+                    let w = worstError(got, want)
+                    XCTAssertLessThanOrEqual(w.ratio, 1, "\(name) \(label): worst at \(w.index): \(got[w.index]) vs \(want[w.index])")
+                }
+            }
+        }
+    }
+
+    func testSharedScoresFiniteDifferences() {
+        for tiling in [nil, Self.smallTiles] {
+            let q = Tensor.randn([2, 19, 2 * 3], seed: 241), k = Tensor.randn([2, 40, 2 * 3], seed: 242)
+            let v = Tensor.randn([2, 40, 2 * 2], seed: 243), values = Tensor.randn([2, 21, 2 * 2], seed: 244)
+            let r = withTiling(tiling) {
+                checkGradients([q, k, v]) { x in
+                    let (o, o2) = attention(x[0], x[1], x[2], heads: 2, scale: 0.7,
+                                            sharing: SharedScores(keys: 19..<40, temperature: 2, values: values))
+                    return concat([o, o2], dim: 2)
+                }
+            }
+            XCTAssertTrue(r.ok, "\(r)")
+        }
+    }
+
+    func testSharedScoresSameBitsForAnyThreadCount() {
+        let saved = Parallel.threads
+        defer { Parallel.threads = saved }
+        let c = Case(B: 1, n: 200, m: 400, H: 2, d: 8, dv: 8)
+        func run(_ threads: Int) -> [[Float]] {
+            Parallel.threads = threads
+            let (q, k, v, g) = inputs(c, seed: 261)
+            let values = Tensor.randn([1, 200, 2 * 2], seed: 265), g2 = Tensor.randn([1, 200, 2 * 2], seed: 266)
+            let (o, o2) = attention(q, k, v, heads: c.H, sharing: SharedScores(keys: 200..<400, temperature: 2, values: values))
+            (sum(o * g) + sum(o2 * g2)).backward()
+            return [o.scalars, o2.scalars, q.grad!.scalars, k.grad!.scalars, v.grad!.scalars]
+        }
+        let one = run(1), two = run(2), three = run(3)
+        for i in 0..<5 {
+            XCTAssertEqual(one[i].map(\.bitPattern), two[i].map(\.bitPattern), "tensor \(i), 1 vs 2 threads")
+            XCTAssertEqual(one[i].map(\.bitPattern), three[i].map(\.bitPattern), "tensor \(i), 1 vs 3 threads")
+        }
+    }
+
     func testMemoryStaysFarBelowOneScoreMatrix() {
         // n = 4096 queries, m = 8192 keys, one head: a float32 score matrix would be 128 MiB.
         let (n, m, d) = (4096, 8192, 8)

@@ -49,16 +49,8 @@ struct AttentionShape {
 /// q: (B, n, H·d), k: (B, m, H·d), v: (B, m, H·dv) → (B, n, H·dv). Head h uses columns h·d..<(h+1)·d
 /// (PyTorch/diffusers head layout, no permute needed). scale defaults to 1/√d.
 public func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int, scale: Float? = nil) -> Tensor {
-    shapeCheck(q.rank == 3 && k.rank == 3 && v.rank == 3, "attention", q.shape, k.shape, v.shape,
-               expected: "q (B, n, H·d), k (B, m, H·d), v (B, m, H·dv)")
-    shapeCheck(heads >= 1 && q.shape[2] % heads == 0 && v.shape[2] % heads == 0, "attention(heads: \(heads))",
-               q.shape, v.shape, expected: "channel counts divisible by \(heads) heads")
-    shapeCheck(k.shape[0] == q.shape[0] && k.shape[2] == q.shape[2] && v.shape[0] == q.shape[0] && v.shape[1] == k.shape[1],
-               "attention", q.shape, k.shape, v.shape, expected: "q (B, n, H·d), k (B, m, H·d), v (B, m, H·dv)")
-    let s = AttentionShape(B: q.shape[0], n: q.shape[1], m: k.shape[1], H: heads,
-                           d: q.shape[2] / heads, dv: v.shape[2] / heads)
+    let s = AttentionShape(checking: q, k, v, heads: heads)
     let sc = scale ?? 1 / Float(s.d).squareRoot()
-    let log2e: Float = 1.44269504088896341
 
     let out = Tensor(zeros: [s.B, s.n, s.H * s.dv])
     let lse = Storage(count: s.B * s.H * s.n)                                     // (B, H, n), base 2
@@ -73,6 +65,84 @@ public func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int, scale: 
         attentionBackward(qs.base, ks.base, vs.base, o: os.base, lse: lse.base, gradOut: g.data,
                           dq: dq?.data, dk: dk?.data, dv: dv?.data, s, scale: sc, scale2: sc * log2e)
         return [dq, dk, dv]
+    }
+}
+
+/// What `attention(_:_:_:heads:scale:sharing:)` computes besides the attention, from the same
+/// score tiles: a softmax of the same queries over key rows `keys` at the scores divided by
+/// `temperature`, weighting `values` (B, keys.count, H·dv₂), constants that get no gradient.
+/// The Leffa flow is one: target queries over the reference keys at temperature τ, values = the
+/// reference grid's coordinates.
+public struct SharedScores {
+    public var keys: Range<Int>
+    public var temperature: Float
+    public var values: Tensor
+    public init(keys: Range<Int>, temperature: Float, values: Tensor) {
+        self.keys = keys; self.temperature = temperature; self.values = values
+    }
+}
+
+/// Attention and, from the same scores, a second softmax (`SharedScores`) → (out (B, n, H·dv),
+/// second (B, n, H·dv₂)). The second costs its exponentials and its dv₂-wide products only: no
+/// second Q Kᵀ in forward, and its score gradient joins the main one before the dQ and dK
+/// products in backward, instead of a whole attention of its own (three products of width d).
+public func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int, scale: Float? = nil,
+                      sharing shared: SharedScores) -> (out: Tensor, second: Tensor) {
+    let s = AttentionShape(checking: q, k, v, heads: heads)
+    let values = shared.values
+    shapeCheck(shared.keys.lowerBound >= 0 && shared.keys.upperBound <= s.m && !shared.keys.isEmpty && values.rank == 3
+               && values.shape[0] == s.B && values.shape[1] == shared.keys.count && values.shape[2] % heads == 0,
+               "attention(sharing: keys \(shared.keys))", k.shape, values.shape,
+               expected: "a non-empty range of k's \(s.m) rows and values (B, \(shared.keys.count), H·dv₂)")
+    precondition(!values.requiresGrad, "attention(sharing:): the second softmax's values get no gradient; pass a constant")
+    precondition(shared.temperature > 0, "attention(sharing:): temperature \(shared.temperature) must be positive")
+    let sc = scale ?? 1 / Float(s.d).squareRoot(), dv2 = values.shape[2] / heads
+    let out = Tensor(zeros: [s.B, s.n, s.H * s.dv]), second = Tensor(zeros: [s.B, s.n, s.H * dv2])
+    let lse = Storage(count: s.B * s.H * s.n), lse2 = Storage(count: s.B * s.H * s.n)
+    let part = SecondSoftmax(keys: shared.keys, ratio: 1 / shared.temperature, H: s.H, dv: dv2, values: values.data,
+                             out: second.data, lse: lse2.base)
+    attentionForward(q.data, k.data, v.data, out: out.data, lse: lse.base, s, scale2: sc * log2e, second: part)
+    GraphReads.current?.note([q, k, v])
+    guard GradMode.enabled, q.requiresGrad || k.requiresGrad || v.requiresGrad else { return (out, second) }
+
+    // Two outputs, one backward: each output's node hands its gradient to an anchor created
+    // before them, which runs after both (newest first) and does the kernel's backward once.
+    final class Gradients { var out: Tensor?, second: Tensor? }
+    let grads = Gradients()
+    let qs = q.storage, ks = k.storage, vs = v.storage, os = out.storage, s2 = second.storage, vals = values.storage
+    let qNeeds = q.requiresGrad, kNeeds = k.requiresGrad, vNeeds = v.requiresGrad
+    let anchor = Tensor(zeros: [0]).recording("attention (shared scores)", [q, k, v]) { _ in
+        let dq = qNeeds ? Tensor(zeros: [s.B, s.n, s.H * s.d]) : nil
+        let dk = kNeeds ? Tensor(zeros: [s.B, s.m, s.H * s.d]) : nil
+        let dv = vNeeds ? Tensor(zeros: [s.B, s.m, s.H * s.dv]) : nil
+        let g = grads.out ?? Tensor(zeros: [s.B, s.n, s.H * s.dv])
+        var f = SecondSoftmax(keys: shared.keys, ratio: 1 / shared.temperature, H: s.H, dv: dv2, values: vals.base,
+                              out: s2.base, lse: lse2.base)
+        f.gradOut = grads.second.map { UnsafePointer($0.data) }
+        withExtendedLifetime((grads.second, g)) {
+            attentionBackward(qs.base, ks.base, vs.base, o: os.base, lse: lse.base, gradOut: g.data,
+                              dq: dq?.data, dk: dk?.data, dv: dv?.data, s, scale: sc, scale2: sc * log2e, second: f)
+        }
+        grads.out = nil; grads.second = nil
+        return [dq, dk, dv]
+    }
+    let o = out.recording("attention (shared scores) output", [anchor]) { g in grads.out = g; return [Tensor(zeros: [0])] }
+    let o2 = second.recording("attention (shared scores) second output", [anchor]) { g in grads.second = g; return [Tensor(zeros: [0])] }
+    return (o, o2)
+}
+
+let log2e: Float = 1.44269504088896341
+
+extension AttentionShape {
+    /// The sizes of q (B, n, H·d), k (B, m, H·d), v (B, m, H·dv), or a shape error naming them.
+    init(checking q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int) {
+        shapeCheck(q.rank == 3 && k.rank == 3 && v.rank == 3, "attention", q.shape, k.shape, v.shape,
+                   expected: "q (B, n, H·d), k (B, m, H·d), v (B, m, H·dv)")
+        shapeCheck(heads >= 1 && q.shape[2] % heads == 0 && v.shape[2] % heads == 0, "attention(heads: \(heads))",
+                   q.shape, v.shape, expected: "channel counts divisible by \(heads) heads")
+        shapeCheck(k.shape[0] == q.shape[0] && k.shape[2] == q.shape[2] && v.shape[0] == q.shape[0] && v.shape[1] == k.shape[1],
+                   "attention", q.shape, k.shape, v.shape, expected: "q (B, n, H·d), k (B, m, H·d), v (B, m, H·dv)")
+        self.init(B: q.shape[0], n: q.shape[1], m: k.shape[1], H: heads, d: q.shape[2] / heads, dv: v.shape[2] / heads)
     }
 }
 
@@ -107,6 +177,76 @@ func packRows(_ src: UnsafePointer<Float>, ld: Int, width: Int, pad: Int, count:
 
 @inline(__always) func roundUp(_ x: Int, _ multiple: Int) -> Int { (x + multiple - 1) / multiple * multiple }
 
+// MARK: - A second softmax on the same scores
+
+/// A second softmax read from the main attention's score tiles: over key rows `keys`, at the
+/// main (base-2) scores times `ratio`, weighting its own values (B, keys.count, H·dv). Forward
+/// writes `out` and `lse`; backward reads them and `gradOut`, adding its score gradient to the
+/// main one before the dQ and dK products.
+struct SecondSoftmax {
+    let keys: Range<Int>, ratio: Float, H: Int, dv: Int
+    let values: UnsafePointer<Float>
+    let out: UnsafeMutablePointer<Float>       // (B, n, H·dv)
+    let lse: UnsafeMutablePointer<Float>       // (B, H, n), base 2
+    var gradOut: UnsafePointer<Float>? = nil   // (B, n, H·dv), backward only
+    var ldv: Int { H * dv }
+
+    /// Rows lo ..< hi of the key tile j0 ..< j0 + cols that are its keys (lo == hi: none).
+    @inline(__always) func overlap(_ j0: Int, _ cols: Int) -> (Int, Int) {
+        let lo = max(keys.lowerBound, j0), hi = min(keys.upperBound, j0 + cols)
+        return lo < hi ? (lo - j0, hi - j0) : (0, 0)
+    }
+    /// Its value row for key row j of batch b, head h.
+    @inline(__always) func valueRow(_ b: Int, _ h: Int, _ j: Int) -> UnsafePointer<Float> {
+        values + (b * keys.count + j - keys.lowerBound) * ldv + h * dv
+    }
+}
+
+/// One key tile of the online softmax of 16 lanes: Sᵀ rows (count × 16, times `ratio` if given)
+/// → Pᵀ = 2^(Sᵀ − max) into `p` (may be the scores themselves), the running max and sum in
+/// `stats` (16 + 16) updated, and Oᵀ (outRows × 16) rescaled when the maximum grew.
+@inline(__always)
+func onlineSoftmaxStep(_ st: UnsafeMutablePointer<Float>, count: Int, ratio: Float?, into p: UnsafeMutablePointer<Float>,
+                       stats: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, outRows: Int) {
+    let L = attentionLanes, r = Lanes(repeating: ratio ?? 1)
+    @inline(__always) func score(_ j: Int, _ half: Int) -> Lanes {
+        ratio == nil ? loadLanes(st + j * L + half) : r * loadLanes(st + j * L + half)
+    }
+    let mx = stats, sum = stats + L
+    var m0 = loadLanes(mx), m1 = loadLanes(mx + 8)
+    let old0 = m0, old1 = m1
+    for j in 0..<count { m0 = FastMath.vmax(m0, score(j, 0)); m1 = FastMath.vmax(m1, score(j, 8)) }
+    var l0 = loadLanes(sum), l1 = loadLanes(sum + 8)
+    if any(m0 .> old0) || any(m1 .> old1) {
+        // The maximum grew: earlier weights were relative to a smaller one.
+        let c0 = softmaxWeight(old0 - m0), c1 = softmaxWeight(old1 - m1)
+        l0 *= c0; l1 *= c1
+        for c in 0..<outRows {
+            let o = out + c * L
+            storeLanes(loadLanes(o) * c0, o); storeLanes(loadLanes(o + 8) * c1, o + 8)
+        }
+        storeLanes(m0, mx); storeLanes(m1, mx + 8)
+    }
+    for j in 0..<count {
+        let p0 = softmaxWeight(score(j, 0) - m0), p1 = softmaxWeight(score(j, 8) - m1)
+        storeLanes(p0, p + j * L); storeLanes(p1, p + j * L + 8)
+        l0 += p0; l1 += p1
+    }
+    storeLanes(l0, sum); storeLanes(l1, sum + 8)
+}
+
+/// The end of a lane group's online softmax: O = Oᵀ / sum into `count` rows of `out`, lse = max + log₂ sum.
+@inline(__always)
+func finishSoftmax(_ ot: UnsafePointer<Float>, stats: UnsafePointer<Float>, dv: Int, count: Int,
+                   out: UnsafeMutablePointer<Float>, ldo: Int, lse: UnsafeMutablePointer<Float>) {
+    let L = attentionLanes
+    for lane in 0..<count {
+        let inv = 1 / stats[L + lane], o = out + lane * ldo
+        for c in 0..<dv { o[c] = ot[c * L + lane] * inv }
+        lse[lane] = stats[lane] + log2(stats[L + lane])
+    }
+}
+
 // MARK: - Forward
 
 /// out (B, n, H·dv) = softmax₂(S₂) V per head with S₂ = scale2 · Q Kᵀ, and lse (B, H, n) =
@@ -114,16 +254,20 @@ func packRows(_ src: UnsafePointer<Float>, ld: Int, width: Int, pad: Int, count:
 /// queries that share each key tile while it is in cache.
 func attentionForward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
                       out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>,
-                      _ s: AttentionShape, scale2: Float) {
+                      _ s: AttentionShape, scale2: Float, second: SecondSoftmax? = nil) {
     let L = attentionLanes
     let groups = max(1, roundUp(AttentionTiling.forwardQueries, L) / L), bq = groups * L
     let bk = max(1, AttentionTiling.forwardKeys)
     let qTiles = (s.n + bq - 1) / bq
+    let dv2 = second?.dv ?? 0
     Parallel.for(s.B * s.H * qTiles) { items in
-        // Per group: Qᵀ (d × 16), Oᵀ (dv × 16), running max and sum (16 each); one Sᵀ/Pᵀ tile.
-        let scratch = Storage(count: groups * (s.d * L + s.dv * L + 2 * L) + bk * L)
+        // Per group: Qᵀ (d × 16), Oᵀ (dv × 16), running max and sum (16 each); one Sᵀ/Pᵀ tile;
+        // the second softmax's Oᵀ, max and sum per group and its Pᵀ tile.
+        let scratch = Storage(count: groups * (s.d * L + s.dv * L + 2 * L) + bk * L
+                                     + (second == nil ? 0 : groups * (dv2 * L + 2 * L) + bk * L))
         let qt = scratch.base, ot = qt + groups * s.d * L, stats = ot + groups * s.dv * L
         let st = stats + groups * 2 * L
+        let ot2 = st + bk * L, stats2 = ot2 + groups * dv2 * L, st2 = stats2 + groups * 2 * L
         for item in items {
             let t = item % qTiles, bh = item / qTiles, h = bh % s.H, b = bh / s.H
             let i0 = t * bq, rows = min(bq, s.n - i0), live = (rows + L - 1) / L
@@ -136,52 +280,44 @@ func attentionForward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v:
                 (stats + g * 2 * L).update(repeating: -.infinity, count: L)
                 (stats + g * 2 * L + L).update(repeating: 0, count: L)
             }
+            if second != nil {
+                ot2.update(repeating: 0, count: live * dv2 * L)
+                for g in 0..<live {
+                    (stats2 + g * 2 * L).update(repeating: -.infinity, count: L)
+                    (stats2 + g * 2 * L + L).update(repeating: 0, count: L)
+                }
+            }
             var j0 = 0
             while j0 < s.m {
                 let cols = min(bk, s.m - j0)
                 let kb = k + (b * s.m + j0) * s.ldq + h * s.d, vb = v + (b * s.m + j0) * s.ldv + h * s.dv
+                let (lo, hi) = second?.overlap(j0, cols) ?? (0, 0)
                 for g in 0..<live {
-                    let og = ot + g * s.dv * L, mx = stats + g * 2 * L, sum = mx + L
                     // Sᵀ (cols × 16) = K Qᵀ.
                     outerProduct(rows: cols, width: L, len: s.d, a: kb, ars: s.ldq, axs: 1,
                                  b: qt + g * s.d * L, bxs: L, c: st, crs: L, accumulate: false)
-                    var m0 = loadLanes(mx), m1 = loadLanes(mx + 8)
-                    let old0 = m0, old1 = m1
-                    for j in 0..<cols {
-                        m0 = FastMath.vmax(m0, loadLanes(st + j * L)); m1 = FastMath.vmax(m1, loadLanes(st + j * L + 8))
+                    if let f = second, lo < hi {
+                        // The second softmax first: the main one overwrites Sᵀ with Pᵀ.
+                        onlineSoftmaxStep(st + lo * L, count: hi - lo, ratio: f.ratio, into: st2, stats: stats2 + g * 2 * L,
+                                          out: ot2 + g * dv2 * L, outRows: dv2)
+                        outerProduct(rows: dv2, width: L, len: hi - lo, a: f.valueRow(b, h, j0 + lo), ars: 1, axs: f.ldv,
+                                     b: st2, bxs: L, c: ot2 + g * dv2 * L, crs: L, accumulate: true)
                     }
-                    var l0 = loadLanes(sum), l1 = loadLanes(sum + 8)
-                    if any(m0 .> old0) || any(m1 .> old1) {
-                        // The maximum grew: earlier weights were relative to a smaller one.
-                        let c0 = softmaxWeight(old0 - m0), c1 = softmaxWeight(old1 - m1)
-                        l0 *= c0; l1 *= c1
-                        for c in 0..<s.dv {
-                            let o = og + c * L
-                            storeLanes(loadLanes(o) * c0, o); storeLanes(loadLanes(o + 8) * c1, o + 8)
-                        }
-                        storeLanes(m0, mx); storeLanes(m1, mx + 8)
-                    }
-                    // Pᵀ = 2^(Sᵀ − max) in place, summed per lane.
-                    for j in 0..<cols {
-                        let p0 = softmaxWeight(loadLanes(st + j * L) - m0)
-                        let p1 = softmaxWeight(loadLanes(st + j * L + 8) - m1)
-                        storeLanes(p0, st + j * L); storeLanes(p1, st + j * L + 8)
-                        l0 += p0; l1 += p1
-                    }
-                    storeLanes(l0, sum); storeLanes(l1, sum + 8)
+                    onlineSoftmaxStep(st, count: cols, ratio: nil, into: st, stats: stats + g * 2 * L,
+                                      out: ot + g * s.dv * L, outRows: s.dv)
                     // Oᵀ (dv × 16) += Vᵀ Pᵀ.
                     outerProduct(rows: s.dv, width: L, len: cols, a: vb, ars: 1, axs: s.ldv,
-                                 b: st, bxs: L, c: og, crs: L, accumulate: true)
+                                 b: st, bxs: L, c: ot + g * s.dv * L, crs: L, accumulate: true)
                 }
                 j0 += cols
             }
             for g in 0..<live {
-                let og = ot + g * s.dv * L, mx = stats + g * 2 * L, sum = mx + L
-                for lane in 0..<min(L, rows - g * L) {
-                    let i = i0 + g * L + lane, inv = 1 / sum[lane]
-                    let o = out + (b * s.n + i) * s.ldv + h * s.dv
-                    for c in 0..<s.dv { o[c] = og[c * L + lane] * inv }
-                    lse[bh * s.n + i] = mx[lane] + log2(sum[lane])
+                let count = min(L, rows - g * L), at = b * s.n + i0 + g * L
+                finishSoftmax(ot + g * s.dv * L, stats: stats + g * 2 * L, dv: s.dv, count: count,
+                              out: out + at * s.ldv + h * s.dv, ldo: s.ldv, lse: lse + bh * s.n + i0 + g * L)
+                if let f = second {
+                    finishSoftmax(ot2 + g * dv2 * L, stats: stats2 + g * 2 * L, dv: dv2, count: count,
+                                  out: f.out + at * f.ldv + h * dv2, ldo: f.ldv, lse: f.lse + bh * s.n + i0 + g * L)
                 }
             }
         }
@@ -202,7 +338,8 @@ func attentionForward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v:
 func attentionBackward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
                        o: UnsafePointer<Float>, lse: UnsafePointer<Float>, gradOut: UnsafePointer<Float>,
                        dq: UnsafeMutablePointer<Float>?, dk: UnsafeMutablePointer<Float>?,
-                       dv: UnsafeMutablePointer<Float>?, _ s: AttentionShape, scale: Float, scale2: Float) {
+                       dv: UnsafeMutablePointer<Float>?, _ s: AttentionShape, scale: Float, scale2: Float,
+                       second: SecondSoftmax? = nil) {
     if dq == nil && dk == nil && dv == nil { return }
     let L = attentionLanes
     let qGroups = max(1, roundUp(AttentionTiling.backwardQueries, L) / L), bq = qGroups * L
@@ -211,6 +348,9 @@ func attentionBackward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v
     let BH = s.B * s.H
     let kTiles = (s.m + bk - 1) / bk, qTiles = (s.n + bq - 1) / bq, nG = (s.n + L - 1) / L
     let groups = max(1, min(kTiles, (AttentionTiling.backwardMinItems + BH - 1) / BH))
+    // The second softmax matters only through dS (its values are constants).
+    let f = needScoresGrad && second?.gradOut != nil ? second : nil
+    let dv2 = f?.dv ?? 0
 
     // Packed per (batch·head, lane group): scale2·Qᵀ (d × 16), dOᵀ (dv × 16), lse (+∞ in padding
     // lanes, so their P is 0) and Δ = Σ dO ∘ O. Rows of Q and dO padded to a multiple of 8 only if
@@ -221,6 +361,9 @@ func attentionBackward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v
     let dotAll = Storage(count: needScoresGrad ? BH * nG * s.dv * L : 0)
     let lseAll = Storage(count: BH * nG * L), deltaAll = Storage(count: BH * nG * L)
     let qRows = Storage(count: padQ ? BH * s.n * dPad : 0), goRows = Storage(count: padGo ? BH * s.n * dvPad : 0)
+    // The same for the second softmax: its dOᵀ, lse and Δ per lane group.
+    let dot2All = Storage(count: BH * nG * dv2 * L)
+    let lse2All = Storage(count: f == nil ? 0 : BH * nG * L), delta2All = Storage(count: f == nil ? 0 : BH * nG * L)
     Parallel.for(BH * nG) { range in
         for item in range {
             let G = item % nG, bh = item / nG, h = bh % s.H, b = bh / s.H
@@ -241,6 +384,16 @@ func attentionBackward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v
                     deltaAll.base[lanes + lane] = acc
                 }
             }
+            if let f, let g2 = f.gradOut {
+                let gi2 = g2 + (b * s.n + i0) * f.ldv + h * dv2, oi2 = f.out + (b * s.n + i0) * f.ldv + h * dv2
+                packTransposed(gi2, ld: f.ldv, width: dv2, count: count, factor: 1, into: dot2All.base + item * dv2 * L)
+                for lane in 0..<L {
+                    lse2All.base[lanes + lane] = lane < count ? f.lse[bh * s.n + i0 + lane] : .infinity
+                    var acc: Float = 0
+                    for c in 0..<dv2 where lane < count { acc += gi2[lane * f.ldv + c] * oi2[lane * f.ldv + c] }
+                    delta2All.base[lanes + lane] = acc
+                }
+            }
             if padQ { packRows(qi, ld: s.ldq, width: s.d, pad: dPad, count: count, into: qRows.base + (bh * s.n + i0) * dPad) }
             if padGo { packRows(gi, ld: s.ldv, width: s.dv, pad: dvPad, count: count, into: goRows.base + (bh * s.n + i0) * dvPad) }
         }
@@ -252,7 +405,8 @@ func attentionBackward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v
         // Per key tile: Pᵀ and dSᵀ (bk × bq, a block's lane groups side by side), dK and dV sums.
         let scratch = Storage(count: 2 * bk * bq + bk * (dPad + dvPad))
         let pt = scratch.base, dst = pt + bk * bq, dkAcc = dst + bk * bq, dvAcc = dkAcc + bk * dPad
-        let scaleV = Lanes(repeating: scale)
+        let scaleV = Lanes(repeating: scale), ratio2 = Lanes(repeating: f?.ratio ?? 1)
+        let scale2V = Lanes(repeating: scale * (f?.ratio ?? 1))
         for item in items {
             let g = item % groups, bh = item / groups, h = bh % s.H, b = bh / s.H
             let kh = k + b * s.m * s.ldq + h * s.d, vh = v + b * s.m * s.ldv + h * s.dv
@@ -266,6 +420,7 @@ func attentionBackward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v
             for kt in (kTiles * g / groups)..<(kTiles * (g + 1) / groups) {
                 let j0 = kt * bk, cols = min(bk, s.m - j0)
                 let kb = kh + j0 * s.ldq, vb = vh + j0 * s.ldv
+                let (lo, hi) = f?.overlap(j0, cols) ?? (cols, cols)
                 dkAcc.update(repeating: 0, count: cols * dPad)
                 dvAcc.update(repeating: 0, count: cols * dvPad)
                 for qtile in 0..<qTiles {
@@ -282,13 +437,45 @@ func attentionBackward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v
                         }
                         let lp = lseAll.base + packed * L, dp = deltaAll.base + packed * L
                         let l0 = loadLanes(lp), l1 = loadLanes(lp + 8), d0 = loadLanes(dp), d1 = loadLanes(dp + 8)
-                        for j in 0..<cols {
+                        @inline(__always) func weights(_ j: Int) -> (Lanes, Lanes) {
                             let pj = pg + j * bq, dj = dsg + j * bq
                             let p0 = softmaxWeight(loadLanes(pj) - l0), p1 = softmaxWeight(loadLanes(pj + 8) - l1)
                             storeLanes(p0, pj); storeLanes(p1, pj + 8)
-                            if needScoresGrad {
-                                storeLanes(scaleV * (p0 * (loadLanes(dj) - d0)), dj)
-                                storeLanes(scaleV * (p1 * (loadLanes(dj + 8) - d1)), dj + 8)
+                            return (p0, p1)
+                        }
+                        @inline(__always) func scoresGrad(_ j: Int, _ p0: Lanes, _ p1: Lanes) -> (Lanes, Lanes) {
+                            let dj = dsg + j * bq
+                            return (scaleV * (p0 * (loadLanes(dj) - d0)), scaleV * (p1 * (loadLanes(dj + 8) - d1)))
+                        }
+                        // Keys outside the second softmax's (all of them without one).
+                        @inline(__always) func mainOnly(_ range: Range<Int>) {
+                            for j in range {
+                                let (p0, p1) = weights(j)
+                                if needScoresGrad {
+                                    let (ds0, ds1) = scoresGrad(j, p0, p1)
+                                    storeLanes(ds0, dsg + j * bq); storeLanes(ds1, dsg + j * bq + 8)
+                                }
+                            }
+                        }
+                        mainOnly(0..<lo); mainOnly(hi..<cols)
+                        if let f, lo < hi {
+                            // The second softmax's keys: its dS, scale·ratio · P₂ ∘ (dP₂ − Δ₂) with
+                            // P₂ = 2^(ratio·S₂ − lse₂) and dP₂ = V₂ dO₂ᵀ (dv₂ terms), joins the main one.
+                            let lp2 = lse2All.base + packed * L, dp2 = delta2All.base + packed * L, go2 = dot2All.base + packed * dv2 * L
+                            let m0 = loadLanes(lp2), m1 = loadLanes(lp2 + 8), e0 = loadLanes(dp2), e1 = loadLanes(dp2 + 8)
+                            for j in lo..<hi {
+                                let s0 = ratio2 * loadLanes(pg + j * bq), s1 = ratio2 * loadLanes(pg + j * bq + 8)
+                                let (p0, p1) = weights(j)
+                                var (ds0, ds1) = scoresGrad(j, p0, p1)
+                                let w0 = softmaxWeight(s0 - m0), w1 = softmaxWeight(s1 - m1)
+                                let vr = f.valueRow(b, h, j0 + j)
+                                var g0 = -e0, g1 = -e1
+                                for c in 0..<dv2 {
+                                    let x = Lanes(repeating: vr[c])
+                                    g0.addProduct(x, loadLanes(go2 + c * L)); g1.addProduct(x, loadLanes(go2 + c * L + 8))
+                                }
+                                ds0.addProduct(scale2V, w0 * g0); ds1.addProduct(scale2V, w1 * g1)
+                                storeLanes(ds0, dsg + j * bq); storeLanes(ds1, dsg + j * bq + 8)
                             }
                         }
                         // dQᵀ (d × 16) += Kᵀ dSᵀ.
