@@ -165,7 +165,10 @@ def flow_layers(unet, image_height, latent_height, fraction=MIN_RES_FRACTION):
             level = len(unet.up_blocks) - 1 - int(layer.split(".")[1])
         else:  # mid block: below the last downsampling
             level = len(unet.down_blocks) - 1
-        if (latent_height >> level) >= fraction * image_height:
+        grid = latent_height
+        for _ in range(level):  # each stride-2 downsampler (3×3, padding 1) takes ⌈n/2⌉
+            grid = (grid + 1) // 2
+        if grid >= fraction * image_height:
             layers.append(layer)
     return layers
 

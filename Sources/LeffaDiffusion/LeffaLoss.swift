@@ -39,7 +39,12 @@ public struct LeffaLossConfig: Codable, Equatable, Sendable {
     /// latent) at a given latent and image height.
     public func selectLayers(_ all: [(name: String, factor: Int)], latentHeight: Int, imageHeight: Int) -> [String] {
         if let layers { return layers }
-        return all.filter { Float(latentHeight / $0.factor) / Float(imageHeight) >= minResolutionFraction - 1e-7 }.map(\.name)
+        return all.filter {
+            // The layer's token rows: each stride-2 downsampler (3×3, padding 1) takes ⌈n/2⌉.
+            var grid = latentHeight, f = $0.factor
+            while f > 1 { grid = (grid + 1) / 2; f /= 2 }
+            return Float(grid) / Float(imageHeight) >= minResolutionFraction - 1e-7
+        }.map(\.name)
     }
 }
 

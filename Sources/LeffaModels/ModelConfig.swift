@@ -41,8 +41,6 @@ public struct UNetConfig: Codable, Equatable, Sendable {
 
     public var timeEmbedDim: Int { 4 * blockOutChannels[0] }
     public var levels: Int { blockOutChannels.count }
-    /// Latent sizes must halve cleanly at every downsampler.
-    public var sizeMultiple: Int { 1 << (levels - 1) }
 }
 
 public struct VAEConfig: Codable, Equatable, Sendable {
@@ -132,11 +130,11 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         return out
     }
 
-    /// Checks that a latent of h×w fits the UNet (halves cleanly at every level).
+    /// Checks that a latent of h×w fits the UNet: any positive size does (odd sides are rounded up
+    /// going down and resized back going up, as diffusers' UNet does).
     public func checkLatentSize(_ h: Int, _ w: Int) throws {
-        let m = unet.sizeMultiple
-        if h <= 0 || w <= 0 || h % m != 0 || w % m != 0 {
-            throw ModelError.badSize("latent size \(h)×\(w): expected both sides positive multiples of \(m) (2^(levels−1) for \(unet.levels) levels); image sides must then be multiples of \(m * vae.downscale)")
+        if h <= 0 || w <= 0 {
+            throw ModelError.badSize("latent size \(h)×\(w): expected both sides ≥ 1")
         }
     }
 }

@@ -41,9 +41,14 @@ public struct Downsample2D {
     public func callAsFunction(_ x: Tensor) -> Tensor { conv(x) }
 }
 
-/// Upsample2D: nearest ×2, then a 3×3 convolution.
+/// Upsample2D: nearest ×2, then a 3×3 convolution. In the UNet the ×2 is "to the size of the
+/// skip connection read next" (diffusers' `upsample_size`): a side that the stride-2 downsampler
+/// rounded up (11 → 6) comes back to 11, not 12, by PyTorch's nearest rule.
 public struct Upsample2D {
     let conv: Conv2d
     public init(_ s: Scope, channels: Int) { conv = Conv2d(s / "conv", channels, channels, kernel: 3, padding: 1) }
-    public func callAsFunction(_ x: Tensor) -> Tensor { conv(upsampleNearest(x, scale: 2)) }
+    public func callAsFunction(_ x: Tensor, to size: (Int, Int)? = nil) -> Tensor {
+        guard let size, size != (2 * x.shape[2], 2 * x.shape[3]) else { return conv(upsampleNearest(x, scale: 2)) }
+        return conv(resizeNearest(x, size: size))
+    }
 }

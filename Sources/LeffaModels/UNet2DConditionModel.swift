@@ -97,8 +97,7 @@ public struct UNet2DConditionModel {
         shapeCheck(x.rank == 4 && x.shape[1] == conv_in.weight.shape[1], "\(role) UNet input", x.shape, conv_in.weight.shape,
                    expected: "(B, \(conv_in.weight.shape[1]), h, w)")
         shapeCheck(timesteps.count == x.shape[0], "\(role) UNet timesteps", [timesteps.count], x.shape, expected: "one timestep per sample")
-        let m = config.sizeMultiple
-        shapeCheck(x.shape[2] % m == 0 && x.shape[3] % m == 0, "\(role) UNet latent size", x.shape, expected: "h and w multiples of \(m)")
+        shapeCheck(x.shape[2] > 0 && x.shape[3] > 0, "\(role) UNet latent size", x.shape, expected: "h, w ≥ 1")
         let tEmb = timestepEmbedding(timesteps, dim: config.blockOutChannels[0], flipSinToCos: true, downscaleFreqShift: 0)
         let emb = linear_2(silu(linear_1(tEmb)))
         let embAct = silu(emb)          // every resnet applies SiLU to the embedding first
@@ -119,8 +118,9 @@ public struct UNet2DConditionModel {
         for block in up_blocks {
             let read = Array(skips.suffix(block.resnets.count).reversed())
             skips.removeLast(block.resnets.count)
+            let size = skips.last.map { ($0.shape[2], $0.shape[3]) }
             h = runBlock(attentions: block.attentions.count, [h, embAct] + read, context: context, checkpointing: checkpointing) { t, ctx in
-                [block(t[0], t[1], skips: Array(t[2...]), role: role, context: ctx)]
+                [block(t[0], t[1], skips: Array(t[2...]), upsampleSize: size, role: role, context: ctx)]
             }[0]
         }
         if role == .reference { return nil }

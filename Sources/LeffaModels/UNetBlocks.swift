@@ -38,7 +38,8 @@ struct MidBlock {
 }
 
 /// One level going up: `layers + 1` resnets reading the skip connections, transformers where the
-/// level has attention, then nearest ×2 and a convolution except at the last level.
+/// level has attention, then nearest ×2 (to `upsampleSize`, the next skip's size) and a
+/// convolution except at the last level.
 struct UpBlock {
     let resnets: [ResnetBlock2D]
     let attentions: [Transformer2DModel]
@@ -46,13 +47,14 @@ struct UpBlock {
 
     /// x (B, C, H, W), embAct (B, Temb), `skips` one per resnet in the order they are read (the
     /// down path's outputs, newest first) → (B, C', H', W').
-    func callAsFunction(_ x: Tensor, _ embAct: Tensor, skips: [Tensor], role: UNetRole, context: ReferenceContext) -> Tensor {
+    func callAsFunction(_ x: Tensor, _ embAct: Tensor, skips: [Tensor], upsampleSize: (Int, Int)?,
+                        role: UNetRole, context: ReferenceContext) -> Tensor {
         shapeCheck(skips.count == resnets.count, "up block skips", [skips.count], [resnets.count], expected: "one skip per resnet")
         var h = x
         for (j, resnet) in resnets.enumerated() {
             h = resnet(concat([h, skips[j]], dim: 1), embAct)
             if !attentions.isEmpty { h = attentions[j](h, role: role, context: context) }
         }
-        return upsampler.map { $0(h) } ?? h
+        return upsampler.map { $0(h, to: upsampleSize) } ?? h
     }
 }

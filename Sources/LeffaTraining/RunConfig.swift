@@ -223,14 +223,15 @@ public struct RunConfig: Sendable {
         guard let stageNodes = stagesNode.sequence, !stageNodes.isEmpty else {
             throw r.fail("stages", "\(stagesExpected), got \(stagesNode.sequence != nil ? "an empty list" : Reader.describe(stagesNode))")
         }
-        let factor = space == .latent ? model.vae.downscale * model.unet.sizeMultiple : model.unet.sizeMultiple
+        // The UNet takes any size (diffusers' upsample-to-skip rule); the VAE needs whole latents.
+        let factor = space == .latent ? model.vae.downscale : 1
         for (i, node) in stageNodes.enumerated() {
             guard let m = node.mapping else { throw ConfigError(file: source, field: "stages[\(i)]", expected: "a mapping, got \(Reader.describe(node))") }
             let s = r.child(m, path: "stages[\(i)].")
             let stageName = try s.string("name")
             let (h, w) = try s.size("resolution")
             if h % factor != 0 || w % factor != 0 {
-                throw ConfigError(file: source, field: "stages[\(i)].resolution", expected: "H×W with both sides multiples of \(factor) for this model, got \(h)x\(w)")
+                throw ConfigError(file: source, field: "stages[\(i)].resolution", expected: "H×W with both sides multiples of \(factor) (the VAE's downscale) in latent space, got \(h)x\(w)")
             }
             var st = StageConfig(name: stageName, height: h, width: w, steps: try s.int("steps", min: 1),
                                  batch: try s.int("batch", min: 1), gradAccum: try s.int("grad_accum", default: 1, min: 1),

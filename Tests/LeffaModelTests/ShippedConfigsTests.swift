@@ -30,7 +30,8 @@ final class ShippedConfigsTests: XCTestCase {
     func testBadRunConfigValuesNameTheField() {
         let base = "data: {kind: synthetic, root: d, space: pixel}\nmodel: {preset: tiny}\n"
         let cases: [(String, String)] = [
-            (base + "stages:\n  - {name: a, resolution: 30x24, steps: 1, batch: 1, lr: 1.0e-3}\n", "stages[0].resolution"),
+            (base.replacingOccurrences(of: "pixel", with: "latent") + "stages:\n  - {name: a, resolution: 30x24, steps: 1, batch: 1, lr: 1.0e-3}\n",
+             "stages[0].resolution"),
             (base + "stages:\n  - {name: a, resolution: 64x48, steps: 0, batch: 1, lr: 1.0e-3}\n", "stages[0].steps"),
             (base + "stages:\n  - {name: a, resolution: 64x48, steps: 1, batch: 3, grad_accum: 2, lr: 1.0e-3}\n", "stages[0].grad_accum"),
             (base + "stages:\n  - {name: a, resolution: 64x48, steps: 1, batch: 1, lr: fast}\n", "stages[0].lr"),

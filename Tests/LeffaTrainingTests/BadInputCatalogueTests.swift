@@ -84,7 +84,7 @@ final class BadInputCatalogueTests: XCTestCase {
             // Configs.
             Case(name: "config: YAML syntax", prepare: { _, s in try writeConfig(s, "run: {name: x\nstages: [") },
                  command: initNew, expect: ["c.yaml", "valid YAML"], absent: ["new"]),
-            Case(name: "config: resolution not a multiple", prepare: { _, s in try writeConfig(s, tinyConfig().replacingOccurrences(of: "16x16", with: "20x16")) },
+            Case(name: "config: resolution not a multiple", prepare: { _, s in try writeConfig(s, tinyConfig().replacingOccurrences(of: "space: pixel", with: "space: latent").replacingOccurrences(of: "16x16", with: "20x16")) },
                  command: initNew, expect: ["c.yaml", "stages[0].resolution", "multiples of 8", "20x16"], absent: ["new"]),
             Case(name: "config: misspelt key", prepare: { _, s in try writeConfig(s, tinyConfig().replacingOccurrences(of: "checkpoint_every: 2", with: "checkpoint_evry: 2")) },
                  command: initNew, expect: ["c.yaml", "training.checkpoint_evry", "did you mean checkpoint_every?"], absent: ["new"]),

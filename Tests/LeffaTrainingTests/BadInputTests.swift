@@ -110,7 +110,8 @@ final class BadInputTests: XCTestCase {
         let cases: [(String, String, [String])] = [
             ("lr: 1.0e-3", "lr: -1", ["t.yaml", "stages[0].lr", "a number in 0.0…1.0", "-1"]),
             ("lr: 1.0e-3", "lr: fast", ["stages[0].lr", "a number"]),
-            ("resolution: 16x16", "resolution: 20x16", ["stages[0].resolution", "multiples of 8", "20x16"]),
+            ("resolution: 16x16", "resolution: 0x16", ["stages[0].resolution", "HEIGHTxWIDTH", "0x16"]),
+            // Latent space: whole latents (the UNet itself takes any size, odd ones included).
             ("resolution: 16x16", "resolution: big", ["stages[0].resolution", "HEIGHTxWIDTH"]),
             ("batch: 2", "batch: 0", ["stages[0].batch", "an integer ≥ 1"]),
             ("batch: 2", "batch: 2, grad_accum: 3", ["stages[0].grad_accum", "a divisor of batch 2"]),
@@ -136,6 +137,12 @@ final class BadInputTests: XCTestCase {
             let msg = errorMessage { _ = try RunConfig.parse(text, source: "t.yaml") }
             for s in expect { XCTAssertTrue(msg.contains(s), "\(to): '\(s)' not in: \(msg)") }
         }
+        // Latent space wants whole latents (the UNet itself takes any size, odd ones included).
+        let latent = good.replacingOccurrences(of: "space: pixel", with: "space: latent")
+        XCTAssertNoThrow(try RunConfig.parse(latent.replacingOccurrences(of: "16x16", with: "24x16"), source: "t.yaml"))
+        let msg = errorMessage { _ = try RunConfig.parse(latent.replacingOccurrences(of: "16x16", with: "20x16"), source: "t.yaml") }
+        for s in ["t.yaml", "stages[0].resolution", "multiples of 8", "20x16"] { XCTAssertTrue(msg.contains(s), "'\(s)' not in: \(msg)") }
+        XCTAssertNoThrow(try RunConfig.parse(good.replacingOccurrences(of: "16x16", with: "20x11"), source: "t.yaml"))
         // A stage name used twice.
         let twice = good.replacingOccurrences(of: "stages:\n", with: "stages:\n  - {name: s0, resolution: 16x16, steps: 1, batch: 2, lr: 1.0e-3}\n")
         XCTAssertTrue(errorMessage { _ = try RunConfig.parse(twice, source: "t.yaml") }.contains("unique stage names"))
