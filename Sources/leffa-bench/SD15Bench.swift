@@ -11,7 +11,7 @@ import SafeTensors
 struct SD15Bench: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "sd15-forward", abstract: "SD1.5 size: float16 import and one forward of both UNets at 512×384.")
     @OptionGroup var options: BenchOptions
-    @Option(help: "Image height×width (multiples of 64).") var size: String = "512x384"
+    @Option(help: "Image height×width (multiples of 8).") var size: String = "512x384"
     @Option(help: "Where to write the random float16 weights file.") var weights: String = "bench-results/sd15-random-f16.safetensors"
 
     struct Report: Encodable {

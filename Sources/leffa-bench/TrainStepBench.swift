@@ -28,7 +28,7 @@ struct TrainStepBench: ParsableCommand {
     var train: String = "unet,unet_encoder"
     @Option(help: "Leffa loss cases, comma-separated (off, on).") var leffa: String = "off,on"
     @Option(help: "Activation checkpointing cases, comma-separated (off, on).") var activationCheckpointing: String = "off"
-    @Option(help: "Image size H×W (multiples of 64), instead of each model's own (tiny 128x64, small 256x192, sd15 512x384).")
+    @Option(help: "Image size H×W (multiples of 8), instead of each model's own (tiny 128x64, small 256x192, sd15 512x384).")
     var size: String?
 
     struct Row: Encodable {
