@@ -38,7 +38,8 @@ final class ValidationTests: XCTestCase {
             XCTAssertEqual(recs.map(\.step), steps)
             for r in recs {
                 XCTAssertEqual(r.files, ["0-000000_00.png", "1-000001_00.png"].map { "stages/\(stage)/samples/" + String(format: "step-%08d/", r.step) + $0 })
-                XCTAssertTrue(r.ema && r.split == "train" && r.ddimSteps == 2 && r.seconds > 0)
+                XCTAssertTrue(r.ema && r.split == "train" && r.scheduler == "ddim" && r.steps == 2 && r.seconds > 0)
+                XCTAssertTrue(r.guidanceRescale == 0 && !r.repaint)
                 for f in r.files {
                     let img = try ImageIO.read(run.url.appendingPathComponent(f), channels: 3)
                     XCTAssertEqual(img.size, Size(height: 16, width: 4 * 16 + 3 * 2), f)
@@ -84,7 +85,7 @@ final class ValidationTests: XCTestCase {
         func resample(_ weights: String) throws -> [UInt8] {
             let m = try LeffaModel(config: config.model, seed: 99)
             try m.loadWeights(from: a.stageURL("s0").appendingPathComponent(weights).path)
-            let sampler = DDIMSampler(steps: 2, guidance: 2.0, seed: SampleRandomness(seed: 0).validationNoiseSeed(pair: 1))
+            let sampler = Sampler(steps: 2, guidance: 2.0, seed: SampleRandomness(seed: 0).validationNoiseSeed(pair: 1))
             return Image(tensor: try sampler.sample(model: m, space: .pixel, set.conditions(1))).pixels
         }
         XCTAssertEqual(panel(png, 2), try resample("final-ema.safetensors"))
