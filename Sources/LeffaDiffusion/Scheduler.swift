@@ -25,6 +25,7 @@ public struct DiffusionScheduler: Sendable {
     public var prediction: Prediction
 
     public init(kind: SchedulerKind, steps: Int, prediction: Prediction = .epsilon, schedule: NoiseSchedule = NoiseSchedule()) {
+        precondition((1...schedule.steps).contains(steps), "DiffusionScheduler: steps must be in 1…\(schedule.steps), got \(steps)")
         self.kind = kind; self.steps = steps; self.prediction = prediction; self.schedule = schedule
     }
 

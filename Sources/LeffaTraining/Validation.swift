@@ -1,9 +1,9 @@
 // Validation samples during training (`training.validation`): every N steps and at each stage's
 // last step, the trainer samples a fixed set of pairs — the first `count` of the test split (else
 // of the training split) — with the configured sampler (DDIM or DDPM, classifier-free guidance,
-// optionally rescaled and repainted), and writes one PNG
-// row per pair a person can judge: masked person (what the model sees) | garment | sample |
-// ground-truth target, to stages/S/samples/step-NNNNNNNN/<pair>-<name>.png, and one JSON line per
+// optionally rescaled; optionally repainted), and writes one PNG row per pair a person can judge:
+// masked person (what the model sees) | garment | sample | ground-truth target, to
+// stages/S/samples/step-NNNNNNNN/<pair>-<name>.png, and one JSON line per
 // sampling to stages/S/logs/validation.jsonl. Pairs, noise and weights are fixed for a given run
 // and step, so two identical runs write identical bytes.
 import Foundation
