@@ -89,7 +89,7 @@ let package = Package(
         .testTarget(name: "LeffaCheckpointTests", dependencies: ["LeffaCheckpoint", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaDistributedTests", dependencies: ["LeffaDistributed", "LeffaCheckpoint", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaRunTests", dependencies: ["LeffaRun", "LeffaTraining", "TestSupport"], swiftSettings: fast),
-        .testTarget(name: "LeffaTrainingTests", dependencies: ["LeffaTraining", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "LeffaTrainingTests", dependencies: ["LeffaTraining", "TestSupport"], exclude: ["Fixtures"], swiftSettings: fast),
         .testTarget(name: "LeffaEvalTests", dependencies: ["LeffaEval", "LeffaTraining", "LeffaModels", "LeffaData", "TestSupport"],
                     exclude: ["Fixtures"], swiftSettings: fast),
         .testTarget(name: "ShimTests", dependencies: ["CBLAS", "CMPI", "CHDF5", "CPNG", "CJPEG"]),

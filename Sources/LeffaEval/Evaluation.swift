@@ -35,8 +35,15 @@ public struct EvalOptions: Sendable {
     /// Each person with the garment the pairs file names in its second column (no ground truth:
     /// images only, no metrics).
     public var unpaired = false
+    /// DDIM (η = 0) or DDPM (ancestral, the published pipeline's).
+    public var scheduler: SchedulerKind = .ddim
     public var steps = 30
     public var guidance: Float = 2.5
+    /// φ of the guidance rescaling (0 = off; the published pipeline: φ = guidance).
+    public var guidanceRescale: Float = 0
+    /// The generated masked region pasted into the person image (the published `repaint`): the
+    /// written images and their scores are the repainted ones.
+    public var repaint = false
     public var seed: UInt64 = 0
     public var refAcceleration = false
     /// Image size (default: the stage's resolution).
@@ -102,13 +109,17 @@ public struct EvalReport: Codable, Sendable {
         enum CodingKeys: String, CodingKey { case name, id, model, baseline, flowEPE = "flow_epe_px" }
     }
     public struct Sampler: Codable, Sendable {
-        public var scheduler = "ddim"
+        public var scheduler: String
         public var steps: Int
         public var guidance: Double
+        public var guidanceRescale: Double
+        public var repaint: Bool
         public var seed: UInt64
         public var refAcceleration: Bool
         public var predictionType: String
-        enum CodingKeys: String, CodingKey { case scheduler, steps, guidance, seed, refAcceleration = "ref_acceleration", predictionType = "prediction_type" }
+        enum CodingKeys: String, CodingKey {
+            case scheduler, steps, guidance, guidanceRescale = "guidance_rescale", repaint, seed, refAcceleration = "ref_acceleration", predictionType = "prediction_type"
+        }
     }
     public struct Flow: Codable, Sendable {
         /// Endpoint error (pixels at the evaluated size) of the attention flow against the
@@ -161,7 +172,8 @@ public struct EvalReport: Codable, Sendable {
     /// The table a person reads: model and baseline side by side.
     public var table: String {
         var lines: [String] = []
-        lines.append("held-out evaluation: \(pairs) pair(s) of \(split) (\(paired ? "paired" : "unpaired")), \(size[0])x\(size[1]), \(sampler.steps) DDIM steps, guidance \(sampler.guidance)")
+        lines.append("held-out evaluation: \(pairs) pair(s) of \(split) (\(paired ? "paired" : "unpaired")), \(size[0])x\(size[1]), \(sampler.steps) \(sampler.scheduler.uppercased()) steps, guidance \(sampler.guidance)"
+                     + (sampler.guidanceRescale > 0 ? " rescaled by \(sampler.guidanceRescale)" : "") + (sampler.repaint ? ", repainted" : ""))
         if let model, let baseline {
             lines.append("                       PSNR (dB)   PSNR garment   SSIM     SSIM garment")
             for (name, s) in [("model", model), ("mean-colour baseline", baseline)] {
@@ -224,7 +236,8 @@ public enum Evaluation {
             var buffer = [Double](repeating: 0, count: context.size * slots)
             if mine < n {
                 let s = try dataset.sample(at: mine, size: size)
-                var sampler = DDIMSampler(steps: o.steps, guidance: o.guidance, seed: randomness.validationNoiseSeed(pair: mine))
+                var sampler = Sampler(scheduler: o.scheduler, steps: o.steps, guidance: o.guidance, guidanceRescale: o.guidanceRescale,
+                                      seed: randomness.validationNoiseSeed(pair: mine))
                 sampler.refAcceleration = o.refAcceleration
                 sampler.prediction = config.prediction
                 func one(_ t: Tensor) -> Tensor { t.reshaped([1] + t.shape) }
@@ -250,7 +263,8 @@ public enum Evaluation {
                 for r in 0..<context.size where round * context.size + r < n {
                     let i = round * context.size + r, base = r * slots
                     let s = try dataset.sample(at: i, size: size)
-                    let generated = Image(height: h, width: w, channels: 3, pixels: (0..<per).map { UInt8(buffer[base + $0]) })
+                    var generated = Image(height: h, width: w, channels: 3, pixels: (0..<per).map { UInt8(buffer[base + $0]) })
+                    if o.repaint { generated = Repaint.apply(person: s.image, mask: s.inpaintMask, generated: generated) }
                     let target = Image(tensor: s.image)
                     let baseline = Image(tensor: Baseline.meanColourFill(s))
                     let name = fileName(dataset, pair: i, paired: paired)
@@ -288,7 +302,8 @@ public enum Evaluation {
         let report = EvalReport(
             source: m.source, stage: m.stage.name, data: root.path, split: o.split,
             pairsFile: (o.pairsFile ?? root.appendingPathComponent("\(o.split)_pairs.txt")).path, paired: paired, pairs: n, size: [h, w],
-            sampler: .init(steps: o.steps, guidance: Double(o.guidance), seed: o.seed, refAcceleration: o.refAcceleration, predictionType: config.prediction.rawValue),
+            sampler: .init(scheduler: o.scheduler.rawValue, steps: o.steps, guidance: Double(o.guidance), guidanceRescale: Double(o.guidanceRescale),
+                           repaint: o.repaint, seed: o.seed, refAcceleration: o.refAcceleration, predictionType: config.prediction.rawValue),
             model: paired ? ImageScores.mean(reports.compactMap(\.model)) : nil,
             baseline: paired ? ImageScores.mean(reports.compactMap(\.baseline)) : nil,
             // Summed in layer order (a dictionary's order changes between processes).

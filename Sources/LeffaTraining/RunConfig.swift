@@ -34,17 +34,23 @@ public struct StageConfig: Sendable, Equatable {
 }
 
 /// Validation sampling during training (`training.validation`): every `every` optimizer steps
-/// (0 = off) and at each stage's last step, DDIM samples of the first `count` pairs of a fixed split.
+/// (0 = off) and at each stage's last step, samples of the first `count` pairs of a fixed split.
 public struct ValidationConfig: Sendable, Equatable {
     public var every = 0
     public var count = 4
-    /// DDIM steps (1…1000).
+    /// `ddim` (η = 0) or `ddpm` (ancestral, the published pipeline's).
+    public var scheduler: SchedulerKind = .ddim
+    /// Sampling steps (1…1000).
     public var steps = 30
     /// Classifier-free guidance scale (1 = none).
     public var guidance: Float = 2.5
+    /// φ of the guidance rescaling (0 = off; the published pipeline: φ = guidance).
+    public var guidanceRescale: Float = 0
+    /// Paste the generated masked region into the original person (the published `repaint`).
+    public var repaint = false
     /// "test" or "train"; nil: test when the data has a test split, else the training split.
     public var split: String? = nil
-    /// Reference features computed once per sample instead of at every DDIM step (the published
+    /// Reference features computed once per sample instead of at every sampling step (the published
     /// pipeline's `ref_acceleration`): about half the cost.
     public var refAcceleration = false
     public init() {}
@@ -206,13 +212,19 @@ public struct RunConfig: Sendable {
             vc.count = try v.int("count", default: vc.count, min: 1)
             vc.steps = try v.int("steps", default: vc.steps, min: 1)
             let schedule = NoiseSchedule().steps
-            if vc.steps > schedule { throw v.fail("steps", "an integer in 1…\(schedule) (DDIM steps), got \(vc.steps)") }
+            if vc.steps > schedule { throw v.fail("steps", "an integer in 1…\(schedule) (sampling steps), got \(vc.steps)") }
             vc.guidance = try v.float("guidance", default: vc.guidance, in: 0...100)
             if let split = try v.optionalString("split") {
                 guard split == "test" || split == "train" else { throw v.fail("split", "test or train, got \(split)") }
                 vc.split = split
             }
             vc.refAcceleration = try v.bool("ref_acceleration", default: false)
+            // How to sample (the README says which settings are the published pipeline's).
+            let scheduler = try v.string("scheduler", default: vc.scheduler.rawValue)
+            guard let kind = SchedulerKind(rawValue: scheduler) else { throw v.fail("scheduler", "ddpm or ddim, got \(scheduler)") }
+            vc.scheduler = kind
+            vc.guidanceRescale = try v.float("guidance_rescale", default: vc.guidanceRescale, in: 0...100)
+            vc.repaint = try v.bool("repaint", default: false)
             v.finish()
             cfg.validation = vc
         }

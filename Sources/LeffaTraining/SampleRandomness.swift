@@ -20,7 +20,7 @@ public struct SampleRandomness: Sendable {
     public func dropsReference(step: Int, sample: Int, probability: Float) -> Bool {
         probability > 0 && CounterRNG.uniform(key(.dropout, step: step, sample: sample), 0) < probability
     }
-    /// The DDIM starting-noise seed of validation pair `pair`: the same at every sampling of every
+    /// The sampling seed (starting noise, DDPM step noise) of validation pair `pair`: the same at every sampling of every
     /// stage (only the weights change between two samplings of a pair), same seed → same bits.
     public func validationNoiseSeed(pair: Int) -> UInt64 { key(.validation, step: 0, sample: pair) }
     /// ε for sampling the VAE posterior of input `which` (0 target, 1 masked, 2 reference).

@@ -1,6 +1,10 @@
-// Inference: DDIM sampling (η = 0) with classifier-free guidance, the unconditional branch being
-// a zero reference latent (SPEC §2). Latent space encodes the conditions with the VAE and decodes
-// the result; pixel space denoises the image directly. Not the training objective.
+// Inference: sampling with classifier-free guidance (the unconditional branch being a zero
+// reference latent, SPEC §2), its optional rescaling, and a DDPM (ancestral, as the published
+// pipeline) or DDIM (η = 0) scheduler. Latent space encodes the conditions with the VAE and decodes
+// the result; pixel space denoises the image directly. Randomness is keyed by the seed alone: the
+// starting noise is stream `seed`, DDPM step k's noise stream key(seed, "STEP", k), so the same
+// seed gives the same bits whatever the rank, thread count or batch around it. Not the training
+// objective, and not the repaint (Repaint.swift), which acts on the 8-bit image.
 import Foundation
 import LeffaTensor
 import LeffaModels
@@ -30,10 +34,13 @@ public struct SampleConditions {
     }
 }
 
-public struct DDIMSampler {
+public struct Sampler {
+    public var scheduler: SchedulerKind = .ddim
     public var schedule = NoiseSchedule()
     public var steps = 30
     public var guidance: Float = 2.5
+    /// φ of `rescale_noise_cfg` (0 = off); the published pipeline uses φ = guidance.
+    public var guidanceRescale: Float = 0
     public var seed: UInt64 = 0
     /// Run the reference UNet once, at the middle timestep of the schedule, and reuse its features
     /// at every step, as the published pipeline does with `ref_acceleration=True` (its default is
@@ -41,14 +48,21 @@ public struct DDIMSampler {
     public var refAcceleration = false
     /// What the model outputs (the run's `training.prediction_type`).
     public var prediction: Prediction = .epsilon
-    public init(steps: Int = 30, guidance: Float = 2.5, seed: UInt64 = 0) { self.steps = steps; self.guidance = guidance; self.seed = seed }
-
-    /// diffusers' DDIMScheduler with "leading" spacing and steps_offset 1 (SD1.5): t = k·(T/n) + 1,
-    /// newest first.
-    public func timesteps() -> [Int] {
-        let ratio = schedule.steps / max(1, steps)
-        return (0..<steps).map { $0 * ratio + 1 }.filter { $0 < schedule.steps }.reversed()
+    public init(scheduler: SchedulerKind = .ddim, steps: Int = 30, guidance: Float = 2.5, guidanceRescale: Float = 0, seed: UInt64 = 0) {
+        self.scheduler = scheduler; self.steps = steps; self.guidance = guidance; self.guidanceRescale = guidanceRescale; self.seed = seed
     }
+
+    /// The update rule with this sampler's settings.
+    public var diffusion: DiffusionScheduler { DiffusionScheduler(kind: scheduler, steps: steps, prediction: prediction, schedule: schedule) }
+
+    /// Newest first, diffusers' "leading" spacing with steps_offset 1 (SD1.5): t = k·(T/n) + 1.
+    public func timesteps() -> [Int] { diffusion.timesteps() }
+
+    /// The noise of DDPM step `k` (0 = the first step), standard normal of `shape`.
+    public func stepNoise(_ k: Int, shape: [Int]) -> Tensor {
+        Tensor.randn(shape, seed: CounterRNG.key(seed, Self.stepStream, UInt64(k)))
+    }
+    static let stepStream: UInt64 = 0x5354_4550   // "STEP"
 
     /// Samples one image (1, 3, H, W) in [−1, 1]. `progress` gets (done, total) after each step.
     public func sample(model: LeffaModel, space: Space, _ c: SampleConditions, progress: (Int, Int) -> Void = { _, _ in }) throws -> Tensor {
@@ -70,28 +84,21 @@ public struct DDIMSampler {
             }
             let outC = model.config.unet.outChannels
             var x = Tensor.randn([1, outC, cond.shape[2], cond.shape[3]], seed: seed)
-            let ts = timesteps(), ratio = schedule.steps / max(1, steps)
+            let rule = diffusion, ts = rule.timesteps()
             let guided = guidance != 1
+            let g = Guidance(scale: guidance, rescale: guidanceRescale)
             let zeroRef = Tensor(zeros: ref.shape)
             let refs = guided ? concat([ref, zeroRef], dim: 0) : ref
             let once = refAcceleration && !ts.isEmpty
                 ? model.referenceFeatures(refLatent: refs, timesteps: Array(repeating: Float(ts[ts.count / 2]), count: refs.shape[0])) : nil
             for (k, t) in ts.enumerated() {
-                let eps: Tensor
-                if let once {
-                    let input = guided ? concat([concat([x, cond], dim: 1), concat([x, cond], dim: 1)], dim: 0) : concat([x, cond], dim: 1)
-                    let e = try model.denoise(x: input, features: once, timesteps: Array(repeating: Float(t), count: refs.shape[0]))
-                    eps = guided ? guide(e, guidance) : e
-                } else if guided {
-                    let input = concat([concat([x, cond], dim: 1), concat([x, cond], dim: 1)], dim: 0)
-                    let (e, _) = try model.denoise(x: input, refLatent: concat([ref, zeroRef], dim: 0), timesteps: [Float(t), Float(t)])
-                    eps = guide(e, guidance)
-                } else {
-                    eps = try model.denoise(x: concat([x, cond], dim: 1), refLatent: ref, timesteps: [Float(t)]).eps
-                }
-                let prev = t - ratio
-                let a = schedule.alphasCumprod[t], ap = prev >= 0 ? schedule.alphasCumprod[prev] : schedule.alphasCumprod[0]
-                x = ddimStep(x, eps: eps, alpha: a, alphaPrev: ap)
+                let input = guided ? concat([concat([x, cond], dim: 1), concat([x, cond], dim: 1)], dim: 0) : concat([x, cond], dim: 1)
+                let times = Array(repeating: Float(t), count: refs.shape[0])
+                let e = try once.map { try model.denoise(x: input, features: $0, timesteps: times) }
+                    ?? model.denoise(x: input, refLatent: refs, timesteps: times).eps
+                // [conditional, unconditional] when guided.
+                let out = guided ? g.combine(conditional: slice(e, dim: 0, start: 0, length: 1), unconditional: slice(e, dim: 0, start: 1, length: 1)) : e
+                x = rule.step(x, output: out, t: t, noise: rule.needsNoise(at: t) ? stepNoise(k, shape: x.shape) : nil)
                 progress(k + 1, ts.count)
             }
             switch space {
@@ -99,30 +106,6 @@ public struct DDIMSampler {
             case .latent: return clamp(model.vae.decode(x * (1 / s)))
             }
         }
-    }
-
-    /// ε = ε_u + g·(ε_c − ε_u) from the stacked (2, C, h, w) prediction [conditional, unconditional].
-    func guide(_ e: Tensor, _ g: Float) -> Tensor {
-        let n = e.count / 2
-        let out = Tensor(zeros: [1] + Array(e.shape.dropFirst()))
-        let c = e.data, u = e.data + n, o = out.data
-        for i in 0..<n { o[i] = u[i] + g * (c[i] - u[i]) }
-        return out
-    }
-
-    /// x_{t−1} = √ᾱ_prev · x̂₀ + √(1−ᾱ_prev) · ε̂ (η = 0), x̂₀ and ε̂ from the model's output
-    /// (for noise prediction x̂₀ = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t).
-    func ddimStep(_ x: Tensor, eps output: Tensor, alpha: Double, alphaPrev: Double) -> Tensor {
-        let out = Tensor(zeros: x.shape)
-        let sa = Float(alpha.squareRoot()), sb = Float((1 - alpha).squareRoot())
-        let pa = Float(alphaPrev.squareRoot()), pb = Float((1 - alphaPrev).squareRoot())
-        let xp = x.data, ep = output.data, o = out.data
-        let p = prediction
-        for i in 0..<x.count {
-            let (x0, e) = p.split(output: ep[i], x: xp[i], sqrtAlpha: sa, sqrtOneMinusAlpha: sb)
-            o[i] = pa * x0 + pb * e
-        }
-        return out
     }
 
     func clamp(_ x: Tensor) -> Tensor {

@@ -359,7 +359,7 @@ public final class Trainer {
         lastBeat = Date()
     }
 
-    /// A heartbeat from inside a long phase (micro-batches, validation DDIM steps), at most every
+    /// A heartbeat from inside a long phase (micro-batches, validation sampling steps), at most every
     /// 10 s; rank 0 only. A failed write is not worth stopping training for: the next one retries.
     func beat(phase: String, force: Bool = false) {
         guard collective.rank == 0, force || Date().timeIntervalSince(lastBeat) > 10 else { return }

@@ -1,8 +1,9 @@
 // Validation samples during training (`training.validation`): every N steps and at each stage's
 // last step, the trainer samples a fixed set of pairs — the first `count` of the test split (else
-// of the training split) — with the DDIM sampler and classifier-free guidance, and writes one PNG
-// row per pair a person can judge: masked person (what the model sees) | garment | sample |
-// ground-truth target, to stages/S/samples/step-NNNNNNNN/<pair>-<name>.png, and one JSON line per
+// of the training split) — with the configured sampler (DDIM or DDPM, classifier-free guidance,
+// optionally rescaled; optionally repainted), and writes one PNG row per pair a person can judge:
+// masked person (what the model sees) | garment | sample | ground-truth target, to
+// stages/S/samples/step-NNNNNNNN/<pair>-<name>.png, and one JSON line per
 // sampling to stages/S/logs/validation.jsonl. Pairs, noise and weights are fixed for a given run
 // and step, so two identical runs write identical bytes.
 import Foundation
@@ -19,12 +20,18 @@ public struct ValidationRecord: Codable, Sendable {
     /// The PNGs written, relative to the run directory.
     public var files: [String]
     public var split: String
-    public var ddimSteps: Int
+    /// "ddim" or "ddpm".
+    public var scheduler: String
+    public var steps: Int
     public var guidance: Double
+    public var guidanceRescale: Double
+    public var repaint: Bool
     /// Whether the EMA weights were sampled (always, when EMA is on).
     public var ema: Bool
     public var time: String
-    enum CodingKeys: String, CodingKey { case stage, step, seconds, files, split, ddimSteps = "ddim_steps", guidance, ema, time }
+    enum CodingKeys: String, CodingKey {
+        case stage, step, seconds, files, split, scheduler, steps, guidance, guidanceRescale = "guidance_rescale", repaint, ema, time
+    }
 }
 
 /// The fixed validation pairs of a run: which split, which pairs, loaded at a stage's resolution.
@@ -79,10 +86,12 @@ public struct ValidationSet {
         return SampleConditions(person: one(s.image), garment: one(s.reference), mask: one(s.inpaintMask), densepose: one(s.densepose))
     }
 
-    /// The PNG row of pair `pair`: masked person | garment | sample | ground-truth target.
-    public func row(_ pair: Int, sample: Tensor) -> Image {
+    /// The PNG row of pair `pair`: masked person | garment | sample | ground-truth target; with
+    /// `repaint`, the sample pasted into the person image (as the published pipeline's option).
+    public func row(_ pair: Int, sample: Tensor, repaint: Bool = false) -> Image {
         let s = samples[pair]
-        return Image.hstack([Image(tensor: s.maskedImage), Image(tensor: s.reference), Image(tensor: sample), Image(tensor: s.image)])
+        let generated = repaint ? conditions(pair).repainted(Image(tensor: sample)) : Image(tensor: sample)
+        return Image.hstack([Image(tensor: s.maskedImage), Image(tensor: s.reference), generated, Image(tensor: s.image)])
     }
 }
 
@@ -103,7 +112,8 @@ extension Trainer {
         var samples = [Tensor?](repeating: nil, count: set.count)
         try withEMAWeights {
             for i in mine {
-                var sampler = DDIMSampler(steps: v.steps, guidance: v.guidance, seed: random.validationNoiseSeed(pair: i))
+                var sampler = Sampler(scheduler: v.scheduler, steps: v.steps, guidance: v.guidance, guidanceRescale: v.guidanceRescale,
+                                      seed: random.validationNoiseSeed(pair: i))
                 sampler.refAcceleration = v.refAcceleration
                 sampler.prediction = config.prediction
                 samples[i] = try sampler.sample(model: model, space: config.space, set.conditions(i)) { _, _ in beat(phase: "validation") }
@@ -126,14 +136,17 @@ extension Trainer {
             var files: [String] = []
             for i in 0..<set.count {
                 let url = dir.appendingPathComponent(set.fileName(i))
-                try ImageIO.write(set.row(i, sample: samples[i]!), to: url, format: .png)
+                try ImageIO.write(set.row(i, sample: samples[i]!, repaint: v.repaint), to: url, format: .png)
                 files.append(String(url.path.dropFirst(run.url.path.count + 1)))
             }
             let seconds = Date().timeIntervalSince(t0)
             jsonl?.append(ValidationRecord(stage: stage.name, step: step, seconds: seconds, files: files, split: set.split,
-                                           ddimSteps: v.steps, guidance: Double(v.guidance), ema: ema != nil, time: timestamp()))
-            log(String(format: "[%@] validation at step %d: %d samples (%@ split, %d DDIM steps, guidance %.2g%@) in %.2f s → %@",
-                       stage.name, step, set.count, set.split, v.steps, Double(v.guidance), ema != nil ? ", EMA weights" : "", seconds, dir.path))
+                                           scheduler: v.scheduler.rawValue, steps: v.steps, guidance: Double(v.guidance),
+                                           guidanceRescale: Double(v.guidanceRescale), repaint: v.repaint, ema: ema != nil, time: timestamp()))
+            let extras = (v.guidanceRescale > 0 ? String(format: ", rescale %.2g", Double(v.guidanceRescale)) : "") + (v.repaint ? ", repaint" : "")
+                + (ema != nil ? ", EMA weights" : "")
+            log(String(format: "[%@] validation at step %d: %d samples (%@ split, %d %@ steps, guidance %.2g%@) in %.2f s → %@",
+                       stage.name, step, set.count, set.split, v.steps, v.scheduler.rawValue.uppercased(), Double(v.guidance), extras, seconds, dir.path))
         }
         collective.barrier()
     }

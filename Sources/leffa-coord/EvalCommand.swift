@@ -18,10 +18,8 @@ struct Eval: ParsableCommand {
     @Option(help: "Only the first N pairs.") var limit: Int?
     @Flag(help: "Each person with the garment of the pairs file's second column: images only, no metrics.") var unpaired = false
     @Option(help: "Output folder.") var out: String
-    @Option(help: "DDIM steps.") var steps: Int = 30
-    @Option(help: "Classifier-free guidance scale (1 = no guidance).") var guidance: Float = 2.5
-    @Option(help: "Noise seed (pair i's noise depends only on the seed and i).") var seed: UInt64 = 0
-    @Flag(help: "Reference features once per pair (the published pipeline's ref_acceleration): about half the time.") var refAcceleration = false
+    @OptionGroup var sampling: SamplerOptions
+    @Option(help: "Noise seed (pair i's noise, DDPM step noise included, depends only on the seed and i).") var seed: UInt64 = 0
     @Option(help: "Resolution HxW (default: the stage's).") var size: String?
     @Option(help: "Rows of the contact sheet (the first pairs).") var sheetRows: Int = 16
     @Option(help: "Softmax temperature of the measured attention flows (default: the stage's Leffa τ, else 2).") var tau: Float?
@@ -36,11 +34,13 @@ struct Eval: ParsableCommand {
         let say: (String) -> Void = { line in if context.rank == 0 { FileHandle.standardError.write(Data((line + "\n").utf8)) } }
         do {
             var o = EvalOptions()
-            o.split = split; o.unpaired = unpaired; o.steps = steps; o.guidance = guidance; o.seed = seed
-            o.refAcceleration = refAcceleration; o.sheetRows = sheetRows; o.tau = tau; o.limit = limit
+            o.split = split; o.unpaired = unpaired; o.seed = seed
+            o.scheduler = sampling.scheduler; o.steps = sampling.steps; o.guidance = sampling.guidance
+            o.guidanceRescale = sampling.guidanceRescale; o.repaint = sampling.repaint; o.refAcceleration = sampling.refAcceleration
+            o.sheetRows = sheetRows; o.tau = tau; o.limit = limit
             o.pairsFile = pairs.map { URL(fileURLWithPath: $0) }
             o.dataRoot = data.map { URL(fileURLWithPath: $0) }
-            guard steps >= 1 else { throw RunError("--steps: expected at least 1, got \(steps)") }
+            try sampling.check()
             guard limit.map({ $0 >= 1 }) ?? true else { throw RunError("--limit: expected at least 1, got \(limit!)") }
             if let size { o.size = try parseSize(size, option: "--size") }
             let (cfg, model, from, st) = try source.load()

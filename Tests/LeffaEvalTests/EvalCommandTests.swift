@@ -138,6 +138,56 @@ final class EvalCommandTests: XCTestCase {
         XCTAssertFalse(flow.layers.isEmpty)
     }
 
+    /// The published pipeline's sampler from the command line: DDPM, guidance rescaled by the
+    /// guidance scale, repaint. eval.json records it; each generated image is what the Sampler
+    /// with those settings gives for the pair's seed, repainted into the test person, so away
+    /// from the mask it is the target's pixels. A bad value names the option.
+    func testPublishedSamplerOptions() throws {
+        let (cfgPath, w) = try setUpModel()
+        let out = dir.appendingPathComponent("published").path
+        let (status, text) = try run(coord, ["eval", "--weights", w, "--config", cfgPath, "--out", out, "--limit", "2", "--seed", "3",
+                                             "--scheduler", "ddpm", "--steps", "3", "--guidance", "2.5", "--guidance-rescale", "2.5", "--repaint"])
+        XCTAssertEqual(status, 0, text)
+        XCTAssertTrue(text.contains("3 DDPM steps, guidance 2.5 rescaled by 2.5, repainted"), text)
+        let r = try readReport(out)
+        XCTAssertEqual(r.sampler.scheduler, "ddpm"); XCTAssertEqual(r.sampler.guidanceRescale, 2.5); XCTAssertTrue(r.sampler.repaint)
+
+        let config = try RunConfig.load(path: cfgPath)
+        let model = try LeffaModel(config: config.model, seed: 5)
+        try model.loadWeights(from: w)
+        let ds = openDataset(.synthetic, root: dir.appendingPathComponent("data"), split: "test")
+        for (i, name) in try files(out + "/generated").enumerated() {
+            let s = try ds.sample(at: i, size: Size(height: 32, width: 24))
+            var sampler = Sampler(scheduler: .ddpm, steps: 3, guidance: 2.5, guidanceRescale: 2.5, seed: SampleRandomness(seed: 3).validationNoiseSeed(pair: i))
+            sampler.prediction = config.prediction
+            func one(_ t: Tensor) -> Tensor { t.reshaped([1] + t.shape) }
+            let c = SampleConditions(person: one(s.image), garment: one(s.reference), mask: one(s.inpaintMask), densepose: one(s.densepose))
+            let want = c.repainted(Image(tensor: try sampler.sample(model: model, space: config.space, c)))
+            let generated = try ImageIO.read(URL(fileURLWithPath: out + "/generated/" + name))
+            XCTAssertEqual(generated, want, name)
+            let target = Image(tensor: s.image)
+            var kept = 0
+            for y in 0..<32 {
+                for x in 0..<24 {
+                    var near = false
+                    for yy in max(0, y - 3)...min(31, y + 3) { for xx in max(0, x - 3)...min(23, x + 3) where s.inpaintMask.data[yy * 24 + xx] > 0.5 { near = true } }
+                    if !near { kept += 1; for ch in 0..<3 { XCTAssertEqual(generated[y, x, ch], target[y, x, ch], "\(name) (\(y), \(x))") } }
+                }
+            }
+            XCTAssertGreaterThan(kept, 0, name)
+        }
+
+        for (args, expect) in [(["--scheduler", "euler"], ["--scheduler", "euler", "ddpm", "ddim"]),
+                               (["--guidance-rescale=-1"], ["--guidance-rescale", "-1"]),
+                               (["--steps", "2000"], ["--steps", "1…1000", "2000"])] {
+            let bad = dir.appendingPathComponent("bad").path
+            let (st, msg) = try run(coord, ["eval", "--weights", w, "--config", cfgPath, "--out", bad] + args)
+            XCTAssertNotEqual(st, 0, msg)
+            for e in expect { XCTAssertTrue(msg.contains(e), "\(args): '\(e)' not in \(msg)") }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: bad), "\(args): nothing written")
+        }
+    }
+
     func testTwoRanksWriteTheSameFilesAndNumbersAsOne() throws {
         let (cfg, w) = try setUpModel()
         let one = dir.appendingPathComponent("one").path, two = dir.appendingPathComponent("two").path

@@ -1,8 +1,9 @@
-// export (leffa file, diffusers folders) and DDIM sampling on a tiny run.
+// export (leffa file, diffusers folders) and sampling on a tiny run.
 import XCTest
 import Foundation
 import LeffaTensor
 import LeffaModels
+import LeffaDiffusion
 import SafeTensors
 @testable import LeffaTraining
 
@@ -57,19 +58,17 @@ final class ExportSampleTests: XCTestCase {
     }
 
     func testDDIMStepIsExactForTheTrueNoise() {
-        let s = DDIMSampler(steps: 10)
+        let s = Sampler(steps: 10)
         XCTAssertEqual(s.timesteps(), [901, 801, 701, 601, 501, 401, 301, 201, 101, 1])
         let x0 = Tensor.randn([1, 3, 4, 4], seed: 1), eps = Tensor.randn([1, 3, 4, 4], seed: 2)
-        let a = s.schedule.alphasCumprod[801], ap = s.schedule.alphasCumprod[701]
         let xt = s.schedule.addNoise(x0, noise: eps, timesteps: [801])
-        let prev = s.ddimStep(xt, eps: eps, alpha: a, alphaPrev: ap)
+        let prev = s.diffusion.step(xt, output: eps, t: 801)
         let want = s.schedule.addNoise(x0, noise: eps, timesteps: [701])
         for i in 0..<want.count { XCTAssertEqual(prev.data[i], want.data[i], accuracy: 1e-5) }
         // Guidance: ε_u + g (ε_c − ε_u).
-        let e = Tensor([1, 2, 10, 20], shape: [2, 2, 1, 1])
-        let g = s.guide(e, 2.5)
+        let g = Guidance(scale: 2.5).combine(conditional: Tensor([1, 2], shape: [1, 2, 1, 1]), unconditional: Tensor([10, 20], shape: [1, 2, 1, 1]))
         let expected: [Float] = [-12.5, -25]   // 10 + 2.5·(1 − 10), 20 + 2.5·(2 − 20)
-        XCTAssertEqual(Array(UnsafeBufferPointer(start: g.data, count: 2)), expected)
+        XCTAssertEqual(g.scalars, expected)
     }
 
     func testSampleOnATinyRunIsDeterministicAndUsesTheReference() throws {
@@ -84,9 +83,9 @@ final class ExportSampleTests: XCTestCase {
         }
         let c = try SampleConditions.load(person: first("image"), garment: first("cloth"), mask: first("agnostic-mask"),
                                           densepose: first("image-densepose"), height: 16, width: 16)
-        let a = try DDIMSampler(steps: 3, guidance: 2.5, seed: 5).sample(model: m, space: cfg.space, c)
-        let b = try DDIMSampler(steps: 3, guidance: 2.5, seed: 5).sample(model: m, space: cfg.space, c)
-        let u = try DDIMSampler(steps: 3, guidance: 1, seed: 5).sample(model: m, space: cfg.space, c)
+        let a = try Sampler(steps: 3, guidance: 2.5, seed: 5).sample(model: m, space: cfg.space, c)
+        let b = try Sampler(steps: 3, guidance: 2.5, seed: 5).sample(model: m, space: cfg.space, c)
+        let u = try Sampler(steps: 3, guidance: 1, seed: 5).sample(model: m, space: cfg.space, c)
         XCTAssertEqual(a.shape, [1, 3, 16, 16])
         let av = Array(UnsafeBufferPointer(start: a.data, count: a.count))
         XCTAssertEqual(av, Array(UnsafeBufferPointer(start: b.data, count: b.count)))
@@ -96,7 +95,7 @@ final class ExportSampleTests: XCTestCase {
         // ref_acceleration: with one DDIM step the middle timestep is that step's, so the reused
         // features are the per-step ones and the result is the same bits; with more it differs.
         func sample(_ steps: Int, _ guidance: Float, accelerated: Bool) throws -> [Float] {
-            var s = DDIMSampler(steps: steps, guidance: guidance, seed: 5)
+            var s = Sampler(steps: steps, guidance: guidance, seed: 5)
             s.refAcceleration = accelerated
             let t = try s.sample(model: m, space: cfg.space, c)
             return Array(UnsafeBufferPointer(start: t.data, count: t.count))

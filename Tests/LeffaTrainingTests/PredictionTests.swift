@@ -29,18 +29,19 @@ final class PredictionTests: XCTestCase {
         }
     }
 
-    func testDDIMStepIsTheSameForEveryExactPrediction() {
+    func testSchedulerStepIsTheSameForEveryExactPrediction() {
         let schedule = NoiseSchedule()
-        let x0 = Tensor.randn([1, 3, 4, 4], seed: 3), eps = Tensor.randn([1, 3, 4, 4], seed: 4)
+        let x0 = Tensor.randn([1, 3, 4, 4], seed: 3), eps = Tensor.randn([1, 3, 4, 4], seed: 4), z = Tensor.randn([1, 3, 4, 4], seed: 5)
         let xt = schedule.addNoise(x0, noise: eps, timesteps: [301])
-        var out: [[Float]] = []
-        for p in Prediction.allCases {
-            var sampler = DDIMSampler(steps: 10)
-            sampler.prediction = p
-            let o = p.target(x0, noise: eps, timesteps: [301], schedule: schedule)
-            out.append(sampler.ddimStep(xt, eps: o, alpha: schedule.alphasCumprod[301], alphaPrev: schedule.alphasCumprod[201]).scalars)
+        for kind in SchedulerKind.allCases {
+            var out: [[Float]] = []
+            for p in Prediction.allCases {
+                let rule = DiffusionScheduler(kind: kind, steps: 10, prediction: p)
+                let o = p.target(x0, noise: eps, timesteps: [301], schedule: schedule)
+                out.append(rule.step(xt, output: o, t: 301, noise: z).scalars)
+            }
+            for k in 1..<out.count { for i in 0..<out[0].count { XCTAssertEqual(out[k][i], out[0][i], accuracy: 1e-4, "\(kind)") } }
         }
-        for k in 1..<out.count { for i in 0..<out[0].count { XCTAssertEqual(out[k][i], out[0][i], accuracy: 1e-4) } }
     }
 
     func testEMAWarmUpFollowsDiffusers() throws {

@@ -7,6 +7,7 @@ import Foundation
 import LeffaTensor
 import LeffaData
 import LeffaModels
+import LeffaDiffusion
 import LeffaTraining
 import TestSupport
 
@@ -38,7 +39,8 @@ final class ValidationTests: XCTestCase {
             XCTAssertEqual(recs.map(\.step), steps)
             for r in recs {
                 XCTAssertEqual(r.files, ["0-000000_00.png", "1-000001_00.png"].map { "stages/\(stage)/samples/" + String(format: "step-%08d/", r.step) + $0 })
-                XCTAssertTrue(r.ema && r.split == "train" && r.ddimSteps == 2 && r.seconds > 0)
+                XCTAssertTrue(r.ema && r.split == "train" && r.scheduler == "ddim" && r.steps == 2 && r.seconds > 0)
+                XCTAssertTrue(r.guidanceRescale == 0 && !r.repaint)
                 for f in r.files {
                     let img = try ImageIO.read(run.url.appendingPathComponent(f), channels: 3)
                     XCTAssertEqual(img.size, Size(height: 16, width: 4 * 16 + 3 * 2), f)
@@ -84,12 +86,55 @@ final class ValidationTests: XCTestCase {
         func resample(_ weights: String) throws -> [UInt8] {
             let m = try LeffaModel(config: config.model, seed: 99)
             try m.loadWeights(from: a.stageURL("s0").appendingPathComponent(weights).path)
-            let sampler = DDIMSampler(steps: 2, guidance: 2.0, seed: SampleRandomness(seed: 0).validationNoiseSeed(pair: 1))
+            let sampler = Sampler(steps: 2, guidance: 2.0, seed: SampleRandomness(seed: 0).validationNoiseSeed(pair: 1))
             return Image(tensor: try sampler.sample(model: m, space: .pixel, set.conditions(1))).pixels
         }
         XCTAssertEqual(panel(png, 2), try resample("final-ema.safetensors"))
         XCTAssertNotEqual(panel(png, 2), try resample("final.safetensors"))
         XCTAssertEqual(panel(png, 3), Image(tensor: set.samples[1].image).pixels, "the last panel is the target")
+    }
+
+    /// The published pipeline's sampler in the config (scheduler ddpm, guidance_rescale, repaint):
+    /// the record says so, the sample panel is what a DDPM Sampler with rescaling gives with the EMA
+    /// weights, repainted into the person, so away from the mask it is the target's pixels.
+    func testDDPMRescaledRepaintedSamples() throws {
+        let block = "  validation: {every: 2, count: 2, steps: 3, guidance: 2.0, scheduler: ddpm, guidance_rescale: 2.0, repaint: true}"
+        let run = try makeRun(self, config: tinyConfig(stages: "  - {name: s0, resolution: 16x16, steps: 2, batch: 2, lr: 3.0e-3}", training: block), tag: "val-ddpm")
+        _ = try quietTrainer(run).train()
+        let r = try XCTUnwrap(try records(run, "s0").first)
+        XCTAssertEqual(r.scheduler, "ddpm"); XCTAssertEqual(r.steps, 3); XCTAssertEqual(r.guidanceRescale, 2); XCTAssertTrue(r.repaint)
+
+        let config = try run.readConfig()
+        XCTAssertEqual(config.validation.scheduler, .ddpm)
+        let set = try ValidationSet.open(config: config, root: run.url.appendingPathComponent("data"), stage: config.stages[0])
+        let m = try LeffaModel(config: config.model, seed: 99)
+        try m.loadWeights(from: run.stageURL("s0").appendingPathComponent("final-ema.safetensors").path)
+        for pair in 0..<2 {
+            let png = try ImageIO.read(run.url.appendingPathComponent(r.files[pair]), channels: 3)
+            func panel(_ k: Int) -> Image {
+                var out = Image(height: 16, width: 16, channels: 3)
+                for y in 0..<16 { for x in 0..<16 { for c in 0..<3 { out[y, x, c] = png[y, k * 18 + x, c] } } }
+                return out
+            }
+            let sampler = Sampler(scheduler: .ddpm, steps: 3, guidance: 2.0, guidanceRescale: 2.0, seed: SampleRandomness(seed: 0).validationNoiseSeed(pair: pair))
+            let plain = Image(tensor: try sampler.sample(model: m, space: .pixel, set.conditions(pair)))
+            XCTAssertEqual(panel(2), set.conditions(pair).repainted(plain), "pair \(pair)")
+            XCTAssertNotEqual(panel(2), plain, "pair \(pair): repainted")
+            // Beyond the blur's reach (σ = 1: 3 pixels) of the mask, the person: the target panel.
+            let mask = set.samples[pair].inpaintMask
+            var checked = 0
+            for y in 0..<16 {
+                for x in 0..<16 {
+                    var near = false
+                    for dy in -3...3 { for dx in -3...3 {
+                        let yy = min(max(y + dy, 0), 15), xx = min(max(x + dx, 0), 15)
+                        if mask.data[yy * 16 + xx] > 0.5 { near = true }
+                    } }
+                    if !near { checked += 1; for c in 0..<3 { XCTAssertEqual(panel(2)[y, x, c], panel(3)[y, x, c]) } }
+                }
+            }
+            XCTAssertGreaterThan(checked, 0, "pair \(pair): some pixels away from the mask")
+        }
     }
 
     /// Latent space: conditions go through the VAE encoder and the sample through its decoder; the
@@ -113,6 +158,7 @@ final class ValidationTests: XCTestCase {
         let parsed = try RunConfig.parse(good, source: "t.yaml").validation
         XCTAssertEqual(parsed.every, 2); XCTAssertEqual(parsed.count, 2); XCTAssertEqual(parsed.steps, 2)
         XCTAssertEqual(parsed.guidance, 2.0); XCTAssertNil(parsed.split); XCTAssertFalse(parsed.refAcceleration)
+        XCTAssertEqual(parsed.scheduler, .ddim); XCTAssertEqual(parsed.guidanceRescale, 0); XCTAssertFalse(parsed.repaint)
         XCTAssertTrue(try RunConfig.parse(good.replacingOccurrences(of: "guidance: 2.0}", with: "guidance: 2.0, ref_acceleration: true}"),
                                           source: "t.yaml").validation.refAcceleration)
         XCTAssertFalse(try RunConfig.parse(tinyConfig(), source: "t.yaml").validation.enabled)
@@ -125,6 +171,10 @@ final class ValidationTests: XCTestCase {
             ("validation: {every: 2, guidance: strong}", ["training.validation.guidance", "a number in 0.0…100.0", "strong"]),
             ("validation: {every: 2, split: val}", ["training.validation.split", "test or train", "val"]),
             ("validation: {every: 2, ref_acceleration: maybe}", ["training.validation.ref_acceleration", "true or false", "maybe"]),
+            ("validation: {every: 2, scheduler: euler}", ["training.validation.scheduler", "ddpm or ddim", "euler"]),
+            ("validation: {every: 2, guidance_rescale: -1}", ["training.validation.guidance_rescale", "a number in 0.0…100.0", "-1"]),
+            ("validation: {every: 2, repaint: yes please}", ["training.validation.repaint", "true or false", "yes please"]),
+            ("validation: {every: 2, guidance_rescal: 2.5}", ["training.validation.guidance_rescal", "did you mean guidance_rescale"]),
             ("validation: {evry: 2}", ["training.validation.evry", "unknown key evry", "every, count, steps, guidance, split"]),
             ("validation: 20", ["training.validation", "a mapping like {every: 1000", "20"]),
         ]
