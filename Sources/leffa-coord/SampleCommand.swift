@@ -12,7 +12,7 @@ struct Sample: ParsableCommand {
     @Option(help: "Person image.") var person: String
     @Option(help: "Garment (reference) image.") var garment: String
     @Option(help: "Inpainting mask (white = generate).") var mask: String
-    @Option(help: "Densepose image.") var densepose: String
+    @Option(help: "Densepose image (read as the config's data.densepose says: rgb or iuv).") var densepose: String
     @Option(help: "Output folder.") var out: String
     @Option(help: "DDIM steps.") var steps: Int = 30
     @Option(help: "Classifier-free guidance scale (1 = no guidance).") var guidance: Float = 2.5
@@ -28,7 +28,8 @@ struct Sample: ParsableCommand {
             let (h, w) = try size.map { try parseSize($0, option: "--size") } ?? (st.height, st.width)
             guard steps >= 1 else { throw RunError("--steps: expected at least 1, got \(steps)") }
             let cond = try SampleConditions.load(person: URL(fileURLWithPath: person), garment: URL(fileURLWithPath: garment),
-                                                 mask: URL(fileURLWithPath: mask), densepose: URL(fileURLWithPath: densepose), height: h, width: w)
+                                                 mask: URL(fileURLWithPath: mask), densepose: URL(fileURLWithPath: densepose),
+                                                 denseposeEncoding: cfg.data.densepose, height: h, width: w)
             var sampler = DDIMSampler(steps: steps, guidance: guidance, seed: seed)
             sampler.refAcceleration = refAcceleration
             sampler.prediction = cfg.prediction
