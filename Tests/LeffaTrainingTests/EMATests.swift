@@ -57,7 +57,7 @@ final class EMATests: XCTestCase {
             ("ema_warmup: true", ["training.ema_warmup", "ema_decay"]),
         ]
         for (training, parts) in cases {
-            let text = tinyConfig(training: "  " + training).replacingOccurrences(of: "  ema_decay: 0.9\n", with: "")
+            let text = tinyConfig().replacingOccurrences(of: "  ema_decay: 0.9\n", with: "  " + training + "\n")
             let message = errorMessage { _ = try RunConfig.parse(text, source: "run.yaml") }
             XCTAssertTrue(message.hasPrefix("run.yaml: field "), message)
             for p in parts { XCTAssertTrue(message.contains(p), "\(message) lacks \(p)") }
