@@ -78,6 +78,9 @@ public enum CheckpointNames {
     public static let seed = "seed"
     public static let config = "config"
     public static let runID = "run_id"
+    /// The EMA's update count after this step (EMA.swift): the stage's step plus, with
+    /// `ema_start: carry`, the updates of the stages before.
+    public static let emaUpdates = "ema_updates"
     public static let rngKeys = "rng_keys"
 }
 

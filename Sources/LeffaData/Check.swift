@@ -30,7 +30,11 @@ public struct CheckOptions: Sendable {
 }
 
 /// How a file is read, which decides how it is inspected.
-enum FileRole: Equatable { case picture, labels, flow }
+enum FileRole: Equatable {
+    case picture, labels, flow
+    /// A densepose image read as IUV: its part indices are checked when decoding.
+    case iuv
+}
 
 struct FileUse {
     var field: String
@@ -52,7 +56,9 @@ extension SampleRecipe {
             case .denseposeForeground, .everywhere: break
             }
         }
-        if case .image(let u) = densepose { uses.append(FileUse(field: SampleField.densepose, url: u, role: .picture, personAligned: true)) }
+        if case .image(let u) = densepose {
+            uses.append(FileUse(field: SampleField.densepose, url: u, role: denseposeEncoding == .iuv ? .iuv : .picture, personAligned: true))
+        }
         add(inpaintMask, SampleField.inpaintMask)
         add(lossMask, SampleField.lossMask)
         if let f = flow { uses.append(FileUse(field: SampleField.flow, url: f, role: .flow, personAligned: true)) }
@@ -77,6 +83,11 @@ func inspect(_ url: URL, role: FileRole, decode: Bool) -> Inspection {
         case .picture:
             let info = try ImageIO.inspect(url, decode: decode)
             return .ok(info.size, warning: info.warning)
+        case .iuv:
+            guard decode else { return .ok(try ImageIO.inspect(url, decode: false).size, warning: nil) }
+            let img = try ImageIO.read(url, channels: 3)
+            try validateIUV(img, path: url.path)
+            return .ok(img.size, warning: nil)
         case .labels:
             if decode { return .ok(try ImageIO.readLabels(url).size, warning: nil) }
             let info = try ImageIO.inspect(url, decode: false)

@@ -82,13 +82,24 @@ public enum DatasetKind: String, Sendable, CaseIterable {
 }
 
 /// Opens a dataset as the configuration names it. Never throws: problems are in
-/// `indexProblems` and `check()`.
+/// `indexProblems` and `check()`. `pairing` does not apply to DeepFashion, `categories` only to
+/// DressCode.
 public func openDataset(_ kind: DatasetKind, root: URL, split: String = "train", pairing: Pairing = .paired,
-                        categories: [DressCodeDataset.Category] = DressCodeDataset.Category.allCases) -> any PairedImageDataset {
+                        categories: [DressCodeDataset.Category] = DressCodeDataset.Category.allCases,
+                        densepose: DenseposeEncoding = .rgb) -> any PairedImageDataset {
     switch kind {
-    case .vitonHD, .synthetic: return VitonHDDataset(root: root, split: split, pairing: pairing, name: kind.rawValue)
-    case .dressCode: return DressCodeDataset(root: root, split: split, pairing: pairing, categories: categories)
-    case .deepFashion: return DeepFashionDataset(root: root, split: split)
+    case .vitonHD, .synthetic:
+        var d = VitonHDDataset(root: root, split: split, pairing: pairing, name: kind.rawValue)
+        d.denseposeEncoding = densepose
+        return d
+    case .dressCode:
+        var d = DressCodeDataset(root: root, split: split, pairing: pairing, categories: categories)
+        d.denseposeEncoding = densepose
+        return d
+    case .deepFashion:
+        var d = DeepFashionDataset(root: root, split: split)
+        d.denseposeEncoding = densepose
+        return d
     }
 }
 

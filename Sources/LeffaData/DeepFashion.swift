@@ -21,6 +21,9 @@ public struct DeepFashionDataset: PairedImageDataset {
     public let imageDirectory: URL
     /// nil when no densepose folder was found.
     public let denseposeDirectory: URL?
+    /// How the densepose images are read (`data.densepose`; the published pose-transfer
+    /// transform reads IUV).
+    public var denseposeEncoding: DenseposeEncoding = .rgb
     public let pairs: [PairLine]
     public let indexProblems: [DataProblem]
 
@@ -91,6 +94,7 @@ public struct DeepFashionDataset: PairedImageDataset {
         return SampleRecipe(index: index, id: "\(name)/\(split)/\(source)/\(target)", line: p.line, pairsFile: pairsFile.path,
                             image: imageDirectory.appendingPathComponent(target),
                             reference: imageDirectory.appendingPathComponent(source),
-                            inpaintMask: .everywhere, densepose: densepose, lossMask: loss, notes: notes)
+                            inpaintMask: .everywhere, densepose: densepose, denseposeEncoding: denseposeEncoding,
+                            lossMask: loss, notes: notes)
     }
 }

@@ -43,6 +43,8 @@ public struct DressCodeDataset: PairedImageDataset {
     public let split: String
     public let pairing: Pairing
     public let categories: [Category]
+    /// How the densepose images are read (`data.densepose`).
+    public var denseposeEncoding: DenseposeEncoding = .rgb
     let entries: [Entry]
     public let indexProblems: [DataProblem]
 
@@ -129,7 +131,7 @@ public struct DressCodeDataset: PairedImageDataset {
                             line: e.line.line, pairsFile: e.pairsFile.path,
                             image: dir.appendingPathComponent("images/\(person)"),
                             reference: dir.appendingPathComponent("images/\(cloth)"),
-                            inpaintMask: inpaint, densepose: .image(dense),
+                            inpaintMask: inpaint, densepose: .image(dense), denseposeEncoding: denseposeEncoding,
                             lossMask: .labels(labels, include: e.category.garmentLabels, dilate: 0, exclude: []))
     }
 

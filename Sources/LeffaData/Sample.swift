@@ -59,6 +59,8 @@ public struct SampleRecipe: Sendable, Equatable {
     public var reference: URL
     public var inpaintMask: MaskSource
     public var densepose: DenseposeSource
+    /// How the densepose image's pixels are read (`data.densepose`).
+    public var denseposeEncoding: DenseposeEncoding = .rgb
     public var lossMask: MaskSource
     /// Ground-truth flow file (synthetic sets, paired samples only).
     public var flow: URL?
@@ -138,9 +140,7 @@ public func loadSample(_ recipe: SampleRecipe, size: Size, policy: AspectPolicy 
     case .image(let url):
         let img = try attributed(SampleField.densepose) { try ImageIO.read(url, channels: 0) }
         try sameSize(img, url, SampleField.densepose)
-        let rgb = img.channels == 1 ? colorizeDenseposeLabels(img) : img
-        dense = rgb.tensor(.signed)
-        foreground = denseposeForeground(img)
+        (dense, foreground) = try attributed(SampleField.densepose) { try denseposeInput(img, encoding: recipe.denseposeEncoding, path: url.path) }
     }
 
     func mask(_ from: MaskSource, _ field: String) throws -> Tensor {

@@ -24,6 +24,8 @@ public struct VitonHDDataset: PairedImageDataset {
     public let indexProblems: [DataProblem]
     /// Whether `<split>/image-parse-v3` exists (decides the loss mask source).
     public let hasParsing: Bool
+    /// How the densepose images are read (`data.densepose`).
+    public var denseposeEncoding: DenseposeEncoding = .rgb
 
     /// LIP labels of the garment in image-parse-v3: upper clothes, dress, coat.
     public static let garmentLabels: [UInt8] = [5, 6, 7]
@@ -85,6 +87,7 @@ public struct VitonHDDataset: PairedImageDataset {
         return SampleRecipe(index: index, id: "\(name)/\(split)/\(person)/\(cloth)", line: p.line, pairsFile: pairsFile.path,
                             image: dir.appendingPathComponent("image/\(person)"),
                             reference: dir.appendingPathComponent("cloth/\(cloth)"),
-                            inpaintMask: .file(mask), densepose: .image(dense), lossMask: loss, flow: flow, notes: notes)
+                            inpaintMask: .file(mask), densepose: .image(dense), denseposeEncoding: denseposeEncoding,
+                            lossMask: loss, flow: flow, notes: notes)
     }
 }

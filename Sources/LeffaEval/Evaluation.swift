@@ -201,7 +201,7 @@ public enum Evaluation {
         let config = m.config
         guard let kind = DatasetKind(rawValue: config.dataKind) else { throw RunError("\(config.source): field data.kind: unknown kind \(config.dataKind)") }
         let root = o.dataRoot ?? URL(fileURLWithPath: config.dataRoot, relativeTo: URL(fileURLWithPath: config.source).deletingLastPathComponent()).standardizedFileURL
-        let dataset = try openEvalDataset(kind, root: root, options: o)
+        let dataset = try openEvalDataset(kind, root: root, options: o, data: config.data)
         let n = min(o.limit ?? dataset.count, dataset.count)
         let (h, w) = o.size ?? (m.stage.height, m.stage.width)
         try config.model.checkLatentSize(config.space == .latent ? h / config.model.vae.downscale : h,
@@ -322,20 +322,25 @@ public enum Evaluation {
         return report
     }
 
-    /// The split (or the `--pairs` file) of the run's data, with every problem that stops an
-    /// evaluation turned into an error naming the file.
-    static func openEvalDataset(_ kind: DatasetKind, root: URL, options o: EvalOptions) throws -> any PairedImageDataset {
+    /// The split (or the `--pairs` file) of the run's data, read with the run's data options
+    /// (densepose encoding, DressCode categories; the pairing is `--unpaired`'s), with every
+    /// problem that stops an evaluation turned into an error naming the file.
+    static func openEvalDataset(_ kind: DatasetKind, root: URL, options o: EvalOptions, data: DataOptions) throws -> any PairedImageDataset {
         let pairing: Pairing = o.unpaired ? .unpaired : .paired
         let ds: any PairedImageDataset
         switch (kind, o.pairsFile) {
         case (.vitonHD, let file?), (.synthetic, let file?):
-            ds = VitonHDDataset(root: root, split: o.split, pairing: pairing, pairsFile: file, name: kind.rawValue)
+            var v = VitonHDDataset(root: root, split: o.split, pairing: pairing, pairsFile: file, name: kind.rawValue)
+            v.denseposeEncoding = data.densepose
+            ds = v
         case (.deepFashion, let file?):
-            ds = DeepFashionDataset(root: root, split: o.split, pairsFile: file)
+            var d = DeepFashionDataset(root: root, split: o.split, pairsFile: file)
+            d.denseposeEncoding = data.densepose
+            ds = d
         case (.dressCode, _?):
             throw RunError("--pairs: not supported for DressCode (its pair lists live per category); use --split")
         default:
-            ds = openDataset(kind, root: root, split: o.split, pairing: pairing)
+            ds = openDataset(kind, root: root, split: o.split, pairing: pairing, categories: data.categories, densepose: data.densepose)
         }
         if let e = ds.indexProblems.first(where: { $0.severity == .error }) {
             throw RunError("cannot evaluate on the \(o.split) split of \(root.path): \(e)")

@@ -1,6 +1,6 @@
 // Turns positions of a stage's sample order into model inputs: loads the samples at the stage
-// resolution, encodes them with the VAE (latent space) or uses the pixels (pixel space), and adds
-// the keyed randomness (timesteps, noise, reference dropout).
+// resolution, augments them (`data.augment`), encodes them with the VAE (latent space) or uses the
+// pixels (pixel space), and adds the keyed randomness (timesteps, noise, reference dropout).
 import Foundation
 import LeffaTensor
 import LeffaModels
@@ -40,21 +40,30 @@ public final class BatchBuilder {
 
     /// Loads samples (in the given order) at the stage's resolution.
     /// From the prepared cache when there is one for this resolution (the same tensors).
-    public func load(indices: [Int], stage: StageConfig) throws -> TrainingBatch {
-        if let c = cache(height: stage.height, width: stage.width) { return TrainingBatch(try indices.map { try c.sample($0) }) }
-        return TrainingBatch(try indices.map { try dataset.sample(at: $0, size: Size(height: stage.height, width: stage.width)) })
+    public func load(indices: [Int], stage: StageConfig) throws -> TrainingBatch { TrainingBatch(try samples(indices: indices, stage: stage)) }
+
+    func samples(indices: [Int], stage: StageConfig) throws -> [TrainingSample] {
+        if let c = cache(height: stage.height, width: stage.width) { return try indices.map { try c.sample($0) } }
+        return try indices.map { try dataset.sample(at: $0, size: Size(height: stage.height, width: stage.width)) }
     }
 
-    /// Model inputs for the samples at `positions` of optimizer step `step`.
+    /// Model inputs for the samples at `positions` of optimizer step `step`, each augmented as its
+    /// (step, position) key draws when `data.augment` is on.
     public func batch(step: Int, positions: [Int], stage: StageConfig, stageIndex: Int, timestepOverride: Int? = nil) throws -> (TrainBatch, TrainingBatch) {
         let indices = positions.map { sampleIndex(position: $0, stageIndex: stageIndex) }
-        let data = try load(indices: indices, stage: stage)
-        return (try inputs(data, step: step, positions: positions, timestepOverride: timestepOverride), data)
+        var loaded = try samples(indices: indices, stage: stage)
+        if let a = config.data.augment {
+            loaded = zip(loaded, positions).map { augment($0, a.draw(key: random.augmentKey(step: step, sample: $1))) }
+        }
+        let data = TrainingBatch(loaded)
+        return (try inputs(data, step: step, positions: positions, timestepOverride: timestepOverride, cachedMoments: config.data.augment == nil), data)
     }
 
     /// The latents (or pixels) and randomness for a loaded batch. Randomness is keyed by the
-    /// global position of each sample.
-    public func inputs(_ d: TrainingBatch, step: Int, positions: [Int], timestepOverride: Int? = nil, dropout: Bool = true) throws -> TrainBatch {
+    /// global position of each sample. `cachedMoments`: the prepared VAE moments may stand for the
+    /// images (not when they were augmented after loading).
+    public func inputs(_ d: TrainingBatch, step: Int, positions: [Int], timestepOverride: Int? = nil, dropout: Bool = true,
+                       cachedMoments: Bool = true) throws -> TrainBatch {
         let b = positions.count
         var latent: Tensor, masked: Tensor, ref: Tensor, maskL: Tensor, dense: Tensor
         switch config.space {
@@ -64,7 +73,7 @@ public final class BatchBuilder {
             let f = config.model.vae.downscale, h = d.image.shape[2] / f, w = d.image.shape[3] / f
             let c = config.model.vae.latentChannels, s = config.model.vae.scalingFactor
             // Prepared moments: the same draw, mean + exp(logvar/2)·ε, without the encoder pass.
-            if let cache = cache(height: d.image.shape[2], width: d.image.shape[3]) {
+            if cachedMoments, let cache = cache(height: d.image.shape[2], width: d.image.shape[3]) {
                 func draw(_ meanName: String, _ logvarName: String, _ which: Int) throws -> Tensor {
                     let mean = try cache.stacked(d.indices, meanName), logvar = try cache.stacked(d.indices, logvarName)
                     let std = Tensor(zeros: logvar.shape)

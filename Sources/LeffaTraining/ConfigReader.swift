@@ -159,6 +159,17 @@ struct Reader {
     func float(_ key: String, default d: Float, in range: Range<Float>) throws -> Float {
         try optionalFloat(key, in: range) ?? d
     }
+    /// Double precision, for values used in double-precision formulas (the EMA schedule).
+    func optionalDouble(_ key: String, in range: Range<Double>) throws -> Double? {
+        guard let n = value(key), n.null == nil else { return nil }
+        guard let v = n.float, range.contains(v) else { throw fail(key, "a number in [\(range.lowerBound), \(range.upperBound)), got \(Self.describe(n))") }
+        return v
+    }
+    func double(_ key: String, default d: Double, in range: ClosedRange<Double>) throws -> Double {
+        guard let n = value(key), n.null == nil else { return d }
+        guard let v = n.float, range.contains(v) else { throw fail(key, "a number in \(range.lowerBound)…\(range.upperBound), got \(Self.describe(n))") }
+        return v
+    }
     /// A finite number above `bound` (nil when absent or null), in double precision.
     func optionalDouble(_ key: String, above bound: Double, unit: String) throws -> Double? {
         guard let n = value(key), n.null == nil else { return nil }
@@ -169,6 +180,13 @@ struct Reader {
         guard let n = value(key) else { return d }
         guard let seq = n.sequence else { throw fail(key, "a list of strings, got \(Self.describe(n))") }
         return try seq.map { guard let s = $0.string, $0.scalar != nil else { throw fail(key, "a list of strings") }; return s }
+    }
+    /// One string or a list of strings (nil when absent or null), as a list.
+    func stringOrStrings(_ key: String, expected: String) throws -> [String]? {
+        guard let n = value(key), n.null == nil else { return nil }
+        if n.scalar != nil, let s = n.string { return [s] }
+        guard let seq = n.sequence, !seq.isEmpty else { throw fail(key, "\(expected), got \(n.sequence != nil ? "an empty list" : Self.describe(n))") }
+        return try seq.map { guard let s = $0.string, $0.scalar != nil else { throw fail(key, "\(expected), got \(Self.describe($0)) in the list") }; return s }
     }
     /// "512x384" (height × width).
     func size(_ key: String) throws -> (Int, Int) {

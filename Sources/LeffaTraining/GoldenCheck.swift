@@ -71,7 +71,7 @@ extension GoldenCheck {
         }
         let model = try LeffaModel(config: config.model, seed: config.seed)
         let root = run.resolve(config.dataRoot)
-        let dataset = openDataset(DatasetKind(rawValue: config.dataKind) ?? .vitonHD, root: URL(fileURLWithPath: root), split: config.dataSplit)
+        let dataset = config.openDataset(root: URL(fileURLWithPath: root))
         guard dataset.count > 0 else { throw RunError("data at \(root): no samples") }
         let builder = BatchBuilder(dataset: dataset, config: config, model: model)
         let positions = Array(0..<min(max(count, 1), dataset.count))

@@ -49,7 +49,7 @@ public enum Prepare {
     public static func run(_ run: RunDirectory, progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> Summary {
         let config = try run.readConfig()
         let root = run.resolve(config.dataRoot)
-        let dataset = openDataset(DatasetKind(rawValue: config.dataKind) ?? .vitonHD, root: URL(fileURLWithPath: root), split: config.dataSplit)
+        let dataset = config.openDataset(root: URL(fileURLWithPath: root))
         let problems = dataset.check(CheckOptions(decodeImages: false))
         if !problems.errors.isEmpty {
             throw RunError("data at \(root) has \(problems.errors.count) problem(s); run `leffa-coord check-data` for the full list:\n" + Array(problems.errors.prefix(5)).report)
@@ -99,6 +99,7 @@ public enum Prepare {
             "height": .int64(Int64(height)), "width": .int64(Int64(width)),
             "dataset_count": .int64(Int64(dataset.count)), "first_index": .int64(Int64(first)), "count": .int64(Int64(count)),
             "ids": .string((first..<(first + count)).map { dataset.id(at: $0) }.joined(separator: "\n")),
+            "densepose": .string(config.data.densepose.rawValue),
         ]
         if config.space == .latent { m["vae"] = .string(vaeFingerprint(config)) }
         return m

@@ -7,6 +7,7 @@ import Yams
 import LeffaLayers
 import LeffaModels
 import LeffaDiffusion
+import LeffaData
 
 public struct ConfigError: Error, CustomStringConvertible {
     public let file: String, field: String, expected: String
@@ -73,7 +74,8 @@ public struct RunConfig: Sendable {
     public var train: [String]              // which parts train: unet, unet_encoder
     public var adam = AdamWConfig()
     public var gradClip: Float = 1.0
-    public var emaDecay: Float? = nil
+    /// The exponential moving average of the weights and its schedule (`training.ema_*`); nil: none.
+    public var ema: EMAConfig? = nil
     public var referenceDropout: Float = 0.1
     /// What the generative UNet predicts (`training.prediction_type`, diffusers' name): epsilon as
     /// SD1.5 and the published model, or sample / v_prediction.
@@ -88,6 +90,8 @@ public struct RunConfig: Sendable {
     public var dataSplit: String = "train"
     /// `data.synthesize`: the synthetic set `leffa-coord init` makes at `dataRoot` (synthetic data only).
     public var synthesize: SyntheticDataConfig? = nil
+    /// `data.densepose`, `data.category`, `data.pairs`, `data.augment` (DataOptions.swift).
+    public var data = DataOptions()
     // bookkeeping
     public var checkpointEvery: Int = 100
     /// Also checkpoint when this many minutes have passed since the last checkpoint
@@ -172,6 +176,7 @@ public struct RunConfig: Sendable {
         }
         let dataRoot = try data.string("root"), dataSplit = try data.string("split", default: "train")
         let synthesize = try SyntheticDataConfig.parse(data, kind: dataKind, split: dataSplit, runSeed: seed)
+        let dataOptions = try DataOptions.parse(data, kind: dataKind)
         data.finish()
 
         let opt = try training.section("optimizer")
@@ -189,7 +194,7 @@ public struct RunConfig: Sendable {
             source: source, text: text, name: name, seed: seed,
             model: model, space: space, initFrom: initFrom, train: train, adam: adam,
             gradClip: try training.float("grad_clip", default: 1.0, in: 0...1e9),
-            emaDecay: try training.optionalFloat("ema_decay", in: 0..<1),
+            ema: try EMAConfig.parse(training),
             referenceDropout: try training.float("reference_dropout", default: 0.1, in: 0...1),
             dataKind: dataKind, dataRoot: dataRoot, dataSplit: dataSplit, synthesize: synthesize,
             checkpointEvery: try training.int("checkpoint_every", default: 100, min: 1),
@@ -200,6 +205,7 @@ public struct RunConfig: Sendable {
             snapshotLayers: try training.strings("snapshot_layers", default: []),
             logEvery: try training.int("log_every", default: 1, min: 1),
             stages: [])
+        cfg.data = dataOptions
         let prediction = try training.string("prediction_type", default: "epsilon")
         guard let p = Prediction(rawValue: prediction) else {
             throw ConfigError(file: source, field: "training.prediction_type", expected: "epsilon, v_prediction or sample, got \(prediction)")

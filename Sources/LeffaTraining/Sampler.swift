@@ -20,17 +20,19 @@ public struct SampleConditions {
     }
 
     /// Reads the four images and resizes them to height × width (bilinear; nearest for the mask
-    /// and densepose, whose values are labels).
-    public static func load(person: URL, garment: URL, mask: URL, densepose: URL, height: Int, width: Int) throws -> SampleConditions {
+    /// and densepose, whose values are labels); the densepose decoded as training reads it.
+    public static func load(person: URL, garment: URL, mask: URL, densepose: URL, denseposeEncoding: DenseposeEncoding = .rgb,
+                            height: Int, width: Int) throws -> SampleConditions {
         let size = Size(height: height, width: width)
         func image(_ u: URL, _ mode: Interpolation) throws -> Tensor {
             let t = try ImageIO.read(u, channels: 3).tensor(.signed)
             return resize(t.reshaped([1] + t.shape), to: size, mode: mode)
         }
         let m = try ImageIO.read(mask, channels: 1).maskTensor()
+        let d = try denseposeInput(ImageIO.read(densepose, channels: 0), encoding: denseposeEncoding, path: densepose.path).input
         return SampleConditions(person: try image(person, .bilinear), garment: try image(garment, .bilinear),
                                 mask: resize(m.reshaped([1] + m.shape), to: size, mode: .nearest),
-                                densepose: try image(densepose, .nearest))
+                                densepose: resize(d.reshaped([1] + d.shape), to: size, mode: .nearest))
     }
 }
 

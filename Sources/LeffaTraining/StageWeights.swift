@@ -26,8 +26,9 @@ public enum StageWeights {
         let model = try LeffaModel(config: config.model, seed: config.seed)
         let values = model.parameters.values!, lay = layout(model)
         let ckpts = try CheckpointDirectory(run.checkpointsURL(stage), keepLast: 0)
-        var ema: Tensor? = nil
+        var ema: Tensor? = nil, emaUpdates: Int64? = nil
         guard let found = try ckpts.latestValid({ r -> Int in
+            if case .int64(let u)? = r.meta[CheckpointNames.emaUpdates] { emaUpdates = u } else { emaUpdates = nil }
             try r.readGroup(CheckpointNames.params, into: values, layout: lay)
             if r.groupPaths.contains(CheckpointNames.ema) {
                 let e = Tensor(zeros: [values.count])
@@ -44,7 +45,10 @@ public enum StageWeights {
         try model.saveWeights(to: finalURL(run, stage: stage, ema: false).path, metadata: meta)
         if let ema {
             values.data.update(from: ema.data, count: values.count)
-            try model.saveWeights(to: finalURL(run, stage: stage, ema: true).path, metadata: meta.merging(["ema": "true"]) { $1 })
+            // The update count goes along: a next stage with `ema_start: carry` goes on from it.
+            var emaMeta = meta.merging(["ema": "true"]) { $1 }
+            if let emaUpdates { emaMeta[CheckpointNames.emaUpdates] = "\(emaUpdates)" }
+            try model.saveWeights(to: finalURL(run, stage: stage, ema: true).path, metadata: emaMeta)
         }
         return found.value
     }
@@ -56,7 +60,7 @@ public enum StageWeights {
         guard let step else {
             let url = finalURL(run, stage: stage, ema: ema)
             guard FileManager.default.fileExists(atPath: url.path) else {
-                let why = ema && config.emaDecay == nil ? " (the config has no training.ema_decay, so there is no EMA)" : ""
+                let why = ema && config.ema == nil ? " (the config has no training.ema_decay, so there is no EMA)" : ""
                 throw RunError("\(url.path): stage \(stage) has no final\(ema ? " EMA" : "") weights\(why); finish the stage (`leffa-coord run` or `stage advance`) or pass --step N of one of its checkpoints")
             }
             try model.loadWeights(from: url.path)

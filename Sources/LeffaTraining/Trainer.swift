@@ -10,6 +10,7 @@ import LeffaModels
 import LeffaDiffusion
 import LeffaData
 import LeffaCheckpoint
+import SafeTensors
 
 public final class Trainer {
     public let run: RunDirectory
@@ -19,6 +20,9 @@ public final class Trainer {
     public let optimizer: AdamW
     /// The exponential moving average of the weights (nil without `ema_decay`).
     public private(set) var ema: Tensor?
+    /// EMA updates made before this stage: 0, or with `ema_start: carry` the count the previous
+    /// stage's final EMA ended at. Update `emaUpdatesBefore + step` is the stage's step-th (EMA.swift).
+    public private(set) var emaUpdatesBefore = 0
     /// The running sum of the fixed-order reduction (foldInGlobalOrder), made on first use.
     var foldAccumulator: Tensor?
     /// When rank 0 last wrote the heartbeat.
@@ -58,13 +62,13 @@ public final class Trainer {
         m.parameters.freeze(except: parts)
         layout = m.parameters.all.map { FlatEntry(name: $0.name, offset: $0.offset, shape: $0.shape) }
         model = m
-        let c = try makeCollective?(m, config.emaDecay != nil) ?? SingleProcess()
+        let c = try makeCollective?(m, config.ema != nil) ?? SingleProcess()
         collective = c
         let shared = c.sharedState
         // A shared state updates the EMA only in each rank's shard: it must hold the EMA itself.
-        precondition(shared == nil || (shared?.ema != nil) == (config.emaDecay != nil), "Trainer: the collective's shared state has no EMA block")
+        precondition(shared == nil || (shared?.ema != nil) == (config.ema != nil), "Trainer: the collective's shared state has no EMA block")
         optimizer = AdamW(parameters: m.parameters, training: parts, config: config.adam, moments: shared.map { ($0.m, $0.v) })
-        if config.emaDecay != nil { ema = Tensor(shape: [m.parameters.count], storage: shared?.ema ?? Storage(count: m.parameters.count)) }
+        if config.ema != nil { ema = Tensor(shape: [m.parameters.count], storage: shared?.ema ?? Storage(count: m.parameters.count)) }
         // Rank 0 looks first and moves damaged checkpoints aside; the others then read a folder
         // that no longer changes under them (and never rename anything themselves). Where the
         // ranks of a node share one copy of the state, only one of them loads it, and the
@@ -74,8 +78,8 @@ public final class Trainer {
             if collective.rank == 0 { try restore() }
             collective.barrier()
             if collective.rank != 0 && shared?.loads != false { try restore() }
-            let counters = collective.broadcast([Int64(step), Int64(optimizer.step)])
-            step = Int(counters[0]); optimizer.step = Int(counters[1])
+            let counters = collective.broadcast([Int64(step), Int64(optimizer.step), Int64(emaUpdatesBefore)])
+            step = Int(counters[0]); optimizer.step = Int(counters[1]); emaUpdatesBefore = Int(counters[2])
             collective.publishState()
             // Every rank must start from the same weights and config (and so stay in lockstep).
             try collective.verifyIdentical(config.text, what: "config")
@@ -98,7 +102,10 @@ public final class Trainer {
             try reader.readGroup(CheckpointNames.adamV, into: optimizer.v, layout: layout)
             if let ema { try reader.readGroup(CheckpointNames.ema, into: ema, layout: layout) }
             optimizer.step = Int(try reader.int64("adam_step"))
-            return Int(try reader.int64(CheckpointNames.step))
+            let step = Int(try reader.int64(CheckpointNames.step))
+            // Checkpoints from before `ema_start` counted from the stage's first step.
+            if case .int64(let u)? = reader.meta[CheckpointNames.emaUpdates] { emaUpdatesBefore = Int(u) - step } else { emaUpdatesBefore = 0 }
+            return step
         }) {
             for w in dir.warnings { log("warning: \(w)") }
             step = found.value
@@ -115,14 +122,23 @@ public final class Trainer {
             optimizer.v.data.update(repeating: 0, count: optimizer.v.count)
             optimizer.step = 0
         }
+        emaUpdatesBefore = 0
+        var carried = false
         if stageIndex > 0 {
             let prev = config.stages[stageIndex - 1].name
             let url = run.finalWeightsURL(prev)
             guard FileManager.default.fileExists(atPath: url.path) else {
                 throw RunError("\(url.path): stage \(stage.name) starts from stage \(prev)'s final weights, which are missing; finish \(prev) first")
             }
+            if let ema, config.ema?.start == .carry {
+                // The previous stage's final EMA, read through the weights block (then overwritten).
+                emaUpdatesBefore = try carriedEMA(from: prev)
+                try model.loadWeights(from: StageWeights.finalURL(run, stage: prev, ema: true).path)
+                ema.data.update(from: values.data, count: values.count)
+                carried = true
+            }
             try model.loadWeights(from: url.path)
-            log("stage \(stage.name) starts from \(prev)'s final weights")
+            log("stage \(stage.name) starts from \(prev)'s final weights" + (carried ? ", its EMA from \(prev)'s final EMA (\(emaUpdatesBefore) updates)" : ""))
         } else if let (kind, path) = config.initFrom {
             let p = resolve(path)
             if kind == "leffa" { try model.loadWeights(from: p) } else { try model.importDiffusers(folder: p) }
@@ -130,7 +146,7 @@ public final class Trainer {
         } else {
             log("initial weights: random (seed \(config.seed))")
         }
-        ema?.data.update(from: values.data, count: values.count)
+        if !carried { ema?.data.update(from: values.data, count: values.count) }
     }
 
     /// Paths in the config are relative to the run directory.
@@ -138,20 +154,25 @@ public final class Trainer {
 
     // MARK: The loop
 
-    /// The EMA decay of the stage's `update`-th step (1, 2, …): diffusers' EMAModel warm-up,
-    /// min(decay, (1 + k)/(10 + k)) with k = update − 1. Without it the average of a stage's
-    /// first thousands of steps is mostly its starting weights (0.9999^10000 = 37 %): a short
-    /// run's EMA samples are noise and a stage's exported EMA lags its training.
-    func emaDecay(update: Int, max decay: Float) -> Float {
-        let k = Float(update - 1)
-        return min(decay, (1 + k) / (10 + k))
+    /// `ema_start: carry`: the update count stage `prev`'s final EMA ended at (its metadata), after
+    /// checking the file is there.
+    func carriedEMA(from prev: String) throws -> Int {
+        let url = StageWeights.finalURL(run, stage: prev, ema: true)
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            throw RunError("\(url.path): stage \(stage.name) carries on stage \(prev)'s EMA (training.ema_start: carry), but its final EMA weights are missing; finish \(prev) again, or set ema_start: fresh")
+        }
+        let meta = try SafeTensorsFile(path: url.path).metadata
+        guard let u = meta[CheckpointNames.emaUpdates].flatMap(Int.init), u >= 0 else {
+            throw RunError("\(url.path): metadata field \(CheckpointNames.emaUpdates) is \(meta[CheckpointNames.emaUpdates] ?? "missing"), expected the EMA's update count (files written before ema_start existed lack it); set training.ema_start: fresh")
+        }
+        return u
     }
 
     public enum Outcome: Equatable { case stageFinished(next: String?), stopped(atStep: Int) }
 
     /// Trains until the stage's last step (or `untilStep`), checkpointing on the way.
     public func train(untilStep: Int? = nil, fixedOrder: Bool = false) throws -> Outcome {
-        let dataset = openDataset(DatasetKind(rawValue: config.dataKind) ?? .vitonHD, root: URL(fileURLWithPath: resolve(config.dataRoot)), split: config.dataSplit)
+        let dataset = config.openDataset(root: URL(fileURLWithPath: resolve(config.dataRoot)))
         let problems = dataset.check(CheckOptions(decodeImages: false))
         if !problems.errors.isEmpty {
             throw RunError("data at \(resolve(config.dataRoot)) has \(problems.errors.count) problem(s); run `leffa-coord check-data` for the full list:\n" + Array(problems.errors.prefix(5)).report)
@@ -231,7 +252,7 @@ public final class Trainer {
             }
             let lr = learningRate(step: step)
             let gradNorm = collective.optimizerStep(optimizer, model.parameters, lr: lr, maxNorm: config.gradClip,
-                                                    ema: ema, emaDecay: config.emaDecay.map { emaDecay(update: step + 1, max: $0) }).gradNorm
+                                                    ema: ema, emaDecay: config.ema?.decay(update: emaUpdatesBefore + step + 1)).gradNorm
             step += 1
 
             if isRoot {
@@ -345,6 +366,7 @@ public final class Trainer {
             CheckpointNames.seed: .int64(Int64(bitPattern: config.seed)), CheckpointNames.config: .string(config.text),
             CheckpointNames.runID: .string((try? run.readState().runID) ?? ""), "adam_step": .int64(Int64(optimizer.step)),
         ])
+        if ema != nil { c.meta[CheckpointNames.emaUpdates] = .int64(Int64(emaUpdatesBefore + step)) }
         try c.setGroup(CheckpointNames.params, flat: model.parameters.values!, layout: layout)
         try c.setGroup(CheckpointNames.adamM, flat: optimizer.m, layout: layout)
         try c.setGroup(CheckpointNames.adamV, flat: optimizer.v, layout: layout)
@@ -381,7 +403,8 @@ public final class Trainer {
             let v = model.parameters.values!
             let saved = v.copy()
             v.data.update(from: ema.data, count: v.count)
-            try model.saveWeights(to: run.stageURL(stage.name).appendingPathComponent("final-ema.safetensors").path, metadata: ["stage": stage.name, "ema": "true"])
+            try model.saveWeights(to: StageWeights.finalURL(run, stage: stage.name, ema: true).path,
+                                  metadata: ["stage": stage.name, "step": "\(step)", "ema": "true", CheckpointNames.emaUpdates: "\(emaUpdatesBefore + step)"])
             v.data.update(from: saved.data, count: v.count)
         }
         var s = try run.readState()

@@ -48,9 +48,8 @@ public struct ValidationSet {
     /// here, before training, turns missing or damaged files into an error at the start of the
     /// stage rather than after hours of training.
     public static func open(config: RunConfig, root: URL, stage: StageConfig) throws -> ValidationSet {
-        let kind = DatasetKind(rawValue: config.dataKind) ?? .vitonHD
         let v = config.validation
-        let test = openDataset(kind, root: root, split: "test")
+        let test = config.openDataset(root: root, split: "test", pairing: .paired)
         let testProblem = test.indexProblems.first { $0.severity == .error }
         let dataset: any PairedImageDataset, split: String
         switch v.split {
@@ -63,7 +62,7 @@ public struct ValidationSet {
         case nil where test.count > 0 && testProblem == nil:
             (dataset, split) = (test, "test")
         default:
-            (dataset, split) = (openDataset(kind, root: root, split: config.dataSplit), config.dataSplit)
+            (dataset, split) = (config.openDataset(root: root, pairing: .paired), config.dataSplit)
         }
         let n = min(v.count, dataset.count)
         if n == 0 { throw RunError("data at \(root.path): the \(split) split has no pairs to validate on") }

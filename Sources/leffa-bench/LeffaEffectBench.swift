@@ -117,7 +117,7 @@ struct LeffaEffectBench: ParsableCommand {
                 let run = try RunDirectory.create(at: dir.path, config: try RunConfig.load(path: cfgURL.path))
                 let trainer = try Trainer(run: run, log: { l in if l.hasPrefix("warning") { print(l) } })
                 _ = try trainer.train()
-                let (model, source) = try StageWeights.load(run: run, config: trainer.config, stage: compared.name, step: nil, ema: trainer.config.emaDecay != nil)
+                let (model, source) = try StageWeights.load(run: run, config: trainer.config, stage: compared.name, step: nil, ema: trainer.config.ema != nil)
                 let (s, f) = try evaluate(EvalModel(model: model, config: trainer.config, stage: compared, source: source), dir.appendingPathComponent("eval"))
                 rows.append(Row(seed: seed, variant: variant, scores: s, flowEPE: f))
                 print(line(rows.last!))

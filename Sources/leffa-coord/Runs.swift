@@ -53,10 +53,17 @@ struct CheckData: ParsableCommand {
     @Option(help: "Dataset root folder.") var root: String
     @Option(help: "Split (train, test).") var split: String = "train"
     @Flag(help: "Only read image headers (fast); by default every image is decoded.") var headersOnly = false
+    @Option(help: "How densepose images are read: rgb or iuv (then every part index is checked to be 0…24).") var densepose: String = "rgb"
+    @Option(help: "DressCode: the categories to check (upper_body, lower_body, dresses; repeat the option for several).") var category: [String] = []
 
     func run() throws {
         guard let k = DatasetKind(rawValue: kind) else { throw userError(RunError("--kind: expected vitonhd, dresscode, deepfashion or synthetic, got \(kind)")) }
-        let ds = openDataset(k, root: URL(fileURLWithPath: root), split: split)
+        guard let enc = DenseposeEncoding(rawValue: densepose) else { throw userError(RunError("--densepose: expected rgb or iuv, got \(densepose)")) }
+        let categories = try category.map { c in
+            try DressCodeDataset.Category(rawValue: c) ?? { throw userError(RunError("--category: expected upper_body, lower_body or dresses, got \(c)")) }()
+        }
+        let ds = openDataset(k, root: URL(fileURLWithPath: root), split: split,
+                             categories: categories.isEmpty ? DressCodeDataset.Category.allCases : categories, densepose: enc)
         let problems = ds.check(CheckOptions(decodeImages: !headersOnly))
         print("\(ds.count) samples; \(problems.errors.count) error(s), \(problems.warnings.count) warning(s)")
         if !problems.isEmpty { print(problems.report) }

@@ -13,7 +13,7 @@ struct Sample: ParsableCommand {
     @Option(help: "Person image.") var person: String
     @Option(help: "Garment (reference) image.") var garment: String
     @Option(help: "Inpainting mask (white = generate).") var mask: String
-    @Option(help: "Densepose image.") var densepose: String
+    @Option(help: "Densepose image (read as the config's data.densepose says: rgb or iuv).") var densepose: String
     @Option(help: "Output folder.") var out: String
     @OptionGroup var sampling: SamplerOptions
     @Option(help: "Noise seed (the starting noise and every DDPM step's noise).") var seed: UInt64 = 0
@@ -27,7 +27,8 @@ struct Sample: ParsableCommand {
             let (cfg, model, from, st) = try source.load()
             let (h, w) = try size.map { try parseSize($0, option: "--size") } ?? (st.height, st.width)
             let cond = try SampleConditions.load(person: URL(fileURLWithPath: person), garment: URL(fileURLWithPath: garment),
-                                                 mask: URL(fileURLWithPath: mask), densepose: URL(fileURLWithPath: densepose), height: h, width: w)
+                                                 mask: URL(fileURLWithPath: mask), densepose: URL(fileURLWithPath: densepose),
+                                                 denseposeEncoding: cfg.data.densepose, height: h, width: w)
             let sampler = sampling.sampler(seed: seed, prediction: cfg.prediction)
             let name = sampling.scheduler.rawValue.uppercased()
             let sample = try sampler.sample(model: model, space: cfg.space, cond) { k, n in

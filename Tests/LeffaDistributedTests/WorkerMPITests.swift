@@ -55,12 +55,12 @@ final class WorkerMPITests: XCTestCase {
     }
 
     func makeRun(_ name: String, steps: Int, ema: Bool = true, validation: Bool = false, batch: Int = 2, extra: String = "",
-                 checkpointEvery: Int = 2, stage: String = "resolution: 16x16") throws -> String {
+                 checkpointEvery: Int = 2, stage: String = "resolution: 16x16", data: String = "") throws -> String {
         let cfg = dir.appendingPathComponent("\(name).yaml")
         try """
         run: {name: \(name), seed: 5}
         model: {preset: tiny}
-        data: {kind: synthetic, root: \(dir.appendingPathComponent("data").path), space: pixel}
+        data: {kind: synthetic, root: \(dir.appendingPathComponent("data").path), space: pixel\(data)}
         training: {checkpoint_every: \(checkpointEvery), reference_dropout: 0.5\(ema ? ", ema_decay: 0.9" : "")\(validation ? ", validation: {every: 2, count: 3, steps: 2}" : "")\(extra)}
         stages:
           - {name: only, \(stage), steps: \(steps), batch: \(batch), lr: 1.0e-3}
@@ -129,6 +129,21 @@ final class WorkerMPITests: XCTestCase {
             XCTAssertTrue(e.contains(n == 2 ? "MPI buckets" : "shared memory"), e)
             XCTAssertEqual(try weights(runs[0]), try weights(r), "\(n) ranks × 2 samples (fixed order, \(how)) differ from 1 rank × 4")
         }
+    }
+
+    /// Augmentation (flip, move, colour jitter) is drawn per (seed, step, sample): 2 ranks with
+    /// --fixed-order end with 1 rank's weights bit for bit, and augmentation changed them.
+    func testAugmentationIsTheSameOnOneAndTwoRanks() throws {
+        try synth()
+        let aug = ", augment: {hflip: 0.5, scale: 0.1, shift: 0.1, color_jitter: {brightness: 0.2, contrast: 0.2, saturation: 0.2, hue: 0.05}}"
+        let one = try makeRun("a1", steps: 3, batch: 4, data: aug), two = try makeRun("a2", steps: 3, batch: 4, data: aug)
+        let plain = try makeRun("a0", steps: 3, batch: 4)
+        let w = bin.appendingPathComponent("leffa-worker").path
+        for r in [one, plain] { let (s, e, _) = try run(w, ["--run", r, "--fixed-order"]); XCTAssertEqual(s, 0, e) }
+        let (s2, e2, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", two, "--fixed-order"])
+        XCTAssertEqual(s2, 0, e2)
+        XCTAssertEqual(try weights(one), try weights(two), "2 ranks with augmentation differ from 1 rank")
+        XCTAssertNotEqual(try weights(one), try weights(plain), "augmentation changed nothing")
     }
 
     /// Only the generative UNet trains: the reducer covers just its range of the gradient block,

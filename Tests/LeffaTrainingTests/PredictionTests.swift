@@ -1,6 +1,6 @@
 // What the denoiser predicts (training.prediction_type): the training target and the sampler's
 // reading of an output agree for every type, the sampler's DDIM step gives the same next latent
-// whichever type produced the (exact) output, and the EMA warms up as diffusers' EMAModel.
+// whichever type produced the (exact) output.
 import XCTest
 import LeffaTensor
 import LeffaDiffusion
@@ -42,15 +42,5 @@ final class PredictionTests: XCTestCase {
             }
             for k in 1..<out.count { for i in 0..<out[0].count { XCTAssertEqual(out[k][i], out[0][i], accuracy: 1e-4, "\(kind)") } }
         }
-    }
-
-    func testEMAWarmUpFollowsDiffusers() throws {
-        let run = try makeRun(self, config: tinyConfig())
-        let t = try quietTrainer(run)
-        // diffusers EMAModel.get_decay: step = optimization_step − 1, min(decay, (1 + step)/(10 + step)).
-        XCTAssertEqual(t.emaDecay(update: 1, max: 0.9999), 0.1, accuracy: 1e-7)
-        XCTAssertEqual(t.emaDecay(update: 11, max: 0.9999), 11.0 / 20.0, accuracy: 1e-7)
-        XCTAssertEqual(t.emaDecay(update: 1_000_000, max: 0.9999), 0.9999, accuracy: 1e-7)
-        XCTAssertEqual(t.emaDecay(update: 100, max: 0.9), 0.9, accuracy: 1e-7)
     }
 }

@@ -39,7 +39,7 @@ final class StrictConfigTests: XCTestCase {
         // The whole message, once: file, path, the intended key, then every valid key of training.
         XCTAssertEqual(failure("checkpoint_every: 2", "checkpoint_evry: 2"),
                        "t.yaml: field training.checkpoint_evry: unknown key checkpoint_evry (did you mean checkpoint_every?); expected one of the keys "
-                       + "optimizer, train, grad_clip, ema_decay, reference_dropout, checkpoint_every, checkpoint_every_minutes, keep_checkpoints, "
+                       + "optimizer, train, grad_clip, ema_decay, ema_min_decay, ema_warmup, ema_inv_gamma, ema_power, ema_start, reference_dropout, checkpoint_every, checkpoint_every_minutes, keep_checkpoints, "
                        + "snapshot_every, snapshot_samples, snapshot_layers, log_every, prediction_type, activation_checkpointing, validation")
     }
 
