@@ -109,6 +109,7 @@ public func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int, scale: 
     // before them, which runs after both (newest first) and does the kernel's backward once.
     final class Gradients { var out: Tensor?, second: Tensor? }
     let grads = Gradients()
+    // `part`'s pointers stay valid while the closure holds these storages.
     let qs = q.storage, ks = k.storage, vs = v.storage, os = out.storage, s2 = second.storage, vals = values.storage
     let qNeeds = q.requiresGrad, kNeeds = k.requiresGrad, vNeeds = v.requiresGrad
     let anchor = Tensor(zeros: [0]).recording("attention (shared scores)", [q, k, v]) { _ in
@@ -116,10 +117,9 @@ public func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int, scale: 
         let dk = kNeeds ? Tensor(zeros: [s.B, s.m, s.H * s.d]) : nil
         let dv = vNeeds ? Tensor(zeros: [s.B, s.m, s.H * s.dv]) : nil
         let g = grads.out ?? Tensor(zeros: [s.B, s.n, s.H * s.dv])
-        var f = SecondSoftmax(keys: shared.keys, ratio: 1 / shared.temperature, H: s.H, dv: dv2, values: vals.base,
-                              out: s2.base, lse: lse2.base)
+        var f = part
         f.gradOut = grads.second.map { UnsafePointer($0.data) }
-        withExtendedLifetime((grads.second, g)) {
+        withExtendedLifetime((grads.second, g, s2, vals, lse2)) {
             attentionBackward(qs.base, ks.base, vs.base, o: os.base, lse: lse.base, gradOut: g.data,
                               dq: dq?.data, dk: dk?.data, dv: dv?.data, s, scale: sc, scale2: sc * log2e, second: f)
         }
@@ -389,8 +389,11 @@ func attentionBackward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v
                 packTransposed(gi2, ld: f.ldv, width: dv2, count: count, factor: 1, into: dot2All.base + item * dv2 * L)
                 for lane in 0..<L {
                     lse2All.base[lanes + lane] = lane < count ? f.lse[bh * s.n + i0 + lane] : .infinity
+                    delta2All.base[lanes + lane] = 0
+                }
+                for lane in 0..<count {
                     var acc: Float = 0
-                    for c in 0..<dv2 where lane < count { acc += gi2[lane * f.ldv + c] * oi2[lane * f.ldv + c] }
+                    for c in 0..<dv2 { acc += gi2[lane * f.ldv + c] * oi2[lane * f.ldv + c] }
                     delta2All.base[lanes + lane] = acc
                 }
             }
@@ -438,7 +441,7 @@ func attentionBackward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v
                         let lp = lseAll.base + packed * L, dp = deltaAll.base + packed * L
                         let l0 = loadLanes(lp), l1 = loadLanes(lp + 8), d0 = loadLanes(dp), d1 = loadLanes(dp + 8)
                         @inline(__always) func weights(_ j: Int) -> (Lanes, Lanes) {
-                            let pj = pg + j * bq, dj = dsg + j * bq
+                            let pj = pg + j * bq
                             let p0 = softmaxWeight(loadLanes(pj) - l0), p1 = softmaxWeight(loadLanes(pj + 8) - l1)
                             storeLanes(p0, pj); storeLanes(p1, pj + 8)
                             return (p0, p1)
