@@ -149,11 +149,6 @@ public final class Trainer {
         if !carried { ema?.data.update(from: values.data, count: values.count) }
     }
 
-    /// Paths in the config are relative to the run directory.
-    func resolve(_ path: String) -> String { run.resolve(path) }
-
-    // MARK: The loop
-
     /// `ema_start: carry`: the update count stage `prev`'s final EMA ended at (its metadata), after
     /// checking the file is there.
     func carriedEMA(from prev: String) throws -> Int {
@@ -167,6 +162,11 @@ public final class Trainer {
         }
         return u
     }
+
+    /// Paths in the config are relative to the run directory.
+    func resolve(_ path: String) -> String { run.resolve(path) }
+
+    // MARK: The loop
 
     public enum Outcome: Equatable { case stageFinished(next: String?), stopped(atStep: Int) }
 
