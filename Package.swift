@@ -50,20 +50,23 @@ let package = Package(
 
         .target(name: "SafeTensors", dependencies: ["LeffaTensor"], swiftSettings: fast),
         .target(name: "LeffaLayers", dependencies: ["LeffaTensor"], swiftSettings: fast),
-        .target(name: "LeffaModels", dependencies: ["LeffaLayers", "Yams"], swiftSettings: fast),
+        .target(name: "LeffaModels", dependencies: ["LeffaLayers", "SafeTensors", "Yams"], swiftSettings: fast),
         .target(name: "LeffaDiffusion", dependencies: ["LeffaLayers"], swiftSettings: fast),
-        .target(name: "LeffaTraining", dependencies: ["LeffaModels", "LeffaDiffusion", "SafeTensors", "LeffaData", "LeffaCheckpoint", "LeffaDistributed"], swiftSettings: fast),
+        // The run folder's formats: config, state, heartbeat, locks, training checkpoints, stage weights.
+        .target(name: "LeffaRunFormat", dependencies: ["LeffaModels", "LeffaDiffusion", "SafeTensors", "LeffaData", "LeffaCheckpoint", "Yams"],
+                swiftSettings: fast),
+        .target(name: "LeffaTraining", dependencies: ["LeffaRunFormat", "LeffaModels", "LeffaDiffusion", "SafeTensors", "LeffaData", "LeffaCheckpoint", "LeffaDistributed"], swiftSettings: fast),
         // Held-out evaluation: inference over a split, image metrics (PSNR, SSIM), the baseline.
-        .target(name: "LeffaEval", dependencies: ["LeffaTraining", "LeffaModels", "LeffaDiffusion", "LeffaData", "LeffaDistributed"], swiftSettings: fast),
+        .target(name: "LeffaEval", dependencies: ["LeffaTraining", "LeffaRunFormat", "LeffaModels", "LeffaDiffusion", "LeffaData", "LeffaDistributed"], swiftSettings: fast),
         .executableTarget(
             name: "leffa-worker",
-            dependencies: ["LeffaTraining", "LeffaDistributed", "LeffaData", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["LeffaTraining", "LeffaRunFormat", "LeffaDistributed", "LeffaData", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: fast),
         // Orchestration: run state, stage transitions, driving worker processes.
-        .target(name: "LeffaRun", dependencies: ["LeffaTraining", "LeffaCheckpoint", "LeffaData"], swiftSettings: fast),
+        .target(name: "LeffaRun", dependencies: ["LeffaRunFormat", "LeffaCheckpoint", "LeffaData"], swiftSettings: fast),
         .executableTarget(
             name: "leffa-coord",
-            dependencies: ["LeffaTraining", "LeffaEval", "LeffaRun", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["LeffaTraining", "LeffaRunFormat", "LeffaEval", "LeffaRun", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: fast),
 
         .target(name: "LeffaData", dependencies: ["LeffaTensor", "SafeTensors", "CPNG", "CJPEG"], swiftSettings: fast),
@@ -77,20 +80,20 @@ let package = Package(
 
         .executableTarget(
             name: "leffa-bench",
-            dependencies: ["LeffaTensor", "LeffaTraining", "LeffaEval", "LeffaDistributed", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            dependencies: ["LeffaTensor", "LeffaTraining", "LeffaRunFormat", "LeffaEval", "LeffaDistributed", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Yams", package: "Yams")],
             swiftSettings: fast),
 
         .target(name: "TestSupport", dependencies: ["LeffaTensor"], path: "Tests/TestSupport", swiftSettings: fast),
         .testTarget(name: "LeffaTensorTests", dependencies: ["LeffaTensor", "TestSupport"], swiftSettings: fast),
-        .testTarget(name: "LeffaModelTests", dependencies: ["LeffaTraining", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "LeffaModelTests", dependencies: ["LeffaTraining", "LeffaRunFormat", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaDataTests", dependencies: ["LeffaData", "TestSupport"], exclude: ["Fixtures"], swiftSettings: fast),
         .testTarget(name: "LeffaCheckpointTests", dependencies: ["LeffaCheckpoint", "TestSupport"], swiftSettings: fast),
-        .testTarget(name: "LeffaDistributedTests", dependencies: ["LeffaDistributed", "LeffaCheckpoint", "TestSupport"], swiftSettings: fast),
-        .testTarget(name: "LeffaRunTests", dependencies: ["LeffaRun", "LeffaTraining", "TestSupport"], swiftSettings: fast),
-        .testTarget(name: "LeffaTrainingTests", dependencies: ["LeffaTraining", "TestSupport"], exclude: ["Fixtures"], swiftSettings: fast),
-        .testTarget(name: "LeffaEvalTests", dependencies: ["LeffaEval", "LeffaTraining", "LeffaModels", "LeffaData", "TestSupport"],
+        .testTarget(name: "LeffaDistributedTests", dependencies: ["LeffaDistributed", "LeffaCheckpoint", "LeffaRunFormat", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "LeffaRunTests", dependencies: ["LeffaRun", "LeffaTraining", "LeffaRunFormat", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "LeffaTrainingTests", dependencies: ["LeffaTraining", "LeffaRunFormat", "TestSupport"], exclude: ["Fixtures"], swiftSettings: fast),
+        .testTarget(name: "LeffaEvalTests", dependencies: ["LeffaEval", "LeffaTraining", "LeffaRunFormat", "LeffaModels", "LeffaData", "TestSupport"],
                     exclude: ["Fixtures"], swiftSettings: fast),
         .testTarget(name: "ShimTests", dependencies: ["CBLAS", "CMPI", "CHDF5", "CPNG", "CJPEG"]),
     ],

@@ -63,27 +63,6 @@ public struct FlatEntry: Equatable, Sendable {
     public var count: Int { shape.reduce(1, *) }
 }
 
-/// The group paths and meta keys the trainer uses. Nothing in this target depends on them; they
-/// live here so the trainer, the coordinator and Checkpoints.md agree on one spelling.
-public enum CheckpointNames {
-    public static let params = "params"
-    public static let adamM = "optimizer/m"
-    public static let adamV = "optimizer/v"
-    public static let ema = "ema"
-
-    public static let step = "step"
-    public static let stage = "stage"
-    public static let stageIndex = "stage_index"
-    public static let dataPosition = "data_position"
-    public static let seed = "seed"
-    public static let config = "config"
-    public static let runID = "run_id"
-    /// The EMA's update count after this step (EMA.swift): the stage's step plus, with
-    /// `ema_start: carry`, the updates of the stages before.
-    public static let emaUpdates = "ema_updates"
-    public static let rngKeys = "rng_keys"
-}
-
 /// Typed access to meta values with errors that name the file and the key.
 public protocol CheckpointMetaReading {
     var meta: [String: CheckpointValue] { get }

@@ -21,6 +21,7 @@ import LeffaDiffusion
 import LeffaData
 import LeffaDistributed
 import LeffaTraining
+import LeffaRunFormat
 
 /// What to evaluate on and how to sample.
 public struct EvalOptions: Sendable {

@@ -2,7 +2,7 @@
 // supervisor needs to stop mpirun and all its ranks at once (kill(-pgid)) and to poll without
 // threads. posix_spawn directly, because Foundation's Process cannot set the process group.
 import Foundation
-import LeffaTraining
+import LeffaRunFormat
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -4,7 +4,7 @@
 // reason to state.json. Not the training itself (the worker) and not launching it (Supervisor).
 import Foundation
 import LeffaCheckpoint
-import LeffaTraining
+import LeffaRunFormat
 
 public struct StageInfo: Codable, Sendable {
     public var name: String
@@ -100,11 +100,8 @@ public enum StageControl {
         let stage = config.stages[i]
         let step = try StageWeights.writeFinal(run: run, config: config, stage: stage.name, log: log)
         let next = i + 1 < config.stages.count ? config.stages[i + 1].name : nil
-        if !state.completedStages.contains(stage.name) { state.completedStages.append(stage.name) }
         let why = reason ?? "stage advance"
-        state.history.append(.init(now: stage.name, to: next ?? "done",
-                                   reason: "\(why): ended \(stage.name) at checkpoint step \(step) of \(stage.steps)"))
-        if let next { state.stage = next; state.status = .ready } else { state.status = .done }
+        state.complete(stage.name, next: next, reason: "\(why): ended \(stage.name) at checkpoint step \(step) of \(stage.steps)")
         try run.writeState(state)
         log("stage \(stage.name) ended at step \(step)/\(stage.steps); final weights in \(run.finalWeightsURL(stage.name).path); " +
             (next.map { "next: \($0)" } ?? "the run is done"))
@@ -152,17 +149,15 @@ public enum StageControl {
                 throw RunError("\(run.finalWeightsURL(prev).path): stage \(target) starts from stage \(prev)'s final weights, which do not exist; `stage advance` \(prev) first")
             }
         }
-        let stamp = now().replacingOccurrences(of: ":", with: "")
+        let stamp = timestamp().replacingOccurrences(of: ":", with: "")
         for (j, s) in config.stages.enumerated() where j > t {
             let hasCheckpoints = !(try checkpointSteps(run, s.name)).isEmpty
             let had = state.completedStages.contains(s.name) || hasCheckpoints
             if had { try moveAside(run, s.name, stamp: stamp); log("moved stage \(s.name)'s files to \(run.stageURL(s.name).path)/discarded-\(stamp)") }
         }
-        let from = state.status == .done ? "done" : state.stage
-        state.completedStages.removeAll { name in config.stages.firstIndex(where: { $0.name == name }).map { $0 >= t } ?? true }
-        state.stage = target
-        state.status = .ready
-        state.history.append(.init(now: from, to: target, reason: (reason ?? "stage set") + (lost.isEmpty ? "" : "; discarded: " + lost.joined(separator: "; "))))
+        let uncompleted = Set(state.completedStages.filter { name in config.stages.firstIndex(where: { $0.name == name }).map { $0 >= t } ?? true })
+        state.move(to: target, uncompleting: uncompleted,
+                   reason: (reason ?? "stage set") + (lost.isEmpty ? "" : "; discarded: " + lost.joined(separator: "; ")))
         try run.writeState(state)
         return state
     }
@@ -173,14 +168,11 @@ public enum StageControl {
         let fm = FileManager.default, dir = run.stageURL(stage)
         let dest = dir.appendingPathComponent("discarded-\(stamp)")
         try fm.createDirectory(at: dest, withIntermediateDirectories: true)
-        for name in ["checkpoints", "snapshots", "samples", "logs", "final.safetensors", "final-ema.safetensors"] {
-            let src = dir.appendingPathComponent(name)
-            if fm.fileExists(atPath: src.path) { try fm.moveItem(at: src, to: dest.appendingPathComponent(name)) }
+        for src in run.stageContents(stage) where fm.fileExists(atPath: src.path) {
+            try fm.moveItem(at: src, to: dest.appendingPathComponent(src.lastPathComponent))
         }
         for sub in [run.checkpointsURL(stage), run.snapshotsURL(stage), run.logsURL(stage)] {
             try fm.createDirectory(at: sub, withIntermediateDirectories: true)
         }
     }
 }
-
-func now() -> String { ISO8601DateFormatter().string(from: Date()) }

@@ -22,7 +22,7 @@
 //     --fixed-order, bit for bit). The move is logged and recorded in the run's history.
 import Foundation
 import LeffaData
-import LeffaTraining
+import LeffaRunFormat
 
 public struct SupervisorOptions: Sendable {
     public var ranks = 1
@@ -75,7 +75,7 @@ public final class Supervisor {
             guard !line.hasPrefix("  ") else { return }
             if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
             guard let h = FileHandle(forWritingAtPath: path) else { return }
-            _ = try? h.seekToEnd(); h.write(Data("\(now()) \(line)\n".utf8)); try? h.close()
+            _ = try? h.seekToEnd(); h.write(Data("\(timestamp()) \(line)\n".utf8)); try? h.close()
         }
     }
 
@@ -194,10 +194,8 @@ public final class Supervisor {
         let n = try usableRanks(atMost: most)
         guard n < ranks else { return false }
         let line = "elastic: relaunching with \(n) rank(s) instead of \(ranks) (\(why)); the run continues the same sample stream"
-        var state = try directory.readState()
+        let state = try directory.updateState { $0.note(line) }
         log("stage \(state.stage): " + line)
-        state.history.append(.init(now: state.stage, to: state.stage, reason: line))
-        try directory.writeState(state)
         ranks = n
         return true
     }

@@ -2,6 +2,7 @@
 // resolution, augments them (`data.augment`), encodes them with the VAE (latent space) or uses the
 // pixels (pixel space), and adds the keyed randomness (timesteps, noise, reference dropout).
 import Foundation
+import LeffaRunFormat
 import LeffaTensor
 import LeffaModels
 import LeffaData

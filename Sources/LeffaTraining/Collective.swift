@@ -4,6 +4,7 @@
 // shards), small sums, a barrier and start-up consistency checks. One process needs none of it; MPI is in
 // MPICollective.swift.
 import LeffaTensor
+import LeffaRunFormat
 
 public protocol Collective: AnyObject {
     var rank: Int { get }

@@ -3,6 +3,7 @@
 // and as PNG strips a person can look at: reference | warped reference | target | flow colours
 // (| ground-truth flow colours, when the data has them).
 import Foundation
+import LeffaRunFormat
 import LeffaTensor
 import LeffaLayers
 import LeffaModels

@@ -1,5 +1,6 @@
 // The golden check as a command: files in, files out (see GoldenPass for the computation).
 import Foundation
+import LeffaRunFormat
 import LeffaTensor
 import LeffaModels
 import LeffaDiffusion

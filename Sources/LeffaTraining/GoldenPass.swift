@@ -2,6 +2,7 @@
 // tensor the golden fixture holds (`out.*`, `grad.*`). `leffa-coord debug forward` writes it to
 // safetensors; the golden test compares it with ../shared/fixtures/leffa_tiny.
 import LeffaTensor
+import LeffaRunFormat
 import LeffaLayers
 import LeffaModels
 import LeffaDiffusion

@@ -16,6 +16,7 @@
 // whole step, the fixed order included.
 // Everything else goes through the context's blocking collectives.
 import Foundation
+import LeffaRunFormat
 import LeffaTensor
 import LeffaDistributed
 import LeffaLayers

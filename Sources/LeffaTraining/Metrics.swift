@@ -1,6 +1,7 @@
 // Per-step metrics as JSON lines (one object per optimizer step) and a live progress line with ETA.
 // The same JSONL writer serves validation.jsonl (one `ValidationRecord` per validation sampling).
 import Foundation
+import LeffaRunFormat
 
 public struct StepMetrics: Codable, Sendable {
     public var stage: String

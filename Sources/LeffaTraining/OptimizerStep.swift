@@ -1,6 +1,7 @@
 // One optimizer step over the ranks a collective joins, as the trainer takes it (and the DDP
 // bench measures it): clip, update, and the exponential moving average of the weights.
 import Foundation
+import LeffaRunFormat
 import LeffaTensor
 import LeffaLayers
 

@@ -9,6 +9,7 @@
 // ("samples/<index>") with the fields below; its meta names the space, size, dataset count and
 // the sample ids, which `SampleCache` checks so a stale cache is reported instead of used.
 import Foundation
+import LeffaRunFormat
 import LeffaTensor
 import LeffaModels
 import LeffaData

@@ -5,6 +5,7 @@
 // height / 100 (integer division) made odd, person·(1 − m) + generated·m in double precision with
 // m = blurred mask / 255, truncated to 8 bit. Not part of the sampling loop: it acts on the image.
 import LeffaTensor
+import LeffaRunFormat
 import LeffaData
 
 public enum Repaint {

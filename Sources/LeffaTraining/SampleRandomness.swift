@@ -2,6 +2,7 @@
 // timestep, the noise, the reference dropout, the VAE posterior draw and the augmentation of a sample do not depend
 // on which rank handles it, on the rank count, or on whether the run was interrupted.
 import LeffaTensor
+import LeffaRunFormat
 
 public struct SampleRandomness: Sendable {
     public let seed: UInt64

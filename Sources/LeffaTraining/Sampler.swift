@@ -6,6 +6,7 @@
 // seed gives the same bits whatever the rank, thread count or batch around it. Not the training
 // objective, and not the repaint (Repaint.swift), which acts on the 8-bit image.
 import Foundation
+import LeffaRunFormat
 import LeffaTensor
 import LeffaModels
 import LeffaDiffusion

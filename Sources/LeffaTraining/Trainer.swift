@@ -11,6 +11,7 @@ import LeffaDiffusion
 import LeffaData
 import LeffaCheckpoint
 import SafeTensors
+import LeffaRunFormat
 
 public final class Trainer {
     public let run: RunDirectory
@@ -96,19 +97,18 @@ public final class Trainer {
         let dir = try CheckpointDirectory(run.checkpointsURL(stage.name), keepLast: config.keepCheckpoints)
         dir.movesDamagedAside = collective.rank == 0
         let values = model.parameters.values!
-        if let found = try dir.latestValid({ reader -> Int in
-            try reader.readGroup(CheckpointNames.params, into: values, layout: layout)
-            try reader.readGroup(CheckpointNames.adamM, into: optimizer.m, layout: layout)
-            try reader.readGroup(CheckpointNames.adamV, into: optimizer.v, layout: layout)
-            if let ema { try reader.readGroup(CheckpointNames.ema, into: ema, layout: layout) }
-            optimizer.step = Int(try reader.int64("adam_step"))
-            let step = Int(try reader.int64(CheckpointNames.step))
-            // Checkpoints from before `ema_start` counted from the stage's first step.
-            if case .int64(let u)? = reader.meta[CheckpointNames.emaUpdates] { emaUpdatesBefore = Int(u) - step } else { emaUpdatesBefore = 0 }
-            return step
+        if let found = try dir.latestValid({ reader -> TrainingCheckpoint.Counters in
+            try TrainingCheckpoint.read(reader, .params, into: values, layout: layout)
+            try TrainingCheckpoint.read(reader, .adamM, into: optimizer.m, layout: layout)
+            try TrainingCheckpoint.read(reader, .adamV, into: optimizer.v, layout: layout)
+            if let ema { try TrainingCheckpoint.read(reader, .ema, into: ema, layout: layout) }
+            return try TrainingCheckpoint.counters(reader)
         }) {
             for w in dir.warnings { log("warning: \(w)") }
-            step = found.value
+            step = found.value.step
+            optimizer.step = found.value.adamStep
+            // Checkpoints from before `ema_start` counted from the stage's first step.
+            emaUpdatesBefore = found.value.emaUpdates.map { $0 - step } ?? 0
             log("resuming stage \(stage.name) at step \(step) from \(found.url.lastPathComponent)")
             return
         }
@@ -133,7 +133,7 @@ public final class Trainer {
             if let ema, config.ema?.start == .carry {
                 // The previous stage's final EMA, read through the weights block (then overwritten).
                 emaUpdatesBefore = try carriedEMA(from: prev)
-                try model.loadWeights(from: StageWeights.finalURL(run, stage: prev, ema: true).path)
+                try model.loadWeights(from: run.finalWeightsURL(prev, ema: true).path)
                 ema.data.update(from: values.data, count: values.count)
                 carried = true
             }
@@ -152,7 +152,7 @@ public final class Trainer {
     /// `ema_start: carry`: the update count stage `prev`'s final EMA ended at (its metadata), after
     /// checking the file is there.
     func carriedEMA(from prev: String) throws -> Int {
-        let url = StageWeights.finalURL(run, stage: prev, ema: true)
+        let url = run.finalWeightsURL(prev, ema: true)
         guard FileManager.default.fileExists(atPath: url.path) else {
             throw RunError("\(url.path): stage \(stage.name) carries on stage \(prev)'s EMA (training.ema_start: carry), but its final EMA weights are missing; finish \(prev) again, or set ema_start: fresh")
         }
@@ -360,18 +360,12 @@ public final class Trainer {
     // MARK: Files
 
     func saveCheckpoint(_ dir: CheckpointDirectory) throws {
-        var c = CheckpointContents(meta: [
-            CheckpointNames.step: .int64(Int64(step)), CheckpointNames.stage: .string(stage.name),
-            CheckpointNames.stageIndex: .int64(Int64(stageIndex)), CheckpointNames.dataPosition: .int64(Int64(step * stage.batch)),
-            CheckpointNames.seed: .int64(Int64(bitPattern: config.seed)), CheckpointNames.config: .string(config.text),
-            CheckpointNames.runID: .string((try? run.readState().runID) ?? ""), "adam_step": .int64(Int64(optimizer.step)),
-        ])
-        if ema != nil { c.meta[CheckpointNames.emaUpdates] = .int64(Int64(emaUpdatesBefore + step)) }
-        try c.setGroup(CheckpointNames.params, flat: model.parameters.values!, layout: layout)
-        try c.setGroup(CheckpointNames.adamM, flat: optimizer.m, layout: layout)
-        try c.setGroup(CheckpointNames.adamV, flat: optimizer.v, layout: layout)
-        if let ema { try c.setGroup(CheckpointNames.ema, flat: ema, layout: layout) }
-        try dir.save(c, step: step)
+        var blocks: [TrainingCheckpoint.Block: Tensor] = [.params: model.parameters.values!, .adamM: optimizer.m, .adamV: optimizer.v]
+        blocks[.ema] = ema
+        let counters = TrainingCheckpoint.Counters(step: step, adamStep: optimizer.step, emaUpdates: ema.map { _ in emaUpdatesBefore + step })
+        try TrainingCheckpoint(counters: counters, stage: stage.name, stageIndex: stageIndex, dataPosition: step * stage.batch,
+                               seed: config.seed, config: config.text, runID: (try? run.readState().runID) ?? "", blocks: blocks)
+            .save(to: dir, layout: layout)
     }
 
     /// Rank 0's heartbeat (`heartbeat.json`): after every step, and from inside long phases
@@ -390,29 +384,15 @@ public final class Trainer {
 
     /// Records the status; a reason (a failure) also goes into the history with the time.
     func setStatus(_ status: RunState.Status, reason: String?) throws {
-        var s = try run.readState()
-        s.status = status
-        if let reason { s.history.append(.init(time: timestamp(), from: s.stage, to: s.stage, reason: "\(status.rawValue): \(reason)")) }
-        try run.writeState(s)
+        try run.updateState { $0.setStatus(status, reason: reason) }
     }
 
     /// Writes the stage's final weights and moves the run to the next stage (or marks it done).
     func finishStage() throws -> String? {
-        try model.saveWeights(to: run.finalWeightsURL(stage.name).path, metadata: ["stage": stage.name, "step": "\(step)"])
-        if let ema {
-            let v = model.parameters.values!
-            let saved = v.copy()
-            v.data.update(from: ema.data, count: v.count)
-            try model.saveWeights(to: StageWeights.finalURL(run, stage: stage.name, ema: true).path,
-                                  metadata: ["stage": stage.name, "step": "\(step)", "ema": "true", CheckpointNames.emaUpdates: "\(emaUpdatesBefore + step)"])
-            v.data.update(from: saved.data, count: v.count)
-        }
-        var s = try run.readState()
-        if !s.completedStages.contains(stage.name) { s.completedStages.append(stage.name) }
+        try StageWeights.saveFinal(model, ema: ema, emaUpdates: emaUpdatesBefore + step, run: run, stage: stage.name,
+                                   metadata: ["stage": stage.name, "step": "\(step)"])
         let next = stageIndex + 1 < config.stages.count ? config.stages[stageIndex + 1].name : nil
-        s.history.append(.init(time: timestamp(), from: stage.name, to: next ?? "done", reason: "stage \(stage.name) finished at step \(step)"))
-        if let next { s.stage = next; s.status = .ready } else { s.status = .done }
-        try run.writeState(s)
+        try run.updateState { $0.complete(stage.name, next: next, reason: "stage \(stage.name) finished at step \(step)") }
         log("stage \(stage.name) finished at step \(step); final weights in \(run.finalWeightsURL(stage.name).path)")
         return next
     }

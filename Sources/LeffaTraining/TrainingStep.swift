@@ -1,6 +1,7 @@
 // The loss of one training batch: noise the target latent at each sample's timestep, predict the
 // noise from it and the reference, and add λ·Leffa when the stage enables it.
 import LeffaTensor
+import LeffaRunFormat
 import LeffaLayers
 import LeffaModels
 import LeffaDiffusion

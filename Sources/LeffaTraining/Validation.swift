@@ -7,9 +7,11 @@
 // sampling to stages/S/logs/validation.jsonl. Pairs, noise and weights are fixed for a given run
 // and step, so two identical runs write identical bytes.
 import Foundation
+import LeffaRunFormat
 import LeffaTensor
 import LeffaModels
 import LeffaData
+import LeffaLayers
 
 /// One validation sampling: a line of stages/S/logs/validation.jsonl.
 public struct ValidationRecord: Codable, Sendable {
@@ -151,20 +153,10 @@ extension Trainer {
     }
 
     /// Runs `body` with the EMA weights in the parameter block (when EMA is on), then puts the
-    /// trained weights back bit for bit. Swaps in place rather than copying: no second copy of
-    /// the weights (7 GB at SD1.5 size) is needed. Where the ranks of a node share one copy of
-    /// the state, each swaps its shard, after every rank has finished with the weights before.
+    /// trained weights back bit for bit. Where the ranks of a node share one copy of the state,
+    /// each swaps its shard, after every rank has finished with the weights before.
     func withEMAWeights(_ body: () throws -> Void) rethrows {
-        guard let ema else { return try body() }
-        let values = model.parameters.values!
-        let p = values.data, e = ema.data, r = collective.sharedState?.shard ?? 0..<values.count
-        let swap = {
-            self.collective.publishState()
-            Parallel.for(r.count, grain: 1 << 15) { sub in for i in sub { let j = r.lowerBound + i, x = p[j]; p[j] = e[j]; e[j] = x } }
-            self.collective.publishState()
-        }
-        swap()
-        defer { swap() }
-        try body()
+        try LeffaLayers.withEMAWeights(model.parameters.values!, ema, range: collective.sharedState?.shard,
+                                       sync: { collective.publishState() }, body)
     }
 }

@@ -10,6 +10,7 @@ import ArgumentParser
 import Foundation
 import LeffaTensor
 import LeffaModels
+import LeffaRunFormat
 import LeffaCheckpoint
 
 struct CheckpointIOBench: ParsableCommand {
@@ -33,10 +34,9 @@ struct CheckpointIOBench: ParsableCommand {
         let m = try LeffaModel(config: config, seed: 1)
         let values = m.parameters.values!
         let layout = m.parameters.all.map { FlatEntry(name: $0.name, offset: $0.offset, shape: $0.shape) }
-        var contents = CheckpointContents(meta: [CheckpointNames.step: .int64(1), CheckpointNames.stage: .string("bench")])
-        for group in [CheckpointNames.params, CheckpointNames.adamM, CheckpointNames.adamV, CheckpointNames.ema] {
-            try contents.setGroup(group, flat: values, layout: layout)
-        }
+        var contents = TrainingCheckpoint(counters: .init(step: 1, adamStep: 1, emaUpdates: 1), stage: "bench", stageIndex: 0,
+                                          dataPosition: 0, seed: 0, config: "", runID: "bench",
+                                          blocks: Dictionary(uniqueKeysWithValues: TrainingCheckpoint.Block.allCases.map { ($0, values) }))
         let folder = URL(fileURLWithPath: dir)
         try? FileManager.default.removeItem(at: folder)
         defer { try? FileManager.default.removeItem(at: folder) }
@@ -48,14 +48,15 @@ struct CheckpointIOBench: ParsableCommand {
             try? FileManager.default.removeItem(at: folder)
             let ckpt = try CheckpointDirectory(folder, keepLast: 1)
             var t0 = Date()
-            let url = try ckpt.save(contents, step: round)
+            contents.counters.step = round
+            let url = try contents.save(to: ckpt, layout: layout)
             let w = Date().timeIntervalSince(t0)
             bytes = (try FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
             dropFromPageCache(url.path)
             t0 = Date()
             guard try ckpt.latestValid({ reader -> Int in
-                for group in [CheckpointNames.params, CheckpointNames.adamM, CheckpointNames.adamV, CheckpointNames.ema] {
-                    try reader.readGroup(group, into: target, layout: layout)
+                for block in TrainingCheckpoint.Block.allCases {
+                    try TrainingCheckpoint.read(reader, block, into: target, layout: layout)
                 }
                 return 0
             }) != nil else { throw ValidationError("\(url.path): the checkpoint just written does not read back") }

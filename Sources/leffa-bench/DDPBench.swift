@@ -13,6 +13,7 @@ import LeffaLayers
 import LeffaModels
 import LeffaDistributed
 import LeffaTraining
+import LeffaRunFormat
 
 struct DDPBench: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ddp", abstract: "Data-parallel training steps (run under mpirun).")

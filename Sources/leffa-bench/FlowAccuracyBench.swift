@@ -28,6 +28,7 @@ import LeffaData
 import LeffaModels
 import LeffaDiffusion
 import LeffaTraining
+import LeffaRunFormat
 
 struct FlowAccuracyBench: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -13,6 +13,7 @@ import LeffaTensor
 import LeffaDistributed
 import LeffaModels
 import LeffaTraining
+import LeffaRunFormat
 import LeffaEval
 
 struct LeffaEffectBench: ParsableCommand {
@@ -72,7 +73,7 @@ struct LeffaEffectBench: ParsableCommand {
         guard let leffa = compared.leffa else { throw ValidationError("stage \(compared.name) has no leffa block: nothing to switch off") }
         let ci = config.stages.firstIndex { $0.name == compared.name }!
         guard let start = from ?? (ci > 0 ? config.stages[ci - 1].name : nil) else { throw ValidationError("--from: the compared stage is the first; name the stage to start from") }
-        let startWeights = StageWeights.finalURL(base, stage: start, ema: false)
+        let startWeights = base.finalWeightsURL(start)
         guard FileManager.default.fileExists(atPath: startWeights.path) else {
             throw ValidationError("\(startWeights.path): missing; finish stage \(start) first (Scripts/main-job.sh)")
         }

@@ -18,6 +18,7 @@ import LeffaLayers
 import LeffaModels
 import LeffaDiffusion
 import LeffaTraining
+import LeffaRunFormat
 
 struct TrainStepBench: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "train-step", abstract: "Training step time with and without the Leffa loss.")

@@ -2,6 +2,7 @@
 import ArgumentParser
 import Foundation
 import LeffaTraining
+import LeffaRunFormat
 
 struct Debug: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Developer checks.", subcommands: [Forward.self, Inputs.self])

@@ -7,6 +7,7 @@ import LeffaDistributed
 import LeffaEval
 import LeffaModels
 import LeffaTraining
+import LeffaRunFormat
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(

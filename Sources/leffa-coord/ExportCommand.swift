@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import LeffaModels
 import LeffaTraining
+import LeffaRunFormat
 
 extension ExportFormat: ExpressibleByArgument {}
 

@@ -5,6 +5,7 @@ import ArgumentParser
 import Foundation
 import LeffaModels
 import LeffaTraining
+import LeffaRunFormat
 
 struct ModelSource: ParsableArguments {
     @Option(name: .customLong("run"), help: "A run directory (its config and a stage's weights).") var runPath: String?

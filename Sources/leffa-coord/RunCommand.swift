@@ -3,6 +3,7 @@
 import ArgumentParser
 import Foundation
 import LeffaTraining
+import LeffaRunFormat
 import LeffaRun
 
 struct Run: ParsableCommand {

@@ -4,6 +4,7 @@ import Foundation
 import LeffaTensor
 import LeffaData
 import LeffaTraining
+import LeffaRunFormat
 
 struct Init: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Validate a config and create a run directory (and its synthetic data, with data.synthesize).")

@@ -6,6 +6,7 @@ import Foundation
 import LeffaData
 import LeffaModels
 import LeffaTraining
+import LeffaRunFormat
 
 struct Sample: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Sample try-on images (DDIM or DDPM, classifier-free guidance) and write PNGs.")

@@ -4,6 +4,7 @@
 import ArgumentParser
 import LeffaDiffusion
 import LeffaTraining
+import LeffaRunFormat
 
 extension SchedulerKind: ExpressibleByArgument {}
 

@@ -8,6 +8,7 @@ import LeffaDistributed
 import LeffaLayers
 import LeffaModels
 import LeffaTraining
+import LeffaRunFormat
 
 /// Set by SIGINT, SIGTERM or SIGUSR1 (a scheduler's warning before preemption, e.g. Slurm's
 /// `--signal=USR1@120`): the ranks agree on the next micro-batch boundary, save a checkpoint there

@@ -40,15 +40,15 @@ struct TinyModel {
     static func block(seed: UInt64) -> Tensor { randomBits([count], seed: seed) }
 }
 
-/// The meta values the trainer will store, awkward cases included.
+/// Meta values like a training checkpoint's, awkward cases included.
 func sampleMeta(step: Int64) -> [String: CheckpointValue] {
     [
-        CheckpointNames.step: .int64(step),
-        CheckpointNames.stage: .string("highres"),
-        CheckpointNames.stageIndex: .int64(1),
-        CheckpointNames.dataPosition: .int64(123_456_789_012),
-        CheckpointNames.seed: .int64(-7),
-        CheckpointNames.config: .string("""
+        "step": .int64(step),
+        "stage": .string("highres"),
+        "stage_index": .int64(1),
+        "data_position": .int64(123_456_789_012),
+        "seed": .int64(-7),
+        "config": .string("""
             # Leffa — try-on, stage 2 ✓
             stages:
               - name: lowres   # 512×384
@@ -56,8 +56,8 @@ func sampleMeta(step: Int64) -> [String: CheckpointValue] {
               - name: highres
             note: "日本語とemoji 🧥👗, tabs\tand CRLF\r\nend"
             """),
-        CheckpointNames.runID: .string("run-2024-06-01T12:00:00Z"),
-        CheckpointNames.rngKeys: .uint64s([0, 1, .max, 0x9E37_79B9_7F4A_7C15]),
+        "run_id": .string("run-2024-06-01T12:00:00Z"),
+        "rng_keys": .uint64s([0, 1, .max, 0x9E37_79B9_7F4A_7C15]),
         "lr": .float64(1e-5),
         "loss_ema": .float64(Double(bitPattern: 0x7FF8_0000_0000_1234)),   // NaN with a payload
         "minus_zero": .float64(-0.0),
@@ -71,7 +71,7 @@ func sampleMeta(step: Int64) -> [String: CheckpointValue] {
 func sampleContents(step: Int64, seed: UInt64 = 1) throws -> (CheckpointContents, [String: Tensor]) {
     var c = CheckpointContents(meta: sampleMeta(step: step))
     var flats: [String: Tensor] = [:]
-    for (k, g) in [CheckpointNames.params, CheckpointNames.adamM, CheckpointNames.adamV, CheckpointNames.ema].enumerated() {
+    for (k, g) in ["params", "optimizer/m", "optimizer/v", "ema"].enumerated() {
         let flat = TinyModel.block(seed: seed &* 100 &+ UInt64(k))
         try c.setGroup(g, flat: flat, layout: TinyModel.layout)
         flats[g] = flat

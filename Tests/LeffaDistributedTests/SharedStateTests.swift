@@ -5,6 +5,7 @@
 import XCTest
 import Foundation
 import LeffaCheckpoint
+import LeffaRunFormat
 import TestSupport
 
 extension WorkerMPITests {

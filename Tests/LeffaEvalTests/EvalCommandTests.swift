@@ -9,6 +9,7 @@ import LeffaTensor
 import LeffaData
 import LeffaModels
 import LeffaTraining
+import LeffaRunFormat
 import LeffaEval
 
 final class EvalCommandTests: XCTestCase {

@@ -6,6 +6,7 @@ import LeffaTensor
 import LeffaModels
 import LeffaDiffusion
 import LeffaTraining
+import LeffaRunFormat
 import SafeTensors
 import TestSupport
 

@@ -3,6 +3,7 @@ import XCTest
 import Foundation
 import LeffaData
 import LeffaTraining
+import LeffaRunFormat
 import TestSupport
 
 final class ShippedConfigsTests: XCTestCase {

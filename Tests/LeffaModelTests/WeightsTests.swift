@@ -6,6 +6,7 @@ import Foundation
 import LeffaTensor
 import LeffaModels
 import LeffaTraining
+import LeffaRunFormat
 import SafeTensors
 import TestSupport
 

@@ -6,6 +6,7 @@ import LeffaModels
 import LeffaDiffusion
 import SafeTensors
 @testable import LeffaTraining
+@testable import LeffaRunFormat
 
 final class ExportSampleTests: XCTestCase {
     override func tearDown() { TinyRun.cleanUp(); super.tearDown() }

@@ -5,6 +5,7 @@ import LeffaTensor
 import LeffaData
 import LeffaModels
 import LeffaTraining
+import LeffaRunFormat
 
 enum TinyRun {
     static func config(steps: [Int], checkpointEvery: Int = 2) -> String {

@@ -3,6 +3,7 @@
 import XCTest
 import Foundation
 import LeffaTraining
+import LeffaRunFormat
 @testable import LeffaRun
 
 final class LivenessTests: XCTestCase {

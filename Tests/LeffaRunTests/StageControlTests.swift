@@ -3,6 +3,7 @@ import XCTest
 import Foundation
 import LeffaCheckpoint
 import LeffaTraining
+import LeffaRunFormat
 @testable import LeffaRun
 
 final class StageControlTests: XCTestCase {
@@ -29,7 +30,7 @@ final class StageControlTests: XCTestCase {
         let (m, _) = try StageWeights.load(run: dir, config: cfg, stage: "lowres", step: 2, ema: false)
         XCTAssertEqual(try TinyRun.values(dir.finalWeightsURL("lowres").path, config: cfg), TinyRun.flat(m))
         let (e, _) = try StageWeights.load(run: dir, config: cfg, stage: "lowres", step: 2, ema: true)
-        XCTAssertEqual(try TinyRun.values(StageWeights.finalURL(dir, stage: "lowres", ema: true).path, config: cfg), TinyRun.flat(e))
+        XCTAssertEqual(try TinyRun.values(dir.finalWeightsURL("lowres", ema: true).path, config: cfg), TinyRun.flat(e))
         XCTAssertNotEqual(TinyRun.flat(m), TinyRun.flat(e))
 
         // The next stage starts from those weights.

@@ -5,6 +5,7 @@ import XCTest
 import Foundation
 import TestSupport
 import LeffaTraining
+import LeffaRunFormat
 @testable import LeffaRun
 
 final class SupervisorTests: XCTestCase {
@@ -100,7 +101,7 @@ final class SupervisorTests: XCTestCase {
         let dir = try TinyRun.make()
         var state = try dir.readState()
         state.status = .failed
-        state.history.append(.init(now: state.stage, to: state.stage, reason: "failed: stage lowres step 3: the loss is nan"))
+        state.history.append(.init(from: state.stage, to: state.stage, reason: "failed: stage lowres step 3: the loss is nan"))
         let failed = dir.url.appendingPathComponent("failed-state.json")
         let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         try enc.encode(state).write(to: failed)

@@ -7,6 +7,7 @@ import LeffaTensor
 import LeffaModels
 import LeffaDiffusion
 import LeffaTraining
+import LeffaRunFormat
 import TestSupport
 
 final class ActivationCheckpointingTests: XCTestCase {

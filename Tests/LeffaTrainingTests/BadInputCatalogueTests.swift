@@ -6,6 +6,7 @@ import XCTest
 import Foundation
 import LeffaData
 import LeffaTraining
+import LeffaRunFormat
 import TestSupport
 
 final class BadInputCatalogueTests: XCTestCase {

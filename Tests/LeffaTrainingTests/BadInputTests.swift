@@ -5,6 +5,7 @@ import Foundation
 import LeffaTensor
 import LeffaData
 import LeffaTraining
+import LeffaRunFormat
 import TestSupport
 
 final class BadInputTests: XCTestCase {

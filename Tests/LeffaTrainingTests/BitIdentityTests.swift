@@ -7,6 +7,7 @@ import Foundation
 import LeffaTensor
 import LeffaCheckpoint
 import LeffaTraining
+import LeffaRunFormat
 import TestSupport
 
 final class BitIdentityTests: XCTestCase {

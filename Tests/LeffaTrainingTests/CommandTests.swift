@@ -3,6 +3,7 @@
 import XCTest
 import Foundation
 import LeffaTraining
+import LeffaRunFormat
 import TestSupport
 
 final class CommandTests: XCTestCase {

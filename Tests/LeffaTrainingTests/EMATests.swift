@@ -8,6 +8,7 @@ import LeffaTensor
 import LeffaLayers
 import SafeTensors
 import LeffaTraining
+import LeffaRunFormat
 import TestSupport
 
 final class EMATests: XCTestCase {
@@ -113,7 +114,7 @@ final class EMATests: XCTestCase {
         XCTAssertEqual(resumed.emaUpdatesBefore, 3, "from the checkpoint's ema_updates")
         XCTAssertEqual(try resumed.train(), .stageFinished(next: nil))
         XCTAssertTrue(sameBits(resumed.ema!, s1.ema!), "carry, resumed: EMA")
-        let meta = try SafeTensorsFile(path: StageWeights.finalURL(a, stage: "s1", ema: true).path).metadata
+        let meta = try SafeTensorsFile(path: a.finalWeightsURL("s1", ema: true).path).metadata
         XCTAssertEqual(meta["ema_updates"], "7")
     }
 }

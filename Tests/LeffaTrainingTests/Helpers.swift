@@ -5,6 +5,7 @@ import Foundation
 import LeffaTensor
 import LeffaData
 import LeffaTraining
+import LeffaRunFormat
 import TestSupport
 
 /// A tiny pixel-space config. `stages` is the YAML list body; `training` extra lines go under training.

@@ -7,6 +7,7 @@ import LeffaTensor
 import LeffaData
 import LeffaModels
 import LeffaTraining
+import LeffaRunFormat
 import TestSupport
 
 final class PrepareTests: XCTestCase {

@@ -11,6 +11,7 @@ import LeffaData
 import LeffaModels
 import TestSupport
 @testable import LeffaTraining
+@testable import LeffaRunFormat
 
 final class SchedulerFixtureTests: XCTestCase {
     struct Fixture: Decodable {

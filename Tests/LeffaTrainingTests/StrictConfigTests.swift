@@ -7,6 +7,7 @@ import Foundation
 import LeffaData
 import LeffaModels
 import LeffaTraining
+import LeffaRunFormat
 import TestSupport
 
 final class StrictConfigTests: XCTestCase {

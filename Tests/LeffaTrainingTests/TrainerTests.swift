@@ -7,6 +7,7 @@ import LeffaData
 import LeffaModels
 import LeffaCheckpoint
 import LeffaTraining
+import LeffaRunFormat
 import TestSupport
 
 final class TrainerTests: XCTestCase {

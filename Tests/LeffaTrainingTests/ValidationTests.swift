@@ -9,6 +9,7 @@ import LeffaData
 import LeffaModels
 import LeffaDiffusion
 import LeffaTraining
+import LeffaRunFormat
 import TestSupport
 
 final class ValidationTests: XCTestCase {

@@ -1,26 +1,7 @@
-// A run directory: the resolved config, the run state (current stage, status, history of
-// transitions) and one folder per stage for checkpoints, flow snapshots, validation samples, logs
-// and final weights.
-// The state file is small JSON, replaced atomically, so a crash never leaves it half written.
+// A run directory: the resolved config, the run state (RunState.swift), the heartbeat and the
+// locks, and one folder per stage for checkpoints, flow snapshots, validation samples, logs and
+// final weights. Every path in a run is spelled here.
 import Foundation
-
-public struct RunState: Codable, Sendable {
-    public static let formatVersion = 1
-    public enum Status: String, Codable, Sendable { case ready, running, done, failed }
-    public struct Transition: Codable, Sendable {
-        public var time: String, from: String?, to: String, reason: String
-    }
-    public var formatVersion = RunState.formatVersion
-    public var runID: String
-    public var stage: String            // current stage name
-    public var status: Status
-    public var completedStages: [String] = []
-    public var history: [Transition] = []
-
-    enum CodingKeys: String, CodingKey {
-        case formatVersion = "format_version", runID = "run_id", stage, status, completedStages = "completed_stages", history
-    }
-}
 
 public struct RunDirectory: Sendable {
     public let url: URL
@@ -37,7 +18,15 @@ public struct RunDirectory: Sendable {
     public func logsURL(_ stage: String) -> URL { stageURL(stage).appendingPathComponent("logs") }
     /// Validation samples: `samples/step-NNNNNNNN/<pair>-<name>.png` (see Validation.swift).
     public func samplesURL(_ stage: String) -> URL { stageURL(stage).appendingPathComponent("samples") }
-    public func finalWeightsURL(_ stage: String) -> URL { stageURL(stage).appendingPathComponent("final.safetensors") }
+    /// A stage's final weights: `final.safetensors`, or its EMA's, `final-ema.safetensors`.
+    public func finalWeightsURL(_ stage: String, ema: Bool = false) -> URL {
+        stageURL(stage).appendingPathComponent(ema ? "final-ema.safetensors" : "final.safetensors")
+    }
+    /// What a stage folder holds, by name: what `stage set` moves aside when it discards a stage.
+    public func stageContents(_ stage: String) -> [URL] {
+        [checkpointsURL(stage), snapshotsURL(stage), samplesURL(stage), logsURL(stage),
+         finalWeightsURL(stage), finalWeightsURL(stage, ema: true)]
+    }
     public func metricsURL(_ stage: String) -> URL { logsURL(stage).appendingPathComponent("metrics.jsonl") }
     /// One JSON line per validation sampling (kept apart from metrics.jsonl, whose lines are steps).
     public func validationLogURL(_ stage: String) -> URL { logsURL(stage).appendingPathComponent("validation.jsonl") }
@@ -56,8 +45,8 @@ public struct RunDirectory: Sendable {
                 try fm.createDirectory(at: sub, withIntermediateDirectories: true)
             }
         }
-        var state = RunState(runID: "\(config.name)-\(UInt64(Date().timeIntervalSince1970))", stage: config.stages[0].name, status: .ready)
-        state.history.append(.init(time: timestamp(), from: nil, to: config.stages[0].name, reason: "run created from \(config.source)"))
+        let state = RunState(runID: "\(config.name)-\(UInt64(Date().timeIntervalSince1970))", firstStage: config.stages[0].name,
+                             reason: "run created from \(config.source)")
         try dir.writeState(state)
         return dir
     }
@@ -81,27 +70,14 @@ public struct RunDirectory: Sendable {
         try atomicWrite(try enc.encode(state), to: stateURL)
     }
 
+    /// Reads the state, applies `change` (a transition of RunState) and writes it back atomically.
+    @discardableResult
+    public func updateState(_ change: (inout RunState) throws -> Void) throws -> RunState {
+        var s = try readState()
+        try change(&s)
+        try writeState(s)
+        return s
+    }
+
     public func readConfig() throws -> RunConfig { try RunConfig.load(path: configURL.path) }
-}
-
-public struct RunError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ message: String) { description = message }
-}
-
-func timestamp() -> String { ISO8601DateFormatter().string(from: Date()) }
-
-/// Writes to a temporary name in the same folder, fsyncs, renames: readers see the old or the new file.
-public func atomicWrite(_ data: Data, to url: URL) throws {
-    let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-    guard FileManager.default.createFile(atPath: tmp.path, contents: data) else {
-        throw RunError("\(tmp.path): cannot write (\(String(cString: strerror(errno))))")
-    }
-    let fd = open(tmp.path, O_RDONLY)
-    if fd >= 0 { fsync(fd); close(fd) }
-    if rename(tmp.path, url.path) != 0 {
-        let why = String(cString: strerror(errno))
-        unlink(tmp.path)
-        throw RunError("\(url.path): cannot replace (\(why))")
-    }
 }

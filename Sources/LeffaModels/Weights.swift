@@ -4,7 +4,6 @@
 import Foundation
 import LeffaTensor
 import LeffaLayers
-import LeffaModels
 import SafeTensors
 
 public enum WeightsError: Error, CustomStringConvertible {

@@ -1,9 +1,10 @@
 // Weights of a run outside the training loop: a stage's final weights written from one of its
 // checkpoints (what `stage advance` does), and a model filled from a stage's final weights or a
-// checkpoint step (what `export` and `sample` start from). Not the loop's own checkpointing
-// (Trainer) and not the run state (LeffaRun).
+// checkpoint step (what `export` and `sample` start from). Checkpoints are read through
+// TrainingCheckpoint; the file names are RunDirectory's.
 import Foundation
 import LeffaTensor
+import LeffaLayers
 import LeffaModels
 import LeffaCheckpoint
 
@@ -13,9 +14,22 @@ public enum StageWeights {
         model.parameters.all.map { FlatEntry(name: $0.name, offset: $0.offset, shape: $0.shape) }
     }
 
-    /// The final-weights file of a stage: `final.safetensors` or, for the EMA, `final-ema.safetensors`.
-    public static func finalURL(_ run: RunDirectory, stage: String, ema: Bool) -> URL {
-        ema ? run.stageURL(stage).appendingPathComponent("final-ema.safetensors") : run.finalWeightsURL(stage)
+    /// Metadata of a final EMA file: the update count goes along, so a next stage with
+    /// `ema_start: carry` goes on from it.
+    public static func emaMetadata(_ meta: [String: String], updates: Int?) -> [String: String] {
+        var m = meta.merging(["ema": "true"]) { $1 }
+        if let updates { m[CheckpointNames.emaUpdates] = "\(updates)" }
+        return m
+    }
+
+    /// Writes a model's weights as `stage`'s final weights, and `ema`, when given, as its final EMA.
+    public static func saveFinal(_ model: LeffaModel, ema: Tensor?, emaUpdates: Int?, run: RunDirectory, stage: String,
+                                 metadata meta: [String: String]) throws {
+        try model.saveWeights(to: run.finalWeightsURL(stage).path, metadata: meta)
+        guard let ema else { return }
+        try withEMAWeights(model.parameters.values!, ema) {
+            try model.saveWeights(to: run.finalWeightsURL(stage, ema: true).path, metadata: emaMetadata(meta, updates: emaUpdates))
+        }
     }
 
     /// Ends `stage` at its newest valid checkpoint: writes its params as the stage's
@@ -26,31 +40,25 @@ public enum StageWeights {
         let model = try LeffaModel(config: config.model, seed: config.seed)
         let values = model.parameters.values!, lay = layout(model)
         let ckpts = try CheckpointDirectory(run.checkpointsURL(stage), keepLast: 0)
-        var ema: Tensor? = nil, emaUpdates: Int64? = nil
-        guard let found = try ckpts.latestValid({ r -> Int in
-            if case .int64(let u)? = r.meta[CheckpointNames.emaUpdates] { emaUpdates = u } else { emaUpdates = nil }
-            try r.readGroup(CheckpointNames.params, into: values, layout: lay)
-            if r.groupPaths.contains(CheckpointNames.ema) {
+        var ema: Tensor? = nil
+        guard let found = try ckpts.latestValid({ r -> TrainingCheckpoint.Counters in
+            try TrainingCheckpoint.read(r, .params, into: values, layout: lay)
+            ema = nil
+            if TrainingCheckpoint.has(r, .ema) {
                 let e = Tensor(zeros: [values.count])
-                try r.readGroup(CheckpointNames.ema, into: e, layout: lay)
+                try TrainingCheckpoint.read(r, .ema, into: e, layout: lay)
                 ema = e
-            } else { ema = nil }
-            return Int(try r.int64(CheckpointNames.step))
+            }
+            return try TrainingCheckpoint.counters(r)
         }) else {
             for w in ckpts.warnings { log("warning: \(w)") }
             throw RunError("\(ckpts.url.path): stage \(stage) has no valid checkpoint to end at; train it for at least checkpoint_every (\(config.checkpointEvery)) steps, or use `stage set` to skip it deliberately")
         }
         for w in ckpts.warnings { log("warning: \(w)") }
-        let meta = ["stage": stage, "step": "\(found.value)", "from": found.url.lastPathComponent]
-        try model.saveWeights(to: finalURL(run, stage: stage, ema: false).path, metadata: meta)
-        if let ema {
-            values.data.update(from: ema.data, count: values.count)
-            // The update count goes along: a next stage with `ema_start: carry` goes on from it.
-            var emaMeta = meta.merging(["ema": "true"]) { $1 }
-            if let emaUpdates { emaMeta[CheckpointNames.emaUpdates] = "\(emaUpdates)" }
-            try model.saveWeights(to: finalURL(run, stage: stage, ema: true).path, metadata: emaMeta)
-        }
-        return found.value
+        let step = found.value.step
+        try saveFinal(model, ema: ema, emaUpdates: found.value.emaUpdates, run: run, stage: stage,
+                      metadata: ["stage": stage, "step": "\(step)", "from": found.url.lastPathComponent])
+        return step
     }
 
     /// A model holding a stage's weights: its final weights (step nil) or checkpoint `step`
@@ -58,7 +66,7 @@ public enum StageWeights {
     public static func load(run: RunDirectory, config: RunConfig, stage: String, step: Int?, ema: Bool) throws -> (LeffaModel, String) {
         let model = try LeffaModel(config: config.model, seed: config.seed)
         guard let step else {
-            let url = finalURL(run, stage: stage, ema: ema)
+            let url = run.finalWeightsURL(stage, ema: ema)
             guard FileManager.default.fileExists(atPath: url.path) else {
                 let why = ema && config.ema == nil ? " (the config has no training.ema_decay, so there is no EMA)" : ""
                 throw RunError("\(url.path): stage \(stage) has no final\(ema ? " EMA" : "") weights\(why); finish the stage (`leffa-coord run` or `stage advance`) or pass --step N of one of its checkpoints")
@@ -74,11 +82,11 @@ public enum StageWeights {
         }
         let reader = try CheckpointReader(url: url)
         defer { reader.close() }
-        let group = ema ? CheckpointNames.ema : CheckpointNames.params
-        guard reader.groupPaths.contains(group) else {
-            throw RunError("\(url.path): no group '\(group)' in this checkpoint (groups: \(reader.groupPaths))")
+        let block: TrainingCheckpoint.Block = ema ? .ema : .params
+        guard TrainingCheckpoint.has(reader, block) else {
+            throw RunError("\(url.path): no group '\(block.group)' in this checkpoint (groups: \(reader.groupPaths))")
         }
-        try reader.readGroup(group, into: model.parameters.values!, layout: layout(model))
-        return (model, "\(url.path) (\(group))")
+        try TrainingCheckpoint.read(reader, block, into: model.parameters.values!, layout: layout(model))
+        return (model, "\(url.path) (\(block.group))")
     }
 }

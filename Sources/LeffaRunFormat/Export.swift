@@ -4,8 +4,8 @@
 // such folders back into a model. Not the SD1.5 initialisation (Weights.swift: importDiffusers).
 import Foundation
 import LeffaTensor
-import LeffaModels
 import SafeTensors
+import LeffaModels
 
 public enum ExportFormat: String, Sendable, CaseIterable { case leffa, diffusers }
 
