@@ -6,7 +6,6 @@ import Foundation
 import LeffaDistributed
 import LeffaEval
 import LeffaModels
-import LeffaTraining
 import LeffaRunFormat
 
 struct Eval: ParsableCommand {

@@ -3,7 +3,6 @@
 import ArgumentParser
 import Foundation
 import LeffaModels
-import LeffaTraining
 import LeffaRunFormat
 
 extension ExportFormat: ExpressibleByArgument {}

@@ -4,7 +4,6 @@
 import ArgumentParser
 import Foundation
 import LeffaModels
-import LeffaTraining
 import LeffaRunFormat
 
 struct ModelSource: ParsableArguments {

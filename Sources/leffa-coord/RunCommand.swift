@@ -2,7 +2,6 @@
 // parsing only; the logic is LeffaRun.Supervisor.
 import ArgumentParser
 import Foundation
-import LeffaTraining
 import LeffaRunFormat
 import LeffaRun
 

@@ -2,7 +2,6 @@
 // deliberate moves between stages. Argument parsing only; the logic is LeffaRun.StageControl.
 import ArgumentParser
 import Foundation
-import LeffaTraining
 import LeffaRunFormat
 import LeffaRun
 
