@@ -271,7 +271,7 @@ public func colorizeDenseposeLabels(_ labels: Image) -> Image {
 // MARK: - Batches
 
 /// Samples stacked along a new leading batch dimension, in the order given.
-public struct TrainingBatch: Sendable {
+public struct ImageBatch: Sendable {
     public var indices: [Int]
     public var ids: [String]
     /// (B, 3, H, W)
@@ -289,10 +289,10 @@ public struct TrainingBatch: Sendable {
     public var flowValid: Tensor?
 
     public init(_ samples: [TrainingSample]) {
-        precondition(!samples.isEmpty, "TrainingBatch: no samples")
+        precondition(!samples.isEmpty, "ImageBatch: no samples")
         func stack(_ xs: [Tensor]) -> Tensor {
             let s = xs[0].shape
-            for x in xs { shapeCheck(x.shape == s, "TrainingBatch", s, x.shape, expected: "samples of one size") }
+            for x in xs { shapeCheck(x.shape == s, "ImageBatch", s, x.shape, expected: "samples of one size") }
             let out = Tensor(zeros: [xs.count] + s)
             for (i, x) in xs.enumerated() { (out.data + i * x.count).update(from: x.data, count: x.count) }
             return out

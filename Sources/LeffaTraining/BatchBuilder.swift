@@ -41,7 +41,7 @@ public final class BatchBuilder {
 
     /// Loads samples (in the given order) at the stage's resolution.
     /// From the prepared cache when there is one for this resolution (the same tensors).
-    public func load(indices: [Int], stage: StageConfig) throws -> TrainingBatch { TrainingBatch(try samples(indices: indices, stage: stage)) }
+    public func load(indices: [Int], stage: StageConfig) throws -> ImageBatch { ImageBatch(try samples(indices: indices, stage: stage)) }
 
     func samples(indices: [Int], stage: StageConfig) throws -> [TrainingSample] {
         if let c = cache(height: stage.height, width: stage.width) { return try indices.map { try c.sample($0) } }
@@ -50,21 +50,21 @@ public final class BatchBuilder {
 
     /// Model inputs for the samples at `positions` of optimizer step `step`, each augmented as its
     /// (step, position) key draws when `data.augment` is on.
-    public func batch(step: Int, positions: [Int], stage: StageConfig, stageIndex: Int, timestepOverride: Int? = nil) throws -> (TrainBatch, TrainingBatch) {
+    public func batch(step: Int, positions: [Int], stage: StageConfig, stageIndex: Int, timestepOverride: Int? = nil) throws -> (LatentBatch, ImageBatch) {
         let indices = positions.map { sampleIndex(position: $0, stageIndex: stageIndex) }
         var loaded = try samples(indices: indices, stage: stage)
         if let a = config.data.augment {
             loaded = zip(loaded, positions).map { augment($0, a.draw(key: random.augmentKey(step: step, sample: $1))) }
         }
-        let data = TrainingBatch(loaded)
+        let data = ImageBatch(loaded)
         return (try inputs(data, step: step, positions: positions, timestepOverride: timestepOverride, cachedMoments: config.data.augment == nil), data)
     }
 
     /// The latents (or pixels) and randomness for a loaded batch. Randomness is keyed by the
     /// global position of each sample. `cachedMoments`: the prepared VAE moments may stand for the
     /// images (not when they were augmented after loading).
-    public func inputs(_ d: TrainingBatch, step: Int, positions: [Int], timestepOverride: Int? = nil, dropout: Bool = true,
-                       cachedMoments: Bool = true) throws -> TrainBatch {
+    public func inputs(_ d: ImageBatch, step: Int, positions: [Int], timestepOverride: Int? = nil, dropout: Bool = true,
+                       cachedMoments: Bool = true) throws -> LatentBatch {
         let b = positions.count
         var latent: Tensor, masked: Tensor, ref: Tensor, maskL: Tensor, dense: Tensor
         switch config.space {
@@ -107,7 +107,7 @@ public final class BatchBuilder {
             for (i, k) in kept.enumerated() where !k { (r.data + i * n).update(repeating: 0, count: n) }
             ref = r
         }
-        return TrainBatch(latent: latent.detached(), maskLatent: maskL.detached(), maskedLatent: masked.detached(), denseposeLatent: dense.detached(),
+        return LatentBatch(latent: latent.detached(), maskLatent: maskL.detached(), maskedLatent: masked.detached(), denseposeLatent: dense.detached(),
                           refLatent: ref.detached(), imgRef: d.reference, imgTgt: d.image, lossMask: d.lossMask,
                           timesteps: timesteps, noise: noise, referenceKept: kept)
     }

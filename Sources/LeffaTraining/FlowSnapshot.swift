@@ -24,7 +24,7 @@ public enum FlowSnapshot {
     }
 
     /// Flows of `layers` for a loaded batch: (layer, flow (B,h,w,2), warped (B,3,H,W)).
-    public static func flows(model: LeffaModel, inputs b: TrainBatch, layers: [String], tau: Float) throws -> [(String, Tensor, Tensor)] {
+    public static func flows(model: LeffaModel, inputs b: LatentBatch, layers: [String], tau: Float) throws -> [(String, Tensor, Tensor)] {
         try GradMode.withoutGrad {
             let x = b.generativeInput(NoiseSchedule())
             let (_, ctx) = try model.denoise(x: x, refLatent: b.refLatent, timesteps: b.timesteps.map(Float.init), probes: FlowProbes(layers: Set(layers), tau: tau))

@@ -1,6 +1,7 @@
-// One complete forward and backward pass of the Leffa model on given inputs, producing every
-// tensor the golden fixture holds (`out.*`, `grad.*`). `leffa-coord debug forward` writes it to
-// safetensors; the golden test compares it with ../shared/fixtures/leffa_tiny.
+// One complete forward and backward pass of the Leffa model on given inputs, through the
+// trainer's objective (TrainingObjective), producing every tensor the golden fixture holds
+// (`out.*`, `grad.*`). `leffa-coord debug forward` writes it to safetensors; the golden test
+// compares it with ../shared/fixtures/leffa_tiny.
 import LeffaTensor
 import LeffaRunFormat
 import LeffaLayers
@@ -24,23 +25,21 @@ public enum GoldenPass {
     /// Runs the pass; outputs in a stable order. `grads` adds grad.unet.* and grad.unet_encoder.*
     /// for every parameter of the two UNets.
     public static func run(_ model: LeffaModel, loss config: LeffaLossConfig, inputs i: Inputs, grads: Bool = true) throws -> [(String, Tensor)] {
-        let latentH = i.x.shape[2], imageH = i.imgRef.shape[2]
-        let layers = config.selectLayers(UNet2DConditionModel.attentionLayers(model.config.unet), latentHeight: latentH, imageHeight: imageH)
         var out: [(String, Tensor)] = []
         if grads { model.parameters.enableGradients() }
         model.parameters.zeroGrads()
 
-        let ts = i.timesteps.map(Float.init)
-        let (eps, ctx) = try model.denoise(x: i.x, refLatent: i.refLatent, timesteps: ts, probes: FlowProbes(layers: Set(layers), tau: config.tau))
-        let diffusion = mse(eps, i.noise)
-        let leffa = leffaLoss(ctx.probes, refImage: i.imgRef, tgtImage: i.imgTgt, mask: i.mask, timesteps: i.timesteps, config: config, keep: true)
-        let total = diffusion + leffa.loss * config.weight
+        // The trainer's own objective (ε-prediction, every reference kept), its flows kept.
+        let input = ObjectiveInput(x: i.x, refLatent: i.refLatent, timesteps: i.timesteps, target: i.noise, imgRef: i.imgRef,
+                                   imgTgt: i.imgTgt, lossMask: i.mask, referenceKept: Array(repeating: true, count: i.x.shape[0]))
+        let l = try TrainingObjective(leffa: config).loss(model, input, keepFlows: true)
+        let total = l.total
 
-        for (k, f) in ctx.features.enumerated() { out.append(("out.ref_feature.\(k)", f.detached())) }
-        out.append(("out.eps", eps.detached()))
-        for (layer, flow) in leffa.flows { out.append(("out.flow.\(layer)", flow.detached())) }
-        out.append(("out.diffusion_loss", diffusion.detached()))
-        out.append(("out.leffa_loss", leffa.loss.detached()))
+        for (k, f) in l.features.enumerated() { out.append(("out.ref_feature.\(k)", f.detached())) }
+        out.append(("out.eps", l.prediction.detached()))
+        for (layer, flow) in l.flows { out.append(("out.flow.\(layer)", flow.detached())) }
+        out.append(("out.diffusion_loss", l.diffusion.detached()))
+        out.append(("out.leffa_loss", l.leffa!.detached()))
         out.append(("out.total_loss", total.detached()))
 
         if grads {

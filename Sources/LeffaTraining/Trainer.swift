@@ -230,8 +230,8 @@ public final class Trainer {
                     (l.total * share).backward()
                 }
                 sums[0] += Double(l.total.item) * Double(share)
-                sums[1] += Double(l.diffusion) * Double(share)
-                if let le = l.leffa { sums[2] += Double(le) * Double(share); sums[3] += 1 }
+                sums[1] += Double(l.diffusion.item) * Double(share)
+                if let le = l.leffa { sums[2] += Double(le.item) * Double(share); sums[3] += 1 }
                 beat(phase: "training")
             }
             if !fixedOrder {

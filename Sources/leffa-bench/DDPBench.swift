@@ -71,7 +71,7 @@ struct DDPBench: ParsableCommand {
                                            bucketBytes: bucketMb << 20, reduction: ctx.isDistributed ? asked : .buckets, segments: !oneSegment)
         let optimizer = AdamW(parameters: m.parameters, training: trained, moments: collective.sharedState.map { ($0.m, $0.v) })
         if ctx.rank == 0 { print("ddp: \(collective.summary)") }
-        let local = TrainBatch.random(batch / ctx.size, height: h, width: w, seed: 100 + UInt64(ctx.rank))
+        let local = LatentBatch.random(batch / ctx.size, height: h, width: w, seed: 100 + UInt64(ctx.rank))
         let objective = TrainingObjective()
         var times: [Double] = [], waits: [Double] = [], optimizing: [Double] = []
         var readyAt: [Int: Double] = [:]

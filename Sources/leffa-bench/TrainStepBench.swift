@@ -81,7 +81,7 @@ struct TrainStepBench: ParsableCommand {
             let trained = parts.flatMap { model.parameters(of: $0) }
             let optimizer = AdamW(parameters: model.parameters, training: trained)
             model.parameters.freeze(except: trained)
-            let b = TrainBatch.random(batch, height: h, width: w, seed: 11)
+            let b = LatentBatch.random(batch, height: h, width: w, seed: 11)
             // Every case of this model takes turns step by step (timeInterleaved).
             let grid = checkpointingCases.flatMap { checkpointing in leffaCases.map { (checkpointing: checkpointing, leffa: $0) } }
             var peaks = [Int](repeating: 0, count: grid.count)

@@ -55,7 +55,7 @@ final class SyntheticTests: XCTestCase {
         let colours = Set(stride(from: 0, to: dense.pixels.count, by: 3).map { Array(dense.pixels[$0..<$0 + 3]) })
         XCTAssertGreaterThanOrEqual(colours.count, 4)
         // Batching stacks the flows too.
-        let batch = TrainingBatch([s, try ds.sample(at: 0, size: fixtureSize)])
+        let batch = ImageBatch([s, try ds.sample(at: 0, size: fixtureSize)])
         XCTAssertEqual(batch.image.shape, [2, 3, 64, 48])
         XCTAssertEqual(batch.flow?.shape, [2, 64, 48, 2])
         XCTAssertEqual(batch.indices, [1, 0])

@@ -19,7 +19,7 @@ final class PrepareTests: XCTestCase {
                 BatchBuilder(dataset: ds, config: cfg, model: model, cacheRoot: Prepare.cacheURL(run)))
     }
 
-    func compare(_ a: TrainBatch, _ b: TrainBatch, tolerance: Float?, file: StaticString = #filePath, line: UInt = #line) {
+    func compare(_ a: LatentBatch, _ b: LatentBatch, tolerance: Float?, file: StaticString = #filePath, line: UInt = #line) {
         let pairs: [(String, Tensor, Tensor)] = [
             ("latent", a.latent, b.latent), ("maskLatent", a.maskLatent, b.maskLatent), ("maskedLatent", a.maskedLatent, b.maskedLatent),
             ("denseposeLatent", a.denseposeLatent, b.denseposeLatent), ("refLatent", a.refLatent, b.refLatent),
