@@ -149,8 +149,6 @@ public struct CheckpointContents: CheckpointMetaReading {
         groups[p] = views
     }
 
-    public mutating func removeGroup(_ path: String) { groups[normalizedGroupPath(path)] = nil }
-
     /// Group paths in byte order.
     public var groupPaths: [String] { groups.keys.sorted(by: utf8Less) }
 

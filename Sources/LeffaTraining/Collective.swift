@@ -1,14 +1,35 @@
-// What the trainer needs from the processes it runs with: a rank, a size, the gradient average
-// over ranks (started per parameter as backward finishes it, finished before the optimizer step),
-// where the training state lives (a copy per rank, or one per node that the ranks update in
-// shards), small sums, a barrier and start-up consistency checks. One process needs none of it; MPI is in
-// MPICollective.swift.
+// What the trainer needs from the processes it runs with, in two parts as PyTorch's DDP splits
+// them: the transport (rank, size, small sums, a barrier, start-up consistency checks) and the
+// gradient reducer (the average over ranks, and where the training state lives: a copy per rank,
+// or one per node that the ranks update in shards). One process needs none of it; MPI is in
+// MPICollective.swift; what runs when is DataParallel's.
 import LeffaTensor
 import LeffaRunFormat
 
-public protocol Collective: AnyObject {
+/// The transport: who this process is, and small collectives over the processes (a few counters
+/// or losses, a barrier, start-up checks). MPI or nothing.
+public protocol Transport: AnyObject {
     var rank: Int { get }
     var size: Int { get }
+    /// Rank 0's values on every rank.
+    func broadcast(_ values: [Int64]) -> [Int64]
+    /// Sum over ranks of a few doubles (losses, counters).
+    func allReduceSum(_ values: [Double]) -> [Double]
+    func barrier()
+    /// Runs `body` with the collectives' watchdog off on this rank: for phases where ranks wait,
+    /// on purpose and for as long as it takes, on work of others (rank 0 writing a checkpoint or a
+    /// snapshot, validation sampling). Every rank must enter it together; the coordinator's
+    /// heartbeat timeout still watches the job meanwhile.
+    func patiently<T>(_ body: () throws -> T) rethrows -> T
+    /// Throws, naming the ranks, unless every rank holds the same bytes.
+    func verifyIdentical(_ values: Tensor, what: String) throws
+    func verifyIdentical(_ text: String, what: String) throws
+}
+
+/// The reducer: the gradient block averaged over ranks (started per parameter as backward
+/// finishes it, finished before the optimizer step), and where the training state lives.
+/// DataParallel drives it.
+public protocol GradientReducing: AnyObject {
     /// Parameter `index` (registration order) has its final gradient for this step.
     func gradientReady(_ index: Int)
     /// Waits until the gradient block holds the average over ranks; returns the seconds spent waiting.
@@ -28,20 +49,10 @@ public protocol Collective: AnyObject {
     /// sharing the state. Returns the seconds spent waiting for them.
     @discardableResult
     func publishState() -> Double
-    /// Rank 0's values on every rank.
-    func broadcast(_ values: [Int64]) -> [Int64]
-    /// Sum over ranks of a few doubles (losses, counters).
-    func allReduceSum(_ values: [Double]) -> [Double]
-    func barrier()
-    /// Runs `body` with the collectives' watchdog off on this rank: for phases where ranks wait,
-    /// on purpose and for as long as it takes, on work of others (rank 0 writing a checkpoint or a
-    /// snapshot, validation sampling). Every rank must enter it together; the coordinator's
-    /// heartbeat timeout still watches the job meanwhile.
-    func patiently<T>(_ body: () throws -> T) rethrows -> T
-    /// Throws, naming the ranks, unless every rank holds the same bytes.
-    func verifyIdentical(_ values: Tensor, what: String) throws
-    func verifyIdentical(_ text: String, what: String) throws
 }
+
+/// What the trainer runs with: a transport and the gradient reducer on top of it.
+public typealias Collective = Transport & GradientReducing
 
 /// The memory of the Adam moments and the EMA when the ranks of a node keep one copy of the
 /// training state (the weights are already in it: the parameters point there), and the part of

@@ -59,8 +59,6 @@ public final class MPICollective: Collective {
     public let sharedState: SharedTrainingState?
     /// Why the state was asked to be shared and is not (nil when it is, or was not asked).
     public let stateUnshared: String?
-    /// Seconds waited for gradients in the last step.
-    public private(set) var lastWait = 0.0
 
     /// Parameter indices the reducer covers (those that train); gradientReady(i) maps i into it.
     let reduced: Range<Int>
@@ -182,8 +180,7 @@ public final class MPICollective: Collective {
         if let bucketReducer, reduced.contains(index) { bucketReducer.markReady(index - reduced.lowerBound) }
     }
     public func finishGradients() -> Double {
-        lastWait = shared?.reduce(reducedElements, gather: state == nil).waitSeconds ?? bucketReducer!.finish().waitSeconds
-        return lastWait
+        shared?.reduce(reducedElements, gather: state == nil).waitSeconds ?? bucketReducer!.finish().waitSeconds
     }
     public func sumOverShards(_ values: [Double]) -> [Double] {
         // Every node holds every shard (and the same gradients): its own ranks' sum is the whole.

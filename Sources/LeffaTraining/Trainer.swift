@@ -24,8 +24,6 @@ public final class Trainer {
     /// EMA updates made before this stage: 0, or with `ema_start: carry` the count the previous
     /// stage's final EMA ended at. Update `emaUpdatesBefore + step` is the stage's step-th (EMA.swift).
     public private(set) var emaUpdatesBefore = 0
-    /// The running sum of the fixed-order reduction (foldInGlobalOrder), made on first use.
-    var foldAccumulator: Tensor?
     /// When rank 0 last wrote the heartbeat.
     var lastBeat = Date.distantPast
     public private(set) var stageIndex: Int
@@ -195,6 +193,7 @@ public final class Trainer {
         }
         let validationLog = isRoot && validation != nil ? MetricsLog(url: run.validationLogURL(stage.name)) : nil
         let ckpt = try CheckpointDirectory(run.checkpointsURL(stage.name), keepLast: config.keepCheckpoints)
+        let ddp = DataParallel(collective: collective, parameters: model.parameters, fixedOrder: fixedOrder)
         let last = min(stage.steps, untilStep ?? stage.steps)
         let started = Date(), startStep = step
         lastCheckpointTime = started
@@ -203,63 +202,41 @@ public final class Trainer {
         while step < last {
             let t0 = Date()
             let b = stage.batch
-            let positions = Array((step * b)..<((step + 1) * b))
-            let mine = shard(positions, rank: collective.rank, worldSize: collective.size)
-            // Micro-batches: the configured accumulation, or single samples when a fixed reduction
-            // order is asked for (see foldInGlobalOrder).
-            let micro = fixedOrder ? mine.map { [$0] } : chunks(mine, stage.gradAccum)
-            model.parameters.zeroGrads()
-            var sums = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]   // total, diffusion, leffa, samples with leffa, stop votes, checkpoint-time votes
-            var waited = 0.0
-            for (k, mb) in micro.enumerated() {
-                if k > 0 && collective.allReduceSum([stopRequested() ? 1 : 0])[0] > 0 {
-                    return try stopBetweenMicroBatches(after: k, of: micro.count, ckpt)
+            let micro = ddp.microBatches(of: Array((step * b)..<((step + 1) * b)), accumulation: stage.gradAccum)
+            ddp.zeroGrad()
+            var losses = StepSums()
+            for mb in micro {
+                if !mb.isFirst && collective.allReduceSum([stopRequested() ? 1 : 0])[0] > 0 {
+                    return try stopBetweenMicroBatches(after: mb.index, of: micro.count, ddp, ckpt)
                 }
-                if mb.isEmpty { continue }
-                let (batch, _) = try builder.batch(step: step, positions: mb, stage: stage, stageIndex: stageIndex)
+                if mb.positions.isEmpty { continue }
+                let (batch, _) = try builder.batch(step: step, positions: mb.positions, stage: stage, stageIndex: stageIndex)
                 let l = try objective.loss(model, batch)
-                // Each rank averages its own samples; the reduction then averages over ranks.
-                let share = Float(mb.count) / Float(mine.count)
-                if fixedOrder {
-                    if k > 0 { model.parameters.zeroGrads() }
-                    (l.total * (1 / Float(b))).backward()
-                    waited += foldInGlobalOrder(first: k == 0, last: k == micro.count - 1)
-                } else {
-                    // The last backward of the step hands each finished gradient to the reduction.
-                    if k == micro.count - 1 { attachGradientHooks(for: l.total) }
-                    (l.total * share).backward()
-                }
-                sums[0] += Double(l.total.item) * Double(share)
-                sums[1] += Double(l.diffusion.item) * Double(share)
-                if let le = l.leffa { sums[2] += Double(le.item) * Double(share); sums[3] += 1 }
+                ddp.backward(l.total, mb)
+                losses.add(l, share: mb.share)
                 beat(phase: "training")
             }
-            if !fixedOrder {
-                detachGradientHooks()
-                waited = collective.finishGradients()
-            }
-            sums[4] = stopRequested() ? 1 : 0
+            ddp.finishGradients()
             // Rank 0's clock decides the time-based checkpoint, so every rank agrees.
-            if isRoot, let minutes = config.checkpointEveryMinutes, Date().timeIntervalSince(lastCheckpointTime) >= minutes * 60 { sums[5] = 1 }
-            sums = collective.allReduceSum(sums).map { $0 / Double(collective.size) }
-            sums[3] *= Double(collective.size)
-            let stopping = sums[4] > 0, timeDue = sums[5] > 0
-            guard sums[0].isFinite else {
-                let why = "stage \(stage.name) step \(step + 1): the loss is \(sums[0]) (diffusion \(sums[1])); stopping without saving — the last checkpoint is intact. Lower the learning rate or check the data."
+            let timeDue = isRoot && config.checkpointEveryMinutes.map { Date().timeIntervalSince(lastCheckpointTime) >= $0 * 60 } == true
+            let agreed = losses.agreed(over: collective, stop: stopRequested(), checkpointDue: timeDue)
+            let stopping = agreed.stop, checkpointDue = agreed.checkpointDue
+            guard agreed.loss.isFinite else {
+                let why = "stage \(stage.name) step \(step + 1): the loss is \(agreed.loss) (diffusion \(agreed.diffusion)); stopping without saving — the last checkpoint is intact. Lower the learning rate or check the data."
                 // Failed, not running: a restart would repeat it bit for bit (same seed, same data).
                 if isRoot { try? setStatus(.failed, reason: why) }
                 throw RunError(why)
             }
             let lr = learningRate(step: step)
-            let gradNorm = collective.optimizerStep(optimizer, model.parameters, lr: lr, maxNorm: config.gradClip,
-                                                    ema: ema, emaDecay: config.ema?.decay(update: emaUpdatesBefore + step + 1)).gradNorm
+            let gradNorm = ddp.step(optimizer, lr: lr, maxNorm: config.gradClip,
+                                    ema: ema, emaDecay: config.ema?.decay(update: emaUpdatesBefore + step + 1)).gradNorm
             step += 1
 
             if isRoot {
                 let dt = Date().timeIntervalSince(t0)
-                let m = StepMetrics(stage: stage.name, step: step, steps: stage.steps, loss: sums[0], diffusion: sums[1],
-                                    leffa: sums[3] > 0 ? sums[2] : nil, lr: Double(lr), gradNorm: Double(gradNorm),
-                                    stepSeconds: dt, imagesPerSecond: Double(b) / dt, time: timestamp(), reduceWaitSeconds: waited)
+                let m = StepMetrics(stage: stage.name, step: step, steps: stage.steps, loss: agreed.loss, diffusion: agreed.diffusion,
+                                    leffa: agreed.leffa, lr: Double(lr), gradNorm: Double(gradNorm),
+                                    stepSeconds: dt, imagesPerSecond: Double(b) / dt, time: timestamp(), reduceWaitSeconds: ddp.waited)
                 if step % config.logEvery == 0 || step == last { metrics?.append(m) }
                 let rate = Date().timeIntervalSince(started) / Double(step - startStep)
                 log(progressLine(m, eta: rate * Double(stage.steps - step)))
@@ -276,7 +253,7 @@ public final class Trainer {
                 if stopping && step < stage.steps { log("stop requested: validation at step \(step) skipped") }
                 else { try collective.patiently { try validate(validation, log: validationLog) } }
             }
-            if step % config.checkpointEvery == 0 || step == last || stopping || timeDue {
+            if step % config.checkpointEvery == 0 || step == last || stopping || checkpointDue {
                 try rootThenBarrier(phase: "checkpoint") { try saveCheckpoint(ckpt) }
                 lastCheckpointTime = Date()
             }
@@ -293,35 +270,14 @@ public final class Trainer {
 
     /// All ranks agreed to stop before micro-batch `k` (of `count`) of step `step + 1`: drop the
     /// partial gradients and save the state after step `step` (unless that checkpoint exists).
-    func stopBetweenMicroBatches(after k: Int, of count: Int, _ ckpt: CheckpointDirectory) throws -> Outcome {
-        model.parameters.zeroGrads()
+    func stopBetweenMicroBatches(after k: Int, of count: Int, _ ddp: DataParallel, _ ckpt: CheckpointDirectory) throws -> Outcome {
+        ddp.discardGradients()
         log("stop requested during step \(step + 1) of stage \(stage.name), after micro-batch \(k) of \(count): the partial step is dropped (resuming redoes it)")
         try rootThenBarrier(phase: "checkpoint") {
             if step > 0, !(try ckpt.checkpoints().contains { $0.step == step }) { try saveCheckpoint(ckpt) }
         }
         log("stop requested: checkpoint at step \(step) of stage \(stage.name)")
         return .stopped(atStep: step)
-    }
-
-    /// The fixed-order reduction: the step's gradient is the left fold, in global sample order, of
-    /// per-sample gradients each computed alone (into a zeroed block, loss scaled by 1/batch):
-    /// ((g₀ + g₁) + g₂) + … . Ranks take positions r, r + N, …, so the k-th samples of all ranks
-    /// are positions kN … kN + N − 1: rank 0 adds the running sum to its own, and the ordered sum
-    /// over ranks adds the rest in rank order. Any rank count dividing the batch performs the same
-    /// additions in the same order: the same bits. Costs one reduction per sample and one extra
-    /// gradient-sized block, on rank 0 only.
-    func foldInGlobalOrder(first: Bool, last: Bool) -> Double {
-        let g = model.parameters.grads!
-        if !first && collective.rank == 0 {
-            let a = foldAccumulator!.data, d = g.data
-            Parallel.for(g.count, grain: 1 << 15) { r in for i in r { d[i] = a[i] + d[i] } }
-        }
-        let waited = collective.sumGradientsInRankOrder()
-        if !last && collective.rank == 0 {
-            if foldAccumulator == nil { foldAccumulator = Tensor(zeros: [g.count]) }
-            foldAccumulator!.data.update(from: g.data, count: g.count)
-        }
-        return waited
     }
 
     /// Rank 0 does `body` (a heartbeat names the phase) while the other ranks wait for it at a
@@ -331,20 +287,6 @@ public final class Trainer {
             if collective.rank == 0 { beat(phase: phase, force: true); try body() }
             collective.barrier()
         }
-    }
-
-    /// Hands each parameter's gradient to the reduction as soon as backward from `loss` finishes it
-    /// (those it will not reach — frozen ones, the reference UNet's layers after its last
-    /// attention, the unused cross-attention weights — right away).
-    func attachGradientHooks(for loss: Tensor) {
-        let c = collective
-        model.parameters.handOverGradients(of: loss) { c.gradientReady($0) }
-    }
-    func detachGradientHooks() { model.parameters.removeGradientHooks() }
-
-    func chunks(_ xs: [Int], _ n: Int) -> [[Int]] {
-        let k = max(1, n)
-        return (0..<k).map { i in Array(xs[(xs.count * i / k)..<(xs.count * (i + 1) / k)]) }
     }
 
     /// Linear warmup, then constant or cosine decay to zero at the stage's last step.
@@ -395,5 +337,26 @@ public final class Trainer {
         try run.updateState { $0.complete(stage.name, next: next, reason: "stage \(stage.name) finished at step \(step)") }
         log("stage \(stage.name) finished at step \(step); final weights in \(run.finalWeightsURL(stage.name).path)")
         return next
+    }
+}
+
+/// A step's losses on this rank, weighted by each micro-batch's share of its samples, and then
+/// agreed over ranks in one small sum together with the stop and time-based checkpoint votes.
+struct StepSums {
+    var total = 0.0, diffusion = 0.0, leffa = 0.0, leffaMicroBatches = 0.0
+
+    mutating func add(_ l: StepLosses, share: Float) {
+        total += Double(l.total.item) * Double(share)
+        diffusion += Double(l.diffusion.item) * Double(share)
+        if let le = l.leffa { leffa += Double(le.item) * Double(share); leffaMicroBatches += 1 }
+    }
+
+    struct Agreed { var loss: Double, diffusion: Double, leffa: Double?, stop: Bool, checkpointDue: Bool }
+
+    /// The mean over ranks of the losses, and whether any rank asks to stop or to checkpoint.
+    func agreed(over c: Collective, stop: Bool, checkpointDue: Bool) -> Agreed {
+        let n = Double(c.size)
+        let s = c.allReduceSum([total, diffusion, leffa, leffaMicroBatches, stop ? 1 : 0, checkpointDue ? 1 : 0]).map { $0 / n }
+        return Agreed(loss: s[0], diffusion: s[1], leffa: s[3] * n > 0 ? s[2] : nil, stop: s[4] > 0, checkpointDue: s[5] > 0)
     }
 }

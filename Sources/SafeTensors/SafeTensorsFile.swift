@@ -174,9 +174,6 @@ public final class SafeTensorsFile: @unchecked Sendable {
         return try withExtendedLifetime(self) { try body(UnsafeRawBufferPointer(start: data + e.begin, count: e.end - e.begin)) }
     }
 
-    /// Every tensor as float32, in `names` order.
-    public func allTensors() throws -> [(String, Tensor)] { try names.map { ($0, try tensor($0)) } }
-
     /// Fills `out` (e.count floats) from a validated entry. Elementwise, so splitting over threads
     /// cannot change a bit.
     private func convert(_ e: Entry, into out: UnsafeMutablePointer<Float>) {

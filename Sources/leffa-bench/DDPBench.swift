@@ -70,6 +70,7 @@ struct DDPBench: ParsableCommand {
         let collective = try MPICollective(context: ctx, parameters: m.parameters, shareState: !unsharded, fixedOrder: false,
                                            bucketBytes: bucketMb << 20, reduction: ctx.isDistributed ? asked : .buckets, segments: !oneSegment)
         let optimizer = AdamW(parameters: m.parameters, training: trained, moments: collective.sharedState.map { ($0.m, $0.v) })
+        let ddp = DataParallel(collective: collective, parameters: m.parameters, fixedOrder: false)
         if ctx.rank == 0 { print("ddp: \(collective.summary)") }
         let local = LatentBatch.random(batch / ctx.size, height: h, width: w, seed: 100 + UInt64(ctx.rank))
         let objective = TrainingObjective()
@@ -98,7 +99,7 @@ struct DDPBench: ParsableCommand {
             if debug && ctx.rank == 0 { print(String(format: "step %d: waited %.1f ms for gradients", i, wait * 1e3)) }
             // As the trainer; waiting for the other ranks' shards after a sharded step counts too.
             let t1 = Date()
-            let gathered = collective.optimizerStep(optimizer, m.parameters, lr: 1e-5, maxNorm: 1).publishSeconds
+            let gathered = ddp.step(optimizer, lr: 1e-5, maxNorm: 1).publishSeconds
             let dt = Date().timeIntervalSince(t0)
             if i > 0 { times.append(dt); waits.append(wait + gathered); optimizing.append(Date().timeIntervalSince(t1) - gathered) }   // step 0 warms up
         }
