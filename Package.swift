@@ -1,6 +1,13 @@
 // swift-tools-version:6.0
-// The Leffa training system. One target per layer; arrows point to what a target imports:
-//   shims (CBLAS, CMPI, CHDF5, CPNG, CJPEG) ← LeffaTensor (tensor + autograd) ← … ← executables
+// The Leffa training system. One target per layer; each imports only targets above it:
+//   shims (CBLAS, CMPI, CHDF5, CPNG, CJPEG)
+//   LeffaTensor (tensors, autograd, ops)
+//   SafeTensors · LeffaLayers · LeffaCheckpoint (HDF5) · LeffaDistributed (MPI transport)
+//   LeffaModels (UNets, VAE, weights) · LeffaDiffusion (schedule, samplers, Leffa loss) · LeffaData
+//   LeffaRunFormat (the run folder: config, state, heartbeat, locks, checkpoints, stage weights)
+//   LeffaTraining (objective, DataParallel, trainer, worker) · LeffaRun (coordinator; no trainer, no MPI)
+//   LeffaEval · LeffaCLI (shared command-line pieces)
+//   executables: leffa-coord, leffa-worker, leffa-bench (argument parsing, one call into a library)
 import PackageDescription
 
 /// Numeric code is only usable optimised; -Ounchecked drops the overflow traps of hot index math.
@@ -60,13 +67,16 @@ let package = Package(
         .target(name: "LeffaEval", dependencies: ["LeffaTraining", "LeffaRunFormat", "LeffaModels", "LeffaDiffusion", "LeffaData", "LeffaDistributed"], swiftSettings: fast),
         .executableTarget(
             name: "leffa-worker",
-            dependencies: ["LeffaTraining", "LeffaRunFormat", "LeffaDistributed", "LeffaData", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["LeffaTraining", "LeffaRunFormat", "LeffaCLI", "LeffaDistributed", "LeffaData", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: fast),
         // Orchestration: run state, stage transitions, driving worker processes.
+        // What the executables' command lines share: thread option, typed sizes and values, errors, progress.
+        .target(name: "LeffaCLI", dependencies: ["LeffaTensor", "LeffaData", "LeffaRunFormat", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                swiftSettings: fast),
         .target(name: "LeffaRun", dependencies: ["LeffaRunFormat", "LeffaCheckpoint", "LeffaData"], swiftSettings: fast),
         .executableTarget(
             name: "leffa-coord",
-            dependencies: ["LeffaTraining", "LeffaRunFormat", "LeffaEval", "LeffaRun", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["LeffaTraining", "LeffaRunFormat", "LeffaCLI", "LeffaEval", "LeffaRun", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: fast),
 
         .target(name: "LeffaData", dependencies: ["LeffaTensor", "SafeTensors", "CPNG", "CJPEG"], swiftSettings: fast),
@@ -80,7 +90,7 @@ let package = Package(
 
         .executableTarget(
             name: "leffa-bench",
-            dependencies: ["LeffaTensor", "LeffaTraining", "LeffaRunFormat", "LeffaEval", "LeffaDistributed", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            dependencies: ["LeffaTensor", "LeffaTraining", "LeffaRunFormat", "LeffaCLI", "LeffaEval", "LeffaDistributed", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Yams", package: "Yams")],
             swiftSettings: fast),
 

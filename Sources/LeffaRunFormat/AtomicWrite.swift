@@ -1,6 +1,5 @@
 // Small files of a run replaced whole (state.json, heartbeat.json, lock holders): a reader sees
-// the old file or the new one, never half of either, and a crash leaves the old one. And the one
-// way this package stamps times into them.
+// the old file or the new one, never half of either, and a crash leaves the old one.
 import Foundation
 
 /// Writes to a temporary name in the same folder, fsyncs, renames: readers see the old or the new file.
@@ -17,9 +16,6 @@ public func atomicWrite(_ data: Data, to url: URL) throws {
         throw RunError("\(url.path): cannot replace (\(why))")
     }
 }
-
-/// Now, in ISO 8601 UTC ("2026-12-05T14:03:00Z"): the time of history entries, heartbeats, log lines.
-public func timestamp(_ date: Date = Date()) -> String { ISO8601DateFormatter().string(from: date) }
 
 /// An error about a run, its files or its config, worded for the user (it names the file).
 public struct RunError: Error, CustomStringConvertible {

@@ -6,6 +6,7 @@
 import Foundation
 import Yams
 import LeffaModels
+import LeffaData
 
 /// The keys one section was asked for, in the order the parser asked (the order of the message),
 /// and whether its parser is done with it (only then are the others known to be unknown).
@@ -191,8 +192,7 @@ struct Reader {
     /// "512x384" (height × width).
     func size(_ key: String) throws -> (Int, Int) {
         guard let s = try optionalString(key) else { throw missing(key, "HEIGHTxWIDTH like 512x384") }
-        let parts = s.lowercased().split(separator: "x").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard parts.count == 2, parts[0] > 0, parts[1] > 0 else { throw fail(key, "HEIGHTxWIDTH like 512x384, got \(s)") }
-        return (parts[0], parts[1])
+        guard let size = ImageSize(parsing: s) else { throw fail(key, "HEIGHTxWIDTH like 512x384, got \(s)") }
+        return (size.height, size.width)
     }
 }

@@ -106,6 +106,13 @@ public struct RunConfig: Sendable {
     public var validation = ValidationConfig()
     public var stages: [StageConfig]
 
+    /// Whether the file is a run config (a mapping with `stages`) rather than a model config.
+    public static func isRunConfig(path: String) -> Bool {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8),
+              let root = (try? Yams.compose(yaml: text))??.mapping else { return false }
+        return root["stages"] != nil
+    }
+
     /// Reads and validates a run config.
     public static func load(path: String) throws -> RunConfig {
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {

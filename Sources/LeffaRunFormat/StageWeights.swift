@@ -61,6 +61,26 @@ public enum StageWeights {
         return step
     }
 
+    /// The model of a run's stage, or by default of its last completed stage (with `step`, else
+    /// the current one). Returns the stage's name, the model and where its weights came from.
+    public static func load(run: RunDirectory, config: RunConfig, stage: String?, step: Int?, ema: Bool) throws -> (String, LeffaModel, String) {
+        let state = try run.readState()
+        let name: String
+        if let stage {
+            guard config.stages.contains(where: { $0.name == stage }) else {
+                throw RunError("--stage: no stage named \(stage); the config's stages are \(config.stages.map(\.name))")
+            }
+            name = stage
+        } else if let last = config.stages.last(where: { state.completedStages.contains($0.name) }) {
+            name = last.name
+        } else {
+            guard step != nil else { throw RunError("\(run.stateURL.path): no stage is completed yet; pass --stage S --step N to use a checkpoint") }
+            name = state.stage
+        }
+        let (model, source) = try load(run: run, config: config, stage: name, step: step, ema: ema)
+        return (name, model, source)
+    }
+
     /// A model holding a stage's weights: its final weights (step nil) or checkpoint `step`
     /// (params, or the EMA group with `ema`). Returns the model and a description of the source.
     public static func load(run: RunDirectory, config: RunConfig, stage: String, step: Int?, ema: Bool) throws -> (LeffaModel, String) {

@@ -1,4 +1,5 @@
-// The golden check as a command: files in, files out (see GoldenPass for the computation).
+// `leffa-coord debug forward` and `debug inputs`: the golden pass as a command, files in and
+// files out (GoldenPass does the computation).
 import Foundation
 import LeffaRunFormat
 import LeffaTensor
@@ -7,17 +8,16 @@ import LeffaDiffusion
 import SafeTensors
 import LeffaData
 
-public enum GoldenCheck {
+public enum DebugForward {
     public enum Grads: String, CaseIterable, Sendable { case all, none }
 
     /// Reads weights, config and inputs, runs the pass, writes every output; returns a summary line.
     public static func run(weights: String, config: String, inputs: String, out: String, grads: Grads) throws -> String {
         // A run config (it has stages) gives the model as the run built it (pixel space changes the
         // UNets' channels) and the last Leffa stage's loss settings; otherwise a model config file.
-        let text = (try? String(contentsOfFile: config, encoding: .utf8)) ?? ""
         let modelConfig: ModelConfig, loss: LeffaLossConfig
         var imagePerLatent: Int? = nil
-        if text.hasPrefix("stages:") || text.contains("\nstages:") {
+        if RunConfig.isRunConfig(path: config) {
             let run = try RunConfig.load(path: config)
             modelConfig = run.model
             if run.space == .pixel { imagePerLatent = 1 }
@@ -59,7 +59,7 @@ public enum GoldenCheck {
     }
 }
 
-extension GoldenCheck {
+extension DebugForward {
     /// Writes fixture-style inputs (in.x, in.ref_latent, in.t, in.img_ref, in.img_tgt, in.mask,
     /// in.noise) for `count` samples of a run's data at a stage's resolution, so `debug forward`
     /// can check any exported model on its own data. Timesteps are those of step 0.

@@ -48,8 +48,3 @@ public func progressLine(_ m: StepMetrics, eta: Double) -> String {
                   m.stage, m.step, m.steps, m.loss, m.diffusion, leffa, m.lr, m.gradNorm, m.imagesPerSecond, formatDuration(eta))
 }
 
-public func formatDuration(_ s: Double) -> String {
-    guard s.isFinite, s >= 0 else { return "?" }
-    let t = Int(s.rounded())
-    return t >= 3600 ? "\(t / 3600)h\((t % 3600) / 60)m" : t >= 60 ? "\(t / 60)m\(t % 60)s" : "\(t)s"
-}

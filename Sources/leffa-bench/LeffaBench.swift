@@ -4,6 +4,8 @@
 import ArgumentParser
 import Foundation
 import LeffaTensor
+import LeffaData
+import LeffaCLI
 
 @main
 struct LeffaBench: ParsableCommand {
@@ -33,12 +35,11 @@ struct BenchOptions: ParsableArguments {
 
 /// An image size option "HxW" (H and W positive multiples of `multiple`), e.g. 512x384.
 func imageSize(_ text: String, option: String = "--size", multiple: Int = 1) throws -> (height: Int, width: Int) {
-    let hw = text.lowercased().split(separator: "x").compactMap { Int($0) }
-    guard hw.count == 2, hw.allSatisfy({ $0 > 0 && $0 % multiple == 0 }) else {
+    guard let size = ImageSize(parsing: text), size.height % multiple == 0, size.width % multiple == 0 else {
         let what = multiple > 1 ? "H x W in multiples of \(multiple)" : "H x W"
         throw ValidationError("\(option): expected \(what), like 512x384, got \(text)")
     }
-    return (hw[0], hw[1])
+    return (size.height, size.width)
 }
 
 /// The process's peak resident set (VmHWM), from /proc.

@@ -1,5 +1,6 @@
 // `leffa-coord debug …`: developer checks against the published model.
 import ArgumentParser
+import LeffaCLI
 import Foundation
 import LeffaTraining
 import LeffaRunFormat
@@ -15,20 +16,20 @@ struct Debug: ParsableCommand {
         @Option(help: "Inputs named like the fixture's in.* tensors.") var inputs: String
         @Option(help: "Where to write out.* and grad.* tensors.") var out: String
         @Option(help: "'all' writes grad.unet.* and grad.unet_encoder.* for every parameter; 'none' skips backward.")
-        var grads: GoldenCheck.Grads = .all
+        var grads: DebugForward.Grads = .all
         @OptionGroup var threads: ThreadOptions
 
         func run() throws {
             threads.apply()
             do {
-                let summary = try GoldenCheck.run(weights: weights, config: config, inputs: inputs, out: out, grads: grads)
+                let summary = try DebugForward.run(weights: weights, config: config, inputs: inputs, out: out, grads: grads)
                 print(summary)
             } catch { throw userError(error) }
         }
     }
 }
 
-extension GoldenCheck.Grads: ExpressibleByArgument {}
+extension DebugForward.Grads: ExpressibleByArgument {}
 
 extension Debug {
     struct Inputs: ParsableCommand {
@@ -41,7 +42,7 @@ extension Debug {
         @Option(help: "Timestep of every sample (default: drawn as at training step 0).") var timestep: Int?
 
         func run() throws {
-            do { print(try GoldenCheck.makeInputs(run: RunDirectory(runPath), stage: stage, count: count, out: out, timestep: timestep)) }
+            do { print(try DebugForward.makeInputs(run: RunDirectory(runPath), stage: stage, count: count, out: out, timestep: timestep)) }
             catch { throw userError(error) }
         }
     }

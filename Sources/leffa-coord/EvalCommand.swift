@@ -2,6 +2,8 @@
 // only; the logic is LeffaEval.Evaluation. Runs alone or under `mpirun -np N leffa-coord eval …`
 // (the pairs are shared over the ranks, rank 0 writes).
 import ArgumentParser
+import LeffaCLI
+import LeffaData
 import Foundation
 import LeffaDistributed
 import LeffaEval
@@ -20,7 +22,7 @@ struct Eval: ParsableCommand {
     @Option(help: "Output folder.") var out: String
     @OptionGroup var sampling: SamplerOptions
     @Option(help: "Noise seed (pair i's noise, DDPM step noise included, depends only on the seed and i).") var seed: UInt64 = 0
-    @Option(help: "Resolution HxW (default: the stage's).") var size: String?
+    @Option(help: "Resolution HxW (default: the stage's).") var size: ImageSize?
     @Option(help: "Rows of the contact sheet (the first pairs).") var sheetRows: Int = 16
     @Option(help: "Softmax temperature of the measured attention flows (default: the stage's Leffa τ, else 2).") var tau: Float?
     @Option(help: "Fail (exit 1) unless the full-image PSNR reaches this many dB.") var minPsnr: Double?
@@ -42,7 +44,7 @@ struct Eval: ParsableCommand {
             o.dataRoot = data.map { URL(fileURLWithPath: $0) }
             try sampling.check()
             guard limit.map({ $0 >= 1 }) ?? true else { throw RunError("--limit: expected at least 1, got \(limit!)") }
-            if let size { o.size = try parseSize(size, option: "--size") }
+            if let size { o.size = (size.height, size.width) }
             let (cfg, model, from, st) = try source.load()
             let m = EvalModel(model: model, config: cfg, stage: st, source: from)
             say("eval: \(m.source), stage \(m.stage.name)\(context.isDistributed ? ", \(context.size) ranks" : "")")

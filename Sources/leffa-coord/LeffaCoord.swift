@@ -1,8 +1,8 @@
 // leffa-coord: the user's command for a Leffa training run. Argument parsing only; every
-// command is one call into the LeffaTraining library.
+// command is one call into a library (LeffaRunFormat, LeffaRun, LeffaTraining, LeffaEval).
 import ArgumentParser
 import Foundation
-import LeffaTensor
+import LeffaCLI
 
 @main
 struct LeffaCoord: ParsableCommand {
@@ -12,15 +12,5 @@ struct LeffaCoord: ParsableCommand {
         subcommands: [Init.self, Synth.self, CheckData.self, PrepareCommand.self, Stage.self, Run.self, Export.self, Sample.self, Eval.self, Debug.self])
 }
 
-/// Options for the kernel thread count, shared by commands that compute.
-struct ThreadOptions: ParsableArguments {
-    @Option(help: "Kernel threads (default: LEFFA_THREADS, else cores ÷ local MPI ranks).")
-    var threads: Int?
-    func apply() { if let threads { Parallel.threads = max(1, threads) } }
-}
-
 /// Exits with a clear message (no stack trace) for errors the user can act on.
-func userError(_ error: Error) -> ExitCode {
-    FileHandle.standardError.write(Data("leffa-coord: error: \(error)\n".utf8))
-    return ExitCode(2)
-}
+func userError(_ error: Error) -> ExitCode { reportError("leffa-coord", error) }

@@ -1,7 +1,8 @@
 // Which weights a command samples with: a run's stage (final weights or a checkpoint step, EMA or
 // trained), or a weights file in the published layout with the run config that describes it.
-// Shared by `sample` and `eval`; also the one parser of their `--size HxW`.
+// Shared by `sample` and `eval`.
 import ArgumentParser
+import LeffaCLI
 import Foundation
 import LeffaModels
 import LeffaRunFormat
@@ -19,7 +20,7 @@ struct ModelSource: ParsableArguments {
         if let runPath {
             let dir = RunDirectory(runPath)
             let cfg = try dir.readConfig()
-            let (name, model, source) = try loadStageModel(dir, config: cfg, stage: stage, step: step, ema: ema)
+            let (name, model, source) = try StageWeights.load(run: dir, config: cfg, stage: stage, step: step, ema: ema)
             return (cfg, model, source, cfg.stages.first { $0.name == name }!)
         }
         guard let weights, let config else { throw RunError("pass --run DIR, or --weights FILE with --config FILE") }
@@ -34,11 +35,4 @@ struct ModelSource: ParsableArguments {
         }
         return (cfg, model, weights, st)
     }
-}
-
-/// "HxW" → (H, W), both positive.
-func parseSize(_ s: String, option: String) throws -> (height: Int, width: Int) {
-    let p = s.lowercased().split(separator: "x").compactMap { Int($0) }
-    guard p.count == 2, p[0] > 0, p[1] > 0 else { throw RunError("\(option): expected HxW like 64x48, got \(s)") }
-    return (p[0], p[1])
 }

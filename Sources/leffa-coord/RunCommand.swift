@@ -1,6 +1,7 @@
 // `leffa-coord run`: train every stage that is not done, restarting dead workers. Argument
 // parsing only; the logic is LeffaRun.Supervisor.
 import ArgumentParser
+import LeffaCLI
 import Foundation
 import LeffaRunFormat
 import LeffaRun

@@ -1,5 +1,6 @@
 // `leffa-coord init | synth | check-data`: creating a run, making synthetic data, checking data.
 import ArgumentParser
+import LeffaCLI
 import Foundation
 import LeffaTensor
 import LeffaData
@@ -30,20 +31,18 @@ struct Synth: ParsableCommand {
     @Option(help: "Output folder.") var out: String
     @Option(help: "Number of training pairs.") var count: Int = 16
     @Option(help: "Number of held-out test pairs (test/ and test_pairs.txt; new garments, textures, bodies and warps).") var testCount: Int = 0
-    @Option(help: "Image size HxW.") var size: String = "128x96"
+    @Option(help: "Image size HxW (at least 16x12).") var size = ImageSize(height: 128, width: 96)
     @Option(help: "Random seed.") var seed: UInt64 = 0
-    @Option(help: "Garment texture: pattern (fine stripes or checks and a print) or ramp (a smooth colour ramp).") var texture: String = "pattern"
+    @Option(help: "Garment texture: pattern (fine stripes or checks and a print) or ramp (a smooth colour ramp).") var texture = SyntheticTexture.pattern
 
     func run() throws {
-        let parts = size.lowercased().split(separator: "x").compactMap { Int($0) }
-        guard parts.count == 2, parts[0] >= 16, parts[1] >= 12 else { throw userError(RunError("--size: expected HxW of at least 16x12, got \(size)")) }
+        guard size.height >= 16, size.width >= 12 else { throw userError(RunError("--size: expected HxW of at least 16x12, got \(size)")) }
         guard count >= 1 else { throw userError(RunError("--count: expected at least 1, got \(count)")) }
         guard testCount >= 0 else { throw userError(RunError("--test-count: expected 0 or more, got \(testCount)")) }
-        guard let tex = SyntheticTexture(rawValue: texture) else { throw userError(RunError("--texture: expected pattern or ramp, got \(texture)")) }
         do {
             let names = try generateSynthetic(out: URL(fileURLWithPath: out), count: count, testCount: testCount,
-                                             height: parts[0], width: parts[1], seed: seed, texture: tex)
-            print("wrote \(names.count) synthetic training pairs\(testCount > 0 ? " and \(testCount) held-out test pairs" : "") (\(parts[0])x\(parts[1])) to \(out)")
+                                             height: size.height, width: size.width, seed: seed, texture: texture)
+            print("wrote \(names.count) synthetic training pairs\(testCount > 0 ? " and \(testCount) held-out test pairs" : "") (\(size)) to \(out)")
         } catch { throw userError(error) }
     }
 }
@@ -82,27 +81,10 @@ struct PrepareCommand: ParsableCommand {
     func run() throws {
         threads.apply()
         do {
-            let bar = ProgressBar()
+            let bar = ProgressBar("prepare")
             let summary = try Prepare.run(RunDirectory(runPath)) { done, total, label in bar.update(done, total, label) }
             bar.finish()
             print(summary)
         } catch { throw userError(error) }
     }
-}
-
-/// "[prepare 32x24] ██████░░░░░░  12/16  ETA 3s" on stderr, redrawn in place (at most 10 times a second).
-final class ProgressBar {
-    var label = "", started = Date(), last = Date.distantPast
-    func update(_ done: Int, _ total: Int, _ label: String) {
-        if label != self.label { if !self.label.isEmpty { FileHandle.standardError.write(Data("\n".utf8)) }; self.label = label; started = Date() }
-        let now = Date()
-        guard done == total || now.timeIntervalSince(last) > 0.1 else { return }
-        last = now
-        let width = 30, filled = total > 0 ? width * done / total : width
-        let rate = now.timeIntervalSince(started) / Double(max(done, 1))
-        let line = "\r[prepare \(label)] " + String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
-            + "  \(done)/\(total)  ETA \(formatDuration(rate * Double(total - done)))  "
-        FileHandle.standardError.write(Data(line.utf8))
-    }
-    func finish() { if !label.isEmpty { FileHandle.standardError.write(Data("\n".utf8)) } }
 }

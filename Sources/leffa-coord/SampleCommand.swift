@@ -2,6 +2,7 @@
 // classifier-free guidance and a DDIM or DDPM scheduler (SamplerOptions). Argument parsing only;
 // the logic is LeffaTraining.Sampler and Repaint.
 import ArgumentParser
+import LeffaCLI
 import Foundation
 import LeffaData
 import LeffaModels
@@ -18,7 +19,7 @@ struct Sample: ParsableCommand {
     @Option(help: "Output folder.") var out: String
     @OptionGroup var sampling: SamplerOptions
     @Option(help: "Noise seed (the starting noise and every DDPM step's noise).") var seed: UInt64 = 0
-    @Option(help: "Resolution HxW (default: the stage's).") var size: String?
+    @Option(help: "Resolution HxW (default: the stage's).") var size: ImageSize?
     @OptionGroup var threads: ThreadOptions
 
     func run() throws {
@@ -26,7 +27,7 @@ struct Sample: ParsableCommand {
         do {
             try sampling.check()
             let (cfg, model, from, st) = try source.load()
-            let (h, w) = try size.map { try parseSize($0, option: "--size") } ?? (st.height, st.width)
+            let (h, w) = size.map { ($0.height, $0.width) } ?? (st.height, st.width)
             let cond = try SampleConditions.load(person: URL(fileURLWithPath: person), garment: URL(fileURLWithPath: garment),
                                                  mask: URL(fileURLWithPath: mask), densepose: URL(fileURLWithPath: densepose),
                                                  denseposeEncoding: cfg.data.densepose, height: h, width: w)

@@ -2,6 +2,7 @@
 // features' reuse and the repaint. One option group, so both commands take the same spellings;
 // the README says which values are the published pipeline's. Argument parsing and range checks only.
 import ArgumentParser
+import LeffaCLI
 import LeffaDiffusion
 import LeffaTraining
 import LeffaRunFormat

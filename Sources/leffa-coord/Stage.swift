@@ -1,6 +1,7 @@
 // `leffa-coord stage status|history|advance|set`: where a run stands, how it got there, and
 // deliberate moves between stages. Argument parsing only; the logic is LeffaRun.StageControl.
 import ArgumentParser
+import LeffaCLI
 import Foundation
 import LeffaRunFormat
 import LeffaRun

@@ -49,10 +49,10 @@ final class ExportSampleTests: XCTestCase {
     func testDebugInputsAtAFixedTimestep() throws {
         let dir = try TinyRun.make()
         let out = dir.url.appendingPathComponent("inputs.safetensors")
-        _ = try GoldenCheck.makeInputs(run: dir, stage: nil, count: 2, out: out.path, timestep: 250)
+        _ = try DebugForward.makeInputs(run: dir, stage: nil, count: 2, out: out.path, timestep: 250)
         let t = try SafeTensorsFile(path: out.path).tensor("in.t")
         XCTAssertEqual(t.scalars, [250, 250])
-        XCTAssertThrowsError(try GoldenCheck.makeInputs(run: dir, stage: nil, count: 2, out: out.path + "2", timestep: 1000)) {
+        XCTAssertThrowsError(try DebugForward.makeInputs(run: dir, stage: nil, count: 2, out: out.path + "2", timestep: 1000)) {
             XCTAssertTrue("\($0)".contains("--timestep") && "\($0)".contains("1000"), "\($0)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.path + "2"))
