@@ -19,6 +19,9 @@ extension ImageSize: ExpressibleByArgument {
 }
 
 extension SyntheticTexture: ExpressibleByArgument {}
+extension DatasetKind: ExpressibleByArgument {}
+extension DenseposeEncoding: ExpressibleByArgument {}
+extension DressCodeDataset.Category: ExpressibleByArgument {}
 
 /// Prints `tool: error: …` (no stack trace) for an error the user can act on, and returns the
 /// exit code to throw.

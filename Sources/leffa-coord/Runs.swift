@@ -49,21 +49,18 @@ struct Synth: ParsableCommand {
 
 struct CheckData: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "check-data", abstract: "List every problem of a dataset copy before training.")
-    @Option(help: "Dataset kind: vitonhd, dresscode, deepfashion, synthetic.") var kind: String
+    @Option(help: "Dataset kind.") var kind: DatasetKind
     @Option(help: "Dataset root folder.") var root: String
     @Option(help: "Split (train, test).") var split: String = "train"
     @Flag(help: "Only read image headers (fast); by default every image is decoded.") var headersOnly = false
-    @Option(help: "How densepose images are read: rgb or iuv (then every part index is checked to be 0…24).") var densepose: String = "rgb"
-    @Option(help: "DressCode: the categories to check (upper_body, lower_body, dresses; repeat the option for several).") var category: [String] = []
+    @Option(help: "How densepose images are read (iuv: every part index is checked to be 0…24).")
+    var densepose = DenseposeEncoding.rgb
+    @Option(help: "DressCode: the categories to check (repeat the option for several; default: all).")
+    var category: [DressCodeDataset.Category] = []
 
     func run() throws {
-        guard let k = DatasetKind(rawValue: kind) else { throw userError(RunError("--kind: expected vitonhd, dresscode, deepfashion or synthetic, got \(kind)")) }
-        guard let enc = DenseposeEncoding(rawValue: densepose) else { throw userError(RunError("--densepose: expected rgb or iuv, got \(densepose)")) }
-        let categories = try category.map { c in
-            try DressCodeDataset.Category(rawValue: c) ?? { throw userError(RunError("--category: expected upper_body, lower_body or dresses, got \(c)")) }()
-        }
-        let ds = openDataset(k, root: URL(fileURLWithPath: root), split: split,
-                             categories: categories.isEmpty ? DressCodeDataset.Category.allCases : categories, densepose: enc)
+        let ds = openDataset(kind, root: URL(fileURLWithPath: root), split: split,
+                             categories: category.isEmpty ? DressCodeDataset.Category.allCases : category, densepose: densepose)
         let problems = ds.check(CheckOptions(decodeImages: !headersOnly))
         print("\(ds.count) samples; \(problems.errors.count) error(s), \(problems.warnings.count) warning(s)")
         if !problems.isEmpty { print(problems.report) }
