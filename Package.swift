@@ -40,7 +40,6 @@ let package = Package(
         .executable(name: "leffa-coord", targets: ["leffa-coord"]),
         .executable(name: "leffa-worker", targets: ["leffa-worker"]),
         .library(name: "LeffaDistributed", targets: ["LeffaDistributed"]),
-        .executable(name: "leffa-mpi-check", targets: ["leffa-mpi-check"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -83,10 +82,11 @@ let package = Package(
 
         .target(name: "LeffaCheckpoint", dependencies: ["LeffaTensor", "CHDF5"], swiftSettings: fast),
         .target(name: "LeffaDistributed", dependencies: ["LeffaTensor", "CMPI"], swiftSettings: fast),
+        // A test driver, not a product: EndToEndTests launch it under mpirun.
         .executableTarget(
             name: "leffa-mpi-check",
             dependencies: ["LeffaDistributed", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            swiftSettings: fast),
+            path: "Tests/leffa-mpi-check", swiftSettings: fast),
 
         .executableTarget(
             name: "leffa-bench",
@@ -105,6 +105,12 @@ let package = Package(
         .testTarget(name: "LeffaTrainingTests", dependencies: ["LeffaTraining", "LeffaRunFormat", "TestSupport"], exclude: ["Fixtures"], swiftSettings: fast),
         .testTarget(name: "LeffaEvalTests", dependencies: ["LeffaEval", "LeffaTraining", "LeffaRunFormat", "LeffaModels", "LeffaData", "TestSupport"],
                     exclude: ["Fixtures"], swiftSettings: fast),
+        // The built commands run as a user runs them (Binaries.swift finds and launches them):
+        // Scripts/test.sh builds them first; a missing one fails the test, never skips it.
+        .testTarget(name: "EndToEndTests",
+                    dependencies: ["LeffaTensor", "SafeTensors", "LeffaData", "LeffaModels", "LeffaCheckpoint",
+                                   "LeffaTraining", "LeffaEval", "LeffaRun", "TestSupport"],
+                    swiftSettings: fast),
         .testTarget(name: "ShimTests", dependencies: ["CBLAS", "CMPI", "CHDF5", "CPNG", "CJPEG"]),
     ],
     swiftLanguageModes: [.v5]

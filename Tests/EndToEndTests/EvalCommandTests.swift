@@ -13,46 +13,19 @@ import LeffaRunFormat
 import LeffaEval
 
 final class EvalCommandTests: XCTestCase {
-    let bin = Fixtures.packageRoot.appendingPathComponent(".build/release")
     var dir: URL!
-    var coord: String { bin.appendingPathComponent("leffa-coord").path }
 
     override func setUpWithError() throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("leffa-eval-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        guard FileManager.default.isExecutableFile(atPath: coord) else {
-            throw XCTSkip("build first: swift build -c release (Scripts/test.sh does)")
-        }
     }
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
 
-    /// Runs a command with a deadline; returns (status, stdout + stderr).
-    @discardableResult
-    func run(_ exe: String, _ args: [String], timeout: Double = 300) throws -> (Int32, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = args
-        var env = ProcessInfo.processInfo.environment
-        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"; env["LEFFA_THREADS"] = "1"
-        p.environment = env
-        let log = dir.appendingPathComponent("cmd-\(UUID().uuidString).log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
-        let h = try FileHandle(forWritingTo: log)
-        p.standardError = h; p.standardOutput = h
-        try p.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        while p.isRunning && Date() < deadline { usleep(50_000) }
-        if p.isRunning { p.terminate(); p.waitUntilExit(); XCTFail("\(exe) \(args) did not finish in \(timeout) s") }
-        try h.close()
-        return (p.terminationStatus, (try? String(contentsOf: log, encoding: .utf8)) ?? "")
-    }
-
-    func mpirun() throws -> String {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        guard let m = path.split(separator: ":").map({ "\($0)/mpirun" }).first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
-            XCTFail("mpirun not found: apt-get install openmpi-bin"); throw XCTSkip("no mpirun")
-        }
-        return m
+    /// `leffa-coord ARGS`, alone or under mpirun with `np` ranks: its status and all it printed.
+    func coord(_ args: [String], np: Int? = nil, timeout: Double = 300) throws -> (Int32, String) {
+        let r = try np.map { try Binaries.mpirun($0, "leffa-coord", args, timeout: timeout) }
+            ?? Binaries.run("leffa-coord", args, timeout: timeout)
+        return (r.status, r.output)
     }
 
     /// A config (tiny model, pixel space, 32×24), synthetic data with a 3-pair test split, and
@@ -92,7 +65,7 @@ final class EvalCommandTests: XCTestCase {
     func testEvalWritesFoldersSheetAndScores() throws {
         let (cfg, w) = try setUpModel()
         let out = dir.appendingPathComponent("out").path
-        let (status, text) = try run(coord, evalArgs(cfg, w, out: out))
+        let (status, text) = try coord(evalArgs(cfg, w, out: out))
         XCTAssertEqual(status, 0, text)
         XCTAssertTrue(text.contains("mean-colour baseline"), "prints the table: \(text)")
         XCTAssertTrue(text.contains("eval: 3/3 pairs"), "progress lines: \(text)")
@@ -146,8 +119,8 @@ final class EvalCommandTests: XCTestCase {
     func testPublishedSamplerOptions() throws {
         let (cfgPath, w) = try setUpModel()
         let out = dir.appendingPathComponent("published").path
-        let (status, text) = try run(coord, ["eval", "--weights", w, "--config", cfgPath, "--out", out, "--limit", "2", "--seed", "3",
-                                             "--scheduler", "ddpm", "--steps", "3", "--guidance", "2.5", "--guidance-rescale", "2.5", "--repaint"])
+        let (status, text) = try coord(["eval", "--weights", w, "--config", cfgPath, "--out", out, "--limit", "2", "--seed", "3",
+                                        "--scheduler", "ddpm", "--steps", "3", "--guidance", "2.5", "--guidance-rescale", "2.5", "--repaint"])
         XCTAssertEqual(status, 0, text)
         XCTAssertTrue(text.contains("3 DDPM steps, guidance 2.5 rescaled by 2.5, repainted"), text)
         let r = try readReport(out)
@@ -182,7 +155,7 @@ final class EvalCommandTests: XCTestCase {
                                (["--guidance-rescale=-1"], ["--guidance-rescale", "-1"]),
                                (["--steps", "2000"], ["--steps", "1…1000", "2000"])] {
             let bad = dir.appendingPathComponent("bad").path
-            let (st, msg) = try run(coord, ["eval", "--weights", w, "--config", cfgPath, "--out", bad] + args)
+            let (st, msg) = try coord(["eval", "--weights", w, "--config", cfgPath, "--out", bad] + args)
             XCTAssertNotEqual(st, 0, msg)
             for e in expect { XCTAssertTrue(msg.contains(e), "\(args): '\(e)' not in \(msg)") }
             XCTAssertFalse(FileManager.default.fileExists(atPath: bad), "\(args): nothing written")
@@ -193,9 +166,9 @@ final class EvalCommandTests: XCTestCase {
         let (cfg, w) = try setUpModel()
         let one = dir.appendingPathComponent("one").path, two = dir.appendingPathComponent("two").path
         // A target the scores meet: every rank exits 0 (only rank 0 holds the scores).
-        let (s1, t1) = try run(coord, evalArgs(cfg, w, out: one) + ["--min-psnr", "1"])
+        let (s1, t1) = try coord(evalArgs(cfg, w, out: one) + ["--min-psnr", "1"])
         XCTAssertEqual(s1, 0, t1)
-        let (s2, t2) = try run(try mpirun(), ["--oversubscribe", "-np", "2", coord] + evalArgs(cfg, w, out: two) + ["--min-psnr", "1"])
+        let (s2, t2) = try coord(evalArgs(cfg, w, out: two) + ["--min-psnr", "1"], np: 2)
         XCTAssertEqual(s2, 0, t2)
         XCTAssertTrue(t2.contains("targets met"), t2)
         for f in ["generated", "target", "baseline"] {
@@ -219,7 +192,7 @@ final class EvalCommandTests: XCTestCase {
     func testMissedTargetsFailAfterWritingEverything() throws {
         let (cfg, w) = try setUpModel()
         let out = dir.appendingPathComponent("targets").path
-        let (status, text) = try run(coord, evalArgs(cfg, w, out: out) + ["--min-psnr", "40", "--min-garment-ssim-gain", "0.5"])
+        let (status, text) = try coord(evalArgs(cfg, w, out: out) + ["--min-psnr", "40", "--min-garment-ssim-gain", "0.5"])
         XCTAssertEqual(status, 1, text)
         XCTAssertTrue(text.contains("targets missed") && text.contains("below the target 40.00 dB") && text.contains("less than the target 0.50"), text)
         XCTAssertEqual(try readReport(out).pairs, 3, "the evaluation is written before the verdict")
@@ -228,7 +201,7 @@ final class EvalCommandTests: XCTestCase {
     func testUnpairedWritesImagesWithoutScores() throws {
         let (cfg, w) = try setUpModel()
         let out = dir.appendingPathComponent("unpaired").path
-        let (status, text) = try run(coord, evalArgs(cfg, w, out: out) + ["--unpaired", "--limit", "2"])
+        let (status, text) = try coord(evalArgs(cfg, w, out: out) + ["--unpaired", "--limit", "2"])
         XCTAssertEqual(status, 0, text)
         XCTAssertEqual(try files(out + "/generated"), ["00000-000000_00-000001_00.png", "00001-000001_00-000002_00.png"])
         let r = try readReport(out)
@@ -242,13 +215,13 @@ final class EvalCommandTests: XCTestCase {
         let missing = dir.appendingPathComponent("data/test/image/000001_00.png")
         let saved = try Data(contentsOf: missing)
         try FileManager.default.removeItem(at: missing)
-        var (status, text) = try run(coord, evalArgs(cfg, w, out: out))
+        var (status, text) = try coord(evalArgs(cfg, w, out: out))
         XCTAssertNotEqual(status, 0)
         XCTAssertTrue(text.contains(missing.path), "names the missing file: \(text)")
         try saved.write(to: missing)
         // The same under mpirun: the rank that finds it stops the job, nothing hangs.
         try FileManager.default.removeItem(at: missing)
-        (status, text) = try run(try mpirun(), ["--oversubscribe", "-np", "2", coord] + evalArgs(cfg, w, out: out), timeout: 120)
+        (status, text) = try coord(evalArgs(cfg, w, out: out), np: 2, timeout: 120)
         XCTAssertNotEqual(status, 0)
         XCTAssertTrue(text.contains(missing.path), "names the missing file: \(text)")
         try saved.write(to: missing)
@@ -257,13 +230,13 @@ final class EvalCommandTests: XCTestCase {
         let pairs = dir.appendingPathComponent("data/test_pairs.txt")
         let list = try Data(contentsOf: pairs)
         try Data().write(to: pairs)
-        (status, text) = try run(coord, evalArgs(cfg, w, out: out))
+        (status, text) = try coord(evalArgs(cfg, w, out: out))
         XCTAssertNotEqual(status, 0)
         XCTAssertTrue(text.contains(pairs.path) && text.contains("no pairs"), text)
         try list.write(to: pairs)
         // A pairs file that does not exist.
         let nowhere = dir.appendingPathComponent("nowhere.txt").path
-        (status, text) = try run(coord, evalArgs(cfg, w, out: out) + ["--pairs", nowhere])
+        (status, text) = try coord(evalArgs(cfg, w, out: out) + ["--pairs", nowhere])
         XCTAssertNotEqual(status, 0)
         XCTAssertTrue(text.contains(nowhere), text)
 
@@ -272,7 +245,7 @@ final class EvalCommandTests: XCTestCase {
         other.unet.blockOutChannels = [32, 64, 64]
         let wrong = dir.appendingPathComponent("other.safetensors").path
         try LeffaModel(config: other, seed: 1).saveWeights(to: wrong)
-        (status, text) = try run(coord, evalArgs(cfg, wrong, out: out))
+        (status, text) = try coord(evalArgs(cfg, wrong, out: out))
         XCTAssertNotEqual(status, 0)
         XCTAssertTrue(text.contains(wrong), "names the weights file: \(text)")
         XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/eval.json"), "nothing written on failure")

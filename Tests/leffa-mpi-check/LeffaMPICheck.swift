@@ -1,5 +1,5 @@
-// leffa-mpi-check: the test driver that LeffaDistributedTests launch under mpirun, one mode per
-// property of LeffaDistributed, plus a throughput bench. Each mode prints "<mode> OK ..." on rank 0
+// leffa-mpi-check: the test driver that EndToEndTests (MPIRunTests) launch under mpirun, one mode
+// per property of LeffaDistributed, plus a throughput bench. Each mode prints "<mode> OK ..." on rank 0
 // and exits 0, or aborts the job with "rank R: <mode>: <what failed>". Not a training program.
 //
 //   OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \

@@ -37,20 +37,20 @@ extension WorkerMPITests {
         try synth()
         let extra = ", grad_clip: 0.05, optimizer: {weight_decay: 0.01}"
         let runs = try ["one", "shared", "buckets", "nodes"].map { try makeRun($0, steps: 3, batch: 4, extra: extra) }
-        let w = bin.appendingPathComponent("leffa-worker").path
-        let (s1, e1, _) = try run(w, ["--run", runs[0], "--fixed-order"])
-        XCTAssertEqual(s1, 0, e1)
+        let job1 = try Binaries.run("leffa-worker", ["--run", runs[0], "--fixed-order"])
+        XCTAssertEqual(job1.status, 0, job1.stderr)
         let launches: [(run: String, ranks: Int, args: [String], env: [String: String], says: String)] = [
             (runs[1], 2, [], [:], "gradients averaged in shared memory"),
             (runs[2], 2, ["--reduction", "buckets"], [:], "overlapped MPI buckets"),
             (runs[3], 4, [], ["LEFFA_RANKS_PER_NODE": "2"], "the 4 ranks span several nodes"),
         ]
         for l in launches {
-            let args = ["--oversubscribe", "-np", "\(l.ranks)", w, "--run", l.run, "--fixed-order"] + l.args
-            let (s, e, _) = try run(try mpirun(), args, environment: l.env)
-            XCTAssertEqual(s, 0, e)
-            XCTAssertTrue(e.contains(l.says) && e.contains("one copy per node of the weights, Adam moments and EMA (4 × ")
-                          && e.contains("the optimizer step sharded over its 2 ranks"), e)
+            let job = try Binaries.mpirun(l.ranks, "leffa-worker", ["--run", l.run, "--fixed-order"] + l.args,
+                                          environment: l.env)
+            XCTAssertEqual(job.status, 0, job.stderr)
+            XCTAssertTrue(job.stderr.contains(l.says)
+                          && job.stderr.contains("one copy per node of the weights, Adam moments and EMA (4 × ")
+                          && job.stderr.contains("the optimizer step sharded over its 2 ranks"), job.stderr)
             for step in [2, 3] {
                 assertSameTensors(try checkpointTensors(runs[0], step: step), try checkpointTensors(l.run, step: step), "\(l.run) at step \(step)")
             }
@@ -65,17 +65,19 @@ extension WorkerMPITests {
         try synth()
         let extra = ", grad_clip: 0.05"
         let straight = try makeRun("straight", steps: 4, batch: 4, extra: extra), mixed = try makeRun("mixed", steps: 4, batch: 4, extra: extra)
-        let w = bin.appendingPathComponent("leffa-worker").path, np = ["--oversubscribe", "-np"]
-        let (s0, e0, _) = try run(w, ["--run", straight, "--fixed-order"])
-        XCTAssertEqual(s0, 0, e0)
-        let (s1, e1, _) = try run(w, ["--run", mixed, "--fixed-order", "--until-step", "2"])
-        XCTAssertEqual(s1, 0, e1)
-        let (s2, e2, _) = try run(try mpirun(), np + ["2", w, "--run", mixed, "--fixed-order", "--until-step", "3"])
-        XCTAssertEqual(s2, 0, e2)
-        XCTAssertTrue(e2.contains("resuming stage only at step 2") && e2.contains("sharded over its 2 ranks"), e2)
-        let (s3, e3, _) = try run(try mpirun(), np + ["4", w, "--run", mixed, "--fixed-order"], environment: ["LEFFA_RANKS_PER_NODE": "2"])
-        XCTAssertEqual(s3, 0, e3)
-        XCTAssertTrue(e3.contains("resuming stage only at step 3") && e3.contains("sharded over its 2 ranks"), e3)
+        let job0 = try Binaries.run("leffa-worker", ["--run", straight, "--fixed-order"])
+        XCTAssertEqual(job0.status, 0, job0.stderr)
+        let job1 = try Binaries.run("leffa-worker", ["--run", mixed, "--fixed-order", "--until-step", "2"])
+        XCTAssertEqual(job1.status, 0, job1.stderr)
+        let job2 = try Binaries.mpirun(2, "leffa-worker", ["--run", mixed, "--fixed-order", "--until-step", "3"])
+        XCTAssertEqual(job2.status, 0, job2.stderr)
+        XCTAssertTrue(job2.stderr.contains("resuming stage only at step 2")
+                      && job2.stderr.contains("sharded over its 2 ranks"), job2.stderr)
+        let job3 = try Binaries.mpirun(4, "leffa-worker", ["--run", mixed, "--fixed-order"],
+                                       environment: ["LEFFA_RANKS_PER_NODE": "2"])
+        XCTAssertEqual(job3.status, 0, job3.stderr)
+        XCTAssertTrue(job3.stderr.contains("resuming stage only at step 3")
+                      && job3.stderr.contains("sharded over its 2 ranks"), job3.stderr)
         XCTAssertEqual(try weights(straight), try weights(mixed), "1, 2 then 4 ranks differ from 1 rank throughout")
         let ema = { (r: String) in try Data(contentsOf: URL(fileURLWithPath: r + "/stages/only/final-ema.safetensors")) }
         XCTAssertEqual(try ema(straight), try ema(mixed), "EMA weights differ")

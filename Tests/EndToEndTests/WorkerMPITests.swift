@@ -7,52 +7,13 @@ import TestSupport
 import LeffaTensor
 
 final class WorkerMPITests: XCTestCase {
-    let bin = Fixtures.packageRoot.appendingPathComponent(".build/release")
     var dir: URL!
 
     override func setUpWithError() throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("leffa-worker-mpi-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        guard FileManager.default.isExecutableFile(atPath: bin.appendingPathComponent("leffa-worker").path) else {
-            throw XCTSkip("build first: swift build -c release (Scripts/test.sh does)")
-        }
     }
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
-
-    /// Runs a command with a deadline; returns (status, stderr, seconds).
-    @discardableResult
-    func run(_ exe: String, _ args: [String], timeout: Double = 120, environment extra: [String: String] = [:],
-             onStart: ((Process) -> Void)? = nil) throws -> (Int32, String, Double) {
-        let p = Process(), err = Pipe()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = args
-        var env = ProcessInfo.processInfo.environment
-        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"; env["LEFFA_THREADS"] = "1"
-        // Shared-memory windows backed by the temporary folder: containers often give /dev/shm
-        // only 64 MB, and the tests that expect shared memory must not depend on it.
-        env["OMPI_MCA_osc_sm_backing_directory"] = FileManager.default.temporaryDirectory.path
-        env.merge(extra) { $1 }
-        for (k, v) in extra where v.isEmpty { env[k] = nil }   // "" unsets
-        p.environment = env
-        p.standardError = err
-        p.standardOutput = FileHandle.nullDevice
-        let t0 = Date()
-        try p.run()
-        onStart?(p)
-        let deadline = Date().addingTimeInterval(timeout)
-        while p.isRunning && Date() < deadline { usleep(50_000) }
-        if p.isRunning { kill(-p.processIdentifier, SIGKILL); p.terminate(); p.waitUntilExit() }
-        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        return (p.terminationStatus, text, Date().timeIntervalSince(t0))
-    }
-
-    func mpirun() throws -> String {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        guard let m = path.split(separator: ":").map({ "\($0)/mpirun" }).first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
-            XCTFail("mpirun not found: apt-get install openmpi-bin"); throw XCTSkip("no mpirun")
-        }
-        return m
-    }
 
     func makeRun(_ name: String, steps: Int, ema: Bool = true, validation: Bool = false, batch: Int = 2, extra: String = "",
                  checkpointEvery: Int = 2, stage: String = "resolution: 16x16", data: String = "") throws -> String {
@@ -66,14 +27,15 @@ final class WorkerMPITests: XCTestCase {
           - {name: only, \(stage), steps: \(steps), batch: \(batch), lr: 1.0e-3}
         """.write(to: cfg, atomically: true, encoding: .utf8)
         let runDir = dir.appendingPathComponent(name).path
-        let (s, e, _) = try run(bin.appendingPathComponent("leffa-coord").path, ["init", "--config", cfg.path, "--run", runDir])
-        XCTAssertEqual(s, 0, e)
+        let job = try Binaries.run("leffa-coord", ["init", "--config", cfg.path, "--run", runDir])
+        XCTAssertEqual(job.status, 0, job.stderr)
         return runDir
     }
 
     func synth() throws {
-        let (s, e, _) = try run(bin.appendingPathComponent("leffa-coord").path, ["synth", "--out", dir.appendingPathComponent("data").path, "--count", "6", "--size", "16x16"])
-        XCTAssertEqual(s, 0, e)
+        let data = dir.appendingPathComponent("data").path
+        let job = try Binaries.run("leffa-coord", ["synth", "--out", data, "--count", "6", "--size", "16x16"])
+        XCTAssertEqual(job.status, 0, job.stderr)
     }
 
     func weights(_ runDir: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: runDir + "/stages/only/final.safetensors")) }
@@ -90,12 +52,12 @@ final class WorkerMPITests: XCTestCase {
     func testTwoRanksMatchOneRankBitForBitWithFixedOrder() throws {
         try synth()
         let one = try makeRun("one", steps: 3, validation: true), two = try makeRun("two", steps: 3, validation: true)
-        let w = bin.appendingPathComponent("leffa-worker").path
-        let (s1, e1, _) = try run(w, ["--run", one, "--fixed-order"])
-        XCTAssertEqual(s1, 0, e1)
-        let (s2, e2, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", two, "--fixed-order"])
-        XCTAssertEqual(s2, 0, e2)
-        XCTAssertTrue(e2.contains("2 ranks") && e2.contains("gradients averaged in shared memory"), e2)
+        let job1 = try Binaries.run("leffa-worker", ["--run", one, "--fixed-order"])
+        XCTAssertEqual(job1.status, 0, job1.stderr)
+        let job2 = try Binaries.mpirun(2, "leffa-worker", ["--run", two, "--fixed-order"])
+        XCTAssertEqual(job2.status, 0, job2.stderr)
+        XCTAssertTrue(job2.stderr.contains("2 ranks")
+                      && job2.stderr.contains("gradients averaged in shared memory"), job2.stderr)
         XCTAssertEqual(try weights(one), try weights(two), "2 ranks (fixed order, shared memory) differ from 1 rank")
         let samples = { (run: String) -> [String: Data] in
             let root = URL(fileURLWithPath: run + "/stages/only/samples")
@@ -118,15 +80,14 @@ final class WorkerMPITests: XCTestCase {
         try synth()
         let extra = ", grad_clip: 0.5, optimizer: {weight_decay: 0.01}"
         let runs = try [1, 2, 4].map { try makeRun("n\($0)", steps: 3, batch: 4, extra: extra) }
-        let w = bin.appendingPathComponent("leffa-worker").path
-        let (s1, e1, _) = try run(w, ["--run", runs[0], "--fixed-order", "--threads", "2"])
-        XCTAssertEqual(s1, 0, e1)
+        let job1 = try Binaries.run("leffa-worker", ["--run", runs[0], "--fixed-order", "--threads", "2"])
+        XCTAssertEqual(job1.status, 0, job1.stderr)
         // Both reductions: 2 ranks through overlapped MPI buckets, 4 through shared memory.
         for (n, r) in zip([2, 4], runs.dropFirst()) {
             let how = n == 2 ? "buckets" : "shared"
-            let (s, e, _) = try run(try mpirun(), ["--oversubscribe", "-np", "\(n)", w, "--run", r, "--fixed-order", "--reduction", how])
-            XCTAssertEqual(s, 0, e)
-            XCTAssertTrue(e.contains(n == 2 ? "MPI buckets" : "shared memory"), e)
+            let job = try Binaries.mpirun(n, "leffa-worker", ["--run", r, "--fixed-order", "--reduction", how])
+            XCTAssertEqual(job.status, 0, job.stderr)
+            XCTAssertTrue(job.stderr.contains(n == 2 ? "MPI buckets" : "shared memory"), job.stderr)
             XCTAssertEqual(try weights(runs[0]), try weights(r), "\(n) ranks × 2 samples (fixed order, \(how)) differ from 1 rank × 4")
         }
     }
@@ -138,10 +99,12 @@ final class WorkerMPITests: XCTestCase {
         let aug = ", augment: {hflip: 0.5, scale: 0.1, shift: 0.1, color_jitter: {brightness: 0.2, contrast: 0.2, saturation: 0.2, hue: 0.05}}"
         let one = try makeRun("a1", steps: 3, batch: 4, data: aug), two = try makeRun("a2", steps: 3, batch: 4, data: aug)
         let plain = try makeRun("a0", steps: 3, batch: 4)
-        let w = bin.appendingPathComponent("leffa-worker").path
-        for r in [one, plain] { let (s, e, _) = try run(w, ["--run", r, "--fixed-order"]); XCTAssertEqual(s, 0, e) }
-        let (s2, e2, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", two, "--fixed-order"])
-        XCTAssertEqual(s2, 0, e2)
+        for r in [one, plain] {
+            let job = try Binaries.run("leffa-worker", ["--run", r, "--fixed-order"])
+            XCTAssertEqual(job.status, 0, job.stderr)
+        }
+        let job2 = try Binaries.mpirun(2, "leffa-worker", ["--run", two, "--fixed-order"])
+        XCTAssertEqual(job2.status, 0, job2.stderr)
         XCTAssertEqual(try weights(one), try weights(two), "2 ranks with augmentation differ from 1 rank")
         XCTAssertNotEqual(try weights(one), try weights(plain), "augmentation changed nothing")
     }
@@ -151,10 +114,9 @@ final class WorkerMPITests: XCTestCase {
     func testFrozenReferenceUNetTwoRanksMatchOneRank() throws {
         try synth()
         let one = try makeRun("f1", steps: 2, extra: ", train: [unet]"), two = try makeRun("f2", steps: 2, extra: ", train: [unet]")
-        let w = bin.appendingPathComponent("leffa-worker").path
-        XCTAssertEqual(try run(w, ["--run", one, "--fixed-order"]).0, 0)
-        let (s, e, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", two, "--fixed-order"])
-        XCTAssertEqual(s, 0, e)
+        XCTAssertEqual(try Binaries.run("leffa-worker", ["--run", one, "--fixed-order"]).status, 0)
+        let job = try Binaries.mpirun(2, "leffa-worker", ["--run", two, "--fixed-order"])
+        XCTAssertEqual(job.status, 0, job.stderr)
         XCTAssertEqual(try weights(one), try weights(two))
     }
 
@@ -166,13 +128,12 @@ final class WorkerMPITests: XCTestCase {
         try synth()
         let stage = "resolution: 16x16, leffa: {weight: 1.0, timestep_threshold: 1000, min_resolution_fraction: 0.0}"
         let runs = try [false, true].map { try makeRun("ckpt-\($0)", steps: 2, extra: ", activation_checkpointing: \($0)", stage: stage) }
-        let w = bin.appendingPathComponent("leffa-worker").path
         for r in runs {
             // Small buckets: each is reduced as soon as its own parameters are ready.
-            let (s, e, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", r, "--reduction", "buckets"],
-                                    environment: ["LEFFA_BUCKET_MB": "0.05"])
-            XCTAssertEqual(s, 0, e)
-            XCTAssertTrue(e.contains("overlapped MPI buckets"), e)
+            let job = try Binaries.mpirun(2, "leffa-worker", ["--run", r, "--reduction", "buckets"],
+                                          environment: ["LEFFA_BUCKET_MB": "0.05"])
+            XCTAssertEqual(job.status, 0, job.stderr)
+            XCTAssertTrue(job.stderr.contains("overlapped MPI buckets"), job.stderr)
         }
         XCTAssertEqual(try weights(runs[0]), try weights(runs[1]), "2 ranks with activation checkpointing differ from without")
     }
@@ -183,10 +144,9 @@ final class WorkerMPITests: XCTestCase {
     func testRanksWaitForLongValidationWithoutTheWatchdog() throws {
         try synth()
         let r = try makeRun("patient", steps: 2, ema: false, extra: ", validation: {every: 2, count: 1, steps: 60}")
-        let w = bin.appendingPathComponent("leffa-worker").path
-        let (s, e, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", r], environment: ["LEFFA_MPI_TIMEOUT": "1"])
-        XCTAssertEqual(s, 0, e)
-        XCTAssertTrue(e.contains("validation at step 2: 1 samples"), e)
+        let job = try Binaries.mpirun(2, "leffa-worker", ["--run", r], environment: ["LEFFA_MPI_TIMEOUT": "1"])
+        XCTAssertEqual(job.status, 0, job.stderr)
+        XCTAssertTrue(job.stderr.contains("validation at step 2: 1 samples"), job.stderr)
         XCTAssertTrue(FileManager.default.fileExists(atPath: r + "/stages/only/final.safetensors"))
     }
 
@@ -198,12 +158,12 @@ final class WorkerMPITests: XCTestCase {
         let extra = ", grad_clip: 0.05"   // small enough to clip every step
         let one = try makeRun("one", steps: 3, extra: extra)
         let runs = try ["shared", "again", "buckets"].map { try makeRun($0, steps: 3, extra: extra) }
-        let w = bin.appendingPathComponent("leffa-worker").path
-        XCTAssertEqual(try run(w, ["--run", one]).0, 0)
+        XCTAssertEqual(try Binaries.run("leffa-worker", ["--run", one]).status, 0)
         for (r, args) in zip(runs, [[], [], ["--reduction", "buckets"]]) {
-            let (s, e, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", r] + args)
-            XCTAssertEqual(s, 0, e)
-            XCTAssertTrue(e.contains(args.isEmpty ? "optimizer step sharded" : "overlapped MPI buckets"), e)
+            let job = try Binaries.mpirun(2, "leffa-worker", ["--run", r] + args)
+            XCTAssertEqual(job.status, 0, job.stderr)
+            XCTAssertTrue(job.stderr.contains(args.isEmpty ? "optimizer step sharded" : "overlapped MPI buckets"),
+                          job.stderr)
         }
         let a = try weights(one)
         for r in [runs[0], runs[2]] {
@@ -226,14 +186,14 @@ final class WorkerMPITests: XCTestCase {
         try synth()
         let extra = ", grad_clip: 0.05, optimizer: {weight_decay: 0.01}"
         let runs = try ["sharded", "whole"].map { try makeRun($0, steps: 4, extra: extra) }
-        let w = bin.appendingPathComponent("leffa-worker").path
-        let (s1, e1, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", runs[0], "--reduction", "shared"])
-        XCTAssertEqual(s1, 0, e1)
-        XCTAssertTrue(e1.contains("the optimizer step sharded over its 2 ranks"), e1)
-        let (s2, e2, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", runs[1], "--reduction", "buckets"],
-                                  environment: ["LEFFA_RANKS_PER_NODE": "1"])
-        XCTAssertEqual(s2, 0, e2)
-        XCTAssertTrue(e2.contains("every rank holds the whole training state (not shared: every node runs one rank)"), e2)
+        let job1 = try Binaries.mpirun(2, "leffa-worker", ["--run", runs[0], "--reduction", "shared"])
+        XCTAssertEqual(job1.status, 0, job1.stderr)
+        XCTAssertTrue(job1.stderr.contains("the optimizer step sharded over its 2 ranks"), job1.stderr)
+        let job2 = try Binaries.mpirun(2, "leffa-worker", ["--run", runs[1], "--reduction", "buckets"],
+                                       environment: ["LEFFA_RANKS_PER_NODE": "1"])
+        XCTAssertEqual(job2.status, 0, job2.stderr)
+        XCTAssertTrue(job2.stderr.contains("every rank holds the whole training state (not shared: every node runs one rank)"),
+                      job2.stderr)
         XCTAssertEqual(try weights(runs[0]), try weights(runs[1]), "sharded and whole optimizer steps differ")
         let ema = { (r: String) in try Data(contentsOf: URL(fileURLWithPath: r + "/stages/only/final-ema.safetensors")) }
         XCTAssertEqual(try ema(runs[0]), try ema(runs[1]), "EMA weights differ")
@@ -244,15 +204,14 @@ final class WorkerMPITests: XCTestCase {
     func testResumingWithADifferentRankCountContinuesTheSameRun() throws {
         try synth()
         let straight = try makeRun("straight", steps: 4), mixed = try makeRun("mixed", steps: 4)
-        let w = bin.appendingPathComponent("leffa-worker").path
-        let (s1, e1, _) = try run(w, ["--run", straight, "--fixed-order"])
-        XCTAssertEqual(s1, 0, e1)
-        let (s2, e2, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", mixed, "--fixed-order", "--until-step", "2"])
-        XCTAssertEqual(s2, 0, e2)
+        let job1 = try Binaries.run("leffa-worker", ["--run", straight, "--fixed-order"])
+        XCTAssertEqual(job1.status, 0, job1.stderr)
+        let job2 = try Binaries.mpirun(2, "leffa-worker", ["--run", mixed, "--fixed-order", "--until-step", "2"])
+        XCTAssertEqual(job2.status, 0, job2.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: mixed + "/stages/only/final.safetensors"), "stopped at step 2 of 4")
-        let (s3, e3, _) = try run(w, ["--run", mixed, "--fixed-order"])
-        XCTAssertEqual(s3, 0, e3)
-        XCTAssertTrue(e3.contains("resuming stage only at step 2"), e3)
+        let job3 = try Binaries.run("leffa-worker", ["--run", mixed, "--fixed-order"])
+        XCTAssertEqual(job3.status, 0, job3.stderr)
+        XCTAssertTrue(job3.stderr.contains("resuming stage only at step 2"), job3.stderr)
         XCTAssertEqual(try weights(straight), try weights(mixed), "2 ranks then 1 rank differ from 1 rank throughout")
     }
 
@@ -261,19 +220,18 @@ final class WorkerMPITests: XCTestCase {
     func testTwoRanksSkipACorruptedCheckpointTogether() throws {
         try synth()
         let clean = try makeRun("clean", steps: 6), hurt = try makeRun("hurt", steps: 6)
-        let w = bin.appendingPathComponent("leffa-worker").path
-        XCTAssertEqual(try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", clean, "--fixed-order"]).0, 0)
-        let (s1, e1, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", hurt, "--fixed-order", "--until-step", "4"])
-        XCTAssertEqual(s1, 0, e1)
+        XCTAssertEqual(try Binaries.mpirun(2, "leffa-worker", ["--run", clean, "--fixed-order"]).status, 0)
+        let job1 = try Binaries.mpirun(2, "leffa-worker", ["--run", hurt, "--fixed-order", "--until-step", "4"])
+        XCTAssertEqual(job1.status, 0, job1.stderr)
         let ckpts = URL(fileURLWithPath: hurt + "/stages/only/checkpoints")
         let newest = ckpts.appendingPathComponent("step-00000004.h5")
         let h = try FileHandle(forUpdating: newest)
         try h.seek(toOffset: try h.seekToEnd() / 2)
         h.write(Data(repeating: 0xA5, count: 4096))
         try h.close()
-        let (s2, e2, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", hurt, "--fixed-order"])
-        XCTAssertEqual(s2, 0, e2)
-        XCTAssertTrue(e2.contains("resuming stage only at step 2"), e2)
+        let job2 = try Binaries.mpirun(2, "leffa-worker", ["--run", hurt, "--fixed-order"])
+        XCTAssertEqual(job2.status, 0, job2.stderr)
+        XCTAssertTrue(job2.stderr.contains("resuming stage only at step 2"), job2.stderr)
         let names = try FileManager.default.contentsOfDirectory(atPath: ckpts.path)
         XCTAssertEqual(names.filter { $0.contains(".corrupt") }, ["step-00000004.h5.corrupt"], "\(names)")
         XCTAssertEqual(try weights(clean), try weights(hurt))
@@ -285,12 +243,11 @@ final class WorkerMPITests: XCTestCase {
     func testReductionOptionIsChecked() throws {
         try synth()
         let r = try makeRun("bad", steps: 1)
-        let w = bin.appendingPathComponent("leffa-worker").path
-        let (s, e, _) = try run(w, ["--run", r, "--reduction", "nccl"])
-        XCTAssertEqual(s, 1, e)
-        XCTAssertTrue(e.contains("--reduction=\"nccl\": expected auto, shared or buckets"), e)
-        let (s1, e1, _) = try run(try mpirun(), ["-np", "1", w, "--run", r, "--reduction", "Shared"])
-        XCTAssertEqual(s1, 0, e1)
+        let job = try Binaries.run("leffa-worker", ["--run", r, "--reduction", "nccl"])
+        XCTAssertEqual(job.status, 1, job.stderr)
+        XCTAssertTrue(job.stderr.contains("--reduction=\"nccl\": expected auto, shared or buckets"), job.stderr)
+        let job1 = try Binaries.mpirun(1, "leffa-worker", ["--run", r, "--reduction", "Shared"])
+        XCTAssertEqual(job1.status, 0, job1.stderr)
     }
 
     /// Across nodes (2 nodes of 2 ranks, simulated): auto picks MPI buckets and says why; asked
@@ -302,19 +259,21 @@ final class WorkerMPITests: XCTestCase {
         let one = try makeRun("one", steps: 3, batch: 4, extra: extra)
         let auto = try makeRun("auto", steps: 2, batch: 4), hier = try makeRun("hier", steps: 3, batch: 4, extra: extra)
         let fixed = try makeRun("fixed", steps: 1, batch: 4)
-        let w = bin.appendingPathComponent("leffa-worker").path, nodes = ["LEFFA_RANKS_PER_NODE": "2"]
-        let np = ["--oversubscribe", "-np", "4", w, "--run"]
-        XCTAssertEqual(try run(w, ["--run", one]).0, 0)
-        let (s, e, _) = try run(try mpirun(), np + [auto], environment: nodes)
-        XCTAssertEqual(s, 0, e)
-        XCTAssertTrue(e.contains("overlapped MPI buckets (not shared memory: the 4 ranks span several nodes"), e)
-        let (s2, e2, _) = try run(try mpirun(), np + [hier, "--reduction", "shared"], environment: nodes)
-        XCTAssertEqual(s2, 0, e2)
-        XCTAssertTrue(e2.contains("shared memory (2 nodes of 2 ranks, then MPI across nodes") && e2.contains("optimizer step sharded"), e2)
+        let nodes = ["LEFFA_RANKS_PER_NODE": "2"]
+        XCTAssertEqual(try Binaries.run("leffa-worker", ["--run", one]).status, 0)
+        let job = try Binaries.mpirun(4, "leffa-worker", ["--run", auto], environment: nodes)
+        XCTAssertEqual(job.status, 0, job.stderr)
+        XCTAssertTrue(job.stderr.contains("overlapped MPI buckets (not shared memory: the 4 ranks span several nodes"),
+                      job.stderr)
+        let job2 = try Binaries.mpirun(4, "leffa-worker", ["--run", hier, "--reduction", "shared"], environment: nodes)
+        XCTAssertEqual(job2.status, 0, job2.stderr)
+        XCTAssertTrue(job2.stderr.contains("shared memory (2 nodes of 2 ranks, then MPI across nodes")
+                      && job2.stderr.contains("optimizer step sharded"), job2.stderr)
         XCTAssertLessThanOrEqual(worstError(floats(try weights(one)), floats(try weights(hier)), Tolerance(rtol: 1e-3, atol: 1e-4, why: "hierarchical sum order, AdamW")).ratio, 1)
-        let (s3, e3, _) = try run(try mpirun(), np + [fixed, "--reduction", "shared", "--fixed-order"], environment: nodes)
-        XCTAssertNotEqual(s3, 0, e3)
-        XCTAssertTrue(e3.contains("across nodes, the fixed order needs buckets"), e3)
+        let job3 = try Binaries.mpirun(4, "leffa-worker", ["--run", fixed, "--reduction", "shared", "--fixed-order"],
+                                       environment: nodes)
+        XCTAssertNotEqual(job3.status, 0, job3.stderr)
+        XCTAssertTrue(job3.stderr.contains("across nodes, the fixed order needs buckets"), job3.stderr)
     }
 
     /// Without room for the shared-memory window (here: a backing directory that does not exist),
@@ -322,14 +281,15 @@ final class WorkerMPITests: XCTestCase {
     func testNoRoomForSharedMemoryFallsBackToBuckets() throws {
         try synth()
         let r = try makeRun("noshm", steps: 2), r2 = try makeRun("noshm2", steps: 2)
-        let w = bin.appendingPathComponent("leffa-worker").path
         let env = ["OMPI_MCA_osc_sm_backing_directory": "/nonexistent-leffa-shm"]
-        let (s, e, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", r], environment: env)
-        XCTAssertEqual(s, 0, e)
-        XCTAssertTrue(e.contains("overlapped MPI buckets (not shared memory: cannot read the free space of /nonexistent-leffa-shm"), e)
-        let (s2, e2, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", r2, "--reduction", "shared"], environment: env)
-        XCTAssertNotEqual(s2, 0, e2)
-        XCTAssertTrue(e2.contains("reduction=\"shared\": expected ranks that can share memory, but cannot read the free space of /nonexistent-leffa-shm"), e2)
+        let job = try Binaries.mpirun(2, "leffa-worker", ["--run", r], environment: env)
+        XCTAssertEqual(job.status, 0, job.stderr)
+        XCTAssertTrue(job.stderr.contains("overlapped MPI buckets (not shared memory: cannot read the free space of /nonexistent-leffa-shm"),
+                      job.stderr)
+        let job2 = try Binaries.mpirun(2, "leffa-worker", ["--run", r2, "--reduction", "shared"], environment: env)
+        XCTAssertNotEqual(job2.status, 0, job2.stderr)
+        XCTAssertTrue(job2.stderr.contains("reduction=\"shared\": expected ranks that can share memory, but cannot read the free space of /nonexistent-leffa-shm"),
+                      job2.stderr)
     }
 
     /// mpirun -np 1 binds the rank to one core: the worker uses one thread there and says how to
@@ -338,46 +298,39 @@ final class WorkerMPITests: XCTestCase {
         let cores = ProcessInfo.processInfo.activeProcessorCount
         guard cores >= 2 else { throw XCTSkip("needs 2 cores to see a binding") }
         // Where the launcher cannot bind (no hwloc support in a container), there is nothing to see.
-        let probe = Process(), out = Pipe()
-        probe.executableURL = URL(fileURLWithPath: try mpirun())
-        probe.arguments = ["-np", "1", "--bind-to", "core", "grep", "Cpus_allowed_list", "/proc/self/status"]
-        probe.environment = ProcessInfo.processInfo.environment.merging(["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"]) { $1 }
-        probe.standardOutput = out; probe.standardError = FileHandle.nullDevice
-        try probe.run(); probe.waitUntilExit()
-        let status = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let status = try Binaries.mpirun(1, "grep", ["Cpus_allowed_list", "/proc/self/status"],
+                                         launcher: ["--bind-to", "core"]).stdout
         guard Parallel.allowedCPUs(status: status) == 1 else { throw XCTSkip("mpirun --bind-to core does not bind here: \(status)") }
         try synth()
         let r = try makeRun("bound", steps: 1)
-        let w = bin.appendingPathComponent("leffa-worker").path
-        let (s, e, _) = try run(try mpirun(), ["-np", "1", "--bind-to", "core", w, "--run", r], environment: ["LEFFA_THREADS": ""])
-        XCTAssertEqual(s, 0, e)
-        XCTAssertTrue(e.contains("1 ranks, 1 kernel thread(s) each") && e.contains("may run on only 1 CPU(s)"), e)
+        let job = try Binaries.mpirun(1, "leffa-worker", ["--run", r],
+                                      launcher: ["--bind-to", "core"], environment: ["LEFFA_THREADS": ""])
+        XCTAssertEqual(job.status, 0, job.stderr)
+        XCTAssertTrue(job.stderr.contains("1 ranks, 1 kernel thread(s) each")
+                      && job.stderr.contains("may run on only 1 CPU(s)"), job.stderr)
         let r2 = try makeRun("unbound", steps: 1)
-        let (s2, e2, _) = try run(try mpirun(), ["-np", "1", "--bind-to", "none", w, "--run", r2], environment: ["LEFFA_THREADS": ""])
-        XCTAssertEqual(s2, 0, e2)
-        XCTAssertTrue(e2.contains("1 ranks, \(cores) kernel thread(s) each") && !e2.contains("may run on only"), e2)
+        let job2 = try Binaries.mpirun(1, "leffa-worker", ["--run", r2],
+                                       launcher: ["--bind-to", "none"], environment: ["LEFFA_THREADS": ""])
+        XCTAssertEqual(job2.status, 0, job2.stderr)
+        XCTAssertTrue(job2.stderr.contains("1 ranks, \(cores) kernel thread(s) each")
+                      && !job2.stderr.contains("may run on only"), job2.stderr)
     }
 
     func testKillingOneRankEndsTheJobWithin30Seconds() throws {
         try synth()
         let r = try makeRun("kill", steps: 10_000)
-        let w = bin.appendingPathComponent("leffa-worker").path
         var killedAt: Date? = nil
-        let (status, err, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", r], timeout: 90) { _ in
+        let job = try Binaries.mpirun(2, "leffa-worker", ["--run", r], timeout: 90) { _ in
             // Wait until training runs (a heartbeat exists), then SIGKILL one worker rank.
             let hb = r + "/heartbeat.json"
             let start = Date()
             while !FileManager.default.fileExists(atPath: hb) && Date().timeIntervalSince(start) < 60 { usleep(100_000) }
-            let pg = Process(), out = Pipe()
-            pg.executableURL = URL(fileURLWithPath: "/usr/bin/pgrep")
-            pg.arguments = ["-f", "leffa-worker --run \(r)"]
-            pg.standardOutput = out
-            try? pg.run(); pg.waitUntilExit()
-            let pids = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n").compactMap { Int32($0) }
+            let found = (try? Binaries.run("/usr/bin/pgrep", ["-f", "leffa-worker --run \(r)"]))?.stdout ?? ""
+            let pids = found.split(separator: "\n").compactMap { Int32($0) }
             if let victim = pids.last { kill(victim, SIGKILL); killedAt = Date() }
         }
         XCTAssertNotNil(killedAt, "no worker process found to kill")
-        XCTAssertNotEqual(status, 0, err)
+        XCTAssertNotEqual(job.status, 0, job.stderr)
         if let k = killedAt { XCTAssertLessThan(Date().timeIntervalSince(k), 30, "the job outlived a killed rank by 30 s") }
     }
 }

@@ -38,13 +38,12 @@ extension WorkerMPITests {
                 .replacingOccurrences(of: "model: {preset: tiny}", with: "model: {preset: tiny, unet: {block_out_channels: [32, 64, 64], layers_per_block: 1}}")
             try text.write(toFile: path, atomically: true, encoding: .utf8)
         }
-        let w = bin.appendingPathComponent("leffa-worker").path
-        let (s1, e1, _) = try run(w, ["--run", a, "--fixed-order", "--threads", "1"])
-        XCTAssertEqual(s1, 0, e1)
-        let (s2, e2, _) = try run(w, ["--run", b, "--fixed-order", "--threads", "2"])
-        XCTAssertEqual(s2, 0, e2)
-        let (s3, e3, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", c, "--fixed-order", "--threads", "1"])
-        XCTAssertEqual(s3, 0, e3)
+        let job1 = try Binaries.run("leffa-worker", ["--run", a, "--fixed-order", "--threads", "1"])
+        XCTAssertEqual(job1.status, 0, job1.stderr)
+        let job2 = try Binaries.run("leffa-worker", ["--run", b, "--fixed-order", "--threads", "2"])
+        XCTAssertEqual(job2.status, 0, job2.stderr)
+        let job3 = try Binaries.mpirun(2, "leffa-worker", ["--run", c, "--fixed-order", "--threads", "1"])
+        XCTAssertEqual(job3.status, 0, job3.stderr)
         XCTAssertEqual(try weights(a), try weights(b), "1 rank × 1 thread and 1 rank × 2 threads differ")
         XCTAssertEqual(try weights(a), try weights(c), "1 rank × 1 thread and 2 ranks × 1 thread differ")
     }
@@ -56,11 +55,11 @@ extension WorkerMPITests {
     func testSignalMidStepCheckpointsAndResumesExactly() throws {
         try synth()
         let (straight, stopped) = try twoRunsOfFourMicroBatchesPerStep()
-        let w = bin.appendingPathComponent("leffa-worker").path
-        let (s0, e0, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", straight])
-        XCTAssertEqual(s0, 0, e0)
+        let job0 = try Binaries.mpirun(2, "leffa-worker", ["--run", straight])
+        XCTAssertEqual(job0.status, 0, job0.stderr)
         var signalled = false
-        let (s1, e1, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", stopped], environment: ["SLURM_JOB_ID": "4242"]) { _ in
+        let job1 = try Binaries.mpirun(2, "leffa-worker", ["--run", stopped],
+                                       environment: ["SLURM_JOB_ID": "4242"]) { _ in
             guard let hb = self.heartbeat(stopped, atLeast: 2), let pid = hb["pid"] as? Int else { return }
             // Where rank 0 runs, for a login node to read.
             XCTAssertEqual(hb["job_id"] as? String, "4242")
@@ -68,14 +67,15 @@ extension WorkerMPITests {
             kill(pid_t(pid), SIGUSR1); signalled = true
         }
         XCTAssertTrue(signalled, "no heartbeat at step 2")
-        XCTAssertEqual(s1, 0, e1)
-        XCTAssertTrue(e1.contains("stop requested during step 3 of stage only, after micro-batch"), e1)
+        XCTAssertEqual(job1.status, 0, job1.stderr)
+        XCTAssertTrue(job1.stderr.contains("stop requested during step 3 of stage only, after micro-batch"),
+                      job1.stderr)
         let ckpts = try FileManager.default.contentsOfDirectory(atPath: stopped + "/stages/only/checkpoints").filter { $0.hasSuffix(".h5") }
         XCTAssertEqual(ckpts, ["step-00000002.h5"], "the partial step 3 is dropped; the state after step 2 is saved")
         XCTAssertFalse(FileManager.default.fileExists(atPath: stopped + "/stages/only/final.safetensors"))
-        let (s2, e2, _) = try run(try mpirun(), ["--oversubscribe", "-np", "2", w, "--run", stopped])
-        XCTAssertEqual(s2, 0, e2)
-        XCTAssertTrue(e2.contains("resuming stage only at step 2"), e2)
+        let job2 = try Binaries.mpirun(2, "leffa-worker", ["--run", stopped])
+        XCTAssertEqual(job2.status, 0, job2.stderr)
+        XCTAssertTrue(job2.stderr.contains("resuming stage only at step 2"), job2.stderr)
         XCTAssertEqual(try weights(straight), try weights(stopped), "stopped mid-step and resumed differs from a run never stopped")
     }
 
@@ -85,8 +85,10 @@ extension WorkerMPITests {
         try synth()
         let r = try makeRun("minutes", steps: 3, extra: ", checkpoint_every_minutes: 0.00001, keep_checkpoints: 10", checkpointEvery: 1000)
         let plain = try makeRun("plain", steps: 3, extra: ", keep_checkpoints: 10", checkpointEvery: 1000)
-        let w = bin.appendingPathComponent("leffa-worker").path
-        for x in [r, plain] { let (s, e, _) = try run(w, ["--run", x]); XCTAssertEqual(s, 0, e) }
+        for x in [r, plain] {
+            let job = try Binaries.run("leffa-worker", ["--run", x])
+            XCTAssertEqual(job.status, 0, job.stderr)
+        }
         let list = { (x: String) in try FileManager.default.contentsOfDirectory(atPath: x + "/stages/only/checkpoints").filter { $0.hasSuffix(".h5") }.sorted() }
         XCTAssertEqual(try list(r), ["step-00000001.h5", "step-00000002.h5", "step-00000003.h5"])
         XCTAssertEqual(try list(plain), ["step-00000003.h5"])
@@ -105,9 +107,10 @@ extension WorkerMPITests {
         let deadline = Date().addingTimeInterval(10)
         while !FileManager.default.fileExists(atPath: r + "/worker.lock") && Date() < deadline { usleep(10_000) }
         usleep(100_000)
-        let (s, e, _) = try run(bin.appendingPathComponent("leffa-worker").path, ["--run", r])
-        XCTAssertEqual(s, 1, e)
-        XCTAssertTrue(e.contains("worker.lock: a worker") && e.contains("is already working on this run"), e)
+        let job = try Binaries.run("leffa-worker", ["--run", r])
+        XCTAssertEqual(job.status, 1, job.stderr)
+        XCTAssertTrue(job.stderr.contains("worker.lock: a worker")
+                      && job.stderr.contains("is already working on this run"), job.stderr)
         XCTAssertTrue(try FileManager.default.contentsOfDirectory(atPath: r + "/stages/only/checkpoints").isEmpty)
     }
 
@@ -117,19 +120,18 @@ extension WorkerMPITests {
     func testCoordinatorPassesSIGUSR1OnAndTheRequeuedRunEndsExactly() throws {
         try synth()
         let (straight, stopped) = try twoRunsOfFourMicroBatchesPerStep()
-        let coord = bin.appendingPathComponent("leffa-coord").path
-        let (s0, e0, _) = try run(coord, ["run", "--run", straight])
-        XCTAssertEqual(s0, 0, e0)
+        let job0 = try Binaries.run("leffa-coord", ["run", "--run", straight])
+        XCTAssertEqual(job0.status, 0, job0.stderr)
         var signalled = false
-        let (s1, e1, _) = try run(coord, ["run", "--run", stopped]) { p in
+        let job1 = try Binaries.run("leffa-coord", ["run", "--run", stopped]) { p in
             if self.heartbeat(stopped, atLeast: 2) != nil { kill(p.processIdentifier, SIGUSR1); signalled = true }
         }
         XCTAssertTrue(signalled)
-        XCTAssertEqual(s1, 138, e1)
-        XCTAssertTrue(e1.contains("SIGUSR1 to process group"), e1)
+        XCTAssertEqual(job1.status, 138, job1.stderr)
+        XCTAssertTrue(job1.stderr.contains("SIGUSR1 to process group"), job1.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: stopped + "/stages/only/final.safetensors"))
-        let (s2, e2, _) = try run(coord, ["run", "--run", stopped])
-        XCTAssertEqual(s2, 0, e2)
+        let job2 = try Binaries.run("leffa-coord", ["run", "--run", stopped])
+        XCTAssertEqual(job2.status, 0, job2.stderr)
         XCTAssertEqual(try weights(straight), try weights(stopped), "preempted and requeued differs from a run never stopped")
     }
 
@@ -139,8 +141,8 @@ extension WorkerMPITests {
     func testElasticRunFinishesWithFewerRanksWhenARankKeepsDying() throws {
         try synth()
         let ref = try makeRun("ref", steps: 3, batch: 4), el = try makeRun("elastic", steps: 3, batch: 4)
-        let (s0, e0, _) = try run(bin.appendingPathComponent("leffa-worker").path, ["--run", ref, "--fixed-order"])
-        XCTAssertEqual(s0, 0, e0)
+        let job0 = try Binaries.run("leffa-worker", ["--run", ref, "--fixed-order"])
+        XCTAssertEqual(job0.status, 0, job0.stderr)
         final class Flag: @unchecked Sendable { var stop = false, kills = 0 }
         let flag = Flag()
         let killer = Thread {
@@ -156,12 +158,12 @@ extension WorkerMPITests {
             }
         }
         killer.start()
-        let (s, e, _) = try run(bin.appendingPathComponent("leffa-coord").path,
-                                ["run", "--run", el, "--np", "2", "--elastic", "--backoff", "0.1", "--retries", "3", "--worker-arg", "--fixed-order"], timeout: 300)
+        let job = try Binaries.run("leffa-coord", ["run", "--run", el, "--np", "2", "--elastic", "--backoff", "0.1", "--retries", "3",
+                                                   "--worker-arg", "--fixed-order"], timeout: 300)
         flag.stop = true
-        XCTAssertEqual(s, 0, e)
+        XCTAssertEqual(job.status, 0, job.stderr)
         XCTAssertGreaterThanOrEqual(flag.kills, 2, "rank 1 was not killed at both 2-rank launches")
-        XCTAssertTrue(e.contains("elastic: relaunching with 1 rank(s) instead of 2"), e)
+        XCTAssertTrue(job.stderr.contains("elastic: relaunching with 1 rank(s) instead of 2"), job.stderr)
         let state = try String(contentsOfFile: el + "/state.json", encoding: .utf8)
         XCTAssertTrue(state.contains("elastic: relaunching with 1 rank(s) instead of 2"), state)
         XCTAssertEqual(try weights(ref), try weights(el), "the elastic run's weights differ from a 1-rank run")
@@ -177,17 +179,17 @@ extension WorkerMPITests {
         let scontrol = fake.appendingPathComponent("scontrol").path
         try "#!/bin/sh\necho \"$@\" >> \(dir.path)/scontrol-calls\n".write(toFile: scontrol, atomically: true, encoding: .utf8)
         chmod(scontrol, 0o755)
-        let env = ["LEFFA_BIN": bin.path, "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_CPUS_PER_TASK": "1", "SLURM_NNODES": "1",
+        let env = ["LEFFA_BIN": try Binaries.folder().path, "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_CPUS_PER_TASK": "1", "SLURM_NNODES": "1",
                    "SLURM_JOB_ID": "31337", "PATH": fake.path + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")]
         let script = Fixtures.packageRoot.appendingPathComponent("Cluster/slurm.sbatch").path
         var signalled = false
-        let (s, e, _) = try run("/bin/bash", [script, r], environment: env) { p in
+        let job = try Binaries.run("/bin/bash", [script, r], environment: env) { p in
             guard let hb = self.heartbeat(r, atLeast: 2) else { return }
             XCTAssertEqual(hb["job_id"] as? String, "31337")
             kill(p.processIdentifier, SIGUSR1); signalled = true
         }
         XCTAssertTrue(signalled)
-        XCTAssertEqual(s, 138, e)
+        XCTAssertEqual(job.status, 138, job.stderr)
         XCTAssertEqual(try String(contentsOfFile: dir.path + "/scontrol-calls", encoding: .utf8), "requeue 31337\n")
         let ckpts = try FileManager.default.contentsOfDirectory(atPath: r + "/stages/only/checkpoints").filter { $0.hasSuffix(".h5") }
         XCTAssertEqual(ckpts.count, 1, "\(ckpts)")

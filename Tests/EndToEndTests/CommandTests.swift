@@ -7,25 +7,10 @@ import LeffaRunFormat
 import TestSupport
 
 final class CommandTests: XCTestCase {
-    func binary(_ name: String) throws -> URL {
-        let bin = Fixtures.packageRoot.appendingPathComponent(".build/release/\(name)")
-        guard FileManager.default.isExecutableFile(atPath: bin.path) else {
-            throw XCTSkip("\(bin.path) is not built: run `swift build -c release` first (Scripts/test.sh does)")
-        }
-        return bin
-    }
-
-    /// Runs a binary; returns (exit status, stdout, stderr).
+    /// Runs a built command with two kernel threads; returns (exit status, stdout, stderr).
     func run(_ name: String, _ args: [String]) throws -> (Int32, String, String) {
-        let p = Process(), out = Pipe(), err = Pipe()
-        p.executableURL = try binary(name)
-        p.arguments = args
-        p.standardOutput = out; p.standardError = err
-        p.environment = ProcessInfo.processInfo.environment.merging(["LEFFA_THREADS": "2"]) { $1 }
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        let r = try Binaries.run(name, args, environment: ["LEFFA_THREADS": "2"])
+        return (r.status, r.stdout, r.stderr)
     }
 
     func testInitSynthWorkerEndToEnd() throws {

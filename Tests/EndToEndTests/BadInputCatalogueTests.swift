@@ -15,31 +15,17 @@ final class BadInputCatalogueTests: XCTestCase {
         /// Damage done to a fresh copy of the trained run (and files in the scratch folder) before
         /// the "before" snapshot.
         var prepare: (_ run: URL, _ scratch: URL) throws -> Void = { _, _ in }
-        /// The command: a program in .build/release (or "mpirun") and its arguments.
+        /// The command: a built command (or "mpirun") and its arguments.
         var command: (_ run: URL, _ scratch: URL) -> (String, [String])
         var expect: [String]
         /// Paths (relative to the scratch folder) that must not exist afterwards.
         var absent: [String] = []
     }
 
-    let bin = Fixtures.packageRoot.appendingPathComponent(".build/release")
-
+    /// Runs a built command (or mpirun); returns (status, how it ended, stderr).
     func execute(_ program: String, _ args: [String]) throws -> (Int32, Process.TerminationReason, String) {
-        let p = Process(), err = Pipe()
-        if program == "mpirun" {
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/env"); p.arguments = ["mpirun"] + args
-        } else {
-            p.executableURL = bin.appendingPathComponent(program); p.arguments = args
-        }
-        var env = ProcessInfo.processInfo.environment
-        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"; env["LEFFA_THREADS"] = "1"
-        env["OMPI_MCA_osc_sm_backing_directory"] = FileManager.default.temporaryDirectory.path
-        p.environment = env
-        p.standardError = err; p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, p.terminationReason, String(decoding: e, as: UTF8.self))
+        let r = try Binaries.run(program, args)
+        return (r.status, r.reason, r.stderr)
     }
 
     /// Every file's bytes and every folder under `url`, lock files aside (a refused worker takes,
@@ -56,9 +42,9 @@ final class BadInputCatalogueTests: XCTestCase {
     }
 
     func testCatalogue() throws {
-        guard FileManager.default.isExecutableFile(atPath: bin.appendingPathComponent("leffa-coord").path) else {
-            XCTFail("build first: swift build -c release (Scripts/test.sh does)"); return
-        }
+        // Both commands are built (else this fails here, before any work).
+        _ = try Binaries.path("leffa-coord")
+        let workerPath = try Binaries.path("leffa-worker")
         // One tiny run trained to step 2 (checkpoint at step 2) and its export: every case
         // damages a copy of it.
         let base = try makeRun(self, config: tinyConfig(), tag: "catalogue")
@@ -173,7 +159,7 @@ final class BadInputCatalogueTests: XCTestCase {
             Case(name: "cli: export --format", command: { r, s in ("leffa-coord", ["export", "--run", r.path, "--format", "onnx", "--out", s.appendingPathComponent("x").path]) },
                  expect: ["format", "onnx"], absent: ["x"]),
             Case(name: "cli: ranks that do not divide the batch", command: { r, _ in
-                    ("mpirun", ["--oversubscribe", "-np", "3", self.bin.appendingPathComponent("leffa-worker").path, "--run", r.path]) },
+                    ("mpirun", ["--oversubscribe", "-np", "3", workerPath, "--run", r.path]) },
                  expect: ["config.yaml", "stages[0].batch is 2", "multiple of the 3 ranks"]),
         ]
         XCTAssertGreaterThanOrEqual(cases.count, 20)

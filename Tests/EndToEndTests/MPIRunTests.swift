@@ -1,98 +1,15 @@
-// Launches the built `leffa-mpi-check` under `mpirun --oversubscribe -np N` (2 or 3 ranks on any
-// machine) and checks exit codes and messages. Every launch has a deadline and is killed after it,
-// so the suite never hangs. mpirun must be on PATH (CI installs openmpi-bin).
+// Launches the built `leffa-mpi-check` (Tests/leffa-mpi-check) under `mpirun --oversubscribe -np N`
+// (2 or 3 ranks on any machine) and checks exit codes and messages. Every launch has a deadline and
+// is killed after it, so the suite never hangs. mpirun must be on PATH (CI installs openmpi-bin).
 import XCTest
 import Foundation
 
 final class MPIRunTests: XCTestCase {
-    struct Run {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-        var seconds: Double
-        var timedOut: Bool
-        var command: String
-        var log: String { "$ \(command)\nexit \(status)\(timedOut ? " (killed at deadline)" : ""), \(String(format: "%.1f", seconds)) s\n--- stdout\n\(stdout)\n--- stderr\n\(stderr)" }
-    }
-
-    static func findOnPath(_ name: String) -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        return path.split(separator: ":").map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }
-
-    /// The driver next to the test bundle (the build's products directory), else under .build.
-    static func findDriver() -> String? {
-        var candidates: [String] = []
-        if let p = ProcessInfo.processInfo.environment["LEFFA_MPI_CHECK"] { candidates.append(p) }
-        for b in [Bundle.main, Bundle(for: MPIRunTests.self)] {
-            candidates.append(b.bundleURL.deletingLastPathComponent().appendingPathComponent("leffa-mpi-check").path)
-        }
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        candidates.append(root.appendingPathComponent(".build/release/leffa-mpi-check").path)
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }
-
     /// Runs the driver under mpirun with `np` ranks, or directly when `np` is nil.
-    func mpirun(_ args: [String], np: Int? = 2, env extra: [String: String] = [:], timeout: Double = 60,
-                file: StaticString = #filePath, line: UInt = #line) throws -> Run {
-        guard let mpirun = Self.findOnPath("mpirun") else {
-            XCTFail("mpirun not found on PATH: install Open MPI (apt-get install openmpi-bin) to run the MPI tests", file: file, line: line)
-            throw XCTSkip("no mpirun")
-        }
-        guard let driver = Self.findDriver() else {
-            XCTFail("leffa-mpi-check not found next to the test bundle or in .build/release: build it with `swift build -c release`", file: file, line: line)
-            throw XCTSkip("no driver")
-        }
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("leffa-mpi-\(getpid())-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let outURL = dir.appendingPathComponent("stdout"), errURL = dir.appendingPathComponent("stderr")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        let out = try FileHandle(forWritingTo: outURL), err = try FileHandle(forWritingTo: errURL)
-
-        let p = Process()
-        if let np {
-            p.executableURL = URL(fileURLWithPath: mpirun)
-            p.arguments = ["--oversubscribe", "-np", String(np), driver] + args
-        } else {
-            p.executableURL = URL(fileURLWithPath: driver)
-            p.arguments = args
-        }
-        var env = ProcessInfo.processInfo.environment
-        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
-        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-        env["LEFFA_THREADS"] = "1"
-        // Shared-memory windows backed by the temporary folder (not a possibly tiny /dev/shm).
-        env["OMPI_MCA_osc_sm_backing_directory"] = FileManager.default.temporaryDirectory.path
-        for (k, v) in extra { env[k] = v }
-        p.environment = env
-        p.standardOutput = out
-        p.standardError = err
-        let command = ([p.executableURL!.path] + p.arguments!).joined(separator: " ")
-        let t0 = Date()
-        try p.run()
-        var timedOut = false
-        while p.isRunning {
-            if Date().timeIntervalSince(t0) > timeout {
-                timedOut = true
-                p.terminate() // mpirun forwards SIGTERM to its ranks
-                let t1 = Date()
-                while p.isRunning && Date().timeIntervalSince(t1) < 5 { usleep(50_000) }
-                if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-                break
-            }
-            usleep(20_000)
-        }
-        p.waitUntilExit()
-        let seconds = Date().timeIntervalSince(t0)
-        try out.close(); try err.close()
-        let run = Run(status: p.terminationStatus,
-                      stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
-                      stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "",
-                      seconds: seconds, timedOut: timedOut, command: command)
-        XCTAssertFalse(timedOut, "killed after \(timeout) s:\n\(run.log)", file: file, line: line)
-        return run
+    func mpirun(_ args: [String], np: Int? = 2, env: [String: String] = [:], timeout: Double = 60,
+                file: StaticString = #filePath, line: UInt = #line) throws -> Ran {
+        guard let np else { return try Binaries.run("leffa-mpi-check", args, environment: env, timeout: timeout, file: file, line: line) }
+        return try Binaries.mpirun(np, "leffa-mpi-check", args, environment: env, timeout: timeout, file: file, line: line)
     }
 
     func expectSuccess(_ args: [String], np: Int? = 2, contains: String, file: StaticString = #filePath, line: UInt = #line) throws {

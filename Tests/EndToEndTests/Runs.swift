@@ -1,0 +1,112 @@
+// Tiny runs for the end-to-end tests to hand the built commands: a pixel-space config on synthetic
+// data in a temporary folder. The same helpers as LeffaTrainingTests/Helpers.swift (tinyConfig,
+// makeRun) and LeffaRunTests/Helpers.swift (TinyRun), kept to what these tests use.
+import XCTest
+import Foundation
+import LeffaTensor
+import LeffaData
+import LeffaModels
+import LeffaTraining
+
+/// A tiny pixel-space config. `stages` is the YAML list body; `training` extra lines go under training.
+func tinyConfig(stages: String = "  - {name: s0, resolution: 16x16, steps: 6, batch: 2, lr: 1.0e-3}",
+                training: String = "", seed: Int = 0) -> String {
+    """
+    run: {name: test, seed: \(seed)}
+    model: {preset: tiny}
+    data: {kind: synthetic, root: data, space: pixel}
+    training:
+      train: [unet, unet_encoder]
+      grad_clip: 1.0
+      ema_decay: 0.9
+      reference_dropout: 0.25
+      checkpoint_every: 2
+      keep_checkpoints: 10
+    \(training)
+    stages:
+    \(stages)
+    """
+}
+
+/// A fresh temp folder, removed at the end of the test.
+func tempFolder(_ test: XCTestCase, _ tag: String) throws -> URL {
+    let u = FileManager.default.temporaryDirectory.appendingPathComponent("leffa-\(tag)-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
+    test.addTeardownBlock { try? FileManager.default.removeItem(at: u) }
+    return u
+}
+
+/// Creates a run (config + synthetic data under RUN/data) and returns it.
+func makeRun(_ test: XCTestCase, config: String, count: Int = 4, size: (Int, Int) = (16, 16),
+             tag: String = "run") throws -> RunDirectory {
+    let root = try tempFolder(test, tag)
+    let cfgURL = root.appendingPathComponent("config-src.yaml")
+    try config.write(to: cfgURL, atomically: true, encoding: .utf8)
+    let run = try RunDirectory.create(at: root.appendingPathComponent("run").path,
+                                      config: try RunConfig.load(path: cfgURL.path))
+    try generateSynthetic(out: run.url.appendingPathComponent("data"), count: count,
+                          height: size.0, width: size.1, seed: 7)
+    return run
+}
+
+func quietTrainer(_ run: RunDirectory) throws -> Trainer {
+    try Trainer(run: run, log: { _ in })
+}
+
+/// The metrics lines of a stage.
+func readMetrics(_ run: RunDirectory, stage: String) throws -> [StepMetrics] {
+    let text = try String(contentsOf: run.metricsURL(stage), encoding: .utf8)
+    return try text.split(separator: "\n").map { try JSONDecoder().decode(StepMetrics.self, from: Data($0.utf8)) }
+}
+
+/// A tiny three-stage run (tiny model, pixel space, 16×16) made in a temporary folder for each test.
+enum TinyRun {
+    static func config(steps: [Int], checkpointEvery: Int = 2) -> String {
+        let names = ["lowres", "highres", "leffa"]
+        let stages = zip(names, steps)
+            .map { "  - {name: \($0), resolution: 16x16, steps: \($1), batch: 2, lr: 1.0e-3}" }
+        return """
+        run: {name: tiny-test, seed: 3}
+        model: {preset: tiny}
+        data: {kind: synthetic, root: data, space: pixel}
+        training: {checkpoint_every: \(checkpointEvery), keep_checkpoints: 3, ema_decay: 0.9, snapshot_every: 0, reference_dropout: 0.2}
+        stages:
+        \(stages.joined(separator: "\n"))
+        """
+    }
+
+    /// Every run directory `make` created; `cleanUp()` (each test class's tearDown) removes them,
+    /// so the suite leaves no runs behind (a killed-and-restarted run holds ~700 MB).
+    nonisolated(unsafe) static var made: [URL] = []
+    static func cleanUp() {
+        for u in made {
+            try? FileManager.default.removeItem(at: u)
+            try? FileManager.default.removeItem(at: u.appendingPathExtension("yaml"))
+        }
+        made = []
+    }
+
+    /// A fresh run directory with its synthetic data.
+    static func make(steps: [Int] = [4, 4, 4], checkpointEvery: Int = 2,
+                     name: String = #function) throws -> RunDirectory {
+        let tag = "\(getpid())-\(name.filter { $0.isLetter || $0.isNumber })-\(UInt32.random(in: 0...UInt32.max))"
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("leffa-run-tests-" + tag)
+        try? FileManager.default.removeItem(at: root)
+        made.append(root)
+        let cfgURL = root.appendingPathExtension("yaml")
+        try FileManager.default.createDirectory(at: root.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try config(steps: steps, checkpointEvery: checkpointEvery).write(to: cfgURL, atomically: true, encoding: .utf8)
+        let cfg = try RunConfig.load(path: cfgURL.path)
+        let dir = try RunDirectory.create(at: root.path, config: cfg)
+        _ = try generateSynthetic(out: root.appendingPathComponent("data"), count: 6, height: 32, width: 24, seed: 1)
+        return dir
+    }
+
+    /// A stage's final weights as one flat block.
+    static func values(_ path: String, config: RunConfig) throws -> [Float] {
+        let m = try LeffaModel(config: config.model, seed: 99)
+        try m.loadWeights(from: path)
+        let v = m.parameters.values!
+        return Array(UnsafeBufferPointer(start: v.data, count: v.count))
+    }
+}
