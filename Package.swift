@@ -109,7 +109,7 @@ let package = Package(
         // Scripts/test.sh builds them first; a missing one fails the test, never skips it.
         .testTarget(name: "EndToEndTests",
                     dependencies: ["LeffaTensor", "SafeTensors", "LeffaData", "LeffaModels", "LeffaCheckpoint",
-                                   "LeffaTraining", "LeffaEval", "LeffaRun", "TestSupport"],
+                                   "LeffaRunFormat", "LeffaTraining", "LeffaEval", "LeffaRun", "TestSupport"],
                     swiftSettings: fast),
         .testTarget(name: "ShimTests", dependencies: ["CBLAS", "CMPI", "CHDF5", "CPNG", "CJPEG"]),
     ],

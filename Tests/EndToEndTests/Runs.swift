@@ -7,6 +7,7 @@ import LeffaTensor
 import LeffaData
 import LeffaModels
 import LeffaTraining
+import LeffaRunFormat
 
 /// A tiny pixel-space config. `stages` is the YAML list body; `training` extra lines go under training.
 func tinyConfig(stages: String = "  - {name: s0, resolution: 16x16, steps: 6, batch: 2, lr: 1.0e-3}",

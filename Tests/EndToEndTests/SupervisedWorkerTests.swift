@@ -4,6 +4,7 @@
 import XCTest
 import Foundation
 import LeffaTraining
+import LeffaRunFormat
 import LeffaRun
 
 final class SupervisedWorkerTests: XCTestCase {
