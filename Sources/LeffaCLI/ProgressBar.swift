@@ -18,7 +18,9 @@ public final class ProgressBar {
         last = now
         let width = 30, filled = total > 0 ? width * done / total : width
         let rate = now.timeIntervalSince(started) / Double(max(done, 1))
-        let line = "\r[\(name) \(label)] " + String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
+        let line =
+            "\r[\(name) \(label)] " + String(repeating: "█", count: filled)
+            + String(repeating: "░", count: width - filled)
             + "  \(done)/\(total)  ETA \(formatDuration(rate * Double(total - done)))  "
         FileHandle.standardError.write(Data(line.utf8))
     }

@@ -138,13 +138,21 @@ public struct CheckpointContents: CheckpointMetaReading {
         for e in layout {
             let field = "dataset '/\(p)/\(e.name)'"
             if !seen.insert(e.name).inserted {
-                throw CheckpointError.invalidContents(file: file, field: field, reason: "name appears twice in the layout")
+                throw CheckpointError.invalidContents(
+                    file: file, field: field, reason: "name appears twice in the layout")
             }
             if e.shape.contains(where: { $0 < 0 }) || e.offset < 0 || e.offset + e.count > flat.count {
-                throw CheckpointError.invalidContents(file: file, field: field,
-                    reason: "layout entry (offset \(e.offset), shape \(e.shape)) does not fit the flat block of \(flat.count) floats")
+                throw CheckpointError.invalidContents(
+                    file: file, field: field,
+                    reason:
+                        "layout entry (offset \(e.offset), shape \(e.shape)) does not fit the flat block of \(flat.count) floats"
+                )
             }
-            views.append((e.name, Tensor(shape: e.shape, storage: Storage(viewOf: flat.storage, offset: e.offset, count: e.count))))
+            views.append(
+                (
+                    e.name,
+                    Tensor(shape: e.shape, storage: Storage(viewOf: flat.storage, offset: e.offset, count: e.count))
+                ))
         }
         groups[p] = views
     }

@@ -30,7 +30,8 @@ public final class CheckpointDirectory {
         do {
             try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         } catch {
-            throw CheckpointError.io(file: url.path, reason: "cannot create the checkpoint directory: \(error.localizedDescription)")
+            throw CheckpointError.io(
+                file: url.path, reason: "cannot create the checkpoint directory: \(error.localizedDescription)")
         }
     }
 
@@ -147,7 +148,8 @@ public final class CheckpointDirectory {
         do {
             return try FileManager.default.contentsOfDirectory(atPath: url.path)
         } catch {
-            throw CheckpointError.io(file: url.path, reason: "cannot list the checkpoint directory: \(error.localizedDescription)")
+            throw CheckpointError.io(
+                file: url.path, reason: "cannot list the checkpoint directory: \(error.localizedDescription)")
         }
     }
 }

@@ -28,8 +28,9 @@ public enum CheckpointError: Error, Equatable, Sendable {
     /// The caller asked for a dataset the group does not have.
     case missingTensor(file: String, group: String, name: String)
     /// The group's names or shapes differ from the caller's layout.
-    case layoutMismatch(file: String, group: String, missing: [String], unexpected: [String],
-                        wrongShapes: [WrongShape])
+    case layoutMismatch(
+        file: String, group: String, missing: [String], unexpected: [String],
+        wrongShapes: [WrongShape])
     /// The caller asked for a meta key the file does not have.
     case missingMeta(file: String, key: String, available: [String])
     /// The meta key holds another kind of value than asked for.
@@ -68,10 +69,10 @@ public enum CheckpointError: Error, Equatable, Sendable {
     public var file: String {
         switch self {
         case let .io(f, _), let .hdf5(f, _, _), let .unreadable(f, _, _), let .notACheckpoint(f, _),
-             let .malformed(f, _, _), let .checksumMismatch(f, _, _, _), let .newerFormat(f, _, _),
-             let .missingGroup(f, _, _), let .missingTensor(f, _, _), let .layoutMismatch(f, _, _, _, _),
-             let .missingMeta(f, _, _), let .wrongMetaType(f, _, _, _), let .invalidContents(f, _, _),
-             let .alreadyExists(f):
+            let .malformed(f, _, _), let .checksumMismatch(f, _, _, _), let .newerFormat(f, _, _),
+            let .missingGroup(f, _, _), let .missingTensor(f, _, _), let .layoutMismatch(f, _, _, _, _),
+            let .missingMeta(f, _, _), let .wrongMetaType(f, _, _, _), let .invalidContents(f, _, _),
+            let .alreadyExists(f):
             return f
         }
     }
@@ -90,7 +91,8 @@ public enum CheckpointError: Error, Equatable, Sendable {
         case let .malformed(_, field, reason):
             return "\(field): \(reason)"
         case let .checksumMismatch(_, field, stored, computed):
-            return "\(field): checksum mismatch (stored xxh64 \(hex(stored)), computed \(hex(computed))); the file was damaged after it was written"
+            return
+                "\(field): checksum mismatch (stored xxh64 \(hex(stored)), computed \(hex(computed))); the file was damaged after it was written"
         case let .newerFormat(_, found, supported):
             return "written by format version \(found), this build reads up to \(supported); upgrade leffa"
         case let .missingGroup(_, group, available):
@@ -101,7 +103,9 @@ public enum CheckpointError: Error, Equatable, Sendable {
             var parts: [String] = []
             if !missing.isEmpty { parts.append("\(missing.count) missing (\(few(missing)))") }
             if !unexpected.isEmpty { parts.append("\(unexpected.count) unexpected (\(few(unexpected)))") }
-            if !wrong.isEmpty { parts.append("\(wrong.count) with another shape (\(few(wrong.map(\.description), quote: false)))") }
+            if !wrong.isEmpty {
+                parts.append("\(wrong.count) with another shape (\(few(wrong.map(\.description), quote: false)))")
+            }
             return "group '/\(group)' does not match the model: " + parts.joined(separator: "; ")
                 + "; was the checkpoint written for another model or config?"
         case let .missingMeta(_, key, available):
@@ -117,7 +121,9 @@ public enum CheckpointError: Error, Equatable, Sendable {
 }
 
 extension CheckpointError: CustomStringConvertible, LocalizedError {
-    public var description: String { file.isEmpty ? "checkpoint contents: \(reason)" : "checkpoint '\(file)': \(reason)" }
+    public var description: String {
+        file.isEmpty ? "checkpoint contents: \(reason)" : "checkpoint '\(file)': \(reason)"
+    }
     public var errorDescription: String? { description }
 }
 

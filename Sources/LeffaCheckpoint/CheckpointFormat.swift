@@ -75,8 +75,10 @@ struct DatasetRecord {
 ///     per dataset:    'D' str group, str name, u64 rank, u64 dims…, u64 xxh64   (by group, then name)
 ///
 /// Checkpoints.md repeats this with a Python version that checks a file without leffa.
-func manifestChecksum(version: Int64, meta: [String: CheckpointValue], groups: [String: Int],
-                      datasets: [DatasetRecord]) -> UInt64 {
+func manifestChecksum(
+    version: Int64, meta: [String: CheckpointValue], groups: [String: Int],
+    datasets: [DatasetRecord]
+) -> UInt64 {
     var out: [UInt8] = []
     func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
     func str(_ s: String) { u64(UInt64(s.utf8.count)); out.append(contentsOf: s.utf8) }

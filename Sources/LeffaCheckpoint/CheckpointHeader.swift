@@ -60,7 +60,7 @@ struct CheckpointHeader {
         for e in extents { u64(UInt64(e.offset)); u64(UInt64(e.length)) }
         out.append(contentsOf: repeatElement(0, count: userBlock - out.count))
         let selfDigest = XXHash64.hash(out)
-        withUnsafeBytes(of: selfDigest.littleEndian) { out.replaceSubrange(64 ..< 72, with: $0) }
+        withUnsafeBytes(of: selfDigest.littleEndian) { out.replaceSubrange(64..<72, with: $0) }
         return out
     }
 
@@ -71,62 +71,85 @@ struct CheckpointHeader {
         if size == 0 { throw CheckpointError.unreadable(file: path, field: "", reason: "the file is empty") }
         var head = [UInt8](repeating: 0, count: fixedBytes)
         let got = try preadFully(fd, &head, count: min(size, fixedBytes), at: 0, path: path)
-        if got < magic.count || Array(head[0 ..< magic.count]) != magic {
-            throw CheckpointError.notACheckpoint(file: path, reason: "the file does not start with the 'leffa-checkpoint' header")
+        if got < magic.count || Array(head[0..<magic.count]) != magic {
+            throw CheckpointError.notACheckpoint(
+                file: path, reason: "the file does not start with the 'leffa-checkpoint' header")
         }
         if got < fixedBytes {
-            throw CheckpointError.unreadable(file: path, field: "header", reason: "the file is truncated to \(size) bytes, inside its header")
+            throw CheckpointError.unreadable(
+                file: path, field: "header", reason: "the file is truncated to \(size) bytes, inside its header")
         }
-        func u64(_ at: Int) -> UInt64 { head.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: at, as: UInt64.self)) } }
+        func u64(_ at: Int) -> UInt64 {
+            head.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
+        }
         let version = Int64(bitPattern: u64(16))
-        let idDigest = XXHash64.hash(Array(head[0 ..< 24]))
+        let idDigest = XXHash64.hash(Array(head[0..<24]))
         if idDigest != u64(24) {
-            throw CheckpointError.checksumMismatch(file: path, field: "leffa header (magic and format version)", stored: u64(24), computed: idDigest)
+            throw CheckpointError.checksumMismatch(
+                file: path, field: "leffa header (magic and format version)", stored: u64(24), computed: idDigest)
         }
         if version > CheckpointFormat.version {
             throw CheckpointError.newerFormat(file: path, found: version, supported: CheckpointFormat.version)
         }
         let u = u64(32), expectedSize = u64(40), n = u64(56)
         guard u >= 512, u & (u - 1) == 0, u <= 1 << 40, n <= (u - UInt64(fixedBytes)) / 16, version >= 1 else {
-            throw CheckpointError.malformed(file: path, field: "header",
-                reason: "implausible values (version \(version), user block \(u), \(n) extents); the header is corrupted")
+            throw CheckpointError.malformed(
+                file: path, field: "header",
+                reason:
+                    "implausible values (version \(version), user block \(u), \(n) extents); the header is corrupted")
         }
         let userBlock = Int(u)
         if size < userBlock {
-            throw CheckpointError.unreadable(file: path, field: "header", reason: "the file is truncated to \(size) bytes, inside its \(userBlock)-byte header")
+            throw CheckpointError.unreadable(
+                file: path, field: "header",
+                reason: "the file is truncated to \(size) bytes, inside its \(userBlock)-byte header")
         }
         var block = [UInt8](repeating: 0, count: userBlock)
         _ = try preadFully(fd, &block, count: userBlock, at: 0, path: path)
         let stored = u64(64)
-        block.replaceSubrange(64 ..< 72, with: repeatElement(0, count: 8))
+        block.replaceSubrange(64..<72, with: repeatElement(0, count: 8))
         let computed = XXHash64.hash(block)
         if computed != stored {
-            throw CheckpointError.checksumMismatch(file: path, field: "leffa header (first \(userBlock) bytes)", stored: stored, computed: computed)
+            throw CheckpointError.checksumMismatch(
+                file: path, field: "leffa header (first \(userBlock) bytes)", stored: stored, computed: computed)
         }
         // The header is intact from here: its numbers can be trusted.
         if UInt64(size) < expectedSize {
-            throw CheckpointError.unreadable(file: path, field: "", reason: "the file is truncated to \(size) bytes of \(expectedSize)")
+            throw CheckpointError.unreadable(
+                file: path, field: "", reason: "the file is truncated to \(size) bytes of \(expectedSize)")
         }
         if UInt64(size) > expectedSize {
-            throw CheckpointError.malformed(file: path, field: "", reason: "the file has \(size) bytes, \(UInt64(size) - expectedSize) more than the \(expectedSize) written")
+            throw CheckpointError.malformed(
+                file: path, field: "",
+                reason:
+                    "the file has \(size) bytes, \(UInt64(size) - expectedSize) more than the \(expectedSize) written")
         }
         var extents: [(offset: Int, length: Int)] = []
         var end = userBlock
-        for i in 0 ..< Int(n) {
+        for i in 0..<Int(n) {
             let p = fixedBytes + 16 * i
-            let off = block.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: p, as: UInt64.self))) }
-            let len = block.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: p + 8, as: UInt64.self))) }
+            let off = block.withUnsafeBytes {
+                Int(UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: p, as: UInt64.self)))
+            }
+            let len = block.withUnsafeBytes {
+                Int(UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: p + 8, as: UInt64.self)))
+            }
             guard off >= end, len >= 0, off <= size - len else {
-                throw CheckpointError.malformed(file: path, field: "header", reason: "raw-data extent \(i) (\(off), \(len)) is out of order or outside the file")
+                throw CheckpointError.malformed(
+                    file: path, field: "header",
+                    reason: "raw-data extent \(i) (\(off), \(len)) is out of order or outside the file")
             }
             extents.append((off, len))
             end = off + len
         }
-        return CheckpointHeader(version: version, userBlock: userBlock, fileSize: size, metadataDigest: u64(48), extents: extents)
+        return CheckpointHeader(
+            version: version, userBlock: userBlock, fileSize: size, metadataDigest: u64(48), extents: extents)
     }
 
     /// XXH64 of the bytes outside the user block and the extents, in file order.
-    static func metadataDigest(_ fd: Int32, size: Int, userBlock: Int, extents: [(offset: Int, length: Int)], path: String) throws -> UInt64 {
+    static func metadataDigest(
+        _ fd: Int32, size: Int, userBlock: Int, extents: [(offset: Int, length: Int)], path: String
+    ) throws -> UInt64 {
         guard let map = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else {
             throw posixError(path, "cannot map the file to check its metadata")
         }
@@ -144,8 +167,9 @@ struct CheckpointHeader {
     func verifyMetadata(_ fd: Int32, path: String) throws {
         let computed = try Self.metadataDigest(fd, size: fileSize, userBlock: userBlock, extents: extents, path: path)
         if computed != metadataDigest {
-            throw CheckpointError.checksumMismatch(file: path, field: "HDF5 metadata (the bytes outside the datasets' data)",
-                                                   stored: metadataDigest, computed: computed)
+            throw CheckpointError.checksumMismatch(
+                file: path, field: "HDF5 metadata (the bytes outside the datasets' data)",
+                stored: metadataDigest, computed: computed)
         }
     }
 }

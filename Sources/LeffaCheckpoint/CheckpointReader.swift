@@ -40,11 +40,15 @@ public final class CheckpointReader: CheckpointMetaReading {
         meta = opened.meta
         infos = opened.infos
         groupPaths = opened.infos.keys.sorted(by: utf8Less)
-        index = opened.infos.mapValues { list in Dictionary(uniqueKeysWithValues: list.enumerated().map { ($1.name, $0) }) }
+        index = opened.infos.mapValues { list in
+            Dictionary(uniqueKeysWithValues: list.enumerated().map { ($1.name, $0) })
+        }
     }
 
     /// Opens the file and reads and checks all its metadata; closes the file again on failure.
-    private static func openAndCheck(_ path: String) throws -> (fid: hid_t, version: Int64, meta: [String: CheckpointValue], infos: [String: [Info]]) {
+    private static func openAndCheck(_ path: String) throws -> (
+        fid: hid_t, version: Int64, meta: [String: CheckpointValue], infos: [String: [Info]]
+    ) {
         // Every byte HDF5 will parse is checked first (CheckpointHeader.swift).
         let fd = openReadOnly(path)
         if fd < 0 { throw posixError(path, "cannot open") }
@@ -59,25 +63,33 @@ public final class CheckpointReader: CheckpointMetaReading {
         defer { H5Pclose(fapl) }
         let fid = H5Fopen(path, leffa_h5f_acc_rdonly(), fapl)
         if fid < 0 {
-            throw CheckpointError.unreadable(file: path, field: "", reason: "HDF5 cannot open it (\(H5.lastError())); the file has \(size) bytes")
+            throw CheckpointError.unreadable(
+                file: path, field: "", reason: "HDF5 cannot open it (\(H5.lastError())); the file has \(size) bytes")
         }
         var ok = false
         defer { if !ok { H5Fclose(fid) } }
 
         // Marker and version first: a newer format may change everything after them.
         guard try wrap(path, "/", try H5.attributeExists(fid, CheckpointFormat.formatAttribute)),
-              case .string(CheckpointFormat.marker)? = try? H5.readAttribute(fid, CheckpointFormat.formatAttribute)
+            case .string(CheckpointFormat.marker)? = try? H5.readAttribute(fid, CheckpointFormat.formatAttribute)
         else {
-            throw CheckpointError.notACheckpoint(file: path, reason: "the root group has no attribute '\(CheckpointFormat.formatAttribute)' = '\(CheckpointFormat.marker)'")
+            throw CheckpointError.notACheckpoint(
+                file: path,
+                reason:
+                    "the root group has no attribute '\(CheckpointFormat.formatAttribute)' = '\(CheckpointFormat.marker)'"
+            )
         }
         guard try wrap(path, "/", try H5.attributeExists(fid, CheckpointFormat.versionAttribute)),
-              case .int64(let version)? = try? H5.readAttribute(fid, CheckpointFormat.versionAttribute)
+            case .int64(let version)? = try? H5.readAttribute(fid, CheckpointFormat.versionAttribute)
         else {
-            throw CheckpointError.malformed(file: path, field: "attribute '/\(CheckpointFormat.versionAttribute)'", reason: "missing or not an int64")
+            throw CheckpointError.malformed(
+                file: path, field: "attribute '/\(CheckpointFormat.versionAttribute)'",
+                reason: "missing or not an int64")
         }
         if version != header.version {
-            throw CheckpointError.malformed(file: path, field: "attribute '/\(CheckpointFormat.versionAttribute)'",
-                                            reason: "\(version), but the leffa header says \(header.version)")
+            throw CheckpointError.malformed(
+                file: path, field: "attribute '/\(CheckpointFormat.versionAttribute)'",
+                reason: "\(version), but the leffa header says \(header.version)")
         }
         let stored = try uint64Attribute(path, fid, CheckpointFormat.checksumAttribute, at: "/")
 
@@ -85,7 +97,8 @@ public final class CheckpointReader: CheckpointMetaReading {
         let metaID = H5Gopen2(fid, CheckpointFormat.metaGroup, leffa_h5p_default())
         if metaID < 0 {
             _ = H5.lastError()
-            throw CheckpointError.malformed(file: path, field: "group '/\(CheckpointFormat.metaGroup)'", reason: "missing")
+            throw CheckpointError.malformed(
+                file: path, field: "group '/\(CheckpointFormat.metaGroup)'", reason: "missing")
         }
         defer { H5Gclose(metaID) }
         var meta: [String: CheckpointValue] = [:]
@@ -93,7 +106,8 @@ public final class CheckpointReader: CheckpointMetaReading {
             do {
                 meta[key] = try H5.readAttribute(metaID, key)
             } catch let u as H5.UnsupportedAttribute {
-                throw CheckpointError.malformed(file: path, field: "meta attribute '\(key)'",
+                throw CheckpointError.malformed(
+                    file: path, field: "meta attribute '\(key)'",
                     reason: "\(u.description), expected int64, float64, string or a 1-D int64/uint64 array")
             } catch let f as H5Failure {
                 throw CheckpointError.unreadable(file: path, field: "meta attribute '\(key)'", reason: f.message)
@@ -103,11 +117,15 @@ public final class CheckpointReader: CheckpointMetaReading {
         // Groups and datasets, then the manifest over all of it.
         var infos: [String: [Info]] = [:]
         try walk(path, fid, prefix: "", into: &infos)
-        let records = infos.flatMap { g, list in list.map { DatasetRecord(group: g, name: $0.name, shape: $0.shape, digest: $0.digest) } }
-        let computed = manifestChecksum(version: version, meta: meta, groups: infos.mapValues(\.count), datasets: records)
+        let records = infos.flatMap { g, list in
+            list.map { DatasetRecord(group: g, name: $0.name, shape: $0.shape, digest: $0.digest) }
+        }
+        let computed = manifestChecksum(
+            version: version, meta: meta, groups: infos.mapValues(\.count), datasets: records)
         if computed != stored {
-            throw CheckpointError.checksumMismatch(file: path, field: "manifest (meta values, names, shapes and dataset digests)",
-                                                   stored: stored, computed: computed)
+            throw CheckpointError.checksumMismatch(
+                file: path, field: "manifest (meta values, names, shapes and dataset digests)",
+                stored: stored, computed: computed)
         }
         ok = true
         return (fid, version, meta, infos)
@@ -151,11 +169,15 @@ public final class CheckpointReader: CheckpointMetaReading {
         var want: [String: FlatEntry] = [:]
         for e in layout {
             if want.updateValue(e, forKey: e.name) != nil {
-                throw CheckpointError.invalidContents(file: file, field: "layout of '/\(g)'", reason: "name '\(e.name)' appears twice")
+                throw CheckpointError.invalidContents(
+                    file: file, field: "layout of '/\(g)'", reason: "name '\(e.name)' appears twice")
             }
             if e.shape.contains(where: { $0 < 0 }) || e.offset < 0 || e.offset + e.count > flat.count {
-                throw CheckpointError.invalidContents(file: file, field: "layout of '/\(g)'",
-                    reason: "entry '\(e.name)' (offset \(e.offset), shape \(e.shape)) does not fit the flat block of \(flat.count) floats")
+                throw CheckpointError.invalidContents(
+                    file: file, field: "layout of '/\(g)'",
+                    reason:
+                        "entry '\(e.name)' (offset \(e.offset), shape \(e.shape)) does not fit the flat block of \(flat.count) floats"
+                )
             }
         }
         let have = Dictionary(uniqueKeysWithValues: stored.map { ($0.name, $0) })
@@ -166,7 +188,8 @@ public final class CheckpointReader: CheckpointMetaReading {
             return .init(name: e.name, expected: e.shape, actual: i.shape)
         }
         if !missing.isEmpty || !unexpected.isEmpty || !wrong.isEmpty {
-            throw CheckpointError.layoutMismatch(file: file, group: g, missing: missing, unexpected: unexpected, wrongShapes: wrong)
+            throw CheckpointError.layoutMismatch(
+                file: file, group: g, missing: missing, unexpected: unexpected, wrongShapes: wrong)
         }
         // Layout order: the flat block is filled front to back.
         for e in layout { try readData(g, have[e.name]!, into: flat.data + e.offset) }
@@ -181,14 +204,17 @@ public final class CheckpointReader: CheckpointMetaReading {
 
     /// Reads and checks every dataset not read yet, through one scratch buffer.
     public func verifyUnread() throws {
-        let todo = groupPaths.flatMap { g in infos[g]!.filter { !verified.contains(g + "/" + $0.name) }.map { (g, $0) } }
+        let todo = groupPaths.flatMap { g in infos[g]!.filter { !verified.contains(g + "/" + $0.name) }.map { (g, $0) }
+        }
         guard let largest = todo.map({ $0.1.shape.reduce(1, *) }).max() else { return }
         let scratch = Storage(count: largest)
         for (g, i) in todo { try readData(g, i, into: scratch.base) }
     }
 
     /// True when every dataset has been read and matched its digest.
-    public var fullyVerified: Bool { infos.allSatisfy { g, l in l.allSatisfy { verified.contains(g + "/" + $0.name) } } }
+    public var fullyVerified: Bool {
+        infos.allSatisfy { g, l in l.allSatisfy { verified.contains(g + "/" + $0.name) } }
+    }
 
     /// File size in bytes, data and metadata.
     public var byteCount: Int {
@@ -226,7 +252,9 @@ public final class CheckpointReader: CheckpointMetaReading {
             }
         }
         let got = XXHash64.hash(UnsafeRawBufferPointer(start: dst, count: 4 * n))
-        if got != i.digest { throw CheckpointError.checksumMismatch(file: file, field: field, stored: i.digest, computed: got) }
+        if got != i.digest {
+            throw CheckpointError.checksumMismatch(file: file, field: field, stored: i.digest, computed: got)
+        }
         verified.insert(group + "/" + i.name)
     }
 
@@ -236,7 +264,8 @@ public final class CheckpointReader: CheckpointMetaReading {
         let g = H5Gopen2(fid, prefix.isEmpty ? "/" : "/" + prefix, leffa_h5p_default())
         if g < 0 { throw CheckpointError.unreadable(file: path, field: where_, reason: H5.lastError()) }
         defer { H5Gclose(g) }
-        let isCheckpointGroup = try !prefix.isEmpty && wrap(path, where_, try H5.attributeExists(g, CheckpointFormat.countAttribute))
+        let isCheckpointGroup =
+            try !prefix.isEmpty && wrap(path, where_, try H5.attributeExists(g, CheckpointFormat.countAttribute))
         var datasets: [Info] = []
         for name in try wrap(path, where_, try H5.linkNames(g)) {
             if prefix.isEmpty && name == CheckpointFormat.metaGroup { continue }
@@ -250,12 +279,14 @@ public final class CheckpointReader: CheckpointMetaReading {
                 try walk(path, fid, prefix: full, into: &infos)
             case H5I_DATASET:
                 guard isCheckpointGroup else {
-                    throw CheckpointError.malformed(file: path, field: "dataset '/\(full)'",
+                    throw CheckpointError.malformed(
+                        file: path, field: "dataset '/\(full)'",
                         reason: "lies in a group without the '\(CheckpointFormat.countAttribute)' attribute")
                 }
                 datasets.append(try datasetInfo(path, g, name, full))
             default:
-                throw CheckpointError.malformed(file: path, field: "'/\(full)'", reason: "neither a group nor a dataset")
+                throw CheckpointError.malformed(
+                    file: path, field: "'/\(full)'", reason: "neither a group nor a dataset")
             }
         }
         if isCheckpointGroup {
@@ -264,7 +295,8 @@ public final class CheckpointReader: CheckpointMetaReading {
                 throw CheckpointError.malformed(file: path, field: field, reason: "not an int64")
             }
             if count != datasets.count {
-                throw CheckpointError.malformed(file: path, field: field, reason: "says \(count) datasets, the group holds \(datasets.count)")
+                throw CheckpointError.malformed(
+                    file: path, field: field, reason: "says \(count) datasets, the group holds \(datasets.count)")
             }
             infos[prefix] = datasets.sorted { utf8Less($0.name, $1.name) }
         }
@@ -280,8 +312,11 @@ public final class CheckpointReader: CheckpointMetaReading {
         defer { H5Tclose(t) }
         let cls = H5Tget_class(t), size = H5Tget_size(t)
         if cls != H5T_FLOAT || size != 4 || H5Tget_order(t) != H5T_ORDER_LE {
-            throw CheckpointError.malformed(file: path, field: field,
-                reason: "type is \(H5.describe(cls, size: size, type: t))\(H5Tget_order(t) == H5T_ORDER_BE ? " big-endian" : ""), expected little-endian float32")
+            throw CheckpointError.malformed(
+                file: path, field: field,
+                reason:
+                    "type is \(H5.describe(cls, size: size, type: t))\(H5Tget_order(t) == H5T_ORDER_BE ? " big-endian" : ""), expected little-endian float32"
+            )
         }
         let s = try wrap(path, field, try H5.check(H5Dget_space(d), "get the dataspace"))
         defer { H5Sclose(s) }
@@ -292,7 +327,9 @@ public final class CheckpointReader: CheckpointMetaReading {
         return Info(name: name, shape: shape, digest: digest)
     }
 
-    private static func uint64Attribute(_ path: String, _ obj: hid_t, _ name: String, at where_: String) throws -> UInt64 {
+    private static func uint64Attribute(_ path: String, _ obj: hid_t, _ name: String, at where_: String) throws
+        -> UInt64
+    {
         let field = "attribute '\(name)' of '\(where_)'"
         guard try wrap(path, field, try H5.attributeExists(obj, name)) else {
             throw CheckpointError.malformed(file: path, field: field, reason: "missing")
@@ -300,7 +337,8 @@ public final class CheckpointReader: CheckpointMetaReading {
         do {
             return try H5.readUInt64Attribute(obj, name)
         } catch let u as H5.UnsupportedAttribute {
-            throw CheckpointError.malformed(file: path, field: field, reason: "\(u.description), expected a scalar uint64")
+            throw CheckpointError.malformed(
+                file: path, field: field, reason: "\(u.description), expected a scalar uint64")
         } catch let f as H5Failure {
             throw CheckpointError.unreadable(file: path, field: field, reason: f.message)
         }

@@ -52,8 +52,11 @@ public enum CheckpointWriter {
         var st = stat()
         if fstat(fd, &st) != 0 { throw posixError(path, "cannot stat '\(tmp)'") }
         let size = Int(st.st_size)
-        let digest = try CheckpointHeader.metadataDigest(fd, size: size, userBlock: userBlock, extents: extents, path: path)
-        let header = CheckpointHeader(version: version, userBlock: userBlock, fileSize: size, metadataDigest: digest, extents: extents).encoded()
+        let digest = try CheckpointHeader.metadataDigest(
+            fd, size: size, userBlock: userBlock, extents: extents, path: path)
+        let header = CheckpointHeader(
+            version: version, userBlock: userBlock, fileSize: size, metadataDigest: digest, extents: extents
+        ).encoded()
         let written = header.withUnsafeBytes { pwrite(fd, $0.baseAddress!, $0.count, 0) }
         if written != header.count { throw posixError(path, "cannot write the header of '\(tmp)'") }
         if fsync(fd) != 0 { throw posixError(path, "cannot fsync '\(tmp)'") }
@@ -69,17 +72,24 @@ public enum CheckpointWriter {
     /// Every problem the writer would otherwise hit half-way through the file.
     static func validate(_ c: CheckpointContents, file: String) throws {
         for (key, value) in c.meta {
-            if let why = metaProblem(key, value) { throw CheckpointError.invalidContents(file: file, field: "meta '\(key)'", reason: why) }
+            if let why = metaProblem(key, value) {
+                throw CheckpointError.invalidContents(file: file, field: "meta '\(key)'", reason: why)
+            }
         }
         let paths = c.groupPaths
         for path in paths {
-            if let why = groupPathProblem(path) { throw CheckpointError.invalidContents(file: file, field: "group '/\(path)'", reason: why) }
+            if let why = groupPathProblem(path) {
+                throw CheckpointError.invalidContents(file: file, field: "group '/\(path)'", reason: why)
+            }
             var seen = Set<String>()
             for (name, _) in c.groups[path]! {
                 let field = "/\(path)/\(name)"
-                if let why = tensorNameProblem(name) { throw CheckpointError.invalidContents(file: file, field: "dataset '\(field)'", reason: why) }
+                if let why = tensorNameProblem(name) {
+                    throw CheckpointError.invalidContents(file: file, field: "dataset '\(field)'", reason: why)
+                }
                 if !seen.insert(name).inserted {
-                    throw CheckpointError.invalidContents(file: file, field: "dataset '\(field)'", reason: "name appears twice in the group")
+                    throw CheckpointError.invalidContents(
+                        file: file, field: "dataset '\(field)'", reason: "name appears twice in the group")
                 }
             }
         }
@@ -87,10 +97,11 @@ public enum CheckpointWriter {
         // with a dataset "m" in group "optimizer".
         for path in paths {
             let parts = path.split(separator: "/").map(String.init)
-            for k in 1 ..< max(parts.count, 1) {
-                let parent = parts[0 ..< k].joined(separator: "/")
+            for k in 1..<max(parts.count, 1) {
+                let parent = parts[0..<k].joined(separator: "/")
                 if let g = c.groups[parent], g.contains(where: { $0.name == parts[k] }) {
-                    throw CheckpointError.invalidContents(file: file, field: "group '/\(path)'",
+                    throw CheckpointError.invalidContents(
+                        file: file, field: "group '/\(path)'",
                         reason: "'/\(parent)/\(parts[k])' is a dataset, it cannot also be a group")
                 }
             }
@@ -99,7 +110,9 @@ public enum CheckpointWriter {
 
     /// The HDF5 part: layout and attributes as in Checkpoints.md. Closes every object it opens.
     /// Returns the raw-data extents (absolute offset, byte length) of the non-empty datasets.
-    private static func writeHDF5(_ c: CheckpointContents, at tmp: String, version: Int64, userBlock: Int) throws -> [(offset: Int, length: Int)] {
+    private static func writeHDF5(_ c: CheckpointContents, at tmp: String, version: Int64, userBlock: Int) throws -> [(
+        offset: Int, length: Int
+    )] {
         let fapl = try H5.fileAccess()
         defer { H5Pclose(fapl) }
         let fcpl = try H5.check(H5Pcreate(leffa_h5p_file_create()), "create a file creation property list")
@@ -138,14 +151,19 @@ public enum CheckpointWriter {
                 let digest = XXHash64.hash(bytes)
                 let space = try H5.dataspace(t.shape)
                 defer { H5Sclose(space) }
-                let d = try H5.check(H5Dcreate2(g, name, leffa_h5t_ieee_f32le(), space, leffa_h5p_default(), dcpl, leffa_h5p_default()),
-                                     "create dataset '\(field)'")
+                let d = try H5.check(
+                    H5Dcreate2(g, name, leffa_h5t_ieee_f32le(), space, leffa_h5p_default(), dcpl, leffa_h5p_default()),
+                    "create dataset '\(field)'")
                 defer { H5Dclose(d) }
                 if t.count > 0 {
-                    try H5.check(H5Dwrite(d, leffa_h5t_native_float(), leffa_h5s_all(), leffa_h5s_all(), leffa_h5p_default(), t.data),
-                                 "write dataset '\(field)'")
+                    try H5.check(
+                        H5Dwrite(
+                            d, leffa_h5t_native_float(), leffa_h5s_all(), leffa_h5s_all(), leffa_h5p_default(), t.data),
+                        "write dataset '\(field)'")
                     let at = H5Dget_offset(d)
-                    if at == haddr_t.max { throw H5Failure(operation: "locate the data of '\(field)'", message: H5.lastError()) }
+                    if at == haddr_t.max {
+                        throw H5Failure(operation: "locate the data of '\(field)'", message: H5.lastError())
+                    }
                     extents.append((Int(at), 4 * t.count))
                 }
                 try H5.writeUInt64Attribute(d, CheckpointFormat.digestAttribute, digest)

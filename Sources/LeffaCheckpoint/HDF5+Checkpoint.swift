@@ -29,12 +29,14 @@ enum H5 {
     static func lastError() -> String {
         var messages: [String] = []
         withUnsafeMutablePointer(to: &messages) { list in
-            _ = H5Ewalk2(leffa_h5e_default(), H5E_WALK_UPWARD, { _, err, data in
-                if let desc = err?.pointee.desc, let data {
-                    data.assumingMemoryBound(to: [String].self).pointee.append(String(cString: desc))
-                }
-                return 0
-            }, list)
+            _ = H5Ewalk2(
+                leffa_h5e_default(), H5E_WALK_UPWARD,
+                { _, err, data in
+                    if let desc = err?.pointee.desc, let data {
+                        data.assumingMemoryBound(to: [String].self).pointee.append(String(cString: desc))
+                    }
+                    return 0
+                }, list)
         }
         _ = H5Eclear2(leffa_h5e_default())
         guard let inner = messages.first, let outer = messages.last else { return "no HDF5 error message" }
@@ -78,10 +80,15 @@ enum H5 {
     static func linkNames(_ g: hid_t) throws -> [String] {
         var names: [String] = []
         try withUnsafeMutablePointer(to: &names) { list in
-            _ = try check(leffa_h5_link_names(g, { name, data in
-                if let name, let data { data.assumingMemoryBound(to: [String].self).pointee.append(String(cString: name)) }
-                return 0
-            }, list), "list a group")
+            _ = try check(
+                leffa_h5_link_names(
+                    g,
+                    { name, data in
+                        if let name, let data {
+                            data.assumingMemoryBound(to: [String].self).pointee.append(String(cString: name))
+                        }
+                        return 0
+                    }, list), "list a group")
         }
         return names
     }
@@ -91,8 +98,9 @@ enum H5 {
         if try check(H5Lexists(parent, name, leffa_h5p_default()), "look up group '\(name)'") > 0 {
             return try check(H5Gopen2(parent, name, leffa_h5p_default()), "open group '\(name)'")
         }
-        return try check(H5Gcreate2(parent, name, leffa_h5p_default(), leffa_h5p_default(), leffa_h5p_default()),
-                         "create group '\(name)'")
+        return try check(
+            H5Gcreate2(parent, name, leffa_h5p_default(), leffa_h5p_default(), leffa_h5p_default()),
+            "create group '\(name)'")
     }
 
     // MARK: Dataspaces
@@ -122,9 +130,11 @@ enum H5 {
         func put(_ fileType: hid_t, _ memType: hid_t, _ shape: [Int], _ bytes: UnsafeRawPointer?) throws {
             let space = try dataspace(shape)
             defer { H5Sclose(space) }
-            let a = try check(H5Acreate2(obj, name, fileType, space, leffa_h5p_default(), leffa_h5p_default()), "create attribute '\(name)'")
+            let a = try check(
+                H5Acreate2(obj, name, fileType, space, leffa_h5p_default(), leffa_h5p_default()),
+                "create attribute '\(name)'")
             defer { H5Aclose(a) }
-            if shape.reduce(1, *) > 0 {   // scalars count 1; empty arrays have nothing to write
+            if shape.reduce(1, *) > 0 { // scalars count 1; empty arrays have nothing to write
                 try check(H5Awrite(a, memType, bytes), "write attribute '\(name)'")
             }
         }
@@ -132,11 +142,17 @@ enum H5 {
         case .int64(var v):
             try withUnsafeBytes(of: &v) { try put(leffa_h5t_std_i64le(), leffa_h5t_native_int64(), [], $0.baseAddress) }
         case .float64(var v):
-            try withUnsafeBytes(of: &v) { try put(leffa_h5t_ieee_f64le(), leffa_h5t_native_double(), [], $0.baseAddress) }
+            try withUnsafeBytes(of: &v) {
+                try put(leffa_h5t_ieee_f64le(), leffa_h5t_native_double(), [], $0.baseAddress)
+            }
         case .int64s(let a):
-            try a.withUnsafeBytes { try put(leffa_h5t_std_i64le(), leffa_h5t_native_int64(), [a.count], $0.baseAddress) }
+            try a.withUnsafeBytes {
+                try put(leffa_h5t_std_i64le(), leffa_h5t_native_int64(), [a.count], $0.baseAddress)
+            }
         case .uint64s(let a):
-            try a.withUnsafeBytes { try put(leffa_h5t_std_u64le(), leffa_h5t_native_uint64(), [a.count], $0.baseAddress) }
+            try a.withUnsafeBytes {
+                try put(leffa_h5t_std_u64le(), leffa_h5t_native_uint64(), [a.count], $0.baseAddress)
+            }
         case .string(let s):
             let t = try utf8StringType()
             defer { H5Tclose(t) }
@@ -152,7 +168,9 @@ enum H5 {
         var v = value
         let space = try dataspace([])
         defer { H5Sclose(space) }
-        let a = try check(H5Acreate2(obj, name, leffa_h5t_std_u64le(), space, leffa_h5p_default(), leffa_h5p_default()), "create attribute '\(name)'")
+        let a = try check(
+            H5Acreate2(obj, name, leffa_h5t_std_u64le(), space, leffa_h5p_default(), leffa_h5p_default()),
+            "create attribute '\(name)'")
         defer { H5Aclose(a) }
         try check(H5Awrite(a, leffa_h5t_native_uint64(), &v), "write attribute '\(name)'")
     }
@@ -166,10 +184,15 @@ enum H5 {
         var names: [String] = []
         var idx: hsize_t = 0
         try withUnsafeMutablePointer(to: &names) { list in
-            _ = try check(H5Aiterate2(obj, H5_INDEX_NAME, H5_ITER_INC, &idx, { _, name, _, data in
-                if let name, let data { data.assumingMemoryBound(to: [String].self).pointee.append(String(cString: name)) }
-                return 0
-            }, list), "list attributes")
+            _ = try check(
+                H5Aiterate2(
+                    obj, H5_INDEX_NAME, H5_ITER_INC, &idx,
+                    { _, name, _, data in
+                        if let name, let data {
+                            data.assumingMemoryBound(to: [String].self).pointee.append(String(cString: name))
+                        }
+                        return 0
+                    }, list), "list attributes")
         }
         return names
     }
@@ -180,8 +203,10 @@ enum H5 {
     /// Reads an attribute written by `writeAttribute` (or by h5py with the same types). Throws
     /// `UnsupportedAttribute` for any other type or shape.
     /// Opens attribute `name` of `obj` with its type and dataspace for `body`, closing all three after.
-    static func withAttribute<T>(_ obj: hid_t, _ name: String,
-                                 _ body: (_ attribute: hid_t, _ type: hid_t, _ space: hid_t) throws -> T) throws -> T {
+    static func withAttribute<T>(
+        _ obj: hid_t, _ name: String,
+        _ body: (_ attribute: hid_t, _ type: hid_t, _ space: hid_t) throws -> T
+    ) throws -> T {
         let a = try check(H5Aopen(obj, name, leffa_h5p_default()), "open attribute '\(name)'")
         defer { H5Aclose(a) }
         let type = try check(H5Aget_type(a), "get the type of attribute '\(name)'")
@@ -195,7 +220,9 @@ enum H5 {
         try withAttribute(obj, name) { a, type, space in try readAttribute(a, type, space, name) }
     }
 
-    private static func readAttribute(_ a: hid_t, _ type: hid_t, _ space: hid_t, _ name: String) throws -> CheckpointValue {
+    private static func readAttribute(_ a: hid_t, _ type: hid_t, _ space: hid_t, _ name: String) throws
+        -> CheckpointValue
+    {
         let shape = try Self.shape(ofSpace: space)
         let cls = H5Tget_class(type), size = H5Tget_size(type)
 
@@ -228,14 +255,16 @@ enum H5 {
         default:
             break
         }
-        throw UnsupportedAttribute(description: "\(describe(cls, size: size, type: type)) with shape \(shape.map { "\($0)" } ?? "null")")
+        throw UnsupportedAttribute(
+            description: "\(describe(cls, size: size, type: type)) with shape \(shape.map { "\($0)" } ?? "null")")
     }
 
     /// Reads a scalar uint64 attribute; throws `UnsupportedAttribute` for anything else.
     static func readUInt64Attribute(_ obj: hid_t, _ name: String) throws -> UInt64 {
         try withAttribute(obj, name) { a, type, space in
             let cls = H5Tget_class(type), size = H5Tget_size(type)
-            guard cls == H5T_INTEGER, size == 8, H5Tget_sign(type) == H5T_SGN_NONE, try shape(ofSpace: space) == [] else {
+            guard cls == H5T_INTEGER, size == 8, H5Tget_sign(type) == H5T_SGN_NONE, try shape(ofSpace: space) == []
+            else {
                 throw UnsupportedAttribute(description: describe(cls, size: size, type: type))
             }
             var v: UInt64 = 0

@@ -25,7 +25,9 @@ public struct AugmentConfig: Sendable, Equatable {
     public init() {}
 
     /// Whether every sample comes out unchanged.
-    public var isOff: Bool { hflip == 0 && scale == 0 && shift == 0 && brightness == 0 && contrast == 0 && saturation == 0 && hue == 0 }
+    public var isOff: Bool {
+        hflip == 0 && scale == 0 && shift == 0 && brightness == 0 && contrast == 0 && saturation == 0 && hue == 0
+    }
 
     /// The augmentation of one sample from its key. Counters: 0 flip, 1 scale, 2–3 shift x/y,
     /// 4–7 jitter factors, 8–10 jitter order: each value has its own, so switching one option on
@@ -38,9 +40,10 @@ public struct AugmentConfig: Sendable, Equatable {
             let j = Int(CounterRNG.bits(key, UInt64(8 + 3 - i)) % UInt64(i + 1))
             order.swapAt(i, j)
         }
-        return AugmentDraw(flip: hflip > 0 && u(0) < hflip, scale: 1 + sym(1, scale), shiftX: sym(2, shift), shiftY: sym(3, shift),
-                           brightness: 1 + sym(4, brightness), contrast: 1 + sym(5, contrast), saturation: 1 + sym(6, saturation),
-                           hue: sym(7, hue), jitterOrder: order)
+        return AugmentDraw(
+            flip: hflip > 0 && u(0) < hflip, scale: 1 + sym(1, scale), shiftX: sym(2, shift), shiftY: sym(3, shift),
+            brightness: 1 + sym(4, brightness), contrast: 1 + sym(5, contrast), saturation: 1 + sym(6, saturation),
+            hue: sym(7, hue), jitterOrder: order)
     }
 }
 
@@ -55,8 +58,11 @@ public struct AugmentDraw: Sendable, Equatable {
     public var hue: Float = 0
     /// The jitter operations in the order applied: 0 brightness, 1 contrast, 2 saturation, 3 hue.
     public var jitterOrder = [0, 1, 2, 3]
-    public init(flip: Bool = false, scale: Float = 1, shiftX: Float = 0, shiftY: Float = 0, brightness: Float = 1, contrast: Float = 1,
-                saturation: Float = 1, hue: Float = 0, jitterOrder: [Int] = [0, 1, 2, 3]) {
+    public init(
+        flip: Bool = false, scale: Float = 1, shiftX: Float = 0, shiftY: Float = 0, brightness: Float = 1,
+        contrast: Float = 1,
+        saturation: Float = 1, hue: Float = 0, jitterOrder: [Int] = [0, 1, 2, 3]
+    ) {
         self.flip = flip; self.scale = scale; self.shiftX = shiftX; self.shiftY = shiftY; self.brightness = brightness
         self.contrast = contrast; self.saturation = saturation; self.hue = hue; self.jitterOrder = jitterOrder
     }
@@ -139,7 +145,9 @@ struct PersonMove {
                 let x0 = Int(sx.rounded(.down)), y0 = Int(sy.rounded(.down))
                 let fx = sx - Float(x0), fy = sy - Float(y0)
                 for k in 0..<c {
-                    func at(_ yy: Int, _ xx: Int) -> Float { yy >= 0 && yy < h && xx >= 0 && xx < w ? p[k * n + yy * w + xx] : fill }
+                    func at(_ yy: Int, _ xx: Int) -> Float {
+                        yy >= 0 && yy < h && xx >= 0 && xx < w ? p[k * n + yy * w + xx] : fill
+                    }
                     let top = at(y0, x0) * (1 - fx) + at(y0, x0 + 1) * fx
                     let bottom = at(y0 + 1, x0) * (1 - fx) + at(y0 + 1, x0 + 1) * fx
                     q[k * n + oy * w + ox] = top * (1 - fy) + bottom * fy
@@ -164,7 +172,8 @@ func jittered(_ x: Tensor, _ d: AugmentDraw) -> Tensor {
     func blend(_ f: Float, toward t: (Int) -> Float) {
         for i in 0..<n {
             let a = t(i)
-            r[i] = clamp(f * r[i] + (1 - f) * a); g[i] = clamp(f * g[i] + (1 - f) * a); b[i] = clamp(f * b[i] + (1 - f) * a)
+            r[i] = clamp(f * r[i] + (1 - f) * a); g[i] = clamp(f * g[i] + (1 - f) * a);
+            b[i] = clamp(f * b[i] + (1 - f) * a)
         }
     }
     for op in d.jitterOrder {

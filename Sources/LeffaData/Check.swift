@@ -22,8 +22,10 @@ public struct CheckOptions: Sendable {
     public var aspectTolerance: Double
     public var policy: AspectPolicy
 
-    public init(decodeImages: Bool = true, expectedSize: Size? = nil, targetSize: Size? = nil,
-                aspectTolerance: Double = 0.01, policy: AspectPolicy = .centerCrop) {
+    public init(
+        decodeImages: Bool = true, expectedSize: Size? = nil, targetSize: Size? = nil,
+        aspectTolerance: Double = 0.01, policy: AspectPolicy = .centerCrop
+    ) {
         self.decodeImages = decodeImages; self.expectedSize = expectedSize; self.targetSize = targetSize
         self.aspectTolerance = aspectTolerance; self.policy = policy
     }
@@ -47,8 +49,10 @@ struct FileUse {
 extension SampleRecipe {
     /// Every file this recipe reads, person image first.
     var fileUses: [FileUse] {
-        var uses = [FileUse(field: SampleField.image, url: image, role: .picture, personAligned: true),
-                    FileUse(field: SampleField.reference, url: reference, role: .picture, personAligned: false)]
+        var uses = [
+            FileUse(field: SampleField.image, url: image, role: .picture, personAligned: true),
+            FileUse(field: SampleField.reference, url: reference, role: .picture, personAligned: false)
+        ]
         func add(_ m: MaskSource, _ field: String) {
             switch m {
             case .file(let u): uses.append(FileUse(field: field, url: u, role: .picture, personAligned: true))
@@ -57,7 +61,10 @@ extension SampleRecipe {
             }
         }
         if case .image(let u) = densepose {
-            uses.append(FileUse(field: SampleField.densepose, url: u, role: denseposeEncoding == .iuv ? .iuv : .picture, personAligned: true))
+            uses.append(
+                FileUse(
+                    field: SampleField.densepose, url: u, role: denseposeEncoding == .iuv ? .iuv : .picture,
+                    personAligned: true))
         }
         add(inpaintMask, SampleField.inpaintMask)
         add(lossMask, SampleField.lossMask)
@@ -92,14 +99,20 @@ func inspect(_ url: URL, role: FileRole, decode: Bool) -> Inspection {
             if decode { return .ok(try ImageIO.readLabels(url).size, warning: nil) }
             let info = try ImageIO.inspect(url, decode: false)
             if info.format != .png {
-                return .failed(DataError(.unsupported, path: url.path, reason: "label map is a JPEG; expected a palette or grayscale PNG"))
+                return .failed(
+                    DataError(
+                        .unsupported, path: url.path, reason: "label map is a JPEG; expected a palette or grayscale PNG"
+                    ))
             }
             return .ok(info.size, warning: nil)
         case .flow:
             let f = try SafeTensorsFile(url: url)
             let s = try f.shape(of: "flow"), v = try f.shape(of: "valid")
             guard s.count == 3, s[2] == 2, v == Array(s.prefix(2)) else {
-                return .failed(DataError(.corrupt, path: url.path, reason: "\"flow\" has shape \(s) and \"valid\" \(v); expected (H, W, 2) and (H, W)"))
+                return .failed(
+                    DataError(
+                        .corrupt, path: url.path,
+                        reason: "\"flow\" has shape \(s) and \"valid\" \(v); expected (H, W, 2) and (H, W)"))
             }
             return .ok(Size(height: s[0], width: s[1]), warning: nil)
         }
@@ -126,18 +139,23 @@ func checkRecipes(_ recipes: [SampleRecipe], options: CheckOptions) -> [DataProb
     }
 
     var problems: [DataProblem] = []
-    var reported = Set<URL>()  // per-file problems are reported once, at the first sample using the file
+    var reported = Set<URL>() // per-file problems are reported once, at the first sample using the file
     for (r, us) in zip(recipes, uses) {
         var personSize: Size? = nil
         for u in us {
-            let at = DataError(.missing, path: u.url.path, field: u.field, line: r.line, pairsFile: r.pairsFile, reason: "")
+            let at = DataError(
+                .missing, path: u.url.path, field: u.field, line: r.line, pairsFile: r.pairsFile, reason: "")
             switch results[slot[u.url]!] {
             case .missing:
-                let e = DataError(.missing, path: u.url.path, reason: "no such file").attributed(field: u.field, line: r.line, pairsFile: r.pairsFile)
+                let e = DataError(.missing, path: u.url.path, reason: "no such file").attributed(
+                    field: u.field, line: r.line, pairsFile: r.pairsFile)
                 problems.append(DataProblem(.error, e, pairIndex: r.index))
             case .failed(let err):
                 if reported.insert(u.url).inserted {
-                    problems.append(DataProblem(.error, err.attributed(field: u.field, line: r.line, pairsFile: r.pairsFile), pairIndex: r.index))
+                    problems.append(
+                        DataProblem(
+                            .error, err.attributed(field: u.field, line: r.line, pairsFile: r.pairsFile),
+                            pairIndex: r.index))
                 }
             case .ok(let size, let warning):
                 if u.field == SampleField.image { personSize = size }
@@ -161,13 +179,15 @@ func checkRecipes(_ recipes: [SampleRecipe], options: CheckOptions) -> [DataProb
                     problems.append(DataProblem(.warning, e, pairIndex: r.index))
                 }
                 if let target = options.targetSize, u.field == SampleField.image || u.field == SampleField.reference {
-                    let plan = ResizePlan(from: size, to: target, policy: options.policy, aspectTolerance: options.aspectTolerance)
+                    let plan = ResizePlan(
+                        from: size, to: target, policy: options.policy, aspectTolerance: options.aspectTolerance)
                     if !plan.isPlainResize {
                         var e = at
                         e.kind = .wrongSize
                         let a = String(format: "%.4f", size.aspect), b = String(format: "%.4f", target.aspect)
                         let tol = String(format: "%.1f", options.aspectTolerance * 100)
-                        e.reason = "aspect ratio W/H \(a) of \(size) (H×W) differs from the stage's \(b) of \(target) by more than \(tol)%; "
+                        e.reason =
+                            "aspect ratio W/H \(a) of \(size) (H×W) differs from the stage's \(b) of \(target) by more than \(tol)%; "
                             + "\(options.policy.rawValue) will be applied: \(plan)"
                         problems.append(DataProblem(.warning, e, pairIndex: r.index))
                     }

@@ -39,8 +39,10 @@ public struct DataError: Error, Equatable, Sendable, CustomStringConvertible, Lo
     /// How to recover, when there is an obvious way.
     public var hint: String?
 
-    public init(_ kind: Kind, path: String, field: String? = nil, line: Int? = nil, pairsFile: String? = nil,
-                reason: String, hint: String? = nil) {
+    public init(
+        _ kind: Kind, path: String, field: String? = nil, line: Int? = nil, pairsFile: String? = nil,
+        reason: String, hint: String? = nil
+    ) {
         self.kind = kind; self.path = path; self.field = field; self.line = line
         self.pairsFile = pairsFile; self.reason = reason; self.hint = hint
     }

@@ -31,8 +31,10 @@ extension PairedImageDataset {
 
     /// Sample `index` at `size`. Throws `.invalidRequest` for an index out of range and the
     /// loader's `DataError` (file, field, pairs-file line, what was expected) otherwise.
-    public func sample(at index: Int, size: Size, policy: AspectPolicy = .centerCrop,
-                       aspectTolerance: Double = 0.01) throws -> TrainingSample {
+    public func sample(
+        at index: Int, size: Size, policy: AspectPolicy = .centerCrop,
+        aspectTolerance: Double = 0.01
+    ) throws -> TrainingSample {
         guard index >= 0 && index < count else {
             throw DataError(.invalidRequest, path: "\(name)", reason: "sample index \(index) outside 0..<\(count)")
         }
@@ -84,9 +86,11 @@ public enum DatasetKind: String, Sendable, CaseIterable {
 /// Opens a dataset as the configuration names it. Never throws: problems are in
 /// `indexProblems` and `check()`. `pairing` does not apply to DeepFashion, `categories` only to
 /// DressCode.
-public func openDataset(_ kind: DatasetKind, root: URL, split: String = "train", pairing: Pairing = .paired,
-                        categories: [DressCodeDataset.Category] = DressCodeDataset.Category.allCases,
-                        densepose: DenseposeEncoding = .rgb) -> any PairedImageDataset {
+public func openDataset(
+    _ kind: DatasetKind, root: URL, split: String = "train", pairing: Pairing = .paired,
+    categories: [DressCodeDataset.Category] = DressCodeDataset.Category.allCases,
+    densepose: DenseposeEncoding = .rgb
+) -> any PairedImageDataset {
     switch kind {
     case .vitonHD, .synthetic:
         var d = VitonHDDataset(root: root, split: split, pairing: pairing, name: kind.rawValue)

@@ -27,22 +27,36 @@ public struct DeepFashionDataset: PairedImageDataset {
     public let pairs: [PairLine]
     public let indexProblems: [DataProblem]
 
-    public init(root: URL, split: String = "train", pairsFile: URL? = nil, imageDirectory: URL? = nil, denseposeDirectory: URL? = nil) {
+    public init(
+        root: URL, split: String = "train", pairsFile: URL? = nil, imageDirectory: URL? = nil,
+        denseposeDirectory: URL? = nil
+    ) {
         self.root = root
         self.split = split
-        let candidates = ["fasion-resize-pairs-\(split).csv", "fashion-resize-pairs-\(split).csv", "fashion-pairs-\(split).csv",
-                          "\(split)_pairs.csv", "\(split)_pairs.txt"].map { root.appendingPathComponent($0) }
+        let candidates = [
+            "fasion-resize-pairs-\(split).csv", "fashion-resize-pairs-\(split).csv", "fashion-pairs-\(split).csv",
+            "\(split)_pairs.csv", "\(split)_pairs.txt"
+        ].map { root.appendingPathComponent($0) }
         let file = pairsFile ?? firstExisting(candidates) ?? candidates[0]
         self.pairsFile = file
         self.imageDirectory = imageDirectory ?? root.appendingPathComponent(split)
-        self.denseposeDirectory = denseposeDirectory ?? [root.appendingPathComponent("\(split)_densepose"),
-                                                         root.appendingPathComponent("densepose/\(split)"),
-                                                         root.appendingPathComponent("densepose")].first(where: directoryExists)
+        self.denseposeDirectory =
+            denseposeDirectory
+            ?? [
+                root.appendingPathComponent("\(split)_densepose"),
+                root.appendingPathComponent("densepose/\(split)"),
+                root.appendingPathComponent("densepose")
+            ].first(where: directoryExists)
         var problems: [DataProblem] = []
         if pairsFile == nil && firstExisting(candidates) == nil {
-            problems.append(DataProblem(.error, DataError(.missing, path: file.path, field: "pairs file",
-                reason: "no pairs file; looked for \(candidates.map(\.lastPathComponent).joined(separator: ", "))",
-                hint: "pass pairsFile: to name it")))
+            problems.append(
+                DataProblem(
+                    .error,
+                    DataError(
+                        .missing, path: file.path, field: "pairs file",
+                        reason:
+                            "no pairs file; looked for \(candidates.map(\.lastPathComponent).joined(separator: ", "))",
+                        hint: "pass pairsFile: to name it")))
         } else {
             let parsed = PairsFile.read(file, columns: 2...3, expected: "from,to")
             problems += parsed.problems
@@ -50,8 +64,15 @@ public struct DeepFashionDataset: PairedImageDataset {
             for l in parsed.lines {
                 if l.fields.count == 3 {
                     guard Int(l.fields[0]) != nil else {
-                        problems.append(DataProblem(.error, DataError(.malformed, path: file.path, field: "pairs file", line: l.line, pairsFile: file.path,
-                            reason: "\"\(l.fields.joined(separator: ","))\" has 3 fields and the first is not an index; expected \"from,to\"")))
+                        problems.append(
+                            DataProblem(
+                                .error,
+                                DataError(
+                                    .malformed, path: file.path, field: "pairs file", line: l.line,
+                                    pairsFile: file.path,
+                                    reason:
+                                        "\"\(l.fields.joined(separator: ","))\" has 3 fields and the first is not an index; expected \"from,to\""
+                                )))
                         continue
                     }
                     lines.append(PairLine(line: l.line, fields: Array(l.fields.dropFirst())))
@@ -61,11 +82,22 @@ public struct DeepFashionDataset: PairedImageDataset {
             }
             pairs = lines
             if !directoryExists(self.imageDirectory) {
-                problems.append(DataProblem(.error, DataError(.missing, path: self.imageDirectory.path, field: "image folder", reason: "no such folder")))
+                problems.append(
+                    DataProblem(
+                        .error,
+                        DataError(
+                            .missing, path: self.imageDirectory.path, field: "image folder", reason: "no such folder")))
             }
             if self.denseposeDirectory == nil {
-                problems.append(DataProblem(.warning, DataError(.missing, path: root.appendingPathComponent("\(split)_densepose").path, field: SampleField.densepose,
-                    reason: "no densepose folder: densepose inputs are blank and the loss mask covers whole images")))
+                problems.append(
+                    DataProblem(
+                        .warning,
+                        DataError(
+                            .missing, path: root.appendingPathComponent("\(split)_densepose").path,
+                            field: SampleField.densepose,
+                            reason:
+                                "no densepose folder: densepose inputs are blank and the loss mask covers whole images")
+                    ))
             }
             indexProblems = problems
             return
@@ -86,15 +118,20 @@ public struct DeepFashionDataset: PairedImageDataset {
             if let f = firstExisting(["\(s).png", "\(s).jpg", "\(s)_iuv.png"].map { dd.appendingPathComponent($0) }) {
                 densepose = .image(f); loss = .denseposeForeground
             } else {
-                notes.append(DataError(.missing, path: dd.appendingPathComponent("\(s).png").path, field: SampleField.densepose,
-                                       line: p.line, pairsFile: pairsFile.path,
-                                       reason: "no densepose for the target; its densepose input is blank and its loss mask covers the whole image"))
+                notes.append(
+                    DataError(
+                        .missing, path: dd.appendingPathComponent("\(s).png").path, field: SampleField.densepose,
+                        line: p.line, pairsFile: pairsFile.path,
+                        reason:
+                            "no densepose for the target; its densepose input is blank and its loss mask covers the whole image"
+                    ))
             }
         }
-        return SampleRecipe(index: index, id: "\(name)/\(split)/\(source)/\(target)", line: p.line, pairsFile: pairsFile.path,
-                            image: imageDirectory.appendingPathComponent(target),
-                            reference: imageDirectory.appendingPathComponent(source),
-                            inpaintMask: .everywhere, densepose: densepose, denseposeEncoding: denseposeEncoding,
-                            lossMask: loss, notes: notes)
+        return SampleRecipe(
+            index: index, id: "\(name)/\(split)/\(source)/\(target)", line: p.line, pairsFile: pairsFile.path,
+            image: imageDirectory.appendingPathComponent(target),
+            reference: imageDirectory.appendingPathComponent(source),
+            inpaintMask: .everywhere, densepose: densepose, denseposeEncoding: denseposeEncoding,
+            lossMask: loss, notes: notes)
     }
 }

@@ -22,7 +22,9 @@ public enum DenseposeEncoding: String, Sendable, CaseIterable {
 /// convert("RGB")), the part index is the third channel, and the foreground is where it is
 /// nonzero; a part index above 24 (an RGB rendering read as IUV, or JPEG noise) is an error
 /// naming the file and the first such pixel.
-public func denseposeInput(_ img: Image, encoding: DenseposeEncoding, path: String) throws -> (input: Tensor, foreground: Tensor) {
+public func denseposeInput(_ img: Image, encoding: DenseposeEncoding, path: String) throws -> (
+    input: Tensor, foreground: Tensor
+) {
     switch encoding {
     case .rgb:
         let rgb = img.channels == 1 ? colorizeDenseposeLabels(img) : img
@@ -51,7 +53,9 @@ func validateIUV(_ iuv: Image, path: String) throws {
     precondition(iuv.channels == 3, "validateIUV: expected 3 channels, got \(iuv.channels)")
     let n = iuv.height * iuv.width
     guard let i = (0..<n).first(where: { iuv.pixels[3 * $0 + 2] > DenseposeEncoding.maxPartIndex }) else { return }
-    throw DataError(.corrupt, path: path, field: SampleField.densepose,
-                    reason: "third channel (part index I) is \(iuv.pixels[3 * i + 2]) at pixel (y \(i / iuv.width), x \(i % iuv.width)); an IUV image holds 0…\(DenseposeEncoding.maxPartIndex) there",
-                    hint: "store IUV images as PNG (JPEG changes the indices); for RGB renderings set data.densepose: rgb")
+    throw DataError(
+        .corrupt, path: path, field: SampleField.densepose,
+        reason:
+            "third channel (part index I) is \(iuv.pixels[3 * i + 2]) at pixel (y \(i / iuv.width), x \(i % iuv.width)); an IUV image holds 0…\(DenseposeEncoding.maxPartIndex) there",
+        hint: "store IUV images as PNG (JPEG changes the indices); for RGB renderings set data.densepose: rgb")
 }

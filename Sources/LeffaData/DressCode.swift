@@ -25,11 +25,19 @@ public struct DressCodeDataset: PairedImageDataset {
 
         /// Labels of the garment itself (the loss mask).
         public var garmentLabels: [UInt8] {
-            switch self { case .upperBody: [4]; case .lowerBody: [5, 6]; case .dresses: [7] }
+            switch self {
+            case .upperBody: [4];
+            case .lowerBody: [5, 6];
+            case .dresses: [7]
+            }
         }
         /// Labels a new garment of this category may cover (added to the derived inpainting mask).
         public var coveredLabels: [UInt8] {
-            switch self { case .upperBody: [14, 15]; case .lowerBody: [12, 13]; case .dresses: [12, 13, 14, 15] }
+            switch self {
+            case .upperBody: [14, 15];
+            case .lowerBody: [12, 13];
+            case .dresses: [12, 13, 14, 15]
+            }
         }
     }
     public static let headLabels: [UInt8] = [1, 2, 3, 11]
@@ -48,7 +56,9 @@ public struct DressCodeDataset: PairedImageDataset {
     let entries: [Entry]
     public let indexProblems: [DataProblem]
 
-    public init(root: URL, split: String = "train", pairing: Pairing = .paired, categories: [Category] = Category.allCases) {
+    public init(
+        root: URL, split: String = "train", pairing: Pairing = .paired, categories: [Category] = Category.allCases
+    ) {
         self.root = root
         self.split = split
         self.pairing = pairing
@@ -60,8 +70,14 @@ public struct DressCodeDataset: PairedImageDataset {
         for c in categories {
             let dir = root.appendingPathComponent(c.rawValue)
             if !directoryExists(dir) {
-                problems.append(DataProblem(.error, DataError(.missing, path: dir.path, field: "category folder", reason: "no such folder",
-                    hint: "DressCode keeps each category in its own folder (upper_body, lower_body, dresses); pass categories: to use fewer")))
+                problems.append(
+                    DataProblem(
+                        .error,
+                        DataError(
+                            .missing, path: dir.path, field: "category folder", reason: "no such folder",
+                            hint:
+                                "DressCode keeps each category in its own folder (upper_body, lower_body, dresses); pass categories: to use fewer"
+                        )))
                 continue
             }
             let own = dir.appendingPathComponent(fileName)
@@ -81,17 +97,31 @@ public struct DressCodeDataset: PairedImageDataset {
                 }
             }
             if FileManager.default.fileExists(atPath: rootFile.path) {
-                for l in rootList!.lines where Self.category(l.fields[2]) == c { entries.append(Entry(category: c, line: l, pairsFile: rootFile)) }
+                for l in rootList!.lines where Self.category(l.fields[2]) == c {
+                    entries.append(Entry(category: c, line: l, pairsFile: rootFile))
+                }
             } else {
-                problems.append(DataProblem(.error, DataError(.missing, path: own.path, field: "pairs file", reason: "no such file (nor \(rootFile.path))",
-                    hint: "expected a pair list with lines \"ID_0.jpg ID_1.jpg\"")))
+                problems.append(
+                    DataProblem(
+                        .error,
+                        DataError(
+                            .missing, path: own.path, field: "pairs file",
+                            reason: "no such file (nor \(rootFile.path))",
+                            hint: "expected a pair list with lines \"ID_0.jpg ID_1.jpg\"")))
             }
         }
         // Root-level lines whose category column is not a known category.
         if let rl = rootList {
             for l in rl.lines where Self.category(l.fields[2]) == nil {
-                problems.append(DataProblem(.error, DataError(.malformed, path: rootFile.path, field: "pairs file", line: l.line, pairsFile: rootFile.path,
-                    reason: "unknown category \"\(l.fields[2])\"; expected upper_body, lower_body, dresses (or 0, 1, 2)")))
+                problems.append(
+                    DataProblem(
+                        .error,
+                        DataError(
+                            .malformed, path: rootFile.path, field: "pairs file", line: l.line,
+                            pairsFile: rootFile.path,
+                            reason:
+                                "unknown category \"\(l.fields[2])\"; expected upper_body, lower_body, dresses (or 0, 1, 2)"
+                        )))
             }
         }
         self.entries = entries
@@ -114,25 +144,33 @@ public struct DressCodeDataset: PairedImageDataset {
         let dir = root.appendingPathComponent(e.category.rawValue)
         let person = e.line.fields[0]
         let id = Self.sampleID(person)
-        let cloth = pairing == .paired ? "\(id)_1.\(ext(e.line.fields[1]).isEmpty ? "jpg" : ext(e.line.fields[1]))" : e.line.fields[1]
+        let cloth =
+            pairing == .paired
+            ? "\(id)_1.\(ext(e.line.fields[1]).isEmpty ? "jpg" : ext(e.line.fields[1]))" : e.line.fields[1]
         let labels = dir.appendingPathComponent("label_maps/\(id)_4.png")
 
         let maskCandidates = ["agnostic_masks", "masks", "mask"].flatMap { d in
             ["png", "jpg"].map { dir.appendingPathComponent("\(d)/\(id)_0.\($0)") }
         }
-        let inpaint: MaskSource = firstExisting(maskCandidates).map { .file($0) }
-            ?? .labels(labels, include: e.category.garmentLabels + e.category.coveredLabels,
-                       dilate: Self.derivedMaskDilation, exclude: Self.headLabels)
-        let dense = firstExisting([dir.appendingPathComponent("image-densepose/\(id)_0.jpg"),
-                                   dir.appendingPathComponent("image-densepose/\(id)_0.png"),
-                                   dir.appendingPathComponent("dense/\(id)_5.png")])
+        let inpaint: MaskSource =
+            firstExisting(maskCandidates).map { .file($0) }
+            ?? .labels(
+                labels, include: e.category.garmentLabels + e.category.coveredLabels,
+                dilate: Self.derivedMaskDilation, exclude: Self.headLabels)
+        let dense =
+            firstExisting([
+                dir.appendingPathComponent("image-densepose/\(id)_0.jpg"),
+                dir.appendingPathComponent("image-densepose/\(id)_0.png"),
+                dir.appendingPathComponent("dense/\(id)_5.png")
+            ])
             ?? dir.appendingPathComponent("dense/\(id)_5.png")
-        return SampleRecipe(index: index, id: "\(name)/\(e.category.rawValue)/\(split)/\(person)/\(cloth)",
-                            line: e.line.line, pairsFile: e.pairsFile.path,
-                            image: dir.appendingPathComponent("images/\(person)"),
-                            reference: dir.appendingPathComponent("images/\(cloth)"),
-                            inpaintMask: inpaint, densepose: .image(dense), denseposeEncoding: denseposeEncoding,
-                            lossMask: .labels(labels, include: e.category.garmentLabels, dilate: 0, exclude: []))
+        return SampleRecipe(
+            index: index, id: "\(name)/\(e.category.rawValue)/\(split)/\(person)/\(cloth)",
+            line: e.line.line, pairsFile: e.pairsFile.path,
+            image: dir.appendingPathComponent("images/\(person)"),
+            reference: dir.appendingPathComponent("images/\(cloth)"),
+            inpaintMask: inpaint, densepose: .image(dense), denseposeEncoding: denseposeEncoding,
+            lossMask: .labels(labels, include: e.category.garmentLabels, dilate: 0, exclude: []))
     }
 
     /// "048392_0.jpg" → "048392".

@@ -18,8 +18,9 @@ public struct GroundTruthFlow: Sendable {
     public var valid: Tensor
 
     public init(flow: Tensor, valid: Tensor) {
-        shapeCheck(flow.rank == 3 && flow.dim(2) == 2 && valid.shape == Array(flow.shape.prefix(2)),
-                   "GroundTruthFlow", flow.shape, valid.shape, expected: "(H, W, 2) and (H, W)")
+        shapeCheck(
+            flow.rank == 3 && flow.dim(2) == 2 && valid.shape == Array(flow.shape.prefix(2)),
+            "GroundTruthFlow", flow.shape, valid.shape, expected: "(H, W, 2) and (H, W)")
         self.flow = flow; self.valid = valid
     }
 
@@ -37,13 +38,16 @@ public struct GroundTruthFlow: Sendable {
         do {
             let flow = try file.tensor("flow"), valid = try file.tensor("valid")
             guard flow.rank == 3, flow.dim(2) == 2, valid.shape == Array(flow.shape.prefix(2)) else {
-                throw DataError(.corrupt, path: url.path, field: SampleField.flow,
-                                reason: "\"flow\" has shape \(flow.shape) and \"valid\" \(valid.shape); expected (H, W, 2) and (H, W)")
+                throw DataError(
+                    .corrupt, path: url.path, field: SampleField.flow,
+                    reason:
+                        "\"flow\" has shape \(flow.shape) and \"valid\" \(valid.shape); expected (H, W, 2) and (H, W)")
             }
             let g = GroundTruthFlow(flow: flow, valid: valid)
             if let expected, g.size != expected {
-                throw DataError(.wrongSize, path: url.path, field: SampleField.flow,
-                                reason: "is \(g.size), expected \(expected) like the person image")
+                throw DataError(
+                    .wrongSize, path: url.path, field: SampleField.flow,
+                    reason: "is \(g.size), expected \(expected) like the person image")
             }
             return g
         } catch let e as SafeTensorsError {
@@ -61,8 +65,9 @@ public struct GroundTruthFlow: Sendable {
     /// moved into the resized reference's coordinates (`reference` plan).
     /// Returns flow (H', W', 2) and valid (1, H', W').
     public func resampled(person: ResizePlan, reference: ResizePlan) -> (flow: Tensor, valid: Tensor) {
-        shapeCheck(person.source == size, "GroundTruthFlow.resampled", [size.height, size.width],
-                   [person.source.height, person.source.width], expected: "the person plan to start from the flow's size")
+        shapeCheck(
+            person.source == size, "GroundTruthFlow.resampled", [size.height, size.width],
+            [person.source.height, person.source.width], expected: "the person plan to start from the flow's size")
         let h = size.height, w = size.width, n = h * w
         if person.isIdentity && reference.isIdentity { return (flow.copy(), valid.copy().reshaped([1, h, w])) }
         let planar = Tensor(zeros: [2, h, w])

@@ -13,8 +13,12 @@ extension Image {
         guard box > 0, height > 0, width > 0 else { return self }
         var planes = (0..<channels).map { c in (0..<height * width).map { UInt32(pixels[$0 * channels + c]) } }
         for c in 0..<channels {
-            for _ in 0..<passes { Self.blurLines(&planes[c], count: height, length: width, stride: 1, lineStride: width, radius: box) }
-            for _ in 0..<passes { Self.blurLines(&planes[c], count: width, length: height, stride: width, lineStride: 1, radius: box) }
+            for _ in 0..<passes {
+                Self.blurLines(&planes[c], count: height, length: width, stride: 1, lineStride: width, radius: box)
+            }
+            for _ in 0..<passes {
+                Self.blurLines(&planes[c], count: width, length: height, stride: width, lineStride: 1, radius: box)
+            }
         }
         var out = pixels
         for c in 0..<channels { for i in 0..<height * width { out[i * channels + c] = UInt8(planes[c][i]) } }
@@ -45,7 +49,7 @@ extension Image {
             for k in 0..<length { line[k] = v[base + k * stride] }
             func at(_ k: Int) -> UInt32 { line[min(max(k, 0), length - 1)] }
             var acc: UInt32 = 0
-            for k in -r...r { acc += at(k - 1) }   // the window of x = −1, moved on by one each x
+            for k in -r...r { acc += at(k - 1) } // the window of x = −1, moved on by one each x
             for x in 0..<length {
                 acc = acc + at(x + r) - at(x - r - 1)
                 let bulk = acc &* ww &+ (at(x - r - 1) + at(x + r + 1)) &* fw

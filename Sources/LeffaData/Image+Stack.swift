@@ -10,7 +10,11 @@ extension Image {
         var px = [UInt8](repeating: 255, count: h * w * 3)
         var x0 = 0
         for im in rgb {
-            for y in 0..<im.height { for x in 0..<im.width { for c in 0..<3 { px[(y * w + x0 + x) * 3 + c] = im.pixels[(y * im.width + x) * 3 + c] } } }
+            for y in 0..<im.height {
+                for x in 0..<im.width {
+                    for c in 0..<3 { px[(y * w + x0 + x) * 3 + c] = im.pixels[(y * im.width + x) * 3 + c] }
+                }
+            }
             x0 += im.width + gap
         }
         return Image(height: h, width: w, channels: 3, pixels: px)
@@ -24,7 +28,11 @@ extension Image {
         var px = [UInt8](repeating: 255, count: h * w * 3)
         var y0 = 0
         for im in rgb {
-            for y in 0..<im.height { for x in 0..<im.width { for c in 0..<3 { px[((y0 + y) * w + x) * 3 + c] = im.pixels[(y * im.width + x) * 3 + c] } } }
+            for y in 0..<im.height {
+                for x in 0..<im.width {
+                    for c in 0..<3 { px[((y0 + y) * w + x) * 3 + c] = im.pixels[(y * im.width + x) * 3 + c] }
+                }
+            }
             y0 += im.height + gap
         }
         return Image(height: h, width: w, channels: 3, pixels: px)

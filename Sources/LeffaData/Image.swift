@@ -22,15 +22,17 @@ public struct Image: Equatable, Sendable {
 
     public init(height: Int, width: Int, channels: Int, pixels: [UInt8]) {
         precondition(channels == 1 || channels == 3, "Image: channels must be 1 or 3, got \(channels)")
-        precondition(height >= 0 && width >= 0 && pixels.count == height * width * channels,
-                     "Image: \(pixels.count) bytes do not fill \(height)×\(width)×\(channels)")
+        precondition(
+            height >= 0 && width >= 0 && pixels.count == height * width * channels,
+            "Image: \(pixels.count) bytes do not fill \(height)×\(width)×\(channels)")
         self.height = height; self.width = width; self.channels = channels; self.pixels = pixels
     }
 
     /// Every pixel set to `fill` in every channel.
     public init(height: Int, width: Int, channels: Int, fill: UInt8 = 0) {
-        self.init(height: height, width: width, channels: channels,
-                  pixels: [UInt8](repeating: fill, count: height * width * channels))
+        self.init(
+            height: height, width: width, channels: channels,
+            pixels: [UInt8](repeating: fill, count: height * width * channels))
     }
 
     public var size: Size { Size(height: height, width: width) }
@@ -54,7 +56,8 @@ public struct Image: Equatable, Sendable {
                     for i in 0..<n { let v = src[i]; dst[3 * i] = v; dst[3 * i + 1] = v; dst[3 * i + 2] = v }
                 } else {
                     for i in 0..<n {
-                        let l = 19595 * Int(src[3 * i]) + 38470 * Int(src[3 * i + 1]) + 7471 * Int(src[3 * i + 2]) + 0x8000
+                        let l =
+                            19595 * Int(src[3 * i]) + 38470 * Int(src[3 * i + 1]) + 7471 * Int(src[3 * i + 2]) + 0x8000
                         dst[i] = UInt8(l >> 16)
                     }
                 }
@@ -91,8 +94,9 @@ public struct Image: Equatable, Sendable {
     /// rounded to nearest and clamped (what sample images and flow renderings need).
     public init(tensor t: Tensor, range: PixelRange = .signed) {
         let s = t.rank == 4 ? Array(t.shape.dropFirst()) : t.shape
-        shapeCheck(s.count == 3 && (s[0] == 1 || s[0] == 3) && (t.rank == 3 || t.shape[0] == 1),
-                   "Image(tensor:)", t.shape, expected: "(C, H, W) or (1, C, H, W) with C = 1 or 3")
+        shapeCheck(
+            s.count == 3 && (s[0] == 1 || s[0] == 3) && (t.rank == 3 || t.shape[0] == 1),
+            "Image(tensor:)", t.shape, expected: "(C, H, W) or (1, C, H, W) with C = 1 or 3")
         let c = s[0], h = s[1], w = s[2], n = h * w, p = t.data
         var out = [UInt8](repeating: 0, count: n * c)
         out.withUnsafeMutableBufferPointer { dst in

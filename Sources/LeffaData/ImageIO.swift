@@ -55,12 +55,15 @@ public enum ImageIO {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 {
             let e = errno
-            throw DataError(e == ENOENT || e == ENOTDIR ? .missing : .unreadable, path: path,
-                            reason: e == ENOENT || e == ENOTDIR ? "no such file" : "cannot open: \(String(cString: strerror(e)))")
+            throw DataError(
+                e == ENOENT || e == ENOTDIR ? .missing : .unreadable, path: path,
+                reason: e == ENOENT || e == ENOTDIR ? "no such file" : "cannot open: \(String(cString: strerror(e)))")
         }
         defer { close(fd) }
         var st = stat()
-        if fstat(fd, &st) != 0 { throw DataError(.unreadable, path: path, reason: "cannot stat: \(String(cString: strerror(errno)))") }
+        if fstat(fd, &st) != 0 {
+            throw DataError(.unreadable, path: path, reason: "cannot stat: \(String(cString: strerror(errno)))")
+        }
         if (st.st_mode & S_IFMT) != S_IFREG { throw DataError(.unreadable, path: path, reason: "not a regular file") }
         let size = Int(st.st_size)
         var bytes = [UInt8](repeating: 0, count: size)
@@ -68,7 +71,10 @@ public enum ImageIO {
         try bytes.withUnsafeMutableBytes { buf in
             while got < size {
                 let r = posixRead(fd, buf.baseAddress! + got, size - got)
-                if r < 0 { if errno == EINTR { continue }; throw DataError(.unreadable, path: path, reason: "read failed: \(String(cString: strerror(errno)))") }
+                if r < 0 {
+                    if errno == EINTR { continue };
+                    throw DataError(.unreadable, path: path, reason: "read failed: \(String(cString: strerror(errno)))")
+                }
                 if r == 0 { break }
                 got += r
             }
@@ -82,20 +88,25 @@ public enum ImageIO {
     public static func writeBytes(_ bytes: [UInt8], to url: URL) throws {
         let dir = url.deletingLastPathComponent()
         try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0 ... .max))").path
+        let tmp = dir.appendingPathComponent(
+            ".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0 ... .max))"
+        ).path
         guard let f = fopen(tmp, "wb") else {
-            throw DataError(.unreadable, path: url.path, reason: "cannot create '\(tmp)': \(String(cString: strerror(errno)))")
+            throw DataError(
+                .unreadable, path: url.path, reason: "cannot create '\(tmp)': \(String(cString: strerror(errno)))")
         }
         let ok = bytes.isEmpty || fwrite(bytes, 1, bytes.count, f) == bytes.count
         let closed = fclose(f) == 0
         if !ok || !closed {
             unlink(tmp)
-            throw DataError(.unreadable, path: url.path, reason: "cannot write '\(tmp)': \(String(cString: strerror(errno)))")
+            throw DataError(
+                .unreadable, path: url.path, reason: "cannot write '\(tmp)': \(String(cString: strerror(errno)))")
         }
         if rename(tmp, url.path) != 0 {
             let e = errno
             unlink(tmp)
-            throw DataError(.unreadable, path: url.path, reason: "cannot rename into place: \(String(cString: strerror(e)))")
+            throw DataError(
+                .unreadable, path: url.path, reason: "cannot rename into place: \(String(cString: strerror(e)))")
         }
     }
 
@@ -113,7 +124,9 @@ public enum ImageIO {
 
     /// Decodes bytes; `path` only names the source in errors.
     public static func decode(_ bytes: [UInt8], channels: Int = 3, path: String = "<memory>") throws -> Image {
-        precondition(channels == 0 || channels == 1 || channels == 3, "ImageIO.decode: channels must be 0, 1 or 3, got \(channels)")
+        precondition(
+            channels == 0 || channels == 1 || channels == 3,
+            "ImageIO.decode: channels must be 0, 1 or 3, got \(channels)")
         let stored: Image
         switch try format(bytes, path: path) {
         case .png: stored = try readPNG(bytes, labels: false, headerOnly: false, path: path).image!
@@ -143,7 +156,10 @@ public enum ImageIO {
         let bytes = try readBytes(url)
         let path = url.path
         guard try format(bytes, path: path) == .png else {
-            throw DataError(.unsupported, path: path, reason: "label map is a JPEG; expected a palette or grayscale PNG (JPEG compression changes label values)")
+            throw DataError(
+                .unsupported, path: path,
+                reason:
+                    "label map is a JPEG; expected a palette or grayscale PNG (JPEG compression changes label values)")
         }
         return try readPNG(bytes, labels: true, headerOnly: false, path: path).image!
     }
@@ -158,7 +174,9 @@ public enum ImageIO {
     }
 
     private static func pngError(_ img: UnsafeMutablePointer<png_image>, path: String) -> DataError {
-        let msg = withUnsafeBytes(of: img.pointee.message) { raw in String(cString: raw.bindMemory(to: CChar.self).baseAddress!) }
+        let msg = withUnsafeBytes(of: img.pointee.message) { raw in
+            String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+        }
         return DataError(.corrupt, path: path, reason: "PNG: \(msg.isEmpty ? "decoding failed" : msg)")
     }
 
@@ -166,7 +184,8 @@ public enum ImageIO {
     /// 3), or with `labels` the stored values of a palette or gray label map. `image` is nil when
     /// `headerOnly`. An RGB label map is `.unsupported`; anything libpng refuses is `.corrupt`.
     private static func readPNG(_ bytes: [UInt8], labels: Bool, headerOnly: Bool, path: String) throws
-        -> (image: Image?, size: Size, channels: Int) {
+        -> (image: Image?, size: Size, channels: Int)
+    {
         var out: UnsafeMutablePointer<UInt8>? = nil
         var h: Int32 = 0, w: Int32 = 0, c: Int32 = 0
         var err = [CChar](repeating: 0, count: 256)
@@ -176,8 +195,9 @@ public enum ImageIO {
         }
         if rc != 0 {
             let msg = String(cString: err)
-            throw DataError(msg.contains("RGB image") ? .unsupported : .corrupt, path: path,
-                            reason: "PNG: \(msg.isEmpty ? "decoding failed" : msg)")
+            throw DataError(
+                msg.contains("RGB image") ? .unsupported : .corrupt, path: path,
+                reason: "PNG: \(msg.isEmpty ? "decoding failed" : msg)")
         }
         let size = Size(height: Int(h), width: Int(w))
         guard let out else { return (nil, size, Int(c)) }
@@ -189,13 +209,15 @@ public enum ImageIO {
     /// A JPEG through the CJPEG shim in the file's own channels (1 for gray, 3 for YCbCr, RGB,
     /// CMYK and YCCK); `image` is nil when `headerOnly`.
     private static func decodeJPEG(_ bytes: [UInt8], headerOnly: Bool, path: String) throws
-        -> (image: Image?, size: Size, channels: Int, warning: String?) {
+        -> (image: Image?, size: Size, channels: Int, warning: String?)
+    {
         var out: UnsafeMutablePointer<UInt8>? = nil
         var h: Int32 = 0, w: Int32 = 0, c: Int32 = 0, warnings: Int32 = 0
         var warn = [CChar](repeating: 0, count: 256), err = [CChar](repeating: 0, count: 256)
         let rc = bytes.withUnsafeBufferPointer { b in
-            leffa_jpeg_decode(b.baseAddress, b.count, headerOnly ? 1 : 0,
-                              &out, &h, &w, &c, &warnings, &warn, &err, 256)
+            leffa_jpeg_decode(
+                b.baseAddress, b.count, headerOnly ? 1 : 0,
+                &out, &h, &w, &c, &warnings, &warn, &err, 256)
         }
         if rc != 0 {
             let msg = String(cString: err)
@@ -206,8 +228,9 @@ public enum ImageIO {
         let warning = warnings > 0 ? "JPEG: \(String(cString: warn))" : nil
         guard let out else { return (nil, size, Int(c), warning) }
         defer { free(out) }
-        let image = Image(height: Int(h), width: Int(w), channels: Int(c),
-                          pixels: Array(UnsafeBufferPointer(start: out, count: Int(h) * Int(w) * Int(c))))
+        let image = Image(
+            height: Int(h), width: Int(w), channels: Int(c),
+            pixels: Array(UnsafeBufferPointer(start: out, count: Int(h) * Int(w) * Int(c))))
         return (image, size, Int(c), warning)
     }
 
@@ -215,26 +238,32 @@ public enum ImageIO {
 
     /// A PNG of the image (8-bit gray or RGB, lossless).
     public static func encodePNG(_ image: Image) throws -> [UInt8] {
-        try writePNG(width: image.width, height: image.height,
-                     format: image.channels == 3 ? leffa_png_format_rgb() : leffa_png_format_gray(),
-                     pixels: image.pixels, stride: image.width * image.channels, colormap: nil)
+        try writePNG(
+            width: image.width, height: image.height,
+            format: image.channels == 3 ? leffa_png_format_rgb() : leffa_png_format_gray(),
+            pixels: image.pixels, stride: image.width * image.channels, colormap: nil)
     }
 
     /// A palette PNG: `indices` (one channel) index `palette` (RGB triples, at most 256). This is
     /// how VITON-HD stores its parsing maps; `readLabels` returns the indices unchanged.
     public static func encodePalettePNG(indices: Image, palette: [(UInt8, UInt8, UInt8)]) throws -> [UInt8] {
         precondition(indices.channels == 1, "encodePalettePNG: indices must have one channel, got \(indices.channels)")
-        precondition(!palette.isEmpty && palette.count <= 256, "encodePalettePNG: palette needs 1…256 colours, got \(palette.count)")
+        precondition(
+            !palette.isEmpty && palette.count <= 256,
+            "encodePalettePNG: palette needs 1…256 colours, got \(palette.count)")
         if let m = indices.pixels.max(), Int(m) >= palette.count {
             preconditionFailure("encodePalettePNG: index \(m) outside a palette of \(palette.count)")
         }
-        return try writePNG(width: indices.width, height: indices.height, format: leffa_png_format_rgb_colormap(),
-                            pixels: indices.pixels, stride: indices.width, colormap: palette.flatMap { [$0.0, $0.1, $0.2] })
+        return try writePNG(
+            width: indices.width, height: indices.height, format: leffa_png_format_rgb_colormap(),
+            pixels: indices.pixels, stride: indices.width, colormap: palette.flatMap { [$0.0, $0.1, $0.2] })
     }
 
     /// Sizes, then writes, the PNG in memory. Each call gets a fresh heap png_image: libpng keeps
     /// pointers to it (its error handler writes the message into it), so it is never copied.
-    private static func writePNG(width: Int, height: Int, format: UInt32, pixels: [UInt8], stride: Int, colormap: [UInt8]?) throws -> [UInt8] {
+    private static func writePNG(
+        width: Int, height: Int, format: UInt32, pixels: [UInt8], stride: Int, colormap: [UInt8]?
+    ) throws -> [UInt8] {
         func attempt(_ out: UnsafeMutableRawPointer?, _ size: inout Int) throws -> Bool {
             let img = UnsafeMutablePointer<png_image>.allocate(capacity: 1)
             img.initialize(to: png_image())
@@ -245,7 +274,8 @@ public enum ImageIO {
             img.pointee.colormap_entries = UInt32((colormap?.count ?? 0) / 3)
             let ok = pixels.withUnsafeBytes { p in
                 (colormap ?? []).withUnsafeBytes { m in
-                    png_image_write_to_memory(img, out, &size, 0, p.baseAddress, Int32(stride), colormap == nil ? nil : m.baseAddress)
+                    png_image_write_to_memory(
+                        img, out, &size, 0, p.baseAddress, Int32(stride), colormap == nil ? nil : m.baseAddress)
                 }
             }
             if ok == 0 && (out != nil || size == 0) { throw pngError(img, path: "<PNG encoder>") }
@@ -267,8 +297,9 @@ public enum ImageIO {
         var size: UInt = 0
         var err = [CChar](repeating: 0, count: 256)
         let rc = image.pixels.withUnsafeBufferPointer { p in
-            leffa_jpeg_encode(p.baseAddress, Int32(image.height), Int32(image.width), Int32(image.channels),
-                              Int32(quality), &out, &size, &err, 256)
+            leffa_jpeg_encode(
+                p.baseAddress, Int32(image.height), Int32(image.width), Int32(image.channels),
+                Int32(quality), &out, &size, &err, 256)
         }
         if rc != 0 { throw DataError(.unsupported, path: "<JPEG encoder>", reason: "JPEG: \(String(cString: err))") }
         defer { free(out) }
@@ -278,8 +309,10 @@ public enum ImageIO {
     /// Encodes in `format` (default: from the extension — .png or .jpg/.jpeg) and writes atomically.
     public static func write(_ image: Image, to url: URL, format: ImageFormat? = nil, quality: Int = 95) throws {
         guard let f = format ?? ImageFormat.fromExtension(url) else {
-            throw DataError(.unsupported, path: url.path, reason: "cannot tell the image format from extension '.\(url.pathExtension)'",
-                            hint: "use .png, .jpg or .jpeg, or pass format:")
+            throw DataError(
+                .unsupported, path: url.path,
+                reason: "cannot tell the image format from extension '.\(url.pathExtension)'",
+                hint: "use .png, .jpg or .jpeg, or pass format:")
         }
         let bytes: [UInt8]
         do {

@@ -8,7 +8,8 @@ public struct ImageSize: Equatable, Sendable, CustomStringConvertible {
     public init?(parsing text: String) {
         let parts = text.lowercased().split(separator: "x", omittingEmptySubsequences: false)
         guard parts.count == 2, let h = Int(parts[0].trimmingCharacters(in: .whitespaces)),
-              let w = Int(parts[1].trimmingCharacters(in: .whitespaces)), h > 0, w > 0 else { return nil }
+            let w = Int(parts[1].trimmingCharacters(in: .whitespaces)), h > 0, w > 0
+        else { return nil }
         height = h; width = w
     }
 

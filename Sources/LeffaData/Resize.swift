@@ -34,9 +34,11 @@ public struct ResizePlan: Equatable, Sendable, CustomStringConvertible {
     public let offsetY: Int
     public let offsetX: Int
 
-    public init(from source: Size, to target: Size, policy: AspectPolicy = .centerCrop, aspectTolerance: Double = 0.01) {
-        precondition(source.height > 0 && source.width > 0 && target.height > 0 && target.width > 0,
-                     "ResizePlan: empty size \(source) → \(target)")
+    public init(from source: Size, to target: Size, policy: AspectPolicy = .centerCrop, aspectTolerance: Double = 0.01)
+    {
+        precondition(
+            source.height > 0 && source.width > 0 && target.height > 0 && target.width > 0,
+            "ResizePlan: empty size \(source) → \(target)")
         self.source = source
         self.target = target
         let ratio = source.aspect / target.aspect
@@ -47,8 +49,11 @@ public struct ResizePlan: Equatable, Sendable, CustomStringConvertible {
         let sy = Double(target.height) / Double(source.height), sx = Double(target.width) / Double(source.width)
         let s = policy == .centerCrop ? max(sy, sx) : min(sy, sx)
         var h = Int((Double(source.height) * s).rounded()), w = Int((Double(source.width) * s).rounded())
-        if policy == .centerCrop { h = max(h, target.height); w = max(w, target.width) }
-        else { h = max(1, min(h, target.height)); w = max(1, min(w, target.width)) }
+        if policy == .centerCrop {
+            h = max(h, target.height); w = max(w, target.width)
+        } else {
+            h = max(1, min(h, target.height)); w = max(1, min(w, target.width))
+        }
         scaled = Size(height: h, width: w)
         offsetY = (h - target.height) >= 0 ? (h - target.height) / 2 : -((target.height - h) / 2)
         offsetX = (w - target.width) >= 0 ? (w - target.width) / 2 : -((target.width - w) / 2)
@@ -60,7 +65,8 @@ public struct ResizePlan: Equatable, Sendable, CustomStringConvertible {
     public var isIdentity: Bool { source == target && isPlainResize }
 
     public var description: String {
-        isPlainResize ? "resize \(source) → \(target)"
+        isPlainResize
+            ? "resize \(source) → \(target)"
             : "resize \(source) → \(scaled), window \(target) at (\(offsetY), \(offsetX))"
     }
 
@@ -69,12 +75,14 @@ public struct ResizePlan: Equatable, Sendable, CustomStringConvertible {
     /// normalised coordinates. How ground-truth flows follow their cloth image through a resize.
     public func mapNormalized(x: Float, y: Float) -> (x: Float, y: Float) {
         func map(_ v: Float, _ n: Int, _ scaled: Int, _ off: Int, _ out: Int) -> Float {
-            let edge = (v + 1) / 2 * Float(n - 1) + 0.5            // source, pixel-edge units
+            let edge = (v + 1) / 2 * Float(n - 1) + 0.5 // source, pixel-edge units
             let t = edge * Float(scaled) / Float(n) - Float(off) - 0.5 // target, pixel-centre units
             return out > 1 ? 2 * t / Float(out - 1) - 1 : 0
         }
-        return (map(x, source.width, scaled.width, offsetX, target.width),
-                map(y, source.height, scaled.height, offsetY, target.height))
+        return (
+            map(x, source.width, scaled.width, offsetX, target.width),
+            map(y, source.height, scaled.height, offsetY, target.height)
+        )
     }
 
     // MARK: Sampling tables
@@ -84,9 +92,11 @@ public struct ResizePlan: Equatable, Sendable, CustomStringConvertible {
     struct Taps { var i0: [Int32]; var i1: [Int32]; var w1: [Float] }
 
     static func taps(_ n: Int, scaled: Int, offset: Int, out: Int, _ mode: Interpolation) -> Taps {
-        var t = Taps(i0: .init(repeating: -1, count: out), i1: .init(repeating: -1, count: out), w1: .init(repeating: 0, count: out))
+        var t = Taps(
+            i0: .init(repeating: -1, count: out), i1: .init(repeating: -1, count: out),
+            w1: .init(repeating: 0, count: out))
         for o in 0..<out {
-            let d = o + offset  // index in the scaled image
+            let d = o + offset // index in the scaled image
             if d < 0 || d >= scaled { continue }
             switch mode {
             case .nearest:
@@ -105,8 +115,9 @@ public struct ResizePlan: Equatable, Sendable, CustomStringConvertible {
 /// Resamples the last two dimensions of `x` (…, h, w) — h×w must be `plan.source` — to
 /// `plan.target`. Pixels outside the scaled image (padding) get `fill`. No autograd.
 public func resize(_ x: Tensor, plan: ResizePlan, mode: Interpolation, fill: Float = 0) -> Tensor {
-    shapeCheck(x.rank >= 2 && x.dim(-2) == plan.source.height && x.dim(-1) == plan.source.width,
-               "resize", x.shape, expected: "(…, \(plan.source.height), \(plan.source.width)) for \(plan)")
+    shapeCheck(
+        x.rank >= 2 && x.dim(-2) == plan.source.height && x.dim(-1) == plan.source.width,
+        "resize", x.shape, expected: "(…, \(plan.source.height), \(plan.source.width)) for \(plan)")
     if plan.isIdentity { return x.detached().copy() }
     let h = plan.source.height, w = plan.source.width, H = plan.target.height, W = plan.target.width
     let planes = x.count / (h * w)
@@ -114,25 +125,34 @@ public func resize(_ x: Tensor, plan: ResizePlan, mode: Interpolation, fill: Flo
     let tx = ResizePlan.taps(w, scaled: plan.scaled.width, offset: plan.offsetX, out: W, mode)
     let out = Tensor(zeros: Array(x.shape.dropLast(2)) + [H, W])
     let src = x.data, dst = out.data
-    ty.i0.withUnsafeBufferPointer { y0 in ty.i1.withUnsafeBufferPointer { y1 in ty.w1.withUnsafeBufferPointer { wy in
-    tx.i0.withUnsafeBufferPointer { x0 in tx.i1.withUnsafeBufferPointer { x1 in tx.w1.withUnsafeBufferPointer { wx in
-        Parallel.for(planes * H, grain: max(1, 16384 / max(W, 1))) { rows in
-            for r in rows {
-                let p = r / H, o = r % H
-                let q = dst + r * W
-                guard y0[o] >= 0 else { q.update(repeating: fill, count: W); continue }
-                let a = src + p * h * w + Int(y0[o]) * w, b = src + p * h * w + Int(y1[o]) * w
-                let v = wy[o], u = 1 - v
-                for j in 0..<W {
-                    let c0 = Int(x0[j])
-                    if c0 < 0 { q[j] = fill; continue }
-                    if mode == .nearest { q[j] = a[c0]; continue }
-                    let c1 = Int(x1[j]), s = wx[j], t = 1 - s
-                    q[j] = u * (t * a[c0] + s * a[c1]) + v * (t * b[c0] + s * b[c1])
+    ty.i0.withUnsafeBufferPointer { y0 in
+        ty.i1.withUnsafeBufferPointer { y1 in
+            ty.w1.withUnsafeBufferPointer { wy in
+                tx.i0.withUnsafeBufferPointer { x0 in
+                    tx.i1.withUnsafeBufferPointer { x1 in
+                        tx.w1.withUnsafeBufferPointer { wx in
+                            Parallel.for(planes * H, grain: max(1, 16384 / max(W, 1))) { rows in
+                                for r in rows {
+                                    let p = r / H, o = r % H
+                                    let q = dst + r * W
+                                    guard y0[o] >= 0 else { q.update(repeating: fill, count: W); continue }
+                                    let a = src + p * h * w + Int(y0[o]) * w, b = src + p * h * w + Int(y1[o]) * w
+                                    let v = wy[o], u = 1 - v
+                                    for j in 0..<W {
+                                        let c0 = Int(x0[j])
+                                        if c0 < 0 { q[j] = fill; continue }
+                                        if mode == .nearest { q[j] = a[c0]; continue }
+                                        let c1 = Int(x1[j]), s = wx[j], t = 1 - s
+                                        q[j] = u * (t * a[c0] + s * a[c1]) + v * (t * b[c0] + s * b[c1])
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
-    } } } } } }
+    }
     return out
 }
 

@@ -90,10 +90,13 @@ public struct TrainingSample: Sendable {
     public var flowValid: Tensor?
 
     /// A sample from its parts (e.g. read back from a prepared cache).
-    public init(index: Int, id: String, image: Tensor, reference: Tensor, inpaintMask: Tensor, densepose: Tensor,
-                maskedImage: Tensor, lossMask: Tensor, flow: Tensor? = nil, flowValid: Tensor? = nil) {
+    public init(
+        index: Int, id: String, image: Tensor, reference: Tensor, inpaintMask: Tensor, densepose: Tensor,
+        maskedImage: Tensor, lossMask: Tensor, flow: Tensor? = nil, flowValid: Tensor? = nil
+    ) {
         self.index = index; self.id = id; self.image = image; self.reference = reference; self.inpaintMask = inpaintMask
-        self.densepose = densepose; self.maskedImage = maskedImage; self.lossMask = lossMask; self.flow = flow; self.flowValid = flowValid
+        self.densepose = densepose; self.maskedImage = maskedImage; self.lossMask = lossMask; self.flow = flow;
+        self.flowValid = flowValid
     }
 }
 
@@ -101,19 +104,24 @@ public struct TrainingSample: Sendable {
 
 /// Assembles `recipe` at `size`. Throws a `DataError` naming the file, the field, the pairs-file
 /// line and what was expected.
-public func loadSample(_ recipe: SampleRecipe, size: Size, policy: AspectPolicy = .centerCrop,
-                       aspectTolerance: Double = 0.01) throws -> TrainingSample {
+public func loadSample(
+    _ recipe: SampleRecipe, size: Size, policy: AspectPolicy = .centerCrop,
+    aspectTolerance: Double = 0.01
+) throws -> TrainingSample {
     let line = recipe.line, pairs = recipe.pairsFile
     func attributed<T>(_ field: String, _ body: () throws -> T) throws -> T {
-        do { return try body() } catch let e as DataError { throw e.attributed(field: field, line: line, pairsFile: pairs) }
+        do { return try body() } catch let e as DataError {
+            throw e.attributed(field: field, line: line, pairsFile: pairs)
+        }
     }
     let person = try attributed(SampleField.image) { try ImageIO.read(recipe.image, channels: 3) }
     let source = person.size
     func sameSize(_ img: Image, _ url: URL, _ field: String) throws {
         if img.size != source {
-            throw DataError(.wrongSize, path: url.path, field: field, line: line, pairsFile: pairs,
-                            reason: "is \(img.size), expected \(source) like the person image '\(recipe.image.lastPathComponent)'",
-                            hint: "every person-aligned file of a sample must have the person image's size")
+            throw DataError(
+                .wrongSize, path: url.path, field: field, line: line, pairsFile: pairs,
+                reason: "is \(img.size), expected \(source) like the person image '\(recipe.image.lastPathComponent)'",
+                hint: "every person-aligned file of a sample must have the person image's size")
         }
     }
     let plan = ResizePlan(from: source, to: size, policy: policy, aspectTolerance: aspectTolerance)
@@ -140,7 +148,9 @@ public func loadSample(_ recipe: SampleRecipe, size: Size, policy: AspectPolicy 
     case .image(let url):
         let img = try attributed(SampleField.densepose) { try ImageIO.read(url, channels: 0) }
         try sameSize(img, url, SampleField.densepose)
-        (dense, foreground) = try attributed(SampleField.densepose) { try denseposeInput(img, encoding: recipe.denseposeEncoding, path: url.path) }
+        (dense, foreground) = try attributed(SampleField.densepose) {
+            try denseposeInput(img, encoding: recipe.denseposeEncoding, path: url.path)
+        }
     }
 
     func mask(_ from: MaskSource, _ field: String) throws -> Tensor {
@@ -168,8 +178,9 @@ public func loadSample(_ recipe: SampleRecipe, size: Size, policy: AspectPolicy 
     let denseR = resize(dense, plan: plan, mode: .nearest, fill: -1)
     let masked = maskedImage(image, inpaintR)
 
-    var sample = TrainingSample(index: recipe.index, id: recipe.id, image: image, reference: reference,
-                                inpaintMask: inpaintR, densepose: denseR, maskedImage: masked, lossMask: lossR)
+    var sample = TrainingSample(
+        index: recipe.index, id: recipe.id, image: image, reference: reference,
+        inpaintMask: inpaintR, densepose: denseR, maskedImage: masked, lossMask: lossR)
     if let url = recipe.flow {
         let gt = try attributed(SampleField.flow) { try GroundTruthFlow.read(url, expected: source) }
         let r = gt.resampled(person: plan, reference: refPlan)
@@ -179,11 +190,12 @@ public func loadSample(_ recipe: SampleRecipe, size: Size, policy: AspectPolicy 
     return sample
 }
 
-
 /// image × (mask < 0.5): (3, H, W) × (1, H, W).
 public func maskedImage(_ image: Tensor, _ mask: Tensor) -> Tensor {
-    shapeCheck(image.rank == 3 && mask.rank == 3 && mask.dim(0) == 1 && image.dim(1) == mask.dim(1) && image.dim(2) == mask.dim(2),
-               "maskedImage", image.shape, mask.shape, expected: "(C, H, W) and (1, H, W)")
+    shapeCheck(
+        image.rank == 3 && mask.rank == 3 && mask.dim(0) == 1 && image.dim(1) == mask.dim(1)
+            && image.dim(2) == mask.dim(2),
+        "maskedImage", image.shape, mask.shape, expected: "(C, H, W) and (1, H, W)")
     let out = Tensor(zeros: image.shape)
     let n = mask.count, c = image.dim(0), p = image.data, m = mask.data, q = out.data
     for k in 0..<c { for i in 0..<n { q[k * n + i] = m[i] < 0.5 ? p[k * n + i] : 0 } }
@@ -210,7 +222,7 @@ public func labelMask(_ labels: Image, include: [UInt8], dilate: Int = 0, exclud
 func dilateMask(_ m: [UInt8], height h: Int, width w: Int, radius r: Int) -> [UInt8] {
     var tmp = [UInt8](repeating: 0, count: m.count), out = tmp
     for y in 0..<h {
-        var last = -1_000_000  // last set column seen so far, scanning left to right
+        var last = -1_000_000 // last set column seen so far, scanning left to right
         var next = [Int](repeating: 1_000_000, count: w)
         var n = 1_000_000
         for x in stride(from: w - 1, through: 0, by: -1) { if m[y * w + x] != 0 { n = x }; next[x] = n }
@@ -239,8 +251,7 @@ public func denseposeForeground(_ dense: Image) -> Tensor {
     let p = t.data, c = dense.channels
     dense.pixels.withUnsafeBufferPointer { s in
         for i in 0..<(dense.height * dense.width) {
-            if c == 1 { p[i] = s[i] > 0 ? 1 : 0 }
-            else { p[i] = max(s[3 * i], s[3 * i + 1], s[3 * i + 2]) > 20 ? 1 : 0 }
+            if c == 1 { p[i] = s[i] > 0 ? 1 : 0 } else { p[i] = max(s[3 * i], s[3 * i + 1], s[3 * i + 2]) > 20 ? 1 : 0 }
         }
     }
     return t

@@ -52,24 +52,32 @@ public enum SyntheticTexture: String, Sendable, CaseIterable {
 /// the default: with `.jpeg` the flow still holds but the pixels carry compression error. The
 /// texture changes only the garment's colours: shapes, warps and flows are the same for a seed.
 @discardableResult
-public func generateSynthetic(out: URL, count: Int, testCount: Int = 0, height: Int, width: Int, seed: UInt64,
-                              format: ImageFormat = .png, texture: SyntheticTexture = .pattern) throws -> [String] {
-    precondition(count >= 0 && testCount >= 0 && height >= 16 && width >= 12,
-                 "generateSynthetic: need counts ≥ 0 and at least 16×12 pixels, got \(count) + \(testCount), \(height)×\(width)")
+public func generateSynthetic(
+    out: URL, count: Int, testCount: Int = 0, height: Int, width: Int, seed: UInt64,
+    format: ImageFormat = .png, texture: SyntheticTexture = .pattern
+) throws -> [String] {
+    precondition(
+        count >= 0 && testCount >= 0 && height >= 16 && width >= 12,
+        "generateSynthetic: need counts ≥ 0 and at least 16×12 pixels, got \(count) + \(testCount), \(height)×\(width)")
     let ext = format == .png ? "png" : "jpg"
     func names(_ n: Int) -> [String] { (0..<n).map { String(format: "%06d_00", $0) } }
     let train = names(count), test = names(testCount)
-    try writeSplit(out: out, split: "train", names: train, seed: seed, height: height, width: width, format: format, texture: texture)
+    try writeSplit(
+        out: out, split: "train", names: train, seed: seed, height: height, width: width, format: format,
+        texture: texture)
     let pairs = train.map { "\($0).\(ext) \($0).\(ext)\n" }.joined()
     try ImageIO.writeBytes(Array(pairs.utf8), to: out.appendingPathComponent("train_pairs.txt"))
     if testCount > 0 {
-        try writeSplit(out: out, split: "test", names: test, seed: seed, height: height, width: width, format: format, texture: texture)
+        try writeSplit(
+            out: out, split: "test", names: test, seed: seed, height: height, width: width, format: format,
+            texture: texture)
         // VITON-HD's test list pairs each person with another garment (unpaired); paired
         // evaluation reads the person's own garment.
         let lines = test.indices.map { "\(test[$0]).\(ext) \(test[($0 + 1) % test.count]).\(ext)\n" }.joined()
         try ImageIO.writeBytes(Array(lines.utf8), to: out.appendingPathComponent("test_pairs.txt"))
     }
-    let meta = "{\"generator\": \"leffa-synthetic\", \"version\": 2, \"seed\": \(seed), \"count\": \(count), \"test_count\": \(testCount), "
+    let meta =
+        "{\"generator\": \"leffa-synthetic\", \"version\": 2, \"seed\": \(seed), \"count\": \(count), \"test_count\": \(testCount), "
         + "\"height\": \(height), \"width\": \(width), \"format\": \"\(format.rawValue)\""
         + (texture == .pattern ? "" : ", \"texture\": \"\(texture.rawValue)\"") + "}\n"
     try ImageIO.writeBytes(Array(meta.utf8), to: out.appendingPathComponent("synthetic.json"))
@@ -77,8 +85,10 @@ public func generateSynthetic(out: URL, count: Int, testCount: Int = 0, height: 
 }
 
 /// The samples of one split, in parallel; the first failure is reported by name.
-func writeSplit(out: URL, split: String, names: [String], seed: UInt64, height: Int, width: Int,
-                format: ImageFormat, texture: SyntheticTexture) throws {
+func writeSplit(
+    out: URL, split: String, names: [String], seed: UInt64, height: Int, width: Int,
+    format: ImageFormat, texture: SyntheticTexture
+) throws {
     let ext = format == .png ? "png" : "jpg"
     let dir = out.appendingPathComponent(split)
     for sub in ["image", "cloth", "cloth-mask", "agnostic-mask", "image-densepose", "image-parse-v3", "flow"] {
@@ -90,7 +100,8 @@ func writeSplit(out: URL, split: String, names: [String], seed: UInt64, height: 
         Parallel.for(names.count, grain: 1) { range in
             for i in range {
                 do {
-                    let s = SyntheticSample(seed: seed, index: i, height: height, width: width, texture: texture, heldOut: split == "test")
+                    let s = SyntheticSample(
+                        seed: seed, index: i, height: height, width: width, texture: texture, heldOut: split == "test")
                     try s.write(dir: dir, name: names[i], ext: ext, format: format)
                 } catch { f[i] = "\(error)" }
             }
@@ -104,8 +115,10 @@ func writeSplit(out: URL, split: String, names: [String], seed: UInt64, height: 
 /// Bilinear sample of interleaved 8-bit `pixels` at normalised (x, y), align_corners=True
 /// (−1/+1 = centres of the first/last pixels), zero outside — `grid_sample`'s convention.
 @inline(__always)
-func sampleBilinear(_ pixels: UnsafePointer<UInt8>, height h: Int, width w: Int, channels c: Int,
-                    x: Float, y: Float, into out: UnsafeMutablePointer<Float>) {
+func sampleBilinear(
+    _ pixels: UnsafePointer<UInt8>, height h: Int, width w: Int, channels c: Int,
+    x: Float, y: Float, into out: UnsafeMutablePointer<Float>
+) {
     let u = (x + 1) / 2 * Float(w - 1), v = (y + 1) / 2 * Float(h - 1)
     let x0 = Int(u.rounded(.down)), y0 = Int(v.rounded(.down))
     let fx = u - Float(x0), fy = v - Float(y0)
@@ -123,7 +136,9 @@ struct SampleRandom {
     let key: UInt64
     var counter: UInt64 = 0
     /// Training and held-out samples come from different streams: no test draw repeats a training one.
-    init(seed: UInt64, index: Int, heldOut: Bool = false) { key = CounterRNG.key(seed, heldOut ? 0x7E57 : 0x5A17, UInt64(index)) }
+    init(seed: UInt64, index: Int, heldOut: Bool = false) {
+        key = CounterRNG.key(seed, heldOut ? 0x7E57 : 0x5A17, UInt64(index))
+    }
     mutating func uniform(_ lo: Float, _ hi: Float) -> Float {
         counter += 1
         return lo + (hi - lo) * CounterRNG.uniform(key, counter)
@@ -158,7 +173,8 @@ struct SyntheticSample {
     let texture: SyntheticTexture
     let pattern: Int, angle: Float, period: Float
     let splitAngle: Float, splitOffset: Float
-    let color1: (UInt8, UInt8, UInt8), color2: (UInt8, UInt8, UInt8), color3: (UInt8, UInt8, UInt8), ink: (UInt8, UInt8, UInt8)
+    let color1: (UInt8, UInt8, UInt8), color2: (UInt8, UInt8, UInt8), color3: (UInt8, UInt8, UInt8),
+        ink: (UInt8, UInt8, UInt8)
     let glyphs: [UInt16], glyphScale: Int
     let printBox: (x0: Float, x1: Float, y0: Float, y1: Float)
     // Person.
@@ -172,7 +188,8 @@ struct SyntheticSample {
     // Ramp texture: colour = 127.5 + 85·(x·u + y·v), u ⟂ v unit RGB directions.
     let rampU: (Float, Float, Float), rampV: (Float, Float, Float)
 
-    init(seed: UInt64, index: Int, height: Int, width: Int, texture: SyntheticTexture = .pattern, heldOut: Bool = false) {
+    init(seed: UInt64, index: Int, height: Int, width: Int, texture: SyntheticTexture = .pattern, heldOut: Bool = false)
+    {
         h = height; w = width; self.texture = texture
         var r = SampleRandom(seed: seed, index: index, heldOut: heldOut)
         bodyHalfWidth = r.uniform(0.5, 0.65); top = r.uniform(-0.8, -0.65); bottom = r.uniform(0.75, 0.9)
@@ -229,7 +246,9 @@ struct SyntheticSample {
         let x = Float(j), y = Float(i)
         let nx = norm(j, w), ny = norm(i, h)
         if texture == .ramp {
-            func level(_ u: Float, _ v: Float) -> UInt8 { UInt8(min(255, max(0, (127.5 + 85 * (nx * u + ny * v)).rounded()))) }
+            func level(_ u: Float, _ v: Float) -> UInt8 {
+                UInt8(min(255, max(0, (127.5 + 85 * (nx * u + ny * v)).rounded())))
+            }
             return (level(rampU.0, rampV.0), level(rampU.1, rampV.1), level(rampU.2, rampV.2))
         }
         let dark = ny * cos(splitAngle) - nx * sin(splitAngle) > splitOffset
@@ -259,8 +278,10 @@ struct SyntheticSample {
     func warp(_ x: Float, _ y: Float) -> (Float, Float) {
         let dx = (x - centerX) / scaleX, dy = (y - centerY) / scaleY
         let c = cos(theta), s = sin(theta)
-        return (c * dx - s * dy + ampX * sin(2 * .pi * freqX * y + phaseX),
-                s * dx + c * dy + ampY * sin(2 * .pi * freqY * x + phaseY))
+        return (
+            c * dx - s * dy + ampX * sin(2 * .pi * freqX * y + phaseX),
+            s * dx + c * dy + ampY * sin(2 * .pi * freqY * x + phaseY)
+        )
     }
 
     func bodyPart(_ x: Float, _ y: Float) -> BodyPart {
@@ -299,18 +320,21 @@ struct SyntheticSample {
                     for j in 0..<w {
                         let x = norm(j, w), y = norm(i, h)
                         let part = bodyPart(x, y)
-                        let base: (UInt8, UInt8, UInt8) = part == .background ? background : part == .legs ? pants : skin
+                        let base: (UInt8, UInt8, UInt8) =
+                            part == .background ? background : part == .legs ? pants : skin
                         person[i, j, 0] = base.0; person[i, j, 1] = base.1; person[i, j, 2] = base.2
                         dense[i, j, 0] = part.denseLabel
                         parse[i, j, 0] = part.parseLabel
                         let q = warp(x, y)
                         flow.data[2 * (i * w + j)] = q.0
                         flow.data[2 * (i * w + j) + 1] = q.1
-                        sampleBilinear(mp.baseAddress!, height: h, width: w, channels: 1, x: q.0, y: q.1, into: &maskValue)
+                        sampleBilinear(
+                            mp.baseAddress!, height: h, width: w, channels: 1, x: q.0, y: q.1, into: &maskValue)
                         if maskValue >= 127.5 {
                             valid.data[i * w + j] = 1
                             parse[i, j, 0] = 5
-                            sampleBilinear(cp.baseAddress!, height: h, width: w, channels: 3, x: q.0, y: q.1, into: &sample)
+                            sampleBilinear(
+                                cp.baseAddress!, height: h, width: w, channels: 3, x: q.0, y: q.1, into: &sample)
                             for k in 0..<3 { person[i, j, k] = UInt8(min(255, max(0, sample[k].rounded()))) }
                         }
                     }
@@ -323,12 +347,18 @@ struct SyntheticSample {
         let q = 95
         try ImageIO.write(cloth, to: dir.appendingPathComponent("cloth/\(name).\(ext)"), format: format, quality: q)
         try ImageIO.write(person, to: dir.appendingPathComponent("image/\(name).\(ext)"), format: format, quality: q)
-        try ImageIO.write(colorizeDenseposeLabels(dense), to: dir.appendingPathComponent("image-densepose/\(name).\(ext)"), format: format, quality: q)
-        try ImageIO.write(Image(height: h, width: w, channels: 1, pixels: clothMask), to: dir.appendingPathComponent("cloth-mask/\(name).png"))
-        try ImageIO.write(Image(height: h, width: w, channels: 1, pixels: agnostic.map { $0 * 255 }),
-                          to: dir.appendingPathComponent("agnostic-mask/\(name)_mask.png"))
-        try ImageIO.writeBytes(ImageIO.encodePalettePNG(indices: parse, palette: lipPalette),
-                               to: dir.appendingPathComponent("image-parse-v3/\(name).png"))
+        try ImageIO.write(
+            colorizeDenseposeLabels(dense), to: dir.appendingPathComponent("image-densepose/\(name).\(ext)"),
+            format: format, quality: q)
+        try ImageIO.write(
+            Image(height: h, width: w, channels: 1, pixels: clothMask),
+            to: dir.appendingPathComponent("cloth-mask/\(name).png"))
+        try ImageIO.write(
+            Image(height: h, width: w, channels: 1, pixels: agnostic.map { $0 * 255 }),
+            to: dir.appendingPathComponent("agnostic-mask/\(name)_mask.png"))
+        try ImageIO.writeBytes(
+            ImageIO.encodePalettePNG(indices: parse, palette: lipPalette),
+            to: dir.appendingPathComponent("image-parse-v3/\(name).png"))
         try GroundTruthFlow(flow: flow, valid: valid).write(to: dir.appendingPathComponent("flow/\(name).safetensors"))
     }
 }

@@ -30,7 +30,9 @@ public struct VitonHDDataset: PairedImageDataset {
     /// LIP labels of the garment in image-parse-v3: upper clothes, dress, coat.
     public static let garmentLabels: [UInt8] = [5, 6, 7]
 
-    public init(root: URL, split: String = "train", pairing: Pairing = .paired, pairsFile: URL? = nil, name: String = "vitonhd") {
+    public init(
+        root: URL, split: String = "train", pairing: Pairing = .paired, pairsFile: URL? = nil, name: String = "vitonhd"
+    ) {
         self.name = name
         self.root = root
         self.split = split
@@ -40,16 +42,28 @@ public struct VitonHDDataset: PairedImageDataset {
         var problems: [DataProblem] = []
         let dir = root.appendingPathComponent(split)
         if !directoryExists(dir) {
-            problems.append(DataProblem(.error, DataError(.missing, path: dir.path, field: "split folder",
-                reason: "no such folder", hint: "expected \(root.path)/\(split)/{image,cloth,agnostic-mask,image-densepose}")))
+            problems.append(
+                DataProblem(
+                    .error,
+                    DataError(
+                        .missing, path: dir.path, field: "split folder",
+                        reason: "no such folder",
+                        hint: "expected \(root.path)/\(split)/{image,cloth,agnostic-mask,image-densepose}")))
         }
         let parsed = PairsFile.read(file, columns: 2...2, expected: "person.jpg cloth.jpg")
         pairs = parsed.lines
         problems += parsed.problems
         hasParsing = directoryExists(dir.appendingPathComponent("image-parse-v3"))
         if !hasParsing && directoryExists(dir) {
-            problems.append(DataProblem(.warning, DataError(.missing, path: dir.appendingPathComponent("image-parse-v3").path,
-                field: SampleField.lossMask, reason: "no parsing maps; the loss mask falls back to the agnostic mask, which also covers arms and neck")))
+            problems.append(
+                DataProblem(
+                    .warning,
+                    DataError(
+                        .missing, path: dir.appendingPathComponent("image-parse-v3").path,
+                        field: SampleField.lossMask,
+                        reason:
+                            "no parsing maps; the loss mask falls back to the agnostic mask, which also covers arms and neck"
+                    )))
         }
         indexProblems = problems
     }
@@ -62,11 +76,17 @@ public struct VitonHDDataset: PairedImageDataset {
         let dir = root.appendingPathComponent(split)
         let s = stem(person)
         let maskDir = dir.appendingPathComponent("agnostic-mask")
-        let mask = firstExisting([maskDir.appendingPathComponent("\(s)_mask.png"), maskDir.appendingPathComponent("\(s)_mask.jpg")])
+        let mask =
+            firstExisting([
+                maskDir.appendingPathComponent("\(s)_mask.png"), maskDir.appendingPathComponent("\(s)_mask.jpg")
+            ])
             ?? maskDir.appendingPathComponent("\(s)_mask.png")
         let denseDir = dir.appendingPathComponent("image-densepose")
-        let denseNames = [person] + ["jpg", "png", "jpeg"].filter { $0 != ext(person).lowercased() }.map { "\(s).\($0)" }
-        let dense = firstExisting(denseNames.map { denseDir.appendingPathComponent($0) }) ?? denseDir.appendingPathComponent(person)
+        let denseNames =
+            [person] + ["jpg", "png", "jpeg"].filter { $0 != ext(person).lowercased() }.map { "\(s).\($0)" }
+        let dense =
+            firstExisting(denseNames.map { denseDir.appendingPathComponent($0) })
+            ?? denseDir.appendingPathComponent(person)
 
         var notes: [DataError] = []
         var loss = MaskSource.file(mask)
@@ -75,8 +95,11 @@ public struct VitonHDDataset: PairedImageDataset {
             if FileManager.default.fileExists(atPath: parse.path) {
                 loss = .labels(parse, include: Self.garmentLabels, dilate: 0, exclude: [])
             } else {
-                notes.append(DataError(.missing, path: parse.path, field: SampleField.lossMask, line: p.line, pairsFile: pairsFile.path,
-                                       reason: "no parsing map; this sample's loss mask falls back to the agnostic mask"))
+                notes.append(
+                    DataError(
+                        .missing, path: parse.path, field: SampleField.lossMask, line: p.line,
+                        pairsFile: pairsFile.path,
+                        reason: "no parsing map; this sample's loss mask falls back to the agnostic mask"))
             }
         }
         var flow: URL? = nil
@@ -84,10 +107,11 @@ public struct VitonHDDataset: PairedImageDataset {
             let f = dir.appendingPathComponent("flow/\(s).safetensors")
             if FileManager.default.fileExists(atPath: f.path) { flow = f }
         }
-        return SampleRecipe(index: index, id: "\(name)/\(split)/\(person)/\(cloth)", line: p.line, pairsFile: pairsFile.path,
-                            image: dir.appendingPathComponent("image/\(person)"),
-                            reference: dir.appendingPathComponent("cloth/\(cloth)"),
-                            inpaintMask: .file(mask), densepose: .image(dense), denseposeEncoding: denseposeEncoding,
-                            lossMask: loss, flow: flow, notes: notes)
+        return SampleRecipe(
+            index: index, id: "\(name)/\(split)/\(person)/\(cloth)", line: p.line, pairsFile: pairsFile.path,
+            image: dir.appendingPathComponent("image/\(person)"),
+            reference: dir.appendingPathComponent("cloth/\(cloth)"),
+            inpaintMask: .file(mask), densepose: .image(dense), denseposeEncoding: denseposeEncoding,
+            lossMask: loss, flow: flow, notes: notes)
     }
 }

@@ -30,7 +30,8 @@ public struct LeffaLossConfig: Codable, Equatable, Sendable {
         s.tau = try c.decodeIfPresent(Float.self, forKey: .tau) ?? s.tau
         s.weight = try c.decodeIfPresent(Float.self, forKey: .weight) ?? s.weight
         s.timestepThreshold = try c.decodeIfPresent(Int.self, forKey: .timestepThreshold) ?? s.timestepThreshold
-        s.minResolutionFraction = try c.decodeIfPresent(Float.self, forKey: .minResolutionFraction) ?? s.minResolutionFraction
+        s.minResolutionFraction =
+            try c.decodeIfPresent(Float.self, forKey: .minResolutionFraction) ?? s.minResolutionFraction
         s.layers = try c.decodeIfPresent([String].self, forKey: .layers)
         self = s
     }
@@ -60,34 +61,41 @@ public struct LeffaLossResult {
 /// The flow field of one probed layer: mean over heads of its per-head flows → (B, h, w, 2).
 public func flowField(_ probe: AttentionProbe) -> Tensor {
     let b = probe.flow.shape[0], n = probe.flow.shape[1]
-    shapeCheck(probe.flow.rank == 3 && n == probe.height * probe.width && probe.flow.shape[2] == probe.heads * 2,
-               "flowField(\(probe.layer))", probe.flow.shape,
-               expected: "per-head flows (B, \(probe.height)·\(probe.width), \(probe.heads)·2)")
-    let flow = mean(probe.flow.reshaped([b, n, probe.heads, 2]), axes: [2])   // (B, n, 2)
+    shapeCheck(
+        probe.flow.rank == 3 && n == probe.height * probe.width && probe.flow.shape[2] == probe.heads * 2,
+        "flowField(\(probe.layer))", probe.flow.shape,
+        expected: "per-head flows (B, \(probe.height)·\(probe.width), \(probe.heads)·2)")
+    let flow = mean(probe.flow.reshaped([b, n, probe.heads, 2]), axes: [2]) // (B, n, 2)
     return flow.reshaped([b, probe.height, probe.width, 2])
 }
 
 /// Leffa loss over the probes of one forward pass.
 /// refImage, tgtImage (B, 3, H, W) in [−1, 1]; mask (B, 1, H, W); timesteps (B).
-public func leffaLoss(_ probes: [AttentionProbe], refImage: Tensor, tgtImage: Tensor, mask: Tensor,
-                      timesteps: [Int], config: LeffaLossConfig, keep: Bool = false) -> LeffaLossResult {
+public func leffaLoss(
+    _ probes: [AttentionProbe], refImage: Tensor, tgtImage: Tensor, mask: Tensor,
+    timesteps: [Int], config: LeffaLossConfig, keep: Bool = false
+) -> LeffaLossResult {
     let b = refImage.shape[0], hh = refImage.shape[2], ww = refImage.shape[3]
-    shapeCheck(tgtImage.shape == refImage.shape && mask.shape == [b, 1, hh, ww] && timesteps.count == b,
-               "leffaLoss", refImage.shape, tgtImage.shape, mask.shape, expected: "images (B,3,H,W), mask (B,1,H,W), B timesteps")
+    shapeCheck(
+        tgtImage.shape == refImage.shape && mask.shape == [b, 1, hh, ww] && timesteps.count == b,
+        "leffaLoss", refImage.shape, tgtImage.shape, mask.shape,
+        expected: "images (B,3,H,W), mask (B,1,H,W), B timesteps")
     let gate = Tensor(timesteps.map { $0 < config.timestepThreshold ? Float(1) : 0 }, shape: [b])
     var total: Tensor? = nil
     var flows: [(String, Tensor)] = [], warped: [(String, Tensor)] = []
     for probe in probes {
-        precondition(probe.tau == config.tau, "leffaLoss: \(probe.layer) was probed at τ = \(probe.tau), the loss is configured with τ = \(config.tau)")
-        let flow = flowField(probe)                                                   // (B, h, w, 2)
+        precondition(
+            probe.tau == config.tau,
+            "leffaLoss: \(probe.layer) was probed at τ = \(probe.tau), the loss is configured with τ = \(config.tau)")
+        let flow = flowField(probe) // (B, h, w, 2)
         // Steps 4–6 fused: upsample, warp, masked squared error, no image-sized temporaries.
-        let perSample = flowWarpLoss(flow: flow, reference: refImage, target: tgtImage, mask: mask)  // (B)
+        let perSample = flowWarpLoss(flow: flow, reference: refImage, target: tgtImage, mask: mask) // (B)
         total = total.map { $0 + perSample } ?? perSample
         if keep {
             // The warped image only for inspection (snapshots, golden checks): no graph.
             let warp = GradMode.withoutGrad {
                 gridSample(refImage, resizeBilinear(flow.permuted([0, 3, 1, 2]), size: (hh, ww)).permuted([0, 2, 3, 1]))
-            }                                                                          // (B, 3, H, W)
+            } // (B, 3, H, W)
             flows.append((probe.layer, flow)); warped.append((probe.layer, warp))
         }
     }
@@ -104,11 +112,15 @@ extension LeffaLossConfig {
         }
         if let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
             let section = (json["leffa"] as? [String: Any]) ?? json
-            do { return try JSONDecoder().decode(LeffaLossConfig.self, from: JSONSerialization.data(withJSONObject: section)) }
-            catch { throw LeffaLossConfigError(message: "\(path): loss settings: \(error)") }
+            do {
+                return try JSONDecoder().decode(
+                    LeffaLossConfig.self, from: JSONSerialization.data(withJSONObject: section))
+            } catch { throw LeffaLossConfigError(message: "\(path): loss settings: \(error)") }
         }
         return LeffaLossConfig()
     }
 }
 
-public struct LeffaLossConfigError: Error, CustomStringConvertible { public let message: String; public var description: String { message } }
+public struct LeffaLossConfigError: Error, CustomStringConvertible {
+    public let message: String; public var description: String { message }
+}

@@ -11,15 +11,20 @@ public struct NoiseSchedule: Sendable {
     public init(steps: Int = 1000, betaStart: Double = 0.00085, betaEnd: Double = 0.012) {
         precondition(steps >= 2, "NoiseSchedule: need at least 2 steps, got \(steps)")
         let a = betaStart.squareRoot(), b = betaEnd.squareRoot()
-        betas = (0..<steps).map { i in let r = a + (b - a) * Double(i) / Double(steps - 1); return r * r }
+        betas = (0..<steps).map { i in
+            let r = a + (b - a) * Double(i) / Double(steps - 1); return r * r
+        }
         var acc = 1.0
-        alphasCumprod = betas.map { acc *= 1 - $0; return acc }
+        alphasCumprod = betas.map {
+            acc *= 1 - $0; return acc
+        }
         self.steps = steps
     }
 
     /// x_t = √ᾱ_t · x₀ + √(1−ᾱ_t) · ε, per sample (x₀ and ε (B, …), one timestep per sample).
     public func addNoise(_ x0: Tensor, noise: Tensor, timesteps: [Int]) -> Tensor {
-        shapeCheck(x0.shape == noise.shape && timesteps.count == x0.shape[0], "NoiseSchedule.addNoise", x0.shape, noise.shape)
+        shapeCheck(
+            x0.shape == noise.shape && timesteps.count == x0.shape[0], "NoiseSchedule.addNoise", x0.shape, noise.shape)
         let b = x0.shape[0], per = x0.count / max(b, 1)
         let out = Tensor(zeros: x0.shape)
         for s in 0..<b {
@@ -64,7 +69,9 @@ public enum Prediction: String, Sendable, CaseIterable {
     /// (x̂₀, ε̂) from the model's output at x_t with ᾱ_t = `alpha` (elementwise, in place of two
     /// buffers the caller owns).
     @inline(__always)
-    public func split(output o: Float, x: Float, sqrtAlpha sa: Float, sqrtOneMinusAlpha sb: Float) -> (x0: Float, eps: Float) {
+    public func split(output o: Float, x: Float, sqrtAlpha sa: Float, sqrtOneMinusAlpha sb: Float) -> (
+        x0: Float, eps: Float
+    ) {
         switch self {
         case .epsilon: return ((x - sb * o) / sa, o)
         case .sample: return (o, (x - sa * o) / sb)

@@ -24,8 +24,12 @@ public struct DiffusionScheduler: Sendable {
     /// What the model outputs (`training.prediction_type`).
     public var prediction: Prediction
 
-    public init(kind: SchedulerKind, steps: Int, prediction: Prediction = .epsilon, schedule: NoiseSchedule = NoiseSchedule()) {
-        precondition((1...schedule.steps).contains(steps), "DiffusionScheduler: steps must be in 1…\(schedule.steps), got \(steps)")
+    public init(
+        kind: SchedulerKind, steps: Int, prediction: Prediction = .epsilon, schedule: NoiseSchedule = NoiseSchedule()
+    ) {
+        precondition(
+            (1...schedule.steps).contains(steps),
+            "DiffusionScheduler: steps must be in 1…\(schedule.steps), got \(steps)")
         self.kind = kind; self.steps = steps; self.prediction = prediction; self.schedule = schedule
     }
 
@@ -51,11 +55,14 @@ public struct DiffusionScheduler: Sendable {
         let a = schedule.alphasCumprod[t], prev = previous(t)
         switch kind {
         case .ddim:
-            return ddim(x, output, alpha: a, alphaPrev: prev >= 0 ? schedule.alphasCumprod[prev] : schedule.alphasCumprod[0])
+            return ddim(
+                x, output, alpha: a, alphaPrev: prev >= 0 ? schedule.alphasCumprod[prev] : schedule.alphasCumprod[0])
         case .ddpm:
             var z: Tensor? = nil
             if needsNoise(at: t) {
-                guard let noise else { preconditionFailure("DiffusionScheduler.step: a DDPM step from t = \(t) needs noise") }
+                guard let noise else {
+                    preconditionFailure("DiffusionScheduler.step: a DDPM step from t = \(t) needs noise")
+                }
                 shapeCheck(noise.shape == x.shape, "DiffusionScheduler.step noise", x.shape, noise.shape)
                 z = noise
             }

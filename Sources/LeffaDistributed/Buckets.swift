@@ -39,7 +39,8 @@ public enum BucketLimits {
     public static func capBytes(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Int {
         guard let s = environment[environmentKey] else { return defaultCapBytes }
         guard let mb = Double(s.trimmingCharacters(in: .whitespaces)), mb.isFinite, mb > 0, mb <= 1_048_576 else {
-            throw DistributedError.setting(name: environmentKey, value: s, expected: "a positive number of MiB, e.g. 25 or 0.5")
+            throw DistributedError.setting(
+                name: environmentKey, value: s, expected: "a positive number of MiB, e.g. 25 or 0.5")
         }
         return max(MemoryLayout<Float>.stride, Int(mb * Double(1 << 20)))
     }
@@ -57,8 +58,10 @@ public enum BucketLimits {
 /// given, each from its last parameter to its first, and a bucket never spans two: for models
 /// whose backward finishes one part before the next (Leffa's generative UNet, registered first,
 /// then the reference UNet), so bucket 0 is the part backward reaches first.
-public func assignBuckets(sizes: [Int], capBytes: Int = BucketLimits.defaultCapBytes, firstCapBytes: Int? = nil,
-                          segments: [Range<Int>]? = nil) -> [Bucket] {
+public func assignBuckets(
+    sizes: [Int], capBytes: Int = BucketLimits.defaultCapBytes, firstCapBytes: Int? = nil,
+    segments: [Range<Int>]? = nil
+) -> [Bucket] {
     precondition(capBytes > 0, "assignBuckets: capBytes must be positive, got \(capBytes)")
     precondition(firstCapBytes.map { $0 > 0 } ?? true, "assignBuckets: firstCapBytes must be positive")
     var offsets = [Int](repeating: 0, count: sizes.count)
@@ -74,12 +77,14 @@ public func assignBuckets(sizes: [Int], capBytes: Int = BucketLimits.defaultCapB
     var currentBytes = 0
     func close() {
         guard let hi = current.first, let lo = current.last else { return }
-        buckets.append(Bucket(index: buckets.count, parameters: current, range: offsets[lo]..<(offsets[hi] + sizes[hi])))
+        buckets.append(
+            Bucket(index: buckets.count, parameters: current, range: offsets[lo]..<(offsets[hi] + sizes[hi])))
         current = []; currentBytes = 0
     }
     let walk = segments ?? [sizes.indices]
-    precondition(walk.flatMap { Array($0) }.sorted() == Array(sizes.indices),
-                 "assignBuckets: segments \(walk) must cover parameters 0..<\(sizes.count) once each")
+    precondition(
+        walk.flatMap { Array($0) }.sorted() == Array(sizes.indices),
+        "assignBuckets: segments \(walk) must cover parameters 0..<\(sizes.count) once each")
     for segment in walk {
         for i in segment.reversed() {
             let b = sizes[i] * elementBytes

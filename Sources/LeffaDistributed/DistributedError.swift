@@ -23,7 +23,9 @@ public enum DistributedError: Error, CustomStringConvertible, Equatable {
         case let .setup(call, message):
             return "\(call) failed: \(message)"
         case let .mismatch(what, groups, detail):
-            let list = groups.map { g in (g.count == 1 ? "rank " : "ranks ") + g.map(String.init).joined(separator: ", ") }
+            let list = groups.map { g in
+                (g.count == 1 ? "rank " : "ranks ") + g.map(String.init).joined(separator: ", ")
+            }
             return "\(what): not the same on every rank (grouped by version: " + list.joined(separator: " | ") + ")"
                 + (detail.isEmpty ? "" : "; \(detail)")
                 + ". Every rank must start from the same \(what): read it from the same file on every rank, or broadcast rank 0's copy"

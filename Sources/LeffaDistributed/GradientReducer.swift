@@ -55,8 +55,9 @@ public struct ReduceTiming: Sendable, CustomStringConvertible {
     public var lateParameters = 0
 
     public var description: String {
-        String(format: "reduce: %d buckets, %.1f MB, comm %.1f ms, waited %.1f ms, %d late params",
-               buckets, Double(bytes) / 1e6, commSeconds * 1e3, waitSeconds * 1e3, lateParameters)
+        String(
+            format: "reduce: %d buckets, %.1f MB, comm %.1f ms, waited %.1f ms, %d late params",
+            buckets, Double(bytes) / 1e6, commSeconds * 1e3, waitSeconds * 1e3, lateParameters)
     }
 }
 
@@ -73,27 +74,34 @@ public final class GradientReducer {
     ///   - gradients: the flat block; parameter i occupies [offset_i, offset_i + sizes[i]) with
     ///     offsets the running sum of `parameterSizes`. Pass a view to reduce only a sub-range.
     ///   - capBytes: bucket cap; default `LEFFA_BUCKET_MB` or 25 MiB.
-    public init(context: MPIContext, gradients: Tensor, parameterSizes: [Int], capBytes: Int? = nil,
-                firstCapBytes: Int? = nil, segments: [Range<Int>]? = nil, fixedOrder: Bool = false) throws {
+    public init(
+        context: MPIContext, gradients: Tensor, parameterSizes: [Int], capBytes: Int? = nil,
+        firstCapBytes: Int? = nil, segments: [Range<Int>]? = nil, fixedOrder: Bool = false
+    ) throws {
         let total = parameterSizes.reduce(0, +)
-        precondition(total == gradients.count,
-                     "GradientReducer: parameter sizes add up to \(total) elements but the gradient block has \(gradients.count)")
+        precondition(
+            total == gradients.count,
+            "GradientReducer: parameter sizes add up to \(total) elements but the gradient block has \(gradients.count)"
+        )
         let cap = try capBytes ?? BucketLimits.capBytes()
         self.context = context
         self.gradients = gradients
         self.fixedOrder = fixedOrder
-        self.buckets = assignBuckets(sizes: parameterSizes, capBytes: cap, firstCapBytes: firstCapBytes, segments: segments)
+        self.buckets = assignBuckets(
+            sizes: parameterSizes, capBytes: cap, firstCapBytes: firstCapBytes, segments: segments)
         var bucketOf = [Int](repeating: 0, count: parameterSizes.count)
         for b in buckets { for p in b.parameters { bucketOf[p] = b.index } }
         state = ReducerState(buckets: buckets, bucketOf: bucketOf)
-        guard context.size > 1 else { return }   // constraint 10
+        guard context.size > 1 else { return } // constraint 10
 
         var comm: MPI_Comm? = nil
         context.call("MPI_Comm_dup(reducer communicator)") { MPI_Comm_dup(context.world, &comm) }
         context.call("MPI_Comm_set_errhandler(reducer)") { MPI_Comm_set_errhandler(comm, leffa_mpi_errors_return()) }
         let maxBucket = buckets.map(\.count).max() ?? 0
-        let scratch = fixedOrder
-            ? UnsafeMutablePointer<Float>.allocate(capacity: MPIContext.orderedScratchCount(maxBucket, size: context.size)) : nil
+        let scratch =
+            fixedOrder
+            ? UnsafeMutablePointer<Float>.allocate(
+                capacity: MPIContext.orderedScratchCount(maxBucket, size: context.size)) : nil
         state.startThread(context: context, comm: comm, base: gradients.data, fixedOrder: fixedOrder, scratch: scratch)
     }
 
@@ -103,9 +111,13 @@ public final class GradientReducer {
     public func markReady(_ index: Int) {
         state.lock.lock()
         defer { state.lock.unlock() }
-        precondition(index >= 0 && index < state.marked.count,
-                     "GradientReducer.markReady(\(index)): no such parameter (there are \(state.marked.count))")
-        precondition(!state.marked[index], "GradientReducer.markReady(\(index)): already marked in this step; mark each parameter once between finish() calls")
+        precondition(
+            index >= 0 && index < state.marked.count,
+            "GradientReducer.markReady(\(index)): no such parameter (there are \(state.marked.count))")
+        precondition(
+            !state.marked[index],
+            "GradientReducer.markReady(\(index)): already marked in this step; mark each parameter once between finish() calls"
+        )
         beginStepIfNeeded()
         state.mark(index)
         state.lock.broadcast()
@@ -225,8 +237,10 @@ final class ReducerState: @unchecked Sendable {
         stepActive = false
     }
 
-    func startThread(context: MPIContext, comm: MPI_Comm?, base: UnsafeMutablePointer<Float>, fixedOrder: Bool,
-                     scratch: UnsafeMutablePointer<Float>?) {
+    func startThread(
+        context: MPIContext, comm: MPI_Comm?, base: UnsafeMutablePointer<Float>, fixedOrder: Bool,
+        scratch: UnsafeMutablePointer<Float>?
+    ) {
         self.comm = comm
         self.base = base
         self.scratch = scratch
@@ -257,10 +271,12 @@ final class ReducerState: @unchecked Sendable {
             if b.count > 0 {
                 let p = base + b.range.lowerBound
                 if fixedOrder, let scratch {
-                    context.orderedAllreduce(p, count: b.count, average: average, scratch: scratch, comm: comm, fromReducer: true)
+                    context.orderedAllreduce(
+                        p, count: b.count, average: average, scratch: scratch, comm: comm, fromReducer: true)
                 } else {
-                    context.rawAllreduce(UnsafeMutableRawPointer(p), count: b.count, type: .float, op: .sum, comm: comm,
-                                         what: "MPI_Allreduce(gradient bucket \(b.index), \(b.count) floats)", fromReducer: true)
+                    context.rawAllreduce(
+                        UnsafeMutableRawPointer(p), count: b.count, type: .float, op: .sum, comm: comm,
+                        what: "MPI_Allreduce(gradient bucket \(b.index), \(b.count) floats)", fromReducer: true)
                     if average { let d = Float(n); for i in 0..<b.count { p[i] = p[i] / d } }
                 }
             }

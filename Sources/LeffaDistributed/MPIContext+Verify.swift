@@ -61,7 +61,9 @@ public enum ContentHash {
         }
         while i < words { h0 = step(h0, p.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)); i += 1 }
         var tail: UInt64 = 0
-        for b in stride(from: n - 1, through: words * 8, by: -1) { tail = (tail << 8) | UInt64(p.load(fromByteOffset: b, as: UInt8.self)) }
+        for b in stride(from: n - 1, through: words * 8, by: -1) {
+            tail = (tail << 8) | UInt64(p.load(fromByteOffset: b, as: UInt8.self))
+        }
         h1 = step(h1, tail ^ UInt64(n & 7))
         let a = CounterRNG.mix(h0), b = CounterRNG.mix(h1), c = CounterRNG.mix(h2), d = CounterRNG.mix(h3)
         return CounterRNG.mix(a ^ (b << 1 | b >> 63) ^ (c << 2 | c >> 62) ^ (d << 3 | d >> 61))
@@ -74,7 +76,8 @@ extension MPIContext {
         let groups = rankGroups([ContentHash.of(bytes), UInt64(bytes.count)])
         guard groups.count > 1 else { return }
         let sizes = allgather([Int64(bytes.count)])
-        let detail = Set(sizes).count > 1
+        let detail =
+            Set(sizes).count > 1
             ? "sizes in bytes by rank: " + sizes.map(String.init).joined(separator: ", ")
             : "same size (\(bytes.count) bytes), different contents"
         throw DistributedError.mismatch(what: what, groups: groups, detail: detail)
@@ -95,8 +98,10 @@ extension MPIContext {
         let listGroups = rankGroups([UInt64(blocks.count), ContentHash.of(names)])
         if listGroups.count > 1 {
             let counts = allgather([Int64(blocks.count)])
-            throw DistributedError.mismatch(what: what, groups: listGroups,
-                detail: "the lists of names differ (counts by rank: \(counts.map(String.init).joined(separator: ", ")))")
+            throw DistributedError.mismatch(
+                what: what, groups: listGroups,
+                detail: "the lists of names differ (counts by rank: \(counts.map(String.init).joined(separator: ", ")))"
+            )
         }
         let mine = blocks.map { ContentHash.of($0.bytes) }
         let all = allgather(mine)
@@ -105,7 +110,8 @@ extension MPIContext {
         guard !differing.isEmpty else { return }
         let groups = groupRanks((0..<size).map { r in Array(all[(r * b)..<((r + 1) * b)]) })
         let shown = differing.prefix(5).map { blocks[$0].name }.joined(separator: ", ")
-        throw DistributedError.mismatch(what: what, groups: groups,
+        throw DistributedError.mismatch(
+            what: what, groups: groups,
             detail: "\(differing.count) of \(b) differ, first: \(shown)")
     }
 
@@ -121,7 +127,8 @@ extension MPIContext {
             let b = v.split(separator: "\n", omittingEmptySubsequences: false)
             let line = (0..<min(a.count, b.count)).first { a[$0] != b[$0] } ?? min(a.count, b.count)
             let la = line < a.count ? String(a[line]) : "<end>", lb = line < b.count ? String(b[line]) : "<end>"
-            detail += (detail.isEmpty ? "" : "; ")
+            detail +=
+                (detail.isEmpty ? "" : "; ")
                 + "line \(line + 1): rank \(groups[0][0]) has \"\(la.prefix(120))\", rank \(groups[gi][0]) has \"\(lb.prefix(120))\""
         }
         throw DistributedError.mismatch(what: what, groups: groups, detail: detail)

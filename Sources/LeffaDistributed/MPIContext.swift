@@ -120,7 +120,9 @@ public final class MPIContext: @unchecked Sendable {
         case "auto", "": useMPI = launchedByMPI(environment: environment)
         case "1", "on", "yes", "true": useMPI = true
         case "0", "off", "no", "false": useMPI = false
-        default: throw DistributedError.setting(name: "LEFFA_MPI", value: mode, expected: "auto, 1 (force MPI) or 0 (single process)")
+        default:
+            throw DistributedError.setting(
+                name: "LEFFA_MPI", value: mode, expected: "auto, 1 (force MPI) or 0 (single process)")
         }
         let ctx = useMPI ? try MPIContext(mpiWithTimeout: timeout) : MPIContext(localWithTimeout: timeout)
         shared = ctx
@@ -134,7 +136,8 @@ public final class MPIContext: @unchecked Sendable {
     static func watchdogTimeout(environment: [String: String]) throws -> Double {
         guard let s = environment[timeoutEnvironmentKey] else { return defaultWatchdogTimeout }
         guard let t = Double(s), t.isFinite, t > 0 else {
-            throw DistributedError.setting(name: timeoutEnvironmentKey, value: s, expected: "a positive number of seconds")
+            throw DistributedError.setting(
+                name: timeoutEnvironmentKey, value: s, expected: "a positive number of seconds")
         }
         return t
     }
@@ -168,14 +171,18 @@ public final class MPIContext: @unchecked Sendable {
         var comm: MPI_Comm? = nil
         var rc = MPI_Comm_dup(leffa_mpi_comm_world(), &comm)
         if rc == leffa_mpi_success() { rc = MPI_Comm_set_errhandler(comm, leffa_mpi_errors_return()) }
-        guard rc == leffa_mpi_success() else { throw DistributedError.setup(call: "MPI_Comm_dup(MPI_COMM_WORLD)", message: mpiErrorString(rc)) }
+        guard rc == leffa_mpi_success() else {
+            throw DistributedError.setup(call: "MPI_Comm_dup(MPI_COMM_WORLD)", message: mpiErrorString(rc))
+        }
         var r: Int32 = 0, s: Int32 = 0
         MPI_Comm_rank(comm, &r)
         MPI_Comm_size(comm, &s)
         // Ranks sharing memory with this one: the node, for thread counts and per-node work.
         var node: MPI_Comm? = nil
         rc = MPI_Comm_split_type(comm, leffa_mpi_comm_type_shared(), r, leffa_mpi_info_null(), &node)
-        guard rc == leffa_mpi_success() else { throw DistributedError.setup(call: "MPI_Comm_split_type(SHARED)", message: mpiErrorString(rc)) }
+        guard rc == leffa_mpi_success() else {
+            throw DistributedError.setup(call: "MPI_Comm_split_type(SHARED)", message: mpiErrorString(rc))
+        }
         var lr: Int32 = 0, ls: Int32 = 0
         MPI_Comm_rank(node, &lr)
         MPI_Comm_size(node, &ls)
@@ -184,8 +191,10 @@ public final class MPIContext: @unchecked Sendable {
         isDistributed = true; threadLevel = provided; world = comm
         watchdog = Watchdog(timeout: timeout)
         watchdog.onExpire = { [unowned self] what, waited in
-            self.abort("\(what) has waited \(Int(waited)) s for the other ranks (limit \(MPIContext.timeoutEnvironmentKey)="
-                       + "\(Int(self.watchdogTimeout)) s): another rank is stuck, or died without the launcher noticing", code: 3)
+            self.abort(
+                "\(what) has waited \(Int(waited)) s for the other ranks (limit \(MPIContext.timeoutEnvironmentKey)="
+                    + "\(Int(self.watchdogTimeout)) s): another rank is stuck, or died without the launcher noticing",
+                code: 3)
         }
         watchdog.start()
     }
@@ -202,8 +211,9 @@ public final class MPIContext: @unchecked Sendable {
     public func allreduce<T: MPIElement>(_ values: UnsafeMutableBufferPointer<T>, _ op: ReduceOp = .sum) {
         guard isDistributed, let base = values.baseAddress else { return }
         checkNoReducerStep("allreduce")
-        rawAllreduce(UnsafeMutableRawPointer(base), count: values.count, type: T.mpiType, op: op, comm: world,
-                     what: "MPI_Allreduce(\(values.count) x \(T.self), \(op))")
+        rawAllreduce(
+            UnsafeMutableRawPointer(base), count: values.count, type: T.mpiType, op: op, comm: world,
+            what: "MPI_Allreduce(\(values.count) x \(T.self), \(op))")
     }
 
     public func allreduce<T: MPIElement>(_ values: inout [T], _ op: ReduceOp = .sum) {
@@ -286,7 +296,8 @@ public final class MPIContext: @unchecked Sendable {
     /// Ends MPI. Every rank must call it; nothing may use the context afterwards.
     public func finalize() {
         stateLock.lock()
-        precondition(reducerSteps == 0, "MPIContext.finalize() while a GradientReducer step is in flight; call finish() first")
+        precondition(
+            reducerSteps == 0, "MPIContext.finalize() while a GradientReducer step is in flight; call finish() first")
         let already = finalized
         finalized = true
         stateLock.unlock()
@@ -317,8 +328,10 @@ public final class MPIContext: @unchecked Sendable {
     }
 
     /// In-place all-reduce on `comm`, split into chunks that fit MPI's 32-bit counts.
-    func rawAllreduce(_ base: UnsafeMutableRawPointer, count: Int, type: MPIElementType, op: ReduceOp,
-                      comm: MPI_Comm?, what: @autoclosure () -> String, fromReducer: Bool = false) {
+    func rawAllreduce(
+        _ base: UnsafeMutableRawPointer, count: Int, type: MPIElementType, op: ReduceOp,
+        comm: MPI_Comm?, what: @autoclosure () -> String, fromReducer: Bool = false
+    ) {
         let stride = Self.elementBytes(type), dt = type.datatype, mop = op.mpiOp
         forEachChunk(count) { lo, n in
             call(what(), fromReducer: fromReducer) {
@@ -328,7 +341,11 @@ public final class MPIContext: @unchecked Sendable {
     }
 
     static func elementBytes(_ t: MPIElementType) -> Int {
-        switch t { case .float: return 4; case .double, .int64, .uint64: return 8; case .byte: return 1 }
+        switch t {
+        case .float: return 4;
+        case .double, .int64, .uint64: return 8;
+        case .byte: return 1
+        }
     }
 
     /// MPI counts are Int32: larger buffers go in chunks of 2^30 elements.
@@ -353,8 +370,11 @@ public final class MPIContext: @unchecked Sendable {
         let steps = reducerSteps, done = finalized
         stateLock.unlock()
         precondition(!done, "MPIContext: \(what) after finalize()")
-        precondition(steps == 0, "MPIContext: \(what) called while a GradientReducer step is in flight (between the first "
-                     + "markReady and finish); collectives on two threads could cross between ranks and deadlock. Call finish() first")
+        precondition(
+            steps == 0,
+            "MPIContext: \(what) called while a GradientReducer step is in flight (between the first "
+                + "markReady and finish); collectives on two threads could cross between ranks and deadlock. Call finish() first"
+        )
     }
 
     private func checkRoot(_ root: Int) {
@@ -383,7 +403,10 @@ final class Watchdog: @unchecked Sendable {
 
     var timeout: Double {
         get { lock.lock(); defer { lock.unlock() }; return _timeout }
-        set { precondition(newValue > 0, "watchdog timeout must be positive"); lock.lock(); _timeout = newValue; lock.unlock() }
+        set {
+            precondition(newValue > 0, "watchdog timeout must be positive"); lock.lock(); _timeout = newValue;
+            lock.unlock()
+        }
     }
 
     func enter(_ what: String) -> Int {

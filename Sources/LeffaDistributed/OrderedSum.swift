@@ -20,7 +20,9 @@ import LeffaTensor
 
 public enum OrderedSum {
     /// `out[i] = (parts[0][i] + parts[1][i] + …) / divisor`, left to right (no division when divisor is nil).
-    public static func sum(parts: [UnsafePointer<Float>], count: Int, into out: UnsafeMutablePointer<Float>, dividingBy divisor: Int? = nil) {
+    public static func sum(
+        parts: [UnsafePointer<Float>], count: Int, into out: UnsafeMutablePointer<Float>, dividingBy divisor: Int? = nil
+    ) {
         precondition(!parts.isEmpty, "OrderedSum.sum: no parts")
         let d = divisor.map(Float.init)
         parts.withUnsafeBufferPointer { ps in
@@ -53,7 +55,9 @@ public enum OrderedSum {
     }
 
     /// Chunk c of an n-element buffer split over `parts` ranks: [n·c/parts, n·(c+1)/parts).
-    @inline(__always) static func chunk(_ c: Int, of n: Int, parts: Int) -> Range<Int> { (n * c / parts)..<(n * (c + 1) / parts) }
+    @inline(__always) static func chunk(_ c: Int, of n: Int, parts: Int) -> Range<Int> {
+        (n * c / parts)..<(n * (c + 1) / parts)
+    }
 }
 
 extension MPIContext {
@@ -61,7 +65,7 @@ extension MPIContext {
     public func allreduceOrdered(_ values: UnsafeMutableBufferPointer<Float>, average: Bool = false) {
         guard let base = values.baseAddress else { return }
         guard isDistributed else {
-            return   // one rank: g_0 / 1 = g_0
+            return // one rank: g_0 / 1 = g_0
 
         }
         checkNoReducerStep("allreduceOrdered")
@@ -73,9 +77,13 @@ extension MPIContext {
     /// Scratch floats `orderedAllreduce` needs for `count` elements: N copies of the largest chunk.
     static func orderedScratchCount(_ count: Int, size: Int) -> Int { size * ((count + size - 1) / size) + 1 }
 
-    func orderedAllreduce(_ base: UnsafeMutablePointer<Float>, count: Int, average: Bool,
-                          scratch: UnsafeMutablePointer<Float>, comm: MPI_Comm?, fromReducer: Bool) {
-        precondition(count <= Int(Int32.max), "ordered all-reduce of \(count) elements exceeds an MPI count; use smaller buckets")
+    func orderedAllreduce(
+        _ base: UnsafeMutablePointer<Float>, count: Int, average: Bool,
+        scratch: UnsafeMutablePointer<Float>, comm: MPI_Comm?, fromReducer: Bool
+    ) {
+        precondition(
+            count <= Int(Int32.max), "ordered all-reduce of \(count) elements exceeds an MPI count; use smaller buckets"
+        )
         let n = size, me = rank
         let mine = OrderedSum.chunk(me, of: count, parts: n)
         var sendCounts = [Int32](repeating: 0, count: n), sendDispls = [Int32](repeating: 0, count: n)

@@ -59,7 +59,9 @@ public final class SharedBlocks {
     /// (or, with `acrossNodes`, the same number of ranks on every node), and room in the
     /// directory backing the windows for every rank's block plus `stateBlocks` blocks per node
     /// (SharedState). Collective.
-    public static func unavailableReason(context: MPIContext, count: Int, stateBlocks: Int = 0, acrossNodes: Bool = false) -> String? {
+    public static func unavailableReason(
+        context: MPIContext, count: Int, stateBlocks: Int = 0, acrossNodes: Bool = false
+    ) -> String? {
         guard context.isDistributed && context.size > 1 else { return "one rank has nothing to share" }
         let perNode = SharedWindow.ranksPerNode(context)
         // Every rank sees the same answer.
@@ -71,10 +73,13 @@ public final class SharedBlocks {
         } else if !acrossNodes {
             return "the \(context.size) ranks span several nodes (shared memory only reaches ranks on one node)"
         } else if fewest != most || context.size % fewest != 0 {
-            return "nodes hold different numbers of ranks (\(fewest) to \(most)); the hierarchical reduction needs the same number on every node"
+            return
+                "nodes hold different numbers of ranks (\(fewest) to \(most)); the hierarchical reduction needs the same number on every node"
         }
-        let what = "\(perNode) ranks' gradient blocks" + (stateBlocks > 0 ? " and the node's \(stateBlocks) state blocks" : "")
-        return SharedWindow.roomReason(context: context, bytes: Double(count) * 4 * Double(perNode + stateBlocks), what: what)
+        let what =
+            "\(perNode) ranks' gradient blocks" + (stateBlocks > 0 ? " and the node's \(stateBlocks) state blocks" : "")
+        return SharedWindow.roomReason(
+            context: context, bytes: Double(count) * 4 * Double(perNode + stateBlocks), what: what)
     }
 
     /// Allocates every rank's block of `count` floats (zeroed) in one shared window. Collective;
@@ -85,14 +90,19 @@ public final class SharedBlocks {
         self.count = count
         self.grain = grain
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
-        let w = try SharedWindow(context: context, bytes: { _ in bytes }, what: "shared gradient blocks", keepingAlive: other)
+        let w = try SharedWindow(
+            context: context, bytes: { _ in bytes }, what: "shared gradient blocks", keepingAlive: other)
         window = w
         peers = (0..<w.nodeSize).map { w.floats($0) }
         nodes = context.size / w.nodeSize
-        precondition(nodes * w.nodeSize == context.size, "SharedBlocks: nodes hold different numbers of ranks (see unavailableReason)")
+        precondition(
+            nodes * w.nodeSize == context.size,
+            "SharedBlocks: nodes hold different numbers of ranks (see unavailableReason)")
         if nodes > 1 {
             var c: MPI_Comm? = nil
-            context.call("MPI_Comm_split(shared blocks across nodes)") { MPI_Comm_split(context.world, Int32(w.nodeRank), Int32(context.rank), &c) }
+            context.call("MPI_Comm_split(shared blocks across nodes)") {
+                MPI_Comm_split(context.world, Int32(w.nodeRank), Int32(context.rank), &c)
+            }
             cross = c
         }
         peers[nodeRank].update(repeating: 0, count: max(count, 1))
@@ -117,20 +127,24 @@ public final class SharedBlocks {
     /// range. Collective; every rank passes the same range.
     @discardableResult
     public func reduce(_ range: Range<Int>, average: Bool = true, gather: Bool = true) -> ReduceTiming {
-        precondition(range.lowerBound >= 0 && range.upperBound <= count, "SharedBlocks.reduce: \(range) outside blocks of \(count)")
+        precondition(
+            range.lowerBound >= 0 && range.upperBound <= count,
+            "SharedBlocks.reduce: \(range) outside blocks of \(count)")
         let t0 = monotonicSeconds()
         let n = nodeSize, r = nodeRank
         window.sync("backward finished")
         let mine = slice(r, of: range)
         let out = peers[r] + mine.lowerBound
         if !mine.isEmpty {
-            OrderedSum.sum(parts: (0..<n).map { UnsafePointer(peers[$0] + mine.lowerBound) }, count: mine.count,
-                           into: out, dividingBy: average && nodes == 1 ? n : nil)
+            OrderedSum.sum(
+                parts: (0..<n).map { UnsafePointer(peers[$0] + mine.lowerBound) }, count: mine.count,
+                into: out, dividingBy: average && nodes == 1 ? n : nil)
         }
         if nodes > 1 {
             // Every node's sum of this slice, then the average over all ranks.
-            context.rawAllreduce(UnsafeMutableRawPointer(out), count: mine.count, type: .float, op: .sum, comm: cross,
-                                 what: "MPI_Allreduce(slice \(r) of the gradients across \(nodes) nodes, \(mine.count) floats)")
+            context.rawAllreduce(
+                UnsafeMutableRawPointer(out), count: mine.count, type: .float, op: .sum, comm: cross,
+                what: "MPI_Allreduce(slice \(r) of the gradients across \(nodes) nodes, \(mine.count) floats)")
             if average { OrderedSum.divide(out, count: mine.count, by: context.size) }
         }
         if gather { self.gather(range) } else { window.sync("reduce-scatter") }

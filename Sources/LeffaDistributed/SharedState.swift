@@ -32,7 +32,8 @@ public final class SharedState {
         guard context.isDistributed && context.size > 1 else { return "one rank has nothing to share" }
         let most = context.allreduce(Int64(SharedWindow.ranksPerNode(context)), .max)
         if most == 1 { return "every node runs one rank" }
-        return SharedWindow.roomReason(context: context, bytes: Double(count) * 4 * Double(blocks), what: "the node's \(blocks) state blocks")
+        return SharedWindow.roomReason(
+            context: context, bytes: Double(count) * 4 * Double(blocks), what: "the node's \(blocks) state blocks")
     }
 
     /// Allocates `blocks` blocks of `count` floats once per node. Their contents are undefined

@@ -43,7 +43,7 @@ public final class SharedWindow {
     /// Ranks per node as this job sees them: the simulated node size when set, else the ranks
     /// sharing this rank's memory.
     static func ranksPerNode(_ context: MPIContext) -> Int {
-        if let k = simulatedNodeSize { return min(k, context.size - context.rank / k * k) }   // the last group may be smaller
+        if let k = simulatedNodeSize { return min(k, context.size - context.rank / k * k) } // the last group may be smaller
         return context.localSize
     }
 
@@ -61,11 +61,13 @@ public final class SharedWindow {
         // Every rank measured the same directory, perhaps while others were allocating: agree.
         let leastFree = context.allreduce(free, .min)
         if leastFree < 0 {
-            return "cannot read the free space of \(dir) (the shared-memory backing directory; OMPI_MCA_osc_sm_backing_directory sets it)"
+            return
+                "cannot read the free space of \(dir) (the shared-memory backing directory; OMPI_MCA_osc_sm_backing_directory sets it)"
         }
         if leastFree < need * 1.05 {
-            return String(format: "%@ has %.2f GB free; %@ need %.2f GB (enlarge it, e.g. docker run --shm-size, "
-                          + "or set OMPI_MCA_osc_sm_backing_directory)", dir, leastFree / 1e9, what, need / 1e9)
+            return String(
+                format: "%@ has %.2f GB free; %@ need %.2f GB (enlarge it, e.g. docker run --shm-size, "
+                    + "or set OMPI_MCA_osc_sm_backing_directory)", dir, leastFree / 1e9, what, need / 1e9)
         }
         return nil
     }
@@ -85,7 +87,8 @@ public final class SharedWindow {
             }
         } else {
             context.call("MPI_Comm_split_type(\(what))") {
-                MPI_Comm_split_type(context.world, leffa_mpi_comm_type_shared(), Int32(context.rank), leffa_mpi_info_null(), &node)
+                MPI_Comm_split_type(
+                    context.world, leffa_mpi_comm_type_shared(), Int32(context.rank), leffa_mpi_info_null(), &node)
             }
         }
         var nr: Int32 = 0, ns: Int32 = 0
@@ -106,8 +109,9 @@ public final class SharedWindow {
         MPI_Info_free(&info)
         guard rc == leffa_mpi_success(), let win else {
             MPI_Comm_free(&node)
-            throw DistributedError.setup(call: "MPI_Win_allocate_shared(\(what): \(mine) bytes in \(Self.backingDirectory))",
-                                         message: mpiErrorString(rc))
+            throw DistributedError.setup(
+                call: "MPI_Win_allocate_shared(\(what): \(mine) bytes in \(Self.backingDirectory))",
+                message: mpiErrorString(rc))
         }
         MPI_Win_set_errhandler(win, leffa_mpi_errors_return())
         var segments: [UnsafeMutablePointer<Float>?] = []
@@ -116,17 +120,21 @@ public final class SharedWindow {
             var disp: Int32 = 0
             var p: UnsafeMutableRawPointer? = nil
             context.call("MPI_Win_shared_query(\(what), rank \(k))") {
-                withUnsafeMutablePointer(to: &p) { MPI_Win_shared_query(win, Int32(k), &segBytes, &disp, UnsafeMutableRawPointer($0)) }
+                withUnsafeMutablePointer(to: &p) {
+                    MPI_Win_shared_query(win, Int32(k), &segBytes, &disp, UnsafeMutableRawPointer($0))
+                }
             }
             let expected = bytes(k)
             guard expected == 0 || (p != nil && segBytes >= expected) else {
                 var w: MPI_Win? = win
                 MPI_Win_free(&w)
                 MPI_Comm_free(&node)
-                throw DistributedError.setup(call: "MPI_Win_shared_query(\(what), rank \(k))",
-                                             message: "\(segBytes) bytes shared, expected \(expected)")
+                throw DistributedError.setup(
+                    call: "MPI_Win_shared_query(\(what), rank \(k))",
+                    message: "\(segBytes) bytes shared, expected \(expected)")
             }
-            segments.append(expected == 0 ? nil : p!.bindMemory(to: Float.self, capacity: expected / MemoryLayout<Float>.stride))
+            segments.append(
+                expected == 0 ? nil : p!.bindMemory(to: Float.self, capacity: expected / MemoryLayout<Float>.stride))
         }
         self.segments = segments
         self.node = node
@@ -152,7 +160,9 @@ public final class SharedWindow {
 
     /// Part k of the node's near-equal parts of `range`, cut at multiples of `grain` floats from
     /// its start: the slice node rank k reduces, or writes.
-    public func slice(_ k: Int, of range: Range<Int>, grain: Int) -> Range<Int> { Self.slice(k, of: nodeSize, range, grain: grain) }
+    public func slice(_ k: Int, of range: Range<Int>, grain: Int) -> Range<Int> {
+        Self.slice(k, of: nodeSize, range, grain: grain)
+    }
 
     /// Part k of `n` near-equal parts of `range`, cut at multiples of `grain` from its start.
     public static func slice(_ k: Int, of n: Int, _ range: Range<Int>, grain: Int) -> Range<Int> {
@@ -175,7 +185,9 @@ public final class SharedWindow {
     func sumOverNode(_ values: inout [Double], what: String) {
         values.withUnsafeMutableBufferPointer { b in
             guard let base = b.baseAddress else { return }
-            context.rawAllreduce(UnsafeMutableRawPointer(base), count: b.count, type: .double, op: .sum, comm: node, what: "MPI_Allreduce(\(what))")
+            context.rawAllreduce(
+                UnsafeMutableRawPointer(base), count: b.count, type: .double, op: .sum, comm: node,
+                what: "MPI_Allreduce(\(what))")
         }
     }
 }

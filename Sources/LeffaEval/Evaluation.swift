@@ -84,8 +84,10 @@ public struct ImageScores: Codable, Sendable, Equatable {
     /// counts as garment. PSNR of identical images is capped at 100 dB (JSON has no infinity).
     public static func of(_ test: Tensor, _ target: Tensor, garment: Tensor) -> ImageScores {
         func cap(_ v: Double) -> Double { v.isFinite ? min(v, 100) : (v > 0 ? 100 : v) }
-        return ImageScores(psnr: cap(ImageMetrics.psnr(test, target)), psnrGarment: cap(ImageMetrics.psnr(test, target, mask: garment)),
-                           ssim: ImageMetrics.ssim(test, target), ssimGarment: ImageMetrics.ssim(test, target, mask: garment))
+        return ImageScores(
+            psnr: cap(ImageMetrics.psnr(test, target)),
+            psnrGarment: cap(ImageMetrics.psnr(test, target, mask: garment)),
+            ssim: ImageMetrics.ssim(test, target), ssimGarment: ImageMetrics.ssim(test, target, mask: garment))
     }
 
     /// The mean of each field over `scores` (nan values, e.g. an empty garment region, skipped).
@@ -94,7 +96,8 @@ public struct ImageScores: Codable, Sendable, Equatable {
             let v = scores.map { $0[keyPath: k] }.filter { !$0.isNaN }
             return v.isEmpty ? .nan : v.reduce(0, +) / Double(v.count)
         }
-        return ImageScores(psnr: m(\.psnr), psnrGarment: m(\.psnrGarment), ssim: m(\.ssim), ssimGarment: m(\.ssimGarment))
+        return ImageScores(
+            psnr: m(\.psnr), psnrGarment: m(\.psnrGarment), ssim: m(\.ssim), ssimGarment: m(\.ssimGarment))
     }
 }
 
@@ -119,7 +122,8 @@ public struct EvalReport: Codable, Sendable {
         public var refAcceleration: Bool
         public var predictionType: String
         enum CodingKeys: String, CodingKey {
-            case scheduler, steps, guidance, guidanceRescale = "guidance_rescale", repaint, seed, refAcceleration = "ref_acceleration", predictionType = "prediction_type"
+            case scheduler, steps, guidance, guidanceRescale = "guidance_rescale", repaint, seed, refAcceleration =
+                "ref_acceleration", predictionType = "prediction_type"
         }
     }
     public struct Flow: Codable, Sendable {
@@ -162,10 +166,14 @@ public struct EvalReport: Codable, Sendable {
         guard minPSNR != nil || minGarmentSSIMGain != nil else { return [] }
         guard let model, let baseline else { return ["no scores to check (unpaired evaluation)"] }
         var out: [String] = []
-        if let p = minPSNR, !(model.psnr >= p) { out.append(String(format: "PSNR %.2f dB is below the target %.2f dB", model.psnr, p)) }
+        if let p = minPSNR, !(model.psnr >= p) {
+            out.append(String(format: "PSNR %.2f dB is below the target %.2f dB", model.psnr, p))
+        }
         if let g = minGarmentSSIMGain, !(model.ssimGarment - baseline.ssimGarment >= g) {
-            out.append(String(format: "garment SSIM %.4f is %.4f above the baseline's %.4f, less than the target %.2f",
-                              model.ssimGarment, model.ssimGarment - baseline.ssimGarment, baseline.ssimGarment, g))
+            out.append(
+                String(
+                    format: "garment SSIM %.4f is %.4f above the baseline's %.4f, less than the target %.2f",
+                    model.ssimGarment, model.ssimGarment - baseline.ssimGarment, baseline.ssimGarment, g))
         }
         return out
     }
@@ -173,20 +181,27 @@ public struct EvalReport: Codable, Sendable {
     /// The table a person reads: model and baseline side by side.
     public var table: String {
         var lines: [String] = []
-        lines.append("held-out evaluation: \(pairs) pair(s) of \(split) (\(paired ? "paired" : "unpaired")), \(size[0])x\(size[1]), \(sampler.steps) \(sampler.scheduler.uppercased()) steps, guidance \(sampler.guidance)"
-                     + (sampler.guidanceRescale > 0 ? " rescaled by \(sampler.guidanceRescale)" : "") + (sampler.repaint ? ", repainted" : ""))
+        lines.append(
+            "held-out evaluation: \(pairs) pair(s) of \(split) (\(paired ? "paired" : "unpaired")), \(size[0])x\(size[1]), \(sampler.steps) \(sampler.scheduler.uppercased()) steps, guidance \(sampler.guidance)"
+                + (sampler.guidanceRescale > 0 ? " rescaled by \(sampler.guidanceRescale)" : "")
+                + (sampler.repaint ? ", repainted" : ""))
         if let model, let baseline {
             lines.append("                       PSNR (dB)   PSNR garment   SSIM     SSIM garment")
             for (name, s) in [("model", model), ("mean-colour baseline", baseline)] {
-                lines.append(name.padding(toLength: 22, withPad: " ", startingAt: 0)
-                             + String(format: " %9.2f   %12.2f   %6.4f   %12.4f", s.psnr, s.psnrGarment, s.ssim, s.ssimGarment))
+                lines.append(
+                    name.padding(toLength: 22, withPad: " ", startingAt: 0)
+                        + String(
+                            format: " %9.2f   %12.2f   %6.4f   %12.4f", s.psnr, s.psnrGarment, s.ssim, s.ssimGarment))
             }
         } else {
             lines.append("(unpaired: no ground truth, images only)")
         }
         if let flow {
-            lines.append(String(format: "attention-flow endpoint error vs ground truth: %.3f px (uniform attention: %.3f px; %d layer(s), t = %d, τ = %g)",
-                                flow.mean, flow.uniform, flow.layers.count, flow.timestep, flow.tau))
+            lines.append(
+                String(
+                    format:
+                        "attention-flow endpoint error vs ground truth: %.3f px (uniform attention: %.3f px; %d layer(s), t = %d, τ = %g)",
+                    flow.mean, flow.uniform, flow.layers.count, flow.timestep, flow.tau))
         }
         return lines.joined(separator: "\n")
     }
@@ -196,17 +211,27 @@ public enum Evaluation {
     /// Evaluates `m` on the pairs `options` select and writes everything under `out` (rank 0).
     /// Every rank must call it with the same arguments. `progress` gets one line per round (rank 0).
     @discardableResult
-    public static func run(_ m: EvalModel, options o: EvalOptions, out: URL, context: MPIContext,
-                           progress: (String) -> Void = { _ in }) throws -> EvalReport {
+    public static func run(
+        _ m: EvalModel, options o: EvalOptions, out: URL, context: MPIContext,
+        progress: (String) -> Void = { _ in }
+    ) throws -> EvalReport {
         let started = Date()
         let config = m.config
-        guard let kind = DatasetKind(rawValue: config.dataKind) else { throw RunError("\(config.source): field data.kind: unknown kind \(config.dataKind)") }
-        let root = o.dataRoot ?? URL(fileURLWithPath: config.dataRoot, relativeTo: URL(fileURLWithPath: config.source).deletingLastPathComponent()).standardizedFileURL
+        guard let kind = DatasetKind(rawValue: config.dataKind) else {
+            throw RunError("\(config.source): field data.kind: unknown kind \(config.dataKind)")
+        }
+        let root =
+            o.dataRoot
+            ?? URL(
+                fileURLWithPath: config.dataRoot,
+                relativeTo: URL(fileURLWithPath: config.source).deletingLastPathComponent()
+            ).standardizedFileURL
         let dataset = try openEvalDataset(kind, root: root, options: o, data: config.data)
         let n = min(o.limit ?? dataset.count, dataset.count)
         let (h, w) = o.size ?? (m.stage.height, m.stage.width)
-        try config.model.checkLatentSize(config.space == .latent ? h / config.model.vae.downscale : h,
-                                         config.space == .latent ? w / config.model.vae.downscale : w)
+        try config.model.checkLatentSize(
+            config.space == .latent ? h / config.model.vae.downscale : h,
+            config.space == .latent ? w / config.model.vae.downscale : w)
         let size = Size(height: h, width: w)
         let paired = !o.unpaired
         // Loading every pair first turns a missing or damaged file into an error before any sampling.
@@ -217,19 +242,23 @@ public enum Evaluation {
         let leffa = m.stage.leffa ?? config.stages.compactMap(\.leffa).last ?? LeffaLossConfig()
         let tau = o.tau ?? leffa.tau
         let latentH = config.space == .latent ? h / config.model.vae.downscale : h
-        let flowLayers = leffa.selectLayers(UNet2DConditionModel.attentionLayers(config.model.unet), latentHeight: latentH, imageHeight: h)
+        let flowLayers = leffa.selectLayers(
+            UNet2DConditionModel.attentionLayers(config.model.unet), latentHeight: latentH, imageHeight: h)
         let builder = BatchBuilder(dataset: dataset, config: config, model: m.model)
         let randomness = SampleRandomness(seed: o.seed)
 
         let out = out.standardizedFileURL
         let folders = ["generated", "target", "baseline"]
         if context.rank == 0 {
-            for f in folders { try FileManager.default.createDirectory(at: out.appendingPathComponent(f), withIntermediateDirectories: true) }
+            for f in folders {
+                try FileManager.default.createDirectory(
+                    at: out.appendingPathComponent(f), withIntermediateDirectories: true)
+            }
         }
         var reports: [EvalReport.Pair] = []
         var flowSums = [String: Double](), flowCounts = 0, uniformSum = 0.0
         var sheetRows: [Image] = []
-        let per = 3 * h * w, slots = per + flowLayers.count + 2   // image, layers' errors, uniform's error, flag
+        let per = 3 * h * w, slots = per + flowLayers.count + 2 // image, layers' errors, uniform's error, flag
         var done = 0
         var round = 0
         while done < n {
@@ -237,12 +266,15 @@ public enum Evaluation {
             var buffer = [Double](repeating: 0, count: context.size * slots)
             if mine < n {
                 let s = try dataset.sample(at: mine, size: size)
-                var sampler = Sampler(scheduler: o.scheduler, steps: o.steps, guidance: o.guidance, guidanceRescale: o.guidanceRescale,
-                                      seed: randomness.validationNoiseSeed(pair: mine))
+                var sampler = Sampler(
+                    scheduler: o.scheduler, steps: o.steps, guidance: o.guidance, guidanceRescale: o.guidanceRescale,
+                    seed: randomness.validationNoiseSeed(pair: mine))
                 sampler.refAcceleration = o.refAcceleration
                 sampler.prediction = config.prediction
                 func one(_ t: Tensor) -> Tensor { t.reshaped([1] + t.shape) }
-                let cond = SampleConditions(person: one(s.image), garment: one(s.reference), mask: one(s.inpaintMask), densepose: one(s.densepose))
+                let cond = SampleConditions(
+                    person: one(s.image), garment: one(s.reference), mask: one(s.inpaintMask),
+                    densepose: one(s.densepose))
                 let img = Image(tensor: try sampler.sample(model: m.model, space: config.space, cond))
                 let base = context.rank * slots
                 for k in 0..<per { buffer[base + k] = Double(img.pixels[k]) }
@@ -250,12 +282,16 @@ public enum Evaluation {
                     var st = m.stage
                     (st.height, st.width) = (h, w)
                     let d = try builder.load(indices: [mine], stage: st)
-                    let inputs = try builder.inputs(d, step: 0, positions: [mine], timestepOverride: FlowSnapshot.timestep, dropout: false)
+                    let inputs = try builder.inputs(
+                        d, step: 0, positions: [mine], timestepOverride: FlowSnapshot.timestep, dropout: false)
                     let inside = valid * s.lossMask
                     let t4 = truth.reshaped([1] + truth.shape), v4 = inside.reshaped([1] + inside.shape)
                     let flows = try FlowSnapshot.flows(model: m.model, inputs: inputs, layers: flowLayers, tau: tau)
-                    for (j, (_, f, _)) in flows.enumerated() { buffer[base + per + j] = FlowSnapshot.endpointError(f, truth: t4, valid: v4) }
-                    buffer[base + slots - 2] = FlowSnapshot.endpointError(Tensor(zeros: [1, 2, 2, 2]), truth: t4, valid: v4)
+                    for (j, (_, f, _)) in flows.enumerated() {
+                        buffer[base + per + j] = FlowSnapshot.endpointError(f, truth: t4, valid: v4)
+                    }
+                    buffer[base + slots - 2] = FlowSnapshot.endpointError(
+                        Tensor(zeros: [1, 2, 2, 2]), truth: t4, valid: v4)
                     buffer[base + slots - 1] = 1
                 }
             }
@@ -264,8 +300,11 @@ public enum Evaluation {
                 for r in 0..<context.size where round * context.size + r < n {
                     let i = round * context.size + r, base = r * slots
                     let s = try dataset.sample(at: i, size: size)
-                    var generated = Image(height: h, width: w, channels: 3, pixels: (0..<per).map { UInt8(buffer[base + $0]) })
-                    if o.repaint { generated = Repaint.apply(person: s.image, mask: s.inpaintMask, generated: generated) }
+                    var generated = Image(
+                        height: h, width: w, channels: 3, pixels: (0..<per).map { UInt8(buffer[base + $0]) })
+                    if o.repaint {
+                        generated = Repaint.apply(person: s.image, mask: s.inpaintMask, generated: generated)
+                    }
                     let target = Image(tensor: s.image)
                     let baseline = Image(tensor: Baseline.meanColourFill(s))
                     let name = fileName(dataset, pair: i, paired: paired)
@@ -288,7 +327,8 @@ public enum Evaluation {
                     }
                     reports.append(pair)
                     if sheetRows.count < o.sheetRows {
-                        sheetRows.append(Image.hstack([Image(tensor: s.maskedImage), Image(tensor: s.reference), generated, target]))
+                        sheetRows.append(
+                            Image.hstack([Image(tensor: s.maskedImage), Image(tensor: s.reference), generated, target]))
                     }
                 }
             }
@@ -297,26 +337,38 @@ public enum Evaluation {
             if context.rank == 0 {
                 let elapsed = Date().timeIntervalSince(started)
                 let eta = elapsed / Double(done) * Double(n - done)
-                progress(String(format: "eval: %d/%d pairs  %.1f s/pair  ETA %@", done, n, elapsed / Double(done), formatDuration(eta)))
+                progress(
+                    String(
+                        format: "eval: %d/%d pairs  %.1f s/pair  ETA %@", done, n, elapsed / Double(done),
+                        formatDuration(eta)))
             }
         }
         let report = EvalReport(
             source: m.source, stage: m.stage.name, data: root.path, split: o.split,
-            pairsFile: (o.pairsFile ?? root.appendingPathComponent("\(o.split)_pairs.txt")).path, paired: paired, pairs: n, size: [h, w],
-            sampler: .init(scheduler: o.scheduler.rawValue, steps: o.steps, guidance: Double(o.guidance), guidanceRescale: Double(o.guidanceRescale),
-                           repaint: o.repaint, seed: o.seed, refAcceleration: o.refAcceleration, predictionType: config.prediction.rawValue),
+            pairsFile: (o.pairsFile ?? root.appendingPathComponent("\(o.split)_pairs.txt")).path, paired: paired,
+            pairs: n, size: [h, w],
+            sampler: .init(
+                scheduler: o.scheduler.rawValue, steps: o.steps, guidance: Double(o.guidance),
+                guidanceRescale: Double(o.guidanceRescale),
+                repaint: o.repaint, seed: o.seed, refAcceleration: o.refAcceleration,
+                predictionType: config.prediction.rawValue),
             model: paired ? ImageScores.mean(reports.compactMap(\.model)) : nil,
             baseline: paired ? ImageScores.mean(reports.compactMap(\.baseline)) : nil,
             // Summed in layer order (a dictionary's order changes between processes).
-            flow: flowCounts > 0 ? .init(mean: flowLayers.map { flowSums[$0]! }.reduce(0, +) / Double(flowCounts * flowLayers.count),
-                                         layers: flowSums.mapValues { $0 / Double(flowCounts) }, uniform: uniformSum / Double(flowCounts), timestep: FlowSnapshot.timestep, tau: Double(tau)) : nil,
+            flow: flowCounts > 0
+                ? .init(
+                    mean: flowLayers.map { flowSums[$0]! }.reduce(0, +) / Double(flowCounts * flowLayers.count),
+                    layers: flowSums.mapValues { $0 / Double(flowCounts) }, uniform: uniformSum / Double(flowCounts),
+                    timestep: FlowSnapshot.timestep, tau: Double(tau)) : nil,
             folders: Dictionary(uniqueKeysWithValues: folders.map { ($0, $0) }), contactSheet: "contact-sheet.png",
             ranks: context.size, seconds: Date().timeIntervalSince(started), perPair: reports)
         if context.rank == 0 {
-            try ImageIO.write(Image.vstack(sheetRows), to: out.appendingPathComponent("contact-sheet.png"), format: .png)
+            try ImageIO.write(
+                Image.vstack(sheetRows), to: out.appendingPathComponent("contact-sheet.png"), format: .png)
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+            enc.nonConformingFloatEncodingStrategy = .convertToString(
+                positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
             try ImageIO.writeBytes(Array(try enc.encode(report)) + [10], to: out.appendingPathComponent("eval.json"))
         }
         context.barrier()
@@ -326,7 +378,9 @@ public enum Evaluation {
     /// The split (or the `--pairs` file) of the run's data, read with the run's data options
     /// (densepose encoding, DressCode categories; the pairing is `--unpaired`'s), with every
     /// problem that stops an evaluation turned into an error naming the file.
-    static func openEvalDataset(_ kind: DatasetKind, root: URL, options o: EvalOptions, data: DataOptions) throws -> any PairedImageDataset {
+    static func openEvalDataset(_ kind: DatasetKind, root: URL, options o: EvalOptions, data: DataOptions) throws
+        -> any PairedImageDataset
+    {
         let pairing: Pairing = o.unpaired ? .unpaired : .paired
         let ds: any PairedImageDataset
         switch (kind, o.pairsFile) {
@@ -341,7 +395,9 @@ public enum Evaluation {
         case (.dressCode, _?):
             throw RunError("--pairs: not supported for DressCode (its pair lists live per category); use --split")
         default:
-            ds = openDataset(kind, root: root, split: o.split, pairing: pairing, categories: data.categories, densepose: data.densepose)
+            ds = openDataset(
+                kind, root: root, split: o.split, pairing: pairing, categories: data.categories,
+                densepose: data.densepose)
         }
         if let e = ds.indexProblems.first(where: { $0.severity == .error }) {
             throw RunError("cannot evaluate on the \(o.split) split of \(root.path): \(e)")

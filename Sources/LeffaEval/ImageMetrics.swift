@@ -70,9 +70,10 @@ public enum ImageMetrics {
     /// Images need at least 11 pixels on each side (one window), as in scikit-image: smaller ones stop with a precondition failure.
     public static func ssimMap(_ test: Tensor, _ reference: Tensor, dataRange: Double = 2) -> [Double] {
         let (C, H, W) = dims(test, reference, "ImageMetrics.ssimMap")
-        precondition(H >= minimumSide && W >= minimumSide,
-                     "ImageMetrics.ssim: images are \(H)×\(W) pixels; SSIM's Gaussian window needs at least " +
-                     "\(minimumSide)×\(minimumSide) (scikit-image raises too): compare larger images, or use PSNR")
+        precondition(
+            H >= minimumSide && W >= minimumSide,
+            "ImageMetrics.ssim: images are \(H)×\(W) pixels; SSIM's Gaussian window needs at least "
+                + "\(minimumSide)×\(minimumSide) (scikit-image raises too): compare larger images, or use PSNR")
         precondition(dataRange > 0, "ImageMetrics.ssim: dataRange must be positive, got \(dataRange)")
         let c1 = (k1 * dataRange) * (k1 * dataRange), c2 = (k2 * dataRange) * (k2 * dataRange)
         let n = H * W
@@ -128,15 +129,17 @@ public enum ImageMetrics {
 
     /// (C, H, W) of two tensors that must have that same shape.
     private static func dims(_ test: Tensor, _ reference: Tensor, _ op: String) -> (Int, Int, Int) {
-        shapeCheck(test.rank == 3 && test.shape == reference.shape && test.shape[0] >= 1, op, test.shape, reference.shape,
-                   expected: "two (C, H, W) images of the same shape, C ≥ 1 (call once per image of a batch)")
+        shapeCheck(
+            test.rank == 3 && test.shape == reference.shape && test.shape[0] >= 1, op, test.shape, reference.shape,
+            expected: "two (C, H, W) images of the same shape, C ≥ 1 (call once per image of a batch)")
         return (test.shape[0], test.shape[1], test.shape[2])
     }
 
     /// The mask's pixels as inside (≥ 0.5) or not; the mask is (H, W) or (1, H, W).
     private static func insideFlags(_ mask: Tensor, H: Int, W: Int, _ op: String) -> [Bool] {
-        shapeCheck(mask.shape == [H, W] || mask.shape == [1, H, W], op + " mask", mask.shape,
-                   expected: "(\(H), \(W)) or (1, \(H), \(W)), the images' height and width")
+        shapeCheck(
+            mask.shape == [H, W] || mask.shape == [1, H, W], op + " mask", mask.shape,
+            expected: "(\(H), \(W)) or (1, \(H), \(W)), the images' height and width")
         let m = mask.data
         return (0..<H * W).map { m[$0] >= 0.5 }
     }
@@ -144,7 +147,9 @@ public enum ImageMetrics {
     /// Replaces the (H, W) plane `x` by its Gaussian-weighted local means: scipy.ndimage.gaussian_filter's
     /// two 1-D passes (along H, then along W) with 'reflect' borders. `scratch` holds H·W values.
     /// Rows are independent within a pass, so the split over threads never changes a result.
-    private static func gaussianBlur(_ x: UnsafeMutablePointer<Double>, scratch: UnsafeMutablePointer<Double>, H: Int, W: Int) {
+    private static func gaussianBlur(
+        _ x: UnsafeMutablePointer<Double>, scratch: UnsafeMutablePointer<Double>, H: Int, W: Int
+    ) {
         let r = radius
         taps.withUnsafeBufferPointer { w in
             // Along H: output row i mixes rows i ± k, inner loop along the contiguous row.

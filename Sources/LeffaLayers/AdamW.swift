@@ -22,19 +22,27 @@ public final class AdamW {
 
     /// With `moments`, the moments live in memory the caller provides, zeroed (an MPI shared-memory
     /// window holding the node's one copy of them); else in two new zeroed blocks.
-    public init(parameters: ParameterSet, training parts: [Parameter], config: AdamWConfig = AdamWConfig(),
-                moments: (m: Storage, v: Storage)? = nil) {
+    public init(
+        parameters: ParameterSet, training parts: [Parameter], config: AdamWConfig = AdamWConfig(),
+        moments: (m: Storage, v: Storage)? = nil
+    ) {
         parameters.enableGradients()
         self.config = config
         var rs: [Range<Int>] = []
         for p in parts.sorted(by: { $0.offset < $1.offset }) {
             let r = p.offset..<(p.offset + p.count)
-            if let last = rs.last, last.upperBound == r.lowerBound { rs[rs.count - 1] = last.lowerBound..<r.upperBound } else { rs.append(r) }
+            if let last = rs.last, last.upperBound == r.lowerBound {
+                rs[rs.count - 1] = last.lowerBound..<r.upperBound
+            } else {
+                rs.append(r)
+            }
         }
         ranges = rs
         let n = parameters.count
         if let moments {
-            precondition(moments.m.count == n && moments.v.count == n, "AdamW: moments of \(moments.m.count) floats given, the parameters have \(n)")
+            precondition(
+                moments.m.count == n && moments.v.count == n,
+                "AdamW: moments of \(moments.m.count) floats given, the parameters have \(n)")
             m = Tensor(shape: [n], storage: moments.m); v = Tensor(shape: [n], storage: moments.v)
         } else {
             // On demand: the moments of parameters this optimizer does not train are never touched.
@@ -55,16 +63,19 @@ public final class AdamW {
     /// elements in it (a sharded step: the other ranks update the rest). In the same pass over the
     /// block (it is memory-bound: one pass instead of three), the gradients are read times
     /// `gradientScale` (clipping, see `clipScale`) and `ema` ← emaDecay·ema + (1 − emaDecay)·p.
-    public func update(parameters: ParameterSet, lr: Float, only shard: Range<Int>? = nil, gradientScale: Float = 1,
-                       ema: Tensor? = nil, emaDecay: Float = 0) {
+    public func update(
+        parameters: ParameterSet, lr: Float, only shard: Range<Int>? = nil, gradientScale: Float = 1,
+        ema: Tensor? = nil, emaDecay: Float = 0
+    ) {
         guard let values = parameters.values, let grads = parameters.grads else { return }
         step += 1
         let c = config, t = Float(step)
         let bc1 = 1 - powf(c.beta1, t), bc2 = 1 - powf(c.beta2, t)
         let p = values.data, g = grads.data, mm = m.data, vv = v.data, e = ema?.data
         let decay = 1 - lr * c.weightDecay, stepSize = lr / bc1, rbc2 = 1 / bc2.squareRoot()
-        let k = AdamWKernel(b1: c.beta1, b2: c.beta2, eps: c.eps, decay: decay, stepSize: stepSize, rbc2: rbc2,
-                            gradientScale: gradientScale, emaDecay: emaDecay)
+        let k = AdamWKernel(
+            b1: c.beta1, b2: c.beta2, eps: c.eps, decay: decay, stepSize: stepSize, rbc2: rbc2,
+            gradientScale: gradientScale, emaDecay: emaDecay)
         let trained = ranges(in: shard)
         for r in trained {
             Parallel.for(r.count, grain: 1 << 14) { sub in
@@ -95,8 +106,10 @@ public final class AdamW {
     /// The global gradient norm (as `gradNorm`) and the factor that clips it to `maxNorm` (1 when
     /// it is within, or not finite): `clipGradNorm` without writing the gradients, for `update`'s
     /// `gradientScale`.
-    public func clipScale(parameters: ParameterSet, maxNorm: Float, only shard: Range<Int>? = nil,
-                          combine: ([Double]) -> [Double] = { $0 }) -> (norm: Float, scale: Float) {
+    public func clipScale(
+        parameters: ParameterSet, maxNorm: Float, only shard: Range<Int>? = nil,
+        combine: ([Double]) -> [Double] = { $0 }
+    ) -> (norm: Float, scale: Float) {
         let norm = gradNorm(parameters: parameters, only: shard, combine: combine)
         return (norm, norm > maxNorm && norm.isFinite ? maxNorm / (norm + 1e-6) : 1)
     }
@@ -111,18 +124,23 @@ public final class AdamW {
     /// start), this rank computes only the chunks in it, and `combine` sums every rank's list of
     /// chunk sums (zero outside its shard): one rank holds each chunk, so that sum is exact and
     /// the norm is the same bits for any number of shards as for none.
-    public func gradNorm(parameters: ParameterSet, only shard: Range<Int>? = nil, combine: ([Double]) -> [Double] = { $0 }) -> Float {
+    public func gradNorm(
+        parameters: ParameterSet, only shard: Range<Int>? = nil, combine: ([Double]) -> [Double] = { $0 }
+    ) -> Float {
         guard let grads = parameters.grads else { return 0 }
         let chunks = ranges.map { max(1, ($0.count + sumChunk - 1) / sumChunk) }
         var partials: [Double] = []
         partials.reserveCapacity(chunks.reduce(0, +))
         for (r, n) in zip(ranges, chunks) {
-            let lo = max(r.lowerBound, shard?.lowerBound ?? r.lowerBound), hi = min(r.upperBound, shard?.upperBound ?? r.upperBound)
+            let lo = max(r.lowerBound, shard?.lowerBound ?? r.lowerBound),
+                hi = min(r.upperBound, shard?.upperBound ?? r.upperBound)
             guard lo < hi else { partials += [Double](repeating: 0, count: n); continue }
-            precondition((lo - r.lowerBound) % sumChunk == 0 && (hi == r.upperBound || (hi - r.lowerBound) % sumChunk == 0),
-                         "AdamW.gradNorm: shard \(shard!) cuts trained range \(r) between multiples of \(sumChunk)")
+            precondition(
+                (lo - r.lowerBound) % sumChunk == 0 && (hi == r.upperBound || (hi - r.lowerBound) % sumChunk == 0),
+                "AdamW.gradNorm: shard \(shard!) cuts trained range \(r) between multiples of \(sumChunk)")
             let first = (lo - r.lowerBound) / sumChunk, mine = squareSums(grads.data + lo, hi - lo)
-            partials += [Double](repeating: 0, count: first) + mine + [Double](repeating: 0, count: n - first - mine.count)
+            partials +=
+                [Double](repeating: 0, count: first) + mine + [Double](repeating: 0, count: n - first - mine.count)
         }
         if shard != nil { partials = combine(partials) }
         var total = 0.0, at = 0
@@ -146,11 +164,14 @@ public final class AdamW {
 /// `gradientScale` (the same float as scaling it in memory first), and the EMA of the new value is
 /// taken in the same pass when asked.
 struct AdamWKernel {
-    let b1: Float, b2: Float, eps: Float, decay: Float, stepSize: Float, rbc2: Float, gradientScale: Float, emaDecay: Float
+    let b1: Float, b2: Float, eps: Float, decay: Float, stepSize: Float, rbc2: Float, gradientScale: Float,
+        emaDecay: Float
 
     @inline(__always)
-    func run(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ m: UnsafeMutablePointer<Float>,
-             _ v: UnsafeMutablePointer<Float>, _ n: Int, ema e: UnsafeMutablePointer<Float>?) {
+    func run(
+        _ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ m: UnsafeMutablePointer<Float>,
+        _ v: UnsafeMutablePointer<Float>, _ n: Int, ema e: UnsafeMutablePointer<Float>?
+    ) {
         typealias V = SIMD8<Float>
         let gs = gradientScale, d = emaDecay
         var i = 0
@@ -186,7 +207,9 @@ public func squareSums(_ p: UnsafePointer<Float>, _ n: Int) -> [Double] {
         // Sixteen lanes, summed in a fixed order: vectorised and thread-count independent.
         var acc = SIMD16<Float>(repeating: 0)
         var i = r.lowerBound
-        while i + 16 <= r.upperBound { let x = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float>.self); acc += x * x; i += 16 }
+        while i + 16 <= r.upperBound {
+            let x = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float>.self); acc += x * x; i += 16
+        }
         var tail: Float = 0
         while i < r.upperBound { tail += p[i] * p[i]; i += 1 }
         return Double(acc.sum()) + Double(tail)

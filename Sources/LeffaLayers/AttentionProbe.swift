@@ -18,14 +18,15 @@ public struct FlowProbes: Sendable {
 /// One probed layer's flow: per head, softmax(Q·K_refᵀ/(√d·τ)) · C for the target queries Q, the
 /// reference keys K_ref and the reference grid's coordinates C.
 public struct AttentionProbe {
-    public let layer: String          // e.g. "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
-    public let flow: Tensor           // (B, n, heads·2): (x, y) in [−1, 1] per head
+    public let layer: String // e.g. "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
+    public let flow: Tensor // (B, n, heads·2): (x, y) in [−1, 1] per head
     public let heads: Int
     public let height: Int, width: Int // token grid h_l × w_l, n = h_l·w_l
     public let tau: Float
 
     public init(layer: String, flow: Tensor, heads: Int, height: Int, width: Int, tau: Float) {
-        self.layer = layer; self.flow = flow; self.heads = heads; self.height = height; self.width = width; self.tau = tau
+        self.layer = layer; self.flow = flow; self.heads = heads; self.height = height; self.width = width;
+        self.tau = tau
     }
 }
 
@@ -36,10 +37,12 @@ public func coordinateValues(batch: Int, height h: Int, width w: Int, heads: Int
     func lin(_ i: Int, _ n: Int) -> Float { n == 1 ? -1 : -1 + 2 * Float(i) / Float(n - 1) }
     let p = out.data
     for b in 0..<batch {
-        for r in 0..<h { for c in 0..<w {
-            let row = p + (b * h * w + r * w + c) * heads * 2
-            for k in 0..<heads { row[2 * k] = lin(c, w); row[2 * k + 1] = lin(r, h) }
-        } }
+        for r in 0..<h {
+            for c in 0..<w {
+                let row = p + (b * h * w + r * w + c) * heads * 2
+                for k in 0..<heads { row[2 * k] = lin(c, w); row[2 * k + 1] = lin(r, h) }
+            }
+        }
     }
     return out
 }

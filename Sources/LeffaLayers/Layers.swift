@@ -8,10 +8,13 @@ public struct Conv2d {
     public let stride: Int
     public let padding: Padding2D
 
-    public init(_ s: Scope, _ inC: Int, _ outC: Int, kernel: Int, stride: Int = 1, padding: Int = 0, bias: Bool = true) {
+    public init(_ s: Scope, _ inC: Int, _ outC: Int, kernel: Int, stride: Int = 1, padding: Int = 0, bias: Bool = true)
+    {
         self.init(s, inC, outC, kernel: kernel, stride: stride, padding: .same(padding), bias: bias)
     }
-    public init(_ s: Scope, _ inC: Int, _ outC: Int, kernel: Int, stride: Int = 1, padding: Padding2D, bias: Bool = true) {
+    public init(
+        _ s: Scope, _ inC: Int, _ outC: Int, kernel: Int, stride: Int = 1, padding: Padding2D, bias: Bool = true
+    ) {
         let fanIn = inC * kernel * kernel
         weight = s.param("weight", [outC, inC, kernel, kernel], .fanIn(fanIn))
         self.bias = bias ? s.param("bias", [outC], .fanIn(fanIn)) : nil

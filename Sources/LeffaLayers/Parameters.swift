@@ -70,7 +70,8 @@ public final class ParameterSet {
         if let grads { return grads }
         let g = Tensor(shape: [count], storage: Storage(onDemand: count))
         for p in all {
-            p.value.setGradBuffer(Tensor(shape: p.shape, storage: Storage(viewOf: g.storage, offset: p.offset, count: p.count)))
+            p.value.setGradBuffer(
+                Tensor(shape: p.shape, storage: Storage(viewOf: g.storage, offset: p.offset, count: p.count)))
         }
         grads = g
         return g
@@ -81,10 +82,13 @@ public final class ParameterSet {
     /// its view there. A block that already exists is copied over and freed; none is allocated.
     public func moveGradients(into storage: Storage) {
         flatten()
-        precondition(storage.count == count, "ParameterSet.moveGradients: \(storage.count) floats given, the gradient block has \(count)")
+        precondition(
+            storage.count == count,
+            "ParameterSet.moveGradients: \(storage.count) floats given, the gradient block has \(count)")
         if let old = grads { storage.base.update(from: old.data, count: old.count) }
         for p in all {
-            p.value.setGradBuffer(Tensor(shape: p.shape, storage: Storage(viewOf: storage, offset: p.offset, count: p.count)))
+            p.value.setGradBuffer(
+                Tensor(shape: p.shape, storage: Storage(viewOf: storage, offset: p.offset, count: p.count)))
         }
         grads = Tensor(shape: [count], storage: storage)
     }
@@ -95,11 +99,14 @@ public final class ParameterSet {
     /// each copy their own part of the same values.
     public func moveValues(into storage: Storage, copying range: Range<Int>? = nil) {
         guard let old = values else { preconditionFailure("ParameterSet.moveValues: flatten() first") }
-        precondition(storage.count == old.count, "ParameterSet.moveValues: \(storage.count) floats given, the value block has \(old.count)")
+        precondition(
+            storage.count == old.count,
+            "ParameterSet.moveValues: \(storage.count) floats given, the value block has \(old.count)")
         let r = range ?? 0..<old.count
         (storage.base + r.lowerBound).update(from: old.data + r.lowerBound, count: r.count)
         for p in all {
-            let t = Tensor(shape: p.shape, storage: Storage(viewOf: storage, offset: p.offset, count: p.count)).requiringGrad(p.value.requiresGrad)
+            let t = Tensor(shape: p.shape, storage: Storage(viewOf: storage, offset: p.offset, count: p.count))
+                .requiringGrad(p.value.requiresGrad)
             if let g = p.value.grad { t.setGradBuffer(g) }
             p.value = t
         }
@@ -139,7 +146,8 @@ public final class ParameterSet {
     /// when none do or they are scattered.
     public var trainedRange: Range<Int>? {
         guard let first = all.firstIndex(where: { $0.value.requiresGrad }),
-              let last = all.lastIndex(where: { $0.value.requiresGrad }) else { return nil }
+            let last = all.lastIndex(where: { $0.value.requiresGrad })
+        else { return nil }
         return all[first...last].allSatisfy({ $0.value.requiresGrad }) ? first..<(last + 1) : nil
     }
 
@@ -147,7 +155,9 @@ public final class ParameterSet {
     /// are contiguous in it: what a reducer of only the trained parameters works on.
     public func gradients(of range: Range<Int>) -> Tensor {
         let g = enableGradients()
-        guard !range.isEmpty else { return Tensor(shape: [0], storage: Storage(viewOf: g.storage, offset: 0, count: 0)) }
+        guard !range.isEmpty else {
+            return Tensor(shape: [0], storage: Storage(viewOf: g.storage, offset: 0, count: 0))
+        }
         let lo = all[range.lowerBound].offset, hi = all[range.upperBound - 1].offset + all[range.upperBound - 1].count
         return Tensor(shape: [hi - lo], storage: Storage(viewOf: g.storage, offset: lo, count: hi - lo))
     }
@@ -210,7 +220,8 @@ public enum Init {
         case .zeros: return Tensor(zeros: shape)
         case .ones: return Tensor(repeating: 1, shape: shape)
         case .uniform(let b): return Tensor.uniform(shape, seed: key, in: -b...b)
-        case .fanIn(let n): let b = 1 / Float(max(n, 1)).squareRoot(); return Tensor.uniform(shape, seed: key, in: -b...b)
+        case .fanIn(let n):
+            let b = 1 / Float(max(n, 1)).squareRoot(); return Tensor.uniform(shape, seed: key, in: -b...b)
         }
     }
 }

@@ -29,7 +29,9 @@ struct VAEMidBlock {
     let resnets: [ResnetBlock2D]
     let attention: VAEAttention
     init(_ s: Scope, channels: Int, groups: Int) {
-        resnets = (0..<2).map { ResnetBlock2D(s / "resnets" / $0, in: channels, out: channels, tembChannels: nil, groups: groups, eps: 1e-6) }
+        resnets = (0..<2).map {
+            ResnetBlock2D(s / "resnets" / $0, in: channels, out: channels, tembChannels: nil, groups: groups, eps: 1e-6)
+        }
         attention = VAEAttention(s / "attentions" / 0, channels: channels, groups: groups)
     }
     func callAsFunction(_ x: Tensor) -> Tensor { resnets[1](attention(resnets[0](x, nil)), nil) }
@@ -49,9 +51,11 @@ public struct VAEEncoder {
         for i in 0..<ch.count {
             let bs = s / "down_blocks" / i
             let rs = (0..<c.layersPerBlock).map { j in
-                ResnetBlock2D(bs / "resnets" / j, in: j == 0 ? prev : ch[i], out: ch[i], tembChannels: nil, groups: g, eps: 1e-6)
+                ResnetBlock2D(
+                    bs / "resnets" / j, in: j == 0 ? prev : ch[i], out: ch[i], tembChannels: nil, groups: g, eps: 1e-6)
             }
-            blocks.append((rs, i < ch.count - 1 ? Downsample2D(bs / "downsamplers" / 0, channels: ch[i], vaeStyle: true) : nil))
+            blocks.append(
+                (rs, i < ch.count - 1 ? Downsample2D(bs / "downsamplers" / 0, channels: ch[i], vaeStyle: true) : nil))
             prev = ch[i]
         }
         down = blocks
@@ -85,7 +89,9 @@ public struct VAEDecoder {
         for i in 0..<rev.count {
             let bs = s / "up_blocks" / i
             let rs = (0...c.layersPerBlock).map { j in
-                ResnetBlock2D(bs / "resnets" / j, in: j == 0 ? prev : rev[i], out: rev[i], tembChannels: nil, groups: g, eps: 1e-6)
+                ResnetBlock2D(
+                    bs / "resnets" / j, in: j == 0 ? prev : rev[i], out: rev[i], tembChannels: nil, groups: g, eps: 1e-6
+                )
             }
             blocks.append((rs, i < rev.count - 1 ? Upsample2D(bs / "upsamplers" / 0, channels: rev[i]) : nil))
             prev = rev[i]
@@ -107,7 +113,7 @@ public struct VAEDecoder {
 
 /// The posterior q(z | x): per-pixel Gaussian with mean and log-variance (clamped to [−30, 20]).
 public struct Posterior {
-    public let mean: Tensor, logvar: Tensor   // (B, latent, h, w), before the scaling factor
+    public let mean: Tensor, logvar: Tensor // (B, latent, h, w), before the scaling factor
     /// mean + exp(logvar / 2) · ε.
     public func sample(noise: Tensor) -> Tensor {
         shapeCheck(noise.shape == mean.shape, "Posterior.sample", noise.shape, mean.shape)
@@ -116,7 +122,6 @@ public struct Posterior {
         return mean + std.detached() * noise
     }
 }
-
 
 public struct AutoencoderKL {
     public let config: VAEConfig

@@ -27,11 +27,14 @@ public final class LeffaModel {
     /// context holding reference features and the probed layers' flows.
     /// `checkpointing`: both UNets recompute each block's activations in backward instead of
     /// keeping them (UNet2DConditionModel.callAsFunction).
-    public func denoise(x: Tensor, refLatent: Tensor, timesteps: [Float], probes: FlowProbes = .none,
-                        checkpointing: Bool = false) throws -> (eps: Tensor, context: ReferenceContext) {
+    public func denoise(
+        x: Tensor, refLatent: Tensor, timesteps: [Float], probes: FlowProbes = .none,
+        checkpointing: Bool = false
+    ) throws -> (eps: Tensor, context: ReferenceContext) {
         try config.checkLatentSize(x.shape[2], x.shape[3])
-        shapeCheck(refLatent.shape[0] == x.shape[0] && refLatent.shape[2] == x.shape[2] && refLatent.shape[3] == x.shape[3],
-                   "LeffaModel.denoise", x.shape, refLatent.shape, expected: "reference latent with the same batch and size")
+        shapeCheck(
+            refLatent.shape[0] == x.shape[0] && refLatent.shape[2] == x.shape[2] && refLatent.shape[3] == x.shape[3],
+            "LeffaModel.denoise", x.shape, refLatent.shape, expected: "reference latent with the same batch and size")
         let ctx = ReferenceContext(flowProbes: probes)
         unet_encoder(refLatent, timesteps: timesteps, context: ctx, checkpointing: checkpointing)
         let eps = unet(x, timesteps: timesteps, context: ctx, checkpointing: checkpointing)!

@@ -19,7 +19,8 @@ public struct UNetConfig: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case inChannels = "in_channels", referenceInChannels = "reference_in_channels", outChannels = "out_channels"
         case blockOutChannels = "block_out_channels", layersPerBlock = "layers_per_block"
-        case attentionHeads = "attention_heads", normNumGroups = "norm_num_groups", crossAttentionDim = "cross_attention_dim"
+        case attentionHeads = "attention_heads", normNumGroups = "norm_num_groups", crossAttentionDim =
+            "cross_attention_dim"
     }
     public init() {}
     public init(from d: Decoder) throws {
@@ -52,7 +53,8 @@ public struct VAEConfig: Codable, Equatable, Sendable {
     public var scalingFactor: Float = 0.18215
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case blockOutChannels = "block_out_channels", layersPerBlock = "layers_per_block", normNumGroups = "norm_num_groups"
+        case blockOutChannels = "block_out_channels", layersPerBlock = "layers_per_block", normNumGroups =
+            "norm_num_groups"
         case latentChannels = "latent_channels", inChannels = "in_channels", scalingFactor = "scaling_factor"
     }
     public init() {}
@@ -104,7 +106,12 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     }
 
     public static func preset(_ name: String) -> ModelConfig? {
-        switch name { case "sd15": return .sd15; case "tiny": return .tiny; case "small": return .small; default: return nil }
+        switch name {
+        case "sd15": return .sd15;
+        case "tiny": return .tiny;
+        case "small": return .small;
+        default: return nil
+        }
     }
 
     /// Every reason these sizes cannot make a model, each naming the field.
@@ -114,17 +121,27 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         if u.blockOutChannels.isEmpty { out.append("unet.block_out_channels: expected at least one width") }
         for (i, c) in u.blockOutChannels.enumerated() {
             if c <= 0 { out.append("unet.block_out_channels[\(i)]: expected a positive width, got \(c)") }
-            if u.normNumGroups > 0 && c % u.normNumGroups != 0 { out.append("unet.block_out_channels[\(i)] = \(c): expected a multiple of norm_num_groups = \(u.normNumGroups)") }
-            if u.attentionHeads > 0 && c % u.attentionHeads != 0 { out.append("unet.block_out_channels[\(i)] = \(c): expected a multiple of attention_heads = \(u.attentionHeads)") }
+            if u.normNumGroups > 0 && c % u.normNumGroups != 0 {
+                out.append(
+                    "unet.block_out_channels[\(i)] = \(c): expected a multiple of norm_num_groups = \(u.normNumGroups)")
+            }
+            if u.attentionHeads > 0 && c % u.attentionHeads != 0 {
+                out.append(
+                    "unet.block_out_channels[\(i)] = \(c): expected a multiple of attention_heads = \(u.attentionHeads)"
+                )
+            }
         }
         if u.layersPerBlock < 1 { out.append("unet.layers_per_block: expected ≥ 1, got \(u.layersPerBlock)") }
         if u.attentionHeads < 1 { out.append("unet.attention_heads: expected ≥ 1, got \(u.attentionHeads)") }
         if u.normNumGroups < 1 { out.append("unet.norm_num_groups: expected ≥ 1, got \(u.normNumGroups)") }
-        if u.inChannels < 1 || u.referenceInChannels < 1 || u.outChannels < 1 { out.append("unet.in_channels/reference_in_channels/out_channels: expected ≥ 1") }
+        if u.inChannels < 1 || u.referenceInChannels < 1 || u.outChannels < 1 {
+            out.append("unet.in_channels/reference_in_channels/out_channels: expected ≥ 1")
+        }
         if u.crossAttentionDim < 1 { out.append("unet.cross_attention_dim: expected ≥ 1, got \(u.crossAttentionDim)") }
         if v.blockOutChannels.isEmpty { out.append("vae.block_out_channels: expected at least one width") }
         for (i, c) in v.blockOutChannels.enumerated() where v.normNumGroups > 0 && c % v.normNumGroups != 0 {
-            out.append("vae.block_out_channels[\(i)] = \(c): expected a multiple of norm_num_groups = \(v.normNumGroups)")
+            out.append(
+                "vae.block_out_channels[\(i)] = \(c): expected a multiple of norm_num_groups = \(v.normNumGroups)")
         }
         if v.layersPerBlock < 1 { out.append("vae.layers_per_block: expected ≥ 1, got \(v.layersPerBlock)") }
         return out
@@ -143,7 +160,9 @@ public enum ModelError: Error, CustomStringConvertible {
     case badSize(String)
     case badConfig(String)
     public var description: String {
-        switch self { case .badSize(let s), .badConfig(let s): return s }
+        switch self {
+        case .badSize(let s), .badConfig(let s): return s
+        }
     }
 }
 
@@ -174,33 +193,47 @@ extension ModelConfig {
         do { node = try Yams.compose(yaml: text) } catch {
             throw ModelError.badConfig("\(source): not valid YAML/JSON: \(error)")
         }
-        guard var root = node?.mapping else { throw ModelError.badConfig("\(source): expected a mapping with unet/vae sections or a preset") }
+        guard var root = node?.mapping else {
+            throw ModelError.badConfig("\(source): expected a mapping with unet/vae sections or a preset")
+        }
         if let model = root["model"]?.mapping { root = model }
         var config = ModelConfig.sd15
         if let presetNode = root["preset"] {
             guard let name = presetNode.string, let p = ModelConfig.preset(name) else {
-                throw ModelError.badConfig("\(source): field preset: expected one of sd15, tiny, small, got \(root["preset"]?.string ?? "?")")
+                throw ModelError.badConfig(
+                    "\(source): field preset: expected one of sd15, tiny, small, got \(root["preset"]?.string ?? "?")")
             }
             config = p
         }
-        func decode<T: Decodable>(_ key: String, _ type: T.Type, keys: [String], over base: T, encoded: (T) throws -> Yams.Node) throws -> T {
+        func decode<T: Decodable>(
+            _ key: String, _ type: T.Type, keys: [String], over base: T, encoded: (T) throws -> Yams.Node
+        ) throws -> T {
             guard let section = root[Yams.Node(key)] else { return base }
             // Overlay the section onto the base so unspecified fields keep the preset's values.
             var merged = try encoded(base).mapping ?? Yams.Node.Mapping([])
-            guard let m = section.mapping else { throw ModelError.badConfig("\(source): field \(key): expected a mapping") }
+            guard let m = section.mapping else {
+                throw ModelError.badConfig("\(source): field \(key): expected a mapping")
+            }
             for (k, v) in m {
                 let name = k.string ?? "?"
                 guard keys.contains(name) else {
-                    throw ModelError.badConfig("\(source): field \(key).\(name): \(ConfigKeys.unknown(name, valid: keys)); expected \(ConfigKeys.expected(keys))")
+                    throw ModelError.badConfig(
+                        "\(source): field \(key).\(name): \(ConfigKeys.unknown(name, valid: keys)); expected \(ConfigKeys.expected(keys))"
+                    )
                 }
                 merged[k] = v
             }
-            do { return try YAMLDecoder().decode(T.self, from: Yams.Node.mapping(merged)) } catch let e as DecodingError {
+            do { return try YAMLDecoder().decode(T.self, from: Yams.Node.mapping(merged)) } catch let e as DecodingError
+            {
                 throw ModelError.badConfig("\(source): field \(key).\(describe(e))")
             }
         }
-        config.unet = try decode("unet", UNetConfig.self, keys: UNetConfig.keys, over: config.unet) { try Yams.compose(yaml: try YAMLEncoder().encode($0))! }
-        config.vae = try decode("vae", VAEConfig.self, keys: VAEConfig.keys, over: config.vae) { try Yams.compose(yaml: try YAMLEncoder().encode($0))! }
+        config.unet = try decode("unet", UNetConfig.self, keys: UNetConfig.keys, over: config.unet) {
+            try Yams.compose(yaml: try YAMLEncoder().encode($0))!
+        }
+        config.vae = try decode("vae", VAEConfig.self, keys: VAEConfig.keys, over: config.vae) {
+            try Yams.compose(yaml: try YAMLEncoder().encode($0))!
+        }
         let problems = config.problems()
         if !problems.isEmpty { throw ModelError.badConfig("\(source): " + problems.joined(separator: "; ")) }
         return config
@@ -209,7 +242,9 @@ extension ModelConfig {
 
 /// "field: what was expected" from a decoding error.
 func describe(_ e: DecodingError) -> String {
-    func path(_ p: [CodingKey]) -> String { p.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".") }
+    func path(_ p: [CodingKey]) -> String {
+        p.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+    }
     switch e {
     case .typeMismatch(let t, let c): return "\(path(c.codingPath)): expected \(t)"
     case .valueNotFound(let t, let c): return "\(path(c.codingPath)): expected a \(t) value"

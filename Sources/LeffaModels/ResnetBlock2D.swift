@@ -22,7 +22,7 @@ public struct ResnetBlock2D {
     public func callAsFunction(_ x: Tensor, _ embAct: Tensor?) -> Tensor {
         var h = conv1(silu(norm1(x)))
         if let proj = time_emb_proj, let embAct {
-            let t = proj(embAct)                                  // (B, Cout)
+            let t = proj(embAct) // (B, Cout)
             h = h + t.reshaped([t.shape[0], t.shape[1], 1, 1])
         }
         h = conv2(silu(norm2(h)))
@@ -35,8 +35,12 @@ public struct ResnetBlock2D {
 public struct Downsample2D {
     let conv: Conv2d
     public init(_ s: Scope, channels: Int, vaeStyle: Bool) {
-        conv = vaeStyle ? Conv2d(s / "conv", channels, channels, kernel: 3, stride: 2, padding: Padding2D(top: 0, bottom: 1, left: 0, right: 1))
-                        : Conv2d(s / "conv", channels, channels, kernel: 3, stride: 2, padding: 1)
+        conv =
+            vaeStyle
+            ? Conv2d(
+                s / "conv", channels, channels, kernel: 3, stride: 2,
+                padding: Padding2D(top: 0, bottom: 1, left: 0, right: 1))
+            : Conv2d(s / "conv", channels, channels, kernel: 3, stride: 2, padding: 1)
     }
     public func callAsFunction(_ x: Tensor) -> Tensor { conv(x) }
 }

@@ -43,8 +43,9 @@ public final class ReferenceContext {
 
     /// The next `count` reference features, for the generative layer or block `reader`.
     func take(_ count: Int, for reader: String) -> [Tensor] {
-        precondition(cursor + count <= features.count,
-                     "\(reader): the reference UNet recorded \(features.count) features, the generative UNet needs more")
+        precondition(
+            cursor + count <= features.count,
+            "\(reader): the reference UNet recorded \(features.count) features, the generative UNet needs more")
         defer { cursor += count }
         return Array(features[cursor..<(cursor + count)])
     }
@@ -57,7 +58,7 @@ public struct BasicTransformerBlock {
     let norm1: LayerNorm, attn1: Attention
     let norm2: LayerNorm, attn2: Attention
     let norm3: LayerNorm, ff: FeedForward
-    let name: String   // dotted path inside the UNet, for probes
+    let name: String // dotted path inside the UNet, for probes
 
     public init(_ s: Scope, dim: Int, heads: Int, crossAttentionDim: Int, name: String) {
         norm1 = LayerNorm(s / "norm1", dim)
@@ -80,23 +81,28 @@ public struct BasicTransformerBlock {
             h = h + a.to_out(attention(a.to_q(x), a.to_k(x), a.to_v(x), heads: a.heads))
         case .generative:
             let ref = context.take(1, for: name)[0]
-            shapeCheck(ref.shape == x.shape, "\(name).attn1 (reference feature)", x.shape, ref.shape, expected: "matching reference tokens")
-            let both = concat([x, ref], dim: 1)                  // (B, 2n, C)
-            let q = a.to_q(x)                                    // only the target's n outputs are kept
+            shapeCheck(
+                ref.shape == x.shape, "\(name).attn1 (reference feature)", x.shape, ref.shape,
+                expected: "matching reference tokens")
+            let both = concat([x, ref], dim: 1) // (B, 2n, C)
+            let q = a.to_q(x) // only the target's n outputs are kept
             let k = a.to_k(both), v = a.to_v(both)
             if context.flowProbes.layers.contains(name + ".attn1") {
                 // The flow reads the reference half of these very scores (SPEC §3).
                 let n = x.shape[1], tau = context.flowProbes.tau
                 let coords = coordinateValues(batch: x.shape[0], height: grid.0, width: grid.1, heads: a.heads)
-                let (o, flow) = attention(q, k, v, heads: a.heads, sharing: SharedScores(keys: n..<(2 * n), temperature: tau, values: coords))
-                context.probes.append(AttentionProbe(layer: name + ".attn1", flow: flow, heads: a.heads,
-                                                     height: grid.0, width: grid.1, tau: tau))
+                let (o, flow) = attention(
+                    q, k, v, heads: a.heads, sharing: SharedScores(keys: n..<(2 * n), temperature: tau, values: coords))
+                context.probes.append(
+                    AttentionProbe(
+                        layer: name + ".attn1", flow: flow, heads: a.heads,
+                        height: grid.0, width: grid.1, tau: tau))
                 h = h + a.to_out(o)
             } else {
                 h = h + a.to_out(attention(q, k, v, heads: a.heads))
             }
         }
-        h = h + norm2(h)               // cross-attention replaced by a processor returning its input
+        h = h + norm2(h) // cross-attention replaced by a processor returning its input
         h = h + ff(norm3(h))
         return h
     }
@@ -108,8 +114,9 @@ public struct Transformer2DModel {
     public init(_ s: Scope, channels: Int, heads: Int, groups: Int, crossAttentionDim: Int, name: String) {
         norm = GroupNorm(s / "norm", groups: groups, channels: channels, eps: 1e-6)
         proj_in = Conv2d(s / "proj_in", channels, channels, kernel: 1)
-        block = BasicTransformerBlock(s / "transformer_blocks" / 0, dim: channels, heads: heads,
-                                      crossAttentionDim: crossAttentionDim, name: name + ".transformer_blocks.0")
+        block = BasicTransformerBlock(
+            s / "transformer_blocks" / 0, dim: channels, heads: heads,
+            crossAttentionDim: crossAttentionDim, name: name + ".transformer_blocks.0")
         proj_out = Conv2d(s / "proj_out", channels, channels, kernel: 1)
     }
 

@@ -16,8 +16,10 @@ private final class BlockRun {
 extension UNet2DConditionModel {
     /// Runs `body` (the block's tensors, a context of its own → its outputs), recomputed in
     /// backward when `checkpointing`. `attentions`: how many reference features the block reads.
-    func runBlock(attentions: Int, _ inputs: [Tensor], context: ReferenceContext, checkpointing: Bool,
-                  _ body: @escaping ([Tensor], ReferenceContext) -> [Tensor]) -> [Tensor] {
+    func runBlock(
+        attentions: Int, _ inputs: [Tensor], context: ReferenceContext, checkpointing: Bool,
+        _ body: @escaping ([Tensor], ReferenceContext) -> [Tensor]
+    ) -> [Tensor] {
         let role = role, flowProbes = context.flowProbes, n = inputs.count
         let read = role == .generative ? context.take(attentions, for: "generative UNet") : []
         let run = BlockRun()
@@ -35,7 +37,9 @@ extension UNet2DConditionModel {
         context.features += rest.prefix(run.recorded)
         rest = rest.dropFirst(run.recorded)
         for (p, flow) in zip(run.probes, rest) {
-            context.probes.append(AttentionProbe(layer: p.layer, flow: flow, heads: p.heads, height: p.height, width: p.width, tau: p.tau))
+            context.probes.append(
+                AttentionProbe(layer: p.layer, flow: flow, heads: p.heads, height: p.height, width: p.width, tau: p.tau)
+            )
         }
         return Array(all[..<run.outputs])
     }

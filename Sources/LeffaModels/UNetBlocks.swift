@@ -47,9 +47,13 @@ struct UpBlock {
 
     /// x (B, C, H, W), embAct (B, Temb), `skips` one per resnet in the order they are read (the
     /// down path's outputs, newest first) → (B, C', H', W').
-    func callAsFunction(_ x: Tensor, _ embAct: Tensor, skips: [Tensor], upsampleSize: (Int, Int)?,
-                        role: UNetRole, context: ReferenceContext) -> Tensor {
-        shapeCheck(skips.count == resnets.count, "up block skips", [skips.count], [resnets.count], expected: "one skip per resnet")
+    func callAsFunction(
+        _ x: Tensor, _ embAct: Tensor, skips: [Tensor], upsampleSize: (Int, Int)?,
+        role: UNetRole, context: ReferenceContext
+    ) -> Tensor {
+        shapeCheck(
+            skips.count == resnets.count, "up block skips", [skips.count], [resnets.count],
+            expected: "one skip per resnet")
         var h = x
         for (j, resnet) in resnets.enumerated() {
             h = resnet(concat([h, skips[j]], dim: 1), embAct)

@@ -8,7 +8,11 @@ import SafeTensors
 
 public enum WeightsError: Error, CustomStringConvertible {
     case incompatible(String)
-    public var description: String { switch self { case .incompatible(let s): return s } }
+    public var description: String {
+        switch self {
+        case .incompatible(let s): return s
+        }
+    }
 }
 
 extension LeffaModel {
@@ -35,13 +39,19 @@ extension LeffaModel {
     public func importDiffusers(folder: String) throws {
         let unetPath = folder + "/unet/diffusion_pytorch_model.safetensors"
         let vaePath = folder + "/vae/diffusion_pytorch_model.safetensors"
-        try checkDiffusersConfig(folder + "/unet/config.json", expect: [
-            "block_out_channels": config.unet.blockOutChannels, "layers_per_block": config.unet.layersPerBlock,
-            "norm_num_groups": config.unet.normNumGroups, "cross_attention_dim": config.unet.crossAttentionDim,
-            "attention_head_dim": config.unet.attentionHeads])
-        try checkDiffusersConfig(folder + "/vae/config.json", expect: [
-            "block_out_channels": config.vae.blockOutChannels, "layers_per_block": config.vae.layersPerBlock,
-            "norm_num_groups": config.vae.normNumGroups, "latent_channels": config.vae.latentChannels])
+        try checkDiffusersConfig(
+            folder + "/unet/config.json",
+            expect: [
+                "block_out_channels": config.unet.blockOutChannels, "layers_per_block": config.unet.layersPerBlock,
+                "norm_num_groups": config.unet.normNumGroups, "cross_attention_dim": config.unet.crossAttentionDim,
+                "attention_head_dim": config.unet.attentionHeads
+            ])
+        try checkDiffusersConfig(
+            folder + "/vae/config.json",
+            expect: [
+                "block_out_channels": config.vae.blockOutChannels, "layers_per_block": config.vae.layersPerBlock,
+                "norm_num_groups": config.vae.normNumGroups, "latent_channels": config.vae.latentChannels
+            ])
         let unetFile = try SafeTensorsFile(path: unetPath)
         let vaeFile = try SafeTensorsFile(path: vaePath)
 
@@ -67,13 +77,17 @@ extension LeffaModel {
     private func loadConvIn(from file: SafeTensorsFile, into dst: Tensor) throws {
         let src = try file.tensor("conv_in.weight")
         guard src.rank == 4, src.shape[0] == dst.shape[0], src.shape[2...] == dst.shape[2...] else {
-            throw WeightsError.incompatible("\(file.path): key conv_in.weight has shape \(src.shape), expected (\(dst.shape[0]), any, \(dst.shape[2]), \(dst.shape[3]))")
+            throw WeightsError.incompatible(
+                "\(file.path): key conv_in.weight has shape \(src.shape), expected (\(dst.shape[0]), any, \(dst.shape[2]), \(dst.shape[3]))"
+            )
         }
         let o = dst.shape[0], cm = dst.shape[1], ci = src.shape[1], k = dst.shape[2] * dst.shape[3]
         dst.data.update(repeating: 0, count: dst.count)
-        for a in 0..<o { for c in 0..<min(ci, cm) {
-            (dst.data + (a * cm + c) * k).update(from: src.data + (a * ci + c) * k, count: k)
-        } }
+        for a in 0..<o {
+            for c in 0..<min(ci, cm) {
+                (dst.data + (a * cm + c) * k).update(from: src.data + (a * ci + c) * k, count: k)
+            }
+        }
     }
 
     /// Compares the sizes a diffusers config.json declares with ours; a missing file is fine
@@ -86,10 +100,16 @@ extension LeffaModel {
         for (key, want) in expect {
             guard let have = json[key] else { continue }
             let same: Bool
-            if let w = want as? Int { same = (have as? Int) == w || (have as? [Int])?.allSatisfy({ $0 == w }) == true }
-            else if let w = want as? [Int] { same = (have as? [Int]) == w }
-            else { same = true }
-            if !same { throw WeightsError.incompatible("\(path): field \(key) is \(have), the model config expects \(want)") }
+            if let w = want as? Int {
+                same = (have as? Int) == w || (have as? [Int])?.allSatisfy({ $0 == w }) == true
+            } else if let w = want as? [Int] {
+                same = (have as? [Int]) == w
+            } else {
+                same = true
+            }
+            if !same {
+                throw WeightsError.incompatible("\(path): field \(key) is \(have), the model config expects \(want)")
+            }
         }
     }
 }

@@ -38,7 +38,8 @@ final class ChildProcess {
         var p: pid_t = 0
         let rc = posix_spawnp(&p, argv[0], &fa, &attr, cArgs, cEnv)
         guard rc == 0 else {
-            throw RunError("cannot start \(argv[0]): \(String(cString: strerror(rc))); check the path (or that mpirun is on PATH)")
+            throw RunError(
+                "cannot start \(argv[0]): \(String(cString: strerror(rc))); check the path (or that mpirun is on PATH)")
         }
         pid = p
     }

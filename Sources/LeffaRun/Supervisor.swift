@@ -30,11 +30,11 @@ public struct SupervisorOptions: Sendable {
     public var mpirunArgs: [String] = []
     public var workerArgs: [String] = []
     public var retries = 3
-    public var backoff: Double = 2            // seconds before the first restart; doubles, max 300
+    public var backoff: Double = 2 // seconds before the first restart; doubles, max 300
     public var heartbeatTimeout: Double = 900
     public var stopGrace: Double = 30
     public var pollInterval: Double = 0.2
-    public var worker: String                 // path of leffa-worker
+    public var worker: String // path of leffa-worker
     public var mpirun = "mpirun"
     /// Launch through mpirun even for one rank.
     public var alwaysMPI = false
@@ -73,7 +73,9 @@ public final class Supervisor {
         self.log = { line in
             log(line)
             guard !line.hasPrefix("  ") else { return }
-            if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
+            if !FileManager.default.fileExists(atPath: path) {
+                _ = FileManager.default.createFile(atPath: path, contents: nil)
+            }
             guard let h = FileHandle(forWritingAtPath: path) else { return }
             _ = try? h.seekToEnd(); h.write(Data("\(timestamp()) \(line)\n".utf8)); try? h.close()
         }
@@ -85,8 +87,12 @@ public final class Supervisor {
         // SIGTERM and SIGUSR1 are a scheduler's notice (Slurm: the time limit, `--signal=B:USR1@T`,
         // scancel): passed on as SIGUSR1, which mpirun forwards to the ranks on every node.
         signal(SIGINT) { _ in interruptRequested += 1 }
-        signal(SIGTERM) { _ in interruptSignal = SIGUSR1; interruptRequested += 1 }
-        signal(SIGUSR1) { _ in interruptSignal = SIGUSR1; interruptRequested += 1 }
+        signal(SIGTERM) { _ in
+            interruptSignal = SIGUSR1; interruptRequested += 1
+        }
+        signal(SIGUSR1) { _ in
+            interruptSignal = SIGUSR1; interruptRequested += 1
+        }
     }
     public static func requestStop(signal: Int32 = SIGINT) { interruptSignal = signal; interruptRequested += 1 }
     var stopOutcome: SupervisorOutcome { .interrupted(signal: interruptSignal) }
@@ -96,10 +102,16 @@ public final class Supervisor {
         let worker = [options.worker, "--run", directory.url.path] + options.workerArgs
         if ranks == 1 && !options.alwaysMPI && options.hostfile == nil { return worker }
         var cmd = [options.mpirun, "-np", String(ranks)]
-        if options.hostfile == nil && ranks > ProcessInfo.processInfo.activeProcessorCount { cmd.append("--oversubscribe") }
+        if options.hostfile == nil && ranks > ProcessInfo.processInfo.activeProcessorCount {
+            cmd.append("--oversubscribe")
+        }
         // On this machine, OpenMPI would bind each rank to a single core when -np ≤ 2, and the
         // worker could use only that core: let ranks run on every core (unless the user binds).
-        let binds = options.mpirunArgs.contains { a in ["--bind-to", "--map-by", "--cpu-set", "--cpus-per-proc", "--cpus-per-rank", "--rankfile"].contains { a.hasPrefix($0) } }
+        let binds = options.mpirunArgs.contains { a in
+            ["--bind-to", "--map-by", "--cpu-set", "--cpus-per-proc", "--cpus-per-rank", "--rankfile"].contains {
+                a.hasPrefix($0)
+            }
+        }
         if options.hostfile == nil && !binds { cmd += ["--bind-to", "none"] }
         if let h = options.hostfile { cmd += ["--hostfile", h] }
         return cmd + options.mpirunArgs + worker
@@ -113,13 +125,17 @@ public final class Supervisor {
         // One supervisor per run, and none while a worker started elsewhere (another node, a
         // batch script) still trains it: the run locks tell from any node.
         let live = Liveness.of(directory, staleAfter: options.heartbeatTimeout)
-        if live.live { throw RunError("\(directory.url.path): the run is live: \(live.why); stop it first, or wait for it to end") }
+        if live.live {
+            throw RunError("\(directory.url.path): the run is live: \(live.why); stop it first, or wait for it to end")
+        }
         let lock = try RunLock.acquire(directory, .coordinator)
         defer { lock.release() }
         while true {
             let state = try directory.readState()
             if state.status == .done {
-                log("run complete: stages \(state.completedStages.joined(separator: ", ")) done\(restarts > 0 ? " (\(restarts) restart(s))" : "")")
+                log(
+                    "run complete: stages \(state.completedStages.joined(separator: ", ")) done\(restarts > 0 ? " (\(restarts) restart(s))" : "")"
+                )
                 return .completed
             }
             let stage = state.stage
@@ -139,16 +155,23 @@ public final class Supervisor {
             if case .interrupted = result { return stopOutcome }
 
             let after = try directory.readState()
-            let progressed = after.stage != stage || after.status == .done ||
-                ((try? StageControl.checkpointSteps(directory, stage).last) ?? nil).map { $0 > (before ?? -1) } == true
+            let progressed =
+                after.stage != stage || after.status == .done
+                || ((try? StageControl.checkpointSteps(directory, stage).last) ?? nil).map { $0 > (before ?? -1) }
+                    == true
             var failure: String? = nil
             switch result {
             case .exited(0):
-                if after.stage == stage && after.status != .done { failure = "the worker exited (status 0) before stage \(stage) finished" }
-                else { log("stage \(stage) finished" + (after.status == .done ? "" : "; next stage \(after.stage)")) }
+                if after.stage == stage && after.status != .done {
+                    failure = "the worker exited (status 0) before stage \(stage) finished"
+                } else {
+                    log("stage \(stage) finished" + (after.status == .done ? "" : "; next stage \(after.stage)"))
+                }
             case .exited(let code): failure = "the worker exited with status \(code)"
             case .signaled(let sig): failure = "the worker was killed by signal \(sig) (\(signalName(sig)))"
-            case .stalled(let secs): failure = "no heartbeat for \(Int(secs)) s (timeout \(Int(options.heartbeatTimeout)) s); the worker was stopped"
+            case .stalled(let secs):
+                failure =
+                    "no heartbeat for \(Int(secs)) s (timeout \(Int(options.heartbeatTimeout)) s); the worker was stopped"
             case .interrupted: return stopOutcome
             }
             guard let failure else { failures = 0; failuresAtThisCount = 0; continue }
@@ -156,24 +179,35 @@ public final class Supervisor {
                 // The worker judged the failure deterministic (e.g. a NaN loss): restarting from the
                 // same checkpoint with the same seed would repeat it.
                 let why = after.history.last?.reason ?? failure
-                throw RunError("stage \(stage): \(why)\nNot restarting: the same checkpoint and seed would fail the same way. Fix the cause (the stage's lr in \(directory.configURL.path), the data), then rerun `leffa-coord run` to resume from the last valid checkpoint.")
+                throw RunError(
+                    "stage \(stage): \(why)\nNot restarting: the same checkpoint and seed would fail the same way. Fix the cause (the stage's lr in \(directory.configURL.path), the data), then rerun `leffa-coord run` to resume from the last valid checkpoint."
+                )
             }
             if progressed { failures = 0; failuresAtThisCount = 0 }
             failures += 1; failuresAtThisCount += 1
             lastFailure = failure
             if options.elastic && failuresAtThisCount >= 2 && ranks > 1,
-               // Failed again at this count: assume a host is gone and offer one rank fewer.
-               try shrink(to: ranks - 1, why: "\(failure), \(failuresAtThisCount) times in a row at \(ranks) ranks") {
+                // Failed again at this count: assume a host is gone and offer one rank fewer.
+                try shrink(to: ranks - 1, why: "\(failure), \(failuresAtThisCount) times in a row at \(ranks) ranks")
+            {
                 failures = 0; failuresAtThisCount = 0; restarts += 1
-                if sleepInterruptibly(options.backoff) { log("interrupted during backoff; stopped"); return stopOutcome }
+                if sleepInterruptibly(options.backoff) {
+                    log("interrupted during backoff; stopped"); return stopOutcome
+                }
                 continue
             }
             if failures > options.retries {
-                throw RunError("stage \(stage): \(lastFailure); giving up after \(options.retries) restart(s) without progress. The run directory is intact: see \(logURL.path), then rerun `leffa-coord run` to resume from the last valid checkpoint")
+                throw RunError(
+                    "stage \(stage): \(lastFailure); giving up after \(options.retries) restart(s) without progress. The run directory is intact: see \(logURL.path), then rerun `leffa-coord run` to resume from the last valid checkpoint"
+                )
             }
             let wait = min(300, options.backoff * pow(2, Double(failures - 1)))
-            let from = ((try? StageControl.checkpointSteps(directory, stage).last) ?? nil).map { "checkpoint step \($0)" } ?? "the stage's starting weights"
-            log("stage \(stage): \(failure); restarting from \(from) in \(String(format: "%.0f", wait)) s (retry \(failures)/\(options.retries))")
+            let from =
+                ((try? StageControl.checkpointSteps(directory, stage).last) ?? nil).map { "checkpoint step \($0)" }
+                ?? "the stage's starting weights"
+            log(
+                "stage \(stage): \(failure); restarting from \(from) in \(String(format: "%.0f", wait)) s (retry \(failures)/\(options.retries))"
+            )
             restarts += 1
             if sleepInterruptibly(wait) { log("interrupted during backoff; stopped"); return stopOutcome }
         }
@@ -193,7 +227,8 @@ public final class Supervisor {
     func shrink(to most: Int, why: String) throws -> Bool {
         let n = try usableRanks(atMost: most)
         guard n < ranks else { return false }
-        let line = "elastic: relaunching with \(n) rank(s) instead of \(ranks) (\(why)); the run continues the same sample stream"
+        let line =
+            "elastic: relaunching with \(n) rank(s) instead of \(ranks) (\(why)); the run continues the same sample stream"
         let state = try directory.updateState { $0.note(line) }
         log("stage \(state.stage): " + line)
         ranks = n
@@ -203,7 +238,9 @@ public final class Supervisor {
     /// Slots the hostfile offers now (it may have been edited since the launch), nil without one.
     func hostfileSlots() throws -> Int? {
         guard let path = options.hostfile else { return nil }
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw RunError("\(path): cannot read the hostfile") }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw RunError("\(path): cannot read the hostfile")
+        }
         return try HostFile.slots(text, source: path)
     }
 
@@ -220,7 +257,9 @@ public final class Supervisor {
             }
             if interruptRequested != 0 {
                 let sig = interruptSignal
-                log("stopping the worker (\(signalName(sig)) to process group \(child.pid)): the ranks stop at the next micro-batch boundary and save a checkpoint; Ctrl-C again to kill them (the newest checkpoint is kept)")
+                log(
+                    "stopping the worker (\(signalName(sig)) to process group \(child.pid)): the ranks stop at the next micro-batch boundary and save a checkpoint; Ctrl-C again to kill them (the newest checkpoint is kept)"
+                )
                 child.signalGroup(sig)
                 // As long as the worker shows life (a step can take long at SD1.5 size), wait for
                 // its checkpoint; stop waiting on a second Ctrl-C or on heartbeat silence.
@@ -234,7 +273,9 @@ public final class Supervisor {
                     if interruptRequested > 1 || silent > max(options.stopGrace, options.heartbeatTimeout) { break }
                 }
                 if !stopped {
-                    log(interruptRequested > 1 ? "second interrupt: SIGKILL" : "the worker shows no life after the stop request; SIGKILL")
+                    log(
+                        interruptRequested > 1
+                            ? "second interrupt: SIGKILL" : "the worker shows no life after the stop request; SIGKILL")
                     child.signalGroup(SIGKILL)
                     _ = child.wait(timeout: 10)
                 }
@@ -274,9 +315,17 @@ public final class Supervisor {
 func quoted(_ s: String) -> String { s.contains(" ") ? "'\(s)'" : s }
 
 func signalName(_ s: Int32) -> String {
-    switch s { case SIGKILL: return "SIGKILL"; case SIGTERM: return "SIGTERM"; case SIGINT: return "SIGINT"
-    case SIGUSR1: return "SIGUSR1"; case SIGSEGV: return "SIGSEGV"; case SIGABRT: return "SIGABRT"; case SIGBUS: return "SIGBUS"; case SIGILL: return "SIGILL"
-    default: return "signal \(s)" }
+    switch s {
+    case SIGKILL: return "SIGKILL";
+    case SIGTERM: return "SIGTERM";
+    case SIGINT: return "SIGINT"
+    case SIGUSR1: return "SIGUSR1";
+    case SIGSEGV: return "SIGSEGV";
+    case SIGABRT: return "SIGABRT";
+    case SIGBUS: return "SIGBUS";
+    case SIGILL: return "SIGILL"
+    default: return "signal \(s)"
+    }
 }
 
 /// Reads the lines appended to a file since the last call.
@@ -308,12 +357,15 @@ enum HostFile {
     static func slots(_ text: String, source: String) throws -> Int {
         var total = 0
         for (i, raw) in textLines(text).enumerated() {
-            let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+            let line =
+                raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
             let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
             guard words.count > 0 else { continue }
             var n = 1
             for w in words.dropFirst() where w.hasPrefix("slots=") {
-                guard let v = Int(w.dropFirst(6)), v >= 0 else { throw RunError("\(source): line \(i + 1): field slots: expected a count like slots=4, got \(w)") }
+                guard let v = Int(w.dropFirst(6)), v >= 0 else {
+                    throw RunError("\(source): line \(i + 1): field slots: expected a count like slots=4, got \(w)")
+                }
                 n = v
             }
             total += n

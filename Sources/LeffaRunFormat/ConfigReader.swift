@@ -54,11 +54,15 @@ struct Reader {
     /// Marks keys that another parser reads from this section's text (the model sizes) as valid.
     func readElsewhere(_ keys: [String]) { keys.forEach(asked.note) }
 
-    func fail(_ key: String, _ expected: String) -> ConfigError { ConfigError(file: file, field: path + key, expected: expected) }
+    func fail(_ key: String, _ expected: String) -> ConfigError {
+        ConfigError(file: file, field: path + key, expected: expected)
+    }
 
     /// A required key is missing: the expected form, and the key present that may be its misspelling.
     func missing(_ key: String, _ expected: String) -> ConfigError {
-        let near = node.keys.compactMap(\.string).first { !asked.names.contains($0) && ConfigKeys.closest(to: $0, among: [key]) != nil }
+        let near = node.keys.compactMap(\.string).first {
+            !asked.names.contains($0) && ConfigKeys.closest(to: $0, among: [key]) != nil
+        }
         return fail(key, "\(expected) (required\(near.map { "; is \($0) a misspelling of it?" } ?? ""))")
     }
 
@@ -105,10 +109,16 @@ struct Reader {
             guard !valid.contains(key) else { continue }
             var problem = ConfigKeys.unknown(key, valid: valid)
             if ConfigKeys.closest(to: key, among: valid) == nil,
-               let home = sections.all.first(where: { $0.path != s.path && $0.asked.complete && $0.asked.names.contains(key) }) {
+                let home = sections.all.first(where: {
+                    $0.path != s.path && $0.asked.complete && $0.asked.names.contains(key)
+                })
+            {
                 // Stages share their keys: "stages[i]", not the first stage that had it.
-                let name = home.path.isEmpty ? "the top level"
-                    : String(home.path.dropLast()).replacingOccurrences(of: #"^stages\[\d+\]"#, with: "stages[i]", options: .regularExpression)
+                let name =
+                    home.path.isEmpty
+                    ? "the top level"
+                    : String(home.path.dropLast()).replacingOccurrences(
+                        of: #"^stages\[\d+\]"#, with: "stages[i]", options: .regularExpression)
                 problem += " (\(key) is a key of \(name))"
             }
             throw ConfigError(file: file, field: s.path + key, expected: ConfigKeys.expected(valid), problem: problem)
@@ -144,12 +154,16 @@ struct Reader {
     }
     func optionalFloat(_ key: String, in range: ClosedRange<Float>) throws -> Float? {
         guard let n = value(key), n.null == nil else { return nil }
-        guard let v = n.float.map(Float.init), range.contains(v) else { throw fail(key, "a number in \(range.lowerBound)…\(range.upperBound), got \(Self.describe(n))") }
+        guard let v = n.float.map(Float.init), range.contains(v) else {
+            throw fail(key, "a number in \(range.lowerBound)…\(range.upperBound), got \(Self.describe(n))")
+        }
         return v
     }
     func optionalFloat(_ key: String, in range: Range<Float>) throws -> Float? {
         guard let n = value(key), n.null == nil else { return nil }
-        guard let v = n.float.map(Float.init), range.contains(v) else { throw fail(key, "a number in [\(range.lowerBound), \(range.upperBound)), got \(Self.describe(n))") }
+        guard let v = n.float.map(Float.init), range.contains(v) else {
+            throw fail(key, "a number in [\(range.lowerBound), \(range.upperBound)), got \(Self.describe(n))")
+        }
         return v
     }
     func float(_ key: String, default d: Float? = nil, in range: ClosedRange<Float>) throws -> Float {
@@ -163,31 +177,45 @@ struct Reader {
     /// Double precision, for values used in double-precision formulas (the EMA schedule).
     func optionalDouble(_ key: String, in range: Range<Double>) throws -> Double? {
         guard let n = value(key), n.null == nil else { return nil }
-        guard let v = n.float, range.contains(v) else { throw fail(key, "a number in [\(range.lowerBound), \(range.upperBound)), got \(Self.describe(n))") }
+        guard let v = n.float, range.contains(v) else {
+            throw fail(key, "a number in [\(range.lowerBound), \(range.upperBound)), got \(Self.describe(n))")
+        }
         return v
     }
     func double(_ key: String, default d: Double, in range: ClosedRange<Double>) throws -> Double {
         guard let n = value(key), n.null == nil else { return d }
-        guard let v = n.float, range.contains(v) else { throw fail(key, "a number in \(range.lowerBound)…\(range.upperBound), got \(Self.describe(n))") }
+        guard let v = n.float, range.contains(v) else {
+            throw fail(key, "a number in \(range.lowerBound)…\(range.upperBound), got \(Self.describe(n))")
+        }
         return v
     }
     /// A finite number above `bound` (nil when absent or null), in double precision.
     func optionalDouble(_ key: String, above bound: Double, unit: String) throws -> Double? {
         guard let n = value(key), n.null == nil else { return nil }
-        guard let v = n.float, v.isFinite, v > bound else { throw fail(key, "a number of \(unit) > \(bound == 0 ? "0" : "\(bound)"), got \(Self.describe(n))") }
+        guard let v = n.float, v.isFinite, v > bound else {
+            throw fail(key, "a number of \(unit) > \(bound == 0 ? "0" : "\(bound)"), got \(Self.describe(n))")
+        }
         return v
     }
     func strings(_ key: String, default d: [String]) throws -> [String] {
         guard let n = value(key) else { return d }
         guard let seq = n.sequence else { throw fail(key, "a list of strings, got \(Self.describe(n))") }
-        return try seq.map { guard let s = $0.string, $0.scalar != nil else { throw fail(key, "a list of strings") }; return s }
+        return try seq.map {
+            guard let s = $0.string, $0.scalar != nil else { throw fail(key, "a list of strings") }; return s
+        }
     }
     /// One string or a list of strings (nil when absent or null), as a list.
     func stringOrStrings(_ key: String, expected: String) throws -> [String]? {
         guard let n = value(key), n.null == nil else { return nil }
         if n.scalar != nil, let s = n.string { return [s] }
-        guard let seq = n.sequence, !seq.isEmpty else { throw fail(key, "\(expected), got \(n.sequence != nil ? "an empty list" : Self.describe(n))") }
-        return try seq.map { guard let s = $0.string, $0.scalar != nil else { throw fail(key, "\(expected), got \(Self.describe($0)) in the list") }; return s }
+        guard let seq = n.sequence, !seq.isEmpty else {
+            throw fail(key, "\(expected), got \(n.sequence != nil ? "an empty list" : Self.describe(n))")
+        }
+        return try seq.map {
+            guard let s = $0.string, $0.scalar != nil else {
+                throw fail(key, "\(expected), got \(Self.describe($0)) in the list")
+            }; return s
+        }
     }
     /// "512x384" (height × width).
     func size(_ key: String) throws -> (Int, Int) {

@@ -56,7 +56,8 @@ public struct EMAConfig: Sendable, Equatable {
         let keys = ["ema_min_decay", "ema_warmup", "ema_inv_gamma", "ema_power", "ema_start"]
         guard let decay else {
             if let k = keys.first(where: { training.value($0) != nil }) {
-                throw training.fail(k, "no \(k) without training.ema_decay, which turns the EMA on (e.g. ema_decay: 0.9999)")
+                throw training.fail(
+                    k, "no \(k) without training.ema_decay, which turns the EMA on (e.g. ema_decay: 0.9999)")
             }
             return nil
         }
@@ -67,7 +68,10 @@ public struct EMAConfig: Sendable, Equatable {
         e.power = try training.double("ema_power", default: 2.0 / 3.0, in: 1e-6...1e3)
         let start = try training.string("ema_start", default: Start.fresh.rawValue)
         guard let s = Start(rawValue: start) else {
-            throw training.fail("ema_start", "fresh (each stage averages from its own starting weights) or carry (on from the previous stage's EMA), got \(start)")
+            throw training.fail(
+                "ema_start",
+                "fresh (each stage averages from its own starting weights) or carry (on from the previous stage's EMA), got \(start)"
+            )
         }
         e.start = s
         return e

@@ -24,10 +24,10 @@ public enum Space: String, Sendable { case latent, pixel }
 
 public struct StageConfig: Sendable, Equatable {
     public var name: String
-    public var height: Int, width: Int      // image resolution
+    public var height: Int, width: Int // image resolution
     public var steps: Int
-    public var batch: Int                   // global batch per optimizer step
-    public var gradAccum: Int = 1           // micro-steps per optimizer step (each batch/gradAccum samples)
+    public var batch: Int // global batch per optimizer step
+    public var gradAccum: Int = 1 // micro-steps per optimizer step (each batch/gradAccum samples)
     public var lr: Float
     public var warmupSteps: Int = 0
     public var schedule: String = "constant" // constant | cosine
@@ -58,7 +58,9 @@ public struct ValidationConfig: Sendable, Equatable {
     public var enabled: Bool { every > 0 }
     /// Whether to sample after optimizer step `step` of a stage of `stageSteps` steps: every
     /// `every` steps and at the stage's last step, so every stage leaves samples.
-    public func due(step: Int, stageSteps: Int) -> Bool { enabled && step > 0 && (step % every == 0 || step == stageSteps) }
+    public func due(step: Int, stageSteps: Int) -> Bool {
+        enabled && step > 0 && (step % every == 0 || step == stageSteps)
+    }
     static let example = "a mapping like {every: 1000, count: 4, steps: 30, guidance: 2.5}"
 }
 
@@ -71,7 +73,7 @@ public struct RunConfig: Sendable {
     public var space: Space
     /// Initial weights: nil (random), ("leffa", file) or ("diffusers", folder).
     public var initFrom: (kind: String, path: String)?
-    public var train: [String]              // which parts train: unet, unet_encoder
+    public var train: [String] // which parts train: unet, unet_encoder
     public var adam = AdamWConfig()
     public var gradClip: Float = 1.0
     /// The exponential moving average of the weights and its schedule (`training.ema_*`); nil: none.
@@ -85,7 +87,7 @@ public struct RunConfig: Sendable {
     /// activation memory, for about one more forward per step.
     public var activationCheckpointing = false
     // data
-    public var dataKind: String             // synthetic | vitonhd | dresscode | deepfashion
+    public var dataKind: String // synthetic | vitonhd | dresscode | deepfashion
     public var dataRoot: String
     public var dataSplit: String = "train"
     /// `data.synthesize`: the synthetic set `leffa-coord init` makes at `dataRoot` (synthetic data only).
@@ -109,13 +111,15 @@ public struct RunConfig: Sendable {
     /// Whether the file is a run config (a mapping with `stages`) rather than a model config.
     public static func isRunConfig(path: String) -> Bool {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8),
-              let root = (try? Yams.compose(yaml: text))??.mapping else { return false }
+            let root = (try? Yams.compose(yaml: text))??.mapping
+        else { return false }
         return root["stages"] != nil
     }
 
     /// Reads and validates a run config.
     public static func load(path: String) throws -> RunConfig {
-        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8)
+        else {
             throw ConfigError(file: path, field: "(file)", expected: "a readable UTF-8 YAML file")
         }
         return try parse(text, source: path)
@@ -124,7 +128,9 @@ public struct RunConfig: Sendable {
     public static func parse(_ text: String, source: String) throws -> RunConfig {
         let root: Yams.Node.Mapping
         do {
-            guard let m = try Yams.compose(yaml: text)?.mapping else { throw ConfigError(file: source, field: "(top level)", expected: "a mapping") }
+            guard let m = try Yams.compose(yaml: text)?.mapping else {
+                throw ConfigError(file: source, field: "(top level)", expected: "a mapping")
+            }
             root = m
         } catch let e as ConfigError { throw e } catch {
             throw ConfigError(file: source, field: "(syntax)", expected: "valid YAML (\(error))")
@@ -132,7 +138,7 @@ public struct RunConfig: Sendable {
         let r = Reader(file: source, root: root)
         let cfg: RunConfig
         do { cfg = try read(r, text: text) } catch {
-            try r.checkUnknownKeys()   // a misspelt key first: it is often what caused the error
+            try r.checkUnknownKeys() // a misspelt key first: it is often what caused the error
             throw error
         }
         try r.checkUnknownKeys()
@@ -142,7 +148,8 @@ public struct RunConfig: Sendable {
     /// The sections, each marked finished once parsed (see Reader.checkUnknownKeys).
     static func read(_ r: Reader, text: String) throws -> RunConfig {
         let source = r.file
-        let run = try r.section("run"), modelNode = try r.section("model", expected: "a mapping with preset, unet, vae and init")
+        let run = try r.section("run"),
+            modelNode = try r.section("model", expected: "a mapping with preset, unet, vae and init")
         let data = try r.section("data"), training = try r.section("training"), stagesNode = r.value("stages")
         r.finish()
 
@@ -154,14 +161,19 @@ public struct RunConfig: Sendable {
         // here first, so a misspelling is named by its full path.
         modelNode.readElsewhere(ModelConfig.keys)
         for (key, keys) in [("unet", UNetConfig.keys), ("vae", VAEConfig.keys)] {
-            if let sizes = try modelNode.optionalSection(key, expected: "a mapping of sizes") { sizes.readElsewhere(keys); sizes.finish() }
+            if let sizes = try modelNode.optionalSection(key, expected: "a mapping of sizes") {
+                sizes.readElsewhere(keys); sizes.finish()
+            }
         }
         var initFrom: (String, String)? = nil
         if let i = try modelNode.optionalSection("init", expected: "leffa: FILE.safetensors or diffusers: FOLDER") {
             switch (try i.optionalString("leffa"), try i.optionalString("diffusers")) {
             case (let p?, nil): initFrom = ("leffa", p)
             case (nil, let p?): initFrom = ("diffusers", p)
-            default: throw ConfigError(file: source, field: "model.init", expected: "exactly one of leffa: FILE.safetensors or diffusers: FOLDER")
+            default:
+                throw ConfigError(
+                    file: source, field: "model.init",
+                    expected: "exactly one of leffa: FILE.safetensors or diffusers: FOLDER")
             }
             i.finish()
         }
@@ -170,16 +182,22 @@ public struct RunConfig: Sendable {
         do {
             let yaml = try Yams.serialize(node: Yams.Node.mapping(modelNode.node))
             model = try ModelConfig.parse(yaml.isEmpty ? "preset: sd15" : yaml, source: source)
-        } catch let e as ModelError { throw ConfigError(file: source, field: "model", expected: "a valid model config (\(e))") }
+        } catch let e as ModelError {
+            throw ConfigError(file: source, field: "model", expected: "a valid model config (\(e))")
+        }
 
-        let space = try Space(rawValue: data.string("space", default: "latent")) ?? { throw ConfigError(file: source, field: "data.space", expected: "latent or pixel") }()
+        let space =
+            try Space(rawValue: data.string("space", default: "latent"))
+            ?? { throw ConfigError(file: source, field: "data.space", expected: "latent or pixel") }()
         if space == .pixel {
             // No VAE: the UNets read images; latent channels become RGB.
             model.unet.inChannels = 3 + 1 + 3 + 3; model.unet.referenceInChannels = 3; model.unet.outChannels = 3
         }
         let dataKind = try data.string("kind", default: "vitonhd")
         guard ["synthetic", "vitonhd", "dresscode", "deepfashion"].contains(dataKind) else {
-            throw ConfigError(file: source, field: "data.kind", expected: "synthetic, vitonhd, dresscode or deepfashion, got \(dataKind)")
+            throw ConfigError(
+                file: source, field: "data.kind",
+                expected: "synthetic, vitonhd, dresscode or deepfashion, got \(dataKind)")
         }
         let dataRoot = try data.string("root"), dataSplit = try data.string("split", default: "train")
         let synthesize = try SyntheticDataConfig.parse(data, kind: dataKind, split: dataSplit, runSeed: seed)
@@ -195,7 +213,8 @@ public struct RunConfig: Sendable {
         opt.finish()
         let train = try training.strings("train", default: ["unet", "unet_encoder"])
         for t in train where t != "unet" && t != "unet_encoder" {
-            throw ConfigError(file: source, field: "training.train", expected: "a list of unet and/or unet_encoder, got \(t)")
+            throw ConfigError(
+                file: source, field: "training.train", expected: "a list of unet and/or unet_encoder, got \(t)")
         }
         var cfg = RunConfig(
             source: source, text: text, name: name, seed: seed,
@@ -215,7 +234,9 @@ public struct RunConfig: Sendable {
         cfg.data = dataOptions
         let prediction = try training.string("prediction_type", default: "epsilon")
         guard let p = Prediction(rawValue: prediction) else {
-            throw ConfigError(file: source, field: "training.prediction_type", expected: "epsilon, v_prediction or sample, got \(prediction)")
+            throw ConfigError(
+                file: source, field: "training.prediction_type",
+                expected: "epsilon, v_prediction or sample, got \(prediction)")
         }
         cfg.prediction = p
         cfg.activationCheckpointing = try training.bool("activation_checkpointing", default: false)
@@ -225,7 +246,9 @@ public struct RunConfig: Sendable {
             vc.count = try v.int("count", default: vc.count, min: 1)
             vc.steps = try v.int("steps", default: vc.steps, min: 1)
             let schedule = NoiseSchedule().steps
-            if vc.steps > schedule { throw v.fail("steps", "an integer in 1…\(schedule) (sampling steps), got \(vc.steps)") }
+            if vc.steps > schedule {
+                throw v.fail("steps", "an integer in 1…\(schedule) (sampling steps), got \(vc.steps)")
+            }
             vc.guidance = try v.float("guidance", default: vc.guidance, in: 0...100)
             if let split = try v.optionalString("split") {
                 guard split == "test" || split == "train" else { throw v.fail("split", "test or train, got \(split)") }
@@ -234,7 +257,9 @@ public struct RunConfig: Sendable {
             vc.refAcceleration = try v.bool("ref_acceleration", default: false)
             // How to sample (the README says which settings are the published pipeline's).
             let scheduler = try v.string("scheduler", default: vc.scheduler.rawValue)
-            guard let kind = SchedulerKind(rawValue: scheduler) else { throw v.fail("scheduler", "ddpm or ddim, got \(scheduler)") }
+            guard let kind = SchedulerKind(rawValue: scheduler) else {
+                throw v.fail("scheduler", "ddpm or ddim, got \(scheduler)")
+            }
             vc.scheduler = kind
             vc.guidanceRescale = try v.float("guidance_rescale", default: vc.guidanceRescale, in: 0...100)
             vc.repaint = try v.bool("repaint", default: false)
@@ -246,39 +271,59 @@ public struct RunConfig: Sendable {
         let stagesExpected = "a non-empty list of stages (name, resolution, steps, batch, lr)"
         guard let stagesNode else { throw r.missing("stages", stagesExpected) }
         guard let stageNodes = stagesNode.sequence, !stageNodes.isEmpty else {
-            throw r.fail("stages", "\(stagesExpected), got \(stagesNode.sequence != nil ? "an empty list" : Reader.describe(stagesNode))")
+            throw r.fail(
+                "stages",
+                "\(stagesExpected), got \(stagesNode.sequence != nil ? "an empty list" : Reader.describe(stagesNode))")
         }
         // The UNet takes any size (diffusers' upsample-to-skip rule); the VAE needs whole latents.
         let factor = space == .latent ? model.vae.downscale : 1
         for (i, node) in stageNodes.enumerated() {
-            guard let m = node.mapping else { throw ConfigError(file: source, field: "stages[\(i)]", expected: "a mapping, got \(Reader.describe(node))") }
+            guard let m = node.mapping else {
+                throw ConfigError(
+                    file: source, field: "stages[\(i)]", expected: "a mapping, got \(Reader.describe(node))")
+            }
             let s = r.child(m, path: "stages[\(i)].")
             let stageName = try s.string("name")
             let (h, w) = try s.size("resolution")
             if h % factor != 0 || w % factor != 0 {
-                throw ConfigError(file: source, field: "stages[\(i)].resolution", expected: "H×W with both sides multiples of \(factor) (the VAE's downscale) in latent space, got \(h)x\(w)")
+                throw ConfigError(
+                    file: source, field: "stages[\(i)].resolution",
+                    expected:
+                        "H×W with both sides multiples of \(factor) (the VAE's downscale) in latent space, got \(h)x\(w)"
+                )
             }
-            var st = StageConfig(name: stageName, height: h, width: w, steps: try s.int("steps", min: 1),
-                                 batch: try s.int("batch", min: 1), gradAccum: try s.int("grad_accum", default: 1, min: 1),
-                                 lr: try s.float("lr", in: 0...1), warmupSteps: try s.int("warmup_steps", default: 0, min: 0),
-                                 schedule: try s.string("schedule", default: "constant"))
+            var st = StageConfig(
+                name: stageName, height: h, width: w, steps: try s.int("steps", min: 1),
+                batch: try s.int("batch", min: 1), gradAccum: try s.int("grad_accum", default: 1, min: 1),
+                lr: try s.float("lr", in: 0...1), warmupSteps: try s.int("warmup_steps", default: 0, min: 0),
+                schedule: try s.string("schedule", default: "constant"))
             if !["constant", "cosine"].contains(st.schedule) {
-                throw ConfigError(file: source, field: "stages[\(i)].schedule", expected: "constant or cosine, got \(st.schedule)")
+                throw ConfigError(
+                    file: source, field: "stages[\(i)].schedule", expected: "constant or cosine, got \(st.schedule)")
             }
             if st.batch % st.gradAccum != 0 {
-                throw ConfigError(file: source, field: "stages[\(i)].grad_accum", expected: "a divisor of batch \(st.batch), got \(st.gradAccum)")
+                throw ConfigError(
+                    file: source, field: "stages[\(i)].grad_accum",
+                    expected: "a divisor of batch \(st.batch), got \(st.gradAccum)")
             }
-            if let l = try s.optionalSection("leffa", expected: "a mapping of Leffa loss settings like {weight: 1.0e-3, tau: 2.0}") {
+            if let l = try s.optionalSection(
+                "leffa", expected: "a mapping of Leffa loss settings like {weight: 1.0e-3, tau: 2.0}")
+            {
                 var lc = LeffaLossConfig()
                 lc.tau = try l.float("tau", default: lc.tau, in: 1e-6...1e6)
                 lc.weight = try l.float("weight", default: lc.weight, in: 0...1e6)
                 lc.timestepThreshold = try l.int("timestep_threshold", default: lc.timestepThreshold, min: 0)
-                lc.minResolutionFraction = try l.float("min_resolution_fraction", default: lc.minResolutionFraction, in: 0...1)
+                lc.minResolutionFraction = try l.float(
+                    "min_resolution_fraction", default: lc.minResolutionFraction, in: 0...1)
                 let layers = try l.strings("layers", default: [])
                 if !layers.isEmpty {
                     let known = Set(UNet2DConditionModel.attentionLayers(model.unet).map(\.name))
                     for name in layers where !known.contains(name) {
-                        throw ConfigError(file: source, field: "stages[\(i)].leffa.layers", expected: "attention layer names like down_blocks.0.attentions.0.transformer_blocks.0.attn1, got \(name)")
+                        throw ConfigError(
+                            file: source, field: "stages[\(i)].leffa.layers",
+                            expected:
+                                "attention layer names like down_blocks.0.attentions.0.transformer_blocks.0.attn1, got \(name)"
+                        )
                     }
                     lc.layers = layers
                 }
@@ -289,7 +334,9 @@ public struct RunConfig: Sendable {
             cfg.stages.append(st)
         }
         let names = cfg.stages.map(\.name)
-        if Set(names).count != names.count { throw ConfigError(file: source, field: "stages", expected: "unique stage names, got \(names)") }
+        if Set(names).count != names.count {
+            throw ConfigError(file: source, field: "stages", expected: "unique stage names, got \(names)")
+        }
         return cfg
     }
 }

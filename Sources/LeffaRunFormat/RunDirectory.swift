@@ -24,8 +24,10 @@ public struct RunDirectory: Sendable {
     }
     /// What a stage folder holds, by name: what `stage set` moves aside when it discards a stage.
     public func stageContents(_ stage: String) -> [URL] {
-        [checkpointsURL(stage), snapshotsURL(stage), samplesURL(stage), logsURL(stage),
-         finalWeightsURL(stage), finalWeightsURL(stage, ema: true)]
+        [
+            checkpointsURL(stage), snapshotsURL(stage), samplesURL(stage), logsURL(stage),
+            finalWeightsURL(stage), finalWeightsURL(stage, ema: true)
+        ]
     }
     public func metricsURL(_ stage: String) -> URL { logsURL(stage).appendingPathComponent("metrics.jsonl") }
     /// One JSON line per validation sampling (kept apart from metrics.jsonl, whose lines are steps).
@@ -36,7 +38,8 @@ public struct RunDirectory: Sendable {
         let dir = RunDirectory(path)
         let fm = FileManager.default
         if fm.fileExists(atPath: dir.stateURL.path) {
-            throw RunError("\(dir.stateURL.path): a run already exists here; choose another --run directory or remove it")
+            throw RunError(
+                "\(dir.stateURL.path): a run already exists here; choose another --run directory or remove it")
         }
         try fm.createDirectory(at: dir.url, withIntermediateDirectories: true)
         try atomicWrite(Data(config.text.utf8), to: dir.configURL)
@@ -45,19 +48,24 @@ public struct RunDirectory: Sendable {
                 try fm.createDirectory(at: sub, withIntermediateDirectories: true)
             }
         }
-        let state = RunState(runID: "\(config.name)-\(UInt64(Date().timeIntervalSince1970))", firstStage: config.stages[0].name,
-                             reason: "run created from \(config.source)")
+        let state = RunState(
+            runID: "\(config.name)-\(UInt64(Date().timeIntervalSince1970))", firstStage: config.stages[0].name,
+            reason: "run created from \(config.source)")
         try dir.writeState(state)
         return dir
     }
 
     public func readState() throws -> RunState {
         guard let data = FileManager.default.contents(atPath: stateURL.path) else {
-            throw RunError("\(stateURL.path): no run state; create the run with `leffa-coord init --config FILE --run \(url.path)`")
+            throw RunError(
+                "\(stateURL.path): no run state; create the run with `leffa-coord init --config FILE --run \(url.path)`"
+            )
         }
         let probe = (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? nil
         if let v = probe?["format_version"] as? Int, v > RunState.formatVersion {
-            throw RunError("\(stateURL.path): field format_version is \(v), this build reads up to \(RunState.formatVersion); upgrade leffa")
+            throw RunError(
+                "\(stateURL.path): field format_version is \(v), this build reads up to \(RunState.formatVersion); upgrade leffa"
+            )
         }
         do { return try JSONDecoder().decode(RunState.self, from: data) } catch {
             throw RunError("\(stateURL.path): not a valid run state (\(error))")

@@ -30,10 +30,14 @@ public final class RunLock {
     public static func acquire(_ run: RunDirectory, _ kind: Kind) throws -> RunLock {
         let url = run.url.appendingPathComponent(kind.rawValue)
         let fd = open(url.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw RunError("\(url.path): cannot open the run lock (\(String(cString: strerror(errno))))") }
+        guard fd >= 0 else {
+            throw RunError("\(url.path): cannot open the run lock (\(String(cString: strerror(errno))))")
+        }
         for attempt in 0..<10 {
             if flock(fd, LOCK_EX | LOCK_NB) == 0 {
-                let me = Holder(pid: Int(getpid()), host: Heartbeat.hostName, jobID: Heartbeat.schedulerJobID(), unixTime: Date().timeIntervalSince1970)
+                let me = Holder(
+                    pid: Int(getpid()), host: Heartbeat.hostName, jobID: Heartbeat.schedulerJobID(),
+                    unixTime: Date().timeIntervalSince1970)
                 let data = try JSONEncoder().encode(me)
                 _ = ftruncate(fd, 0)
                 _ = data.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
@@ -42,14 +46,18 @@ public final class RunLock {
             let err = errno
             if err != EWOULDBLOCK {
                 // No locks on this filesystem: say so once and go on (the heartbeat decides).
-                FileHandle.standardError.write(Data("warning: \(url.path): the filesystem refuses locks (\(String(cString: strerror(err)))); liveness falls back to the heartbeat's age\n".utf8))
+                FileHandle.standardError.write(
+                    Data(
+                        "warning: \(url.path): the filesystem refuses locks (\(String(cString: strerror(err)))); liveness falls back to the heartbeat's age\n"
+                            .utf8))
                 return RunLock(url: url, fd: fd)
             }
             if attempt < 9 { usleep(100_000) }
         }
         close(fd)
         let holder = readHolder(url).map { " (\($0.whereabouts))" } ?? ""
-        throw RunError("\(url.path): \(kind.who)\(holder) is already working on this run; stop it first, or wait for it to end")
+        throw RunError(
+            "\(url.path): \(kind.who)\(holder) is already working on this run; stop it first, or wait for it to end")
     }
 
     private init(url: URL, fd: Int32) { self.url = url; self.fd = fd }
@@ -87,25 +95,42 @@ public struct Liveness: Sendable {
 
     public static func of(_ run: RunDirectory, staleAfter: Double = defaultStaleAfter) -> Liveness {
         if case .held(let h) = RunLock.probe(run, .coordinator) {
-            return Liveness(live: true, why: "`leffa-coord run`\(h.map { " (\($0.whereabouts))" } ?? "") holds \(run.url.appendingPathComponent(RunLock.Kind.coordinator.rawValue).path)")
+            return Liveness(
+                live: true,
+                why:
+                    "`leffa-coord run`\(h.map { " (\($0.whereabouts))" } ?? "") holds \(run.url.appendingPathComponent(RunLock.Kind.coordinator.rawValue).path)"
+            )
         }
         let beat = Heartbeat.read(run)
         switch RunLock.probe(run, .worker) {
         case .free:
-            return Liveness(live: false, why: beat.map { "no process holds the worker lock (last heartbeat \(Int($0.age)) s ago from \($0.whereabouts))" } ?? "")
+            return Liveness(
+                live: false,
+                why: beat.map {
+                    "no process holds the worker lock (last heartbeat \(Int($0.age)) s ago from \($0.whereabouts))"
+                } ?? "")
         case .held(let h):
             let last = max(beat?.unixTime ?? 0, h?.unixTime ?? 0)
             let age = Date().timeIntervalSince1970 - last
             let who = "a worker (\(beat?.whereabouts ?? h?.whereabouts ?? "unknown"))"
             if age <= staleAfter {
-                return Liveness(live: true, why: "\(who) holds \(run.url.appendingPathComponent(RunLock.Kind.worker.rawValue).path)" + (beat.map { ", training stage \($0.stage), heartbeat \(Int($0.age)) s ago" } ?? ""))
+                return Liveness(
+                    live: true,
+                    why: "\(who) holds \(run.url.appendingPathComponent(RunLock.Kind.worker.rawValue).path)"
+                        + (beat.map { ", training stage \($0.stage), heartbeat \(Int($0.age)) s ago" } ?? ""))
             }
-            return Liveness(live: false, why: "\(who) holds the worker lock but wrote no heartbeat for \(Int(age)) s (more than \(Int(staleAfter)) s): counted as dead")
+            return Liveness(
+                live: false,
+                why:
+                    "\(who) holds the worker lock but wrote no heartbeat for \(Int(age)) s (more than \(Int(staleAfter)) s): counted as dead"
+            )
         case .unsupported:
             guard let b = beat else { return Liveness(live: false, why: "") }
             let here = b.host == nil || b.host == Heartbeat.hostName
             let live = b.age <= staleAfter && (!here || kill(pid_t(b.pid), 0) == 0)
-            return Liveness(live: live, why: "no run locks on this filesystem; last heartbeat \(Int(b.age)) s ago from \(b.whereabouts)")
+            return Liveness(
+                live: live,
+                why: "no run locks on this filesystem; last heartbeat \(Int(b.age)) s ago from \(b.whereabouts)")
         }
     }
 }

@@ -15,13 +15,14 @@ public struct RunState: Codable, Sendable {
     }
     public var formatVersion = RunState.formatVersion
     public var runID: String
-    public var stage: String            // current stage name
+    public var stage: String // current stage name
     public var status: Status
     public var completedStages: [String] = []
     public var history: [Transition] = []
 
     enum CodingKeys: String, CodingKey {
-        case formatVersion = "format_version", runID = "run_id", stage, status, completedStages = "completed_stages", history
+        case formatVersion = "format_version", runID = "run_id", stage, status, completedStages = "completed_stages",
+            history
     }
 
     /// A new run at its first stage.

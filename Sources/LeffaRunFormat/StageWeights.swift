@@ -23,12 +23,15 @@ public enum StageWeights {
     }
 
     /// Writes a model's weights as `stage`'s final weights, and `ema`, when given, as its final EMA.
-    public static func saveFinal(_ model: LeffaModel, ema: Tensor?, emaUpdates: Int?, run: RunDirectory, stage: String,
-                                 metadata meta: [String: String]) throws {
+    public static func saveFinal(
+        _ model: LeffaModel, ema: Tensor?, emaUpdates: Int?, run: RunDirectory, stage: String,
+        metadata meta: [String: String]
+    ) throws {
         try model.saveWeights(to: run.finalWeightsURL(stage).path, metadata: meta)
         guard let ema else { return }
         try withEMAWeights(model.parameters.values!, ema) {
-            try model.saveWeights(to: run.finalWeightsURL(stage, ema: true).path, metadata: emaMetadata(meta, updates: emaUpdates))
+            try model.saveWeights(
+                to: run.finalWeightsURL(stage, ema: true).path, metadata: emaMetadata(meta, updates: emaUpdates))
         }
     }
 
@@ -36,34 +39,43 @@ public enum StageWeights {
     /// final.safetensors (and its EMA, when present, as final-ema.safetensors). Returns the step.
     /// A damaged newest checkpoint is skipped (and moved aside) like the trainer does.
     @discardableResult
-    public static func writeFinal(run: RunDirectory, config: RunConfig, stage: String, log: (String) -> Void = { _ in }) throws -> Int {
+    public static func writeFinal(run: RunDirectory, config: RunConfig, stage: String, log: (String) -> Void = { _ in })
+        throws -> Int
+    {
         let model = try LeffaModel(config: config.model, seed: config.seed)
         let values = model.parameters.values!, lay = layout(model)
         let ckpts = try CheckpointDirectory(run.checkpointsURL(stage), keepLast: 0)
         var ema: Tensor? = nil
-        guard let found = try ckpts.latestValid({ r -> TrainingCheckpoint.Counters in
-            try TrainingCheckpoint.read(r, .params, into: values, layout: lay)
-            ema = nil
-            if TrainingCheckpoint.has(r, .ema) {
-                let e = Tensor(zeros: [values.count])
-                try TrainingCheckpoint.read(r, .ema, into: e, layout: lay)
-                ema = e
-            }
-            return try TrainingCheckpoint.counters(r)
-        }) else {
+        guard
+            let found = try ckpts.latestValid({ r -> TrainingCheckpoint.Counters in
+                try TrainingCheckpoint.read(r, .params, into: values, layout: lay)
+                ema = nil
+                if TrainingCheckpoint.has(r, .ema) {
+                    let e = Tensor(zeros: [values.count])
+                    try TrainingCheckpoint.read(r, .ema, into: e, layout: lay)
+                    ema = e
+                }
+                return try TrainingCheckpoint.counters(r)
+            })
+        else {
             for w in ckpts.warnings { log("warning: \(w)") }
-            throw RunError("\(ckpts.url.path): stage \(stage) has no valid checkpoint to end at; train it for at least checkpoint_every (\(config.checkpointEvery)) steps, or use `stage set` to skip it deliberately")
+            throw RunError(
+                "\(ckpts.url.path): stage \(stage) has no valid checkpoint to end at; train it for at least checkpoint_every (\(config.checkpointEvery)) steps, or use `stage set` to skip it deliberately"
+            )
         }
         for w in ckpts.warnings { log("warning: \(w)") }
         let step = found.value.step
-        try saveFinal(model, ema: ema, emaUpdates: found.value.emaUpdates, run: run, stage: stage,
-                      metadata: ["stage": stage, "step": "\(step)", "from": found.url.lastPathComponent])
+        try saveFinal(
+            model, ema: ema, emaUpdates: found.value.emaUpdates, run: run, stage: stage,
+            metadata: ["stage": stage, "step": "\(step)", "from": found.url.lastPathComponent])
         return step
     }
 
     /// The model of a run's stage, or by default of its last completed stage (with `step`, else
     /// the current one). Returns the stage's name, the model and where its weights came from.
-    public static func load(run: RunDirectory, config: RunConfig, stage: String?, step: Int?, ema: Bool) throws -> (String, LeffaModel, String) {
+    public static func load(run: RunDirectory, config: RunConfig, stage: String?, step: Int?, ema: Bool) throws -> (
+        String, LeffaModel, String
+    ) {
         let state = try run.readState()
         let name: String
         if let stage {
@@ -74,7 +86,10 @@ public enum StageWeights {
         } else if let last = config.stages.last(where: { state.completedStages.contains($0.name) }) {
             name = last.name
         } else {
-            guard step != nil else { throw RunError("\(run.stateURL.path): no stage is completed yet; pass --stage S --step N to use a checkpoint") }
+            guard step != nil else {
+                throw RunError(
+                    "\(run.stateURL.path): no stage is completed yet; pass --stage S --step N to use a checkpoint")
+            }
             name = state.stage
         }
         let (model, source) = try load(run: run, config: config, stage: name, step: step, ema: ema)
@@ -83,13 +98,17 @@ public enum StageWeights {
 
     /// A model holding a stage's weights: its final weights (step nil) or checkpoint `step`
     /// (params, or the EMA group with `ema`). Returns the model and a description of the source.
-    public static func load(run: RunDirectory, config: RunConfig, stage: String, step: Int?, ema: Bool) throws -> (LeffaModel, String) {
+    public static func load(run: RunDirectory, config: RunConfig, stage: String, step: Int?, ema: Bool) throws -> (
+        LeffaModel, String
+    ) {
         let model = try LeffaModel(config: config.model, seed: config.seed)
         guard let step else {
             let url = run.finalWeightsURL(stage, ema: ema)
             guard FileManager.default.fileExists(atPath: url.path) else {
                 let why = ema && config.ema == nil ? " (the config has no training.ema_decay, so there is no EMA)" : ""
-                throw RunError("\(url.path): stage \(stage) has no final\(ema ? " EMA" : "") weights\(why); finish the stage (`leffa-coord run` or `stage advance`) or pass --step N of one of its checkpoints")
+                throw RunError(
+                    "\(url.path): stage \(stage) has no final\(ema ? " EMA" : "") weights\(why); finish the stage (`leffa-coord run` or `stage advance`) or pass --step N of one of its checkpoints"
+                )
             }
             try model.loadWeights(from: url.path)
             return (model, url.path)

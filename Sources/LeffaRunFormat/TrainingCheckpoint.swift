@@ -66,8 +66,10 @@ public struct TrainingCheckpoint {
     /// The blocks to write (params at least).
     public var blocks: [Block: Tensor]
 
-    public init(counters: Counters, stage: String, stageIndex: Int, dataPosition: Int, seed: UInt64, config: String,
-                runID: String, blocks: [Block: Tensor]) {
+    public init(
+        counters: Counters, stage: String, stageIndex: Int, dataPosition: Int, seed: UInt64, config: String,
+        runID: String, blocks: [Block: Tensor]
+    ) {
         self.counters = counters; self.stage = stage; self.stageIndex = stageIndex; self.dataPosition = dataPosition
         self.seed = seed; self.config = config; self.runID = runID; self.blocks = blocks
     }
@@ -78,12 +80,15 @@ public struct TrainingCheckpoint {
         precondition(blocks[.params] != nil, "TrainingCheckpoint.save: no params block")
         var c = CheckpointContents(meta: [
             CheckpointNames.step: .int64(Int64(counters.step)), CheckpointNames.stage: .string(stage),
-            CheckpointNames.stageIndex: .int64(Int64(stageIndex)), CheckpointNames.dataPosition: .int64(Int64(dataPosition)),
+            CheckpointNames.stageIndex: .int64(Int64(stageIndex)),
+            CheckpointNames.dataPosition: .int64(Int64(dataPosition)),
             CheckpointNames.seed: .int64(Int64(bitPattern: seed)), CheckpointNames.config: .string(config),
-            CheckpointNames.runID: .string(runID), CheckpointNames.adamStep: .int64(Int64(counters.adamStep)),
+            CheckpointNames.runID: .string(runID), CheckpointNames.adamStep: .int64(Int64(counters.adamStep))
         ])
         if let u = counters.emaUpdates { c.meta[CheckpointNames.emaUpdates] = .int64(Int64(u)) }
-        for block in Block.allCases { if let t = blocks[block] { try c.setGroup(block.group, flat: t, layout: layout) } }
+        for block in Block.allCases {
+            if let t = blocks[block] { try c.setGroup(block.group, flat: t, layout: layout) }
+        }
         return try dir.save(c, step: counters.step)
     }
 
@@ -91,12 +96,16 @@ public struct TrainingCheckpoint {
     public static func counters(_ reader: CheckpointReader) throws -> Counters {
         var emaUpdates: Int? = nil
         if case .int64(let u)? = reader.meta[CheckpointNames.emaUpdates] { emaUpdates = Int(u) }
-        return Counters(step: Int(try reader.int64(CheckpointNames.step)), adamStep: Int(try reader.int64(CheckpointNames.adamStep)),
-                        emaUpdates: emaUpdates)
+        return Counters(
+            step: Int(try reader.int64(CheckpointNames.step)),
+            adamStep: Int(try reader.int64(CheckpointNames.adamStep)),
+            emaUpdates: emaUpdates)
     }
 
     /// Whether the checkpoint holds `block` (the EMA only when the run had one).
-    public static func has(_ reader: CheckpointReader, _ block: Block) -> Bool { reader.groupPaths.contains(block.group) }
+    public static func has(_ reader: CheckpointReader, _ block: Block) -> Bool {
+        reader.groupPaths.contains(block.group)
+    }
 
     /// Reads `block` into a flat tensor of the model's layout.
     public static func read(_ reader: CheckpointReader, _ block: Block, into flat: Tensor, layout: [FlatEntry]) throws {

@@ -35,13 +35,19 @@ public final class BatchBuilder {
     /// The dataset index at `position` of the stage's order (epochs of seeded permutations).
     public func sampleIndex(position: Int, stageIndex: Int) -> Int {
         let n = dataset.count, epoch = position / n
-        if cachedEpoch?.0 != epoch { cachedEpoch = (epoch, epochPermutation(count: n, seed: CounterRNG.key(config.seed, UInt64(stageIndex)), epoch: epoch)) }
+        if cachedEpoch?.0 != epoch {
+            cachedEpoch = (
+                epoch, epochPermutation(count: n, seed: CounterRNG.key(config.seed, UInt64(stageIndex)), epoch: epoch)
+            )
+        }
         return cachedEpoch!.1[position % n]
     }
 
     /// Loads samples (in the given order) at the stage's resolution.
     /// From the prepared cache when there is one for this resolution (the same tensors).
-    public func load(indices: [Int], stage: StageConfig) throws -> ImageBatch { ImageBatch(try samples(indices: indices, stage: stage)) }
+    public func load(indices: [Int], stage: StageConfig) throws -> ImageBatch {
+        ImageBatch(try samples(indices: indices, stage: stage))
+    }
 
     func samples(indices: [Int], stage: StageConfig) throws -> [TrainingSample] {
         if let c = cache(height: stage.height, width: stage.width) { return try indices.map { try c.sample($0) } }
@@ -50,21 +56,29 @@ public final class BatchBuilder {
 
     /// Model inputs for the samples at `positions` of optimizer step `step`, each augmented as its
     /// (step, position) key draws when `data.augment` is on.
-    public func batch(step: Int, positions: [Int], stage: StageConfig, stageIndex: Int, timestepOverride: Int? = nil) throws -> (LatentBatch, ImageBatch) {
+    public func batch(step: Int, positions: [Int], stage: StageConfig, stageIndex: Int, timestepOverride: Int? = nil)
+        throws -> (LatentBatch, ImageBatch)
+    {
         let indices = positions.map { sampleIndex(position: $0, stageIndex: stageIndex) }
         var loaded = try samples(indices: indices, stage: stage)
         if let a = config.data.augment {
             loaded = zip(loaded, positions).map { augment($0, a.draw(key: random.augmentKey(step: step, sample: $1))) }
         }
         let data = ImageBatch(loaded)
-        return (try inputs(data, step: step, positions: positions, timestepOverride: timestepOverride, cachedMoments: config.data.augment == nil), data)
+        return (
+            try inputs(
+                data, step: step, positions: positions, timestepOverride: timestepOverride,
+                cachedMoments: config.data.augment == nil), data
+        )
     }
 
     /// The latents (or pixels) and randomness for a loaded batch. Randomness is keyed by the
     /// global position of each sample. `cachedMoments`: the prepared VAE moments may stand for the
     /// images (not when they were augmented after loading).
-    public func inputs(_ d: ImageBatch, step: Int, positions: [Int], timestepOverride: Int? = nil, dropout: Bool = true,
-                       cachedMoments: Bool = true) throws -> LatentBatch {
+    public func inputs(
+        _ d: ImageBatch, step: Int, positions: [Int], timestepOverride: Int? = nil, dropout: Bool = true,
+        cachedMoments: Bool = true
+    ) throws -> LatentBatch {
         let b = positions.count
         var latent: Tensor, masked: Tensor, ref: Tensor, maskL: Tensor, dense: Tensor
         switch config.space {
@@ -79,19 +93,26 @@ public final class BatchBuilder {
                     let mean = try cache.stacked(d.indices, meanName), logvar = try cache.stacked(d.indices, logvarName)
                     let std = Tensor(zeros: logvar.shape)
                     for i in 0..<std.count { std[i] = Foundation.exp(0.5 * logvar[i]) }
-                    let eps = concat(positions.map { random.posteriorNoise(step: step, sample: $0, which: which, shape: [1, c, h, w]) }, dim: 0)
+                    let eps = concat(
+                        positions.map {
+                            random.posteriorNoise(step: step, sample: $0, which: which, shape: [1, c, h, w])
+                        }, dim: 0)
                     return GradMode.withoutGrad { (mean + std * eps) * s }
                 }
                 latent = try draw(CacheFields.targetMean, CacheFields.targetLogvar, 0)
                 masked = try draw(CacheFields.maskedMean, CacheFields.maskedLogvar, 1)
                 ref = try draw(CacheFields.referenceMean, CacheFields.referenceLogvar, 2)
-                maskL = try cache.stacked(d.indices, CacheFields.maskLatent); dense = try cache.stacked(d.indices, CacheFields.denseposeLatent)
+                maskL = try cache.stacked(d.indices, CacheFields.maskLatent);
+                dense = try cache.stacked(d.indices, CacheFields.denseposeLatent)
                 break
             }
             func encode(_ x: Tensor, _ which: Int) -> Tensor {
                 GradMode.withoutGrad {
                     let post = model.vae.encode(x)
-                    let eps = concat(positions.map { random.posteriorNoise(step: step, sample: $0, which: which, shape: [1, c, h, w]) }, dim: 0)
+                    let eps = concat(
+                        positions.map {
+                            random.posteriorNoise(step: step, sample: $0, which: which, shape: [1, c, h, w])
+                        }, dim: 0)
                     return post.sample(noise: eps) * s
                 }
             }
@@ -101,14 +122,18 @@ public final class BatchBuilder {
         let per = [1] + Array(latent.shape.dropFirst())
         let noise = concat(positions.map { random.noise(step: step, sample: $0, shape: per) }, dim: 0)
         let timesteps = positions.map { timestepOverride ?? random.timestep(step: step, sample: $0) }
-        let kept = positions.map { !(dropout && random.dropsReference(step: step, sample: $0, probability: config.referenceDropout)) }
+        let kept = positions.map {
+            !(dropout && random.dropsReference(step: step, sample: $0, probability: config.referenceDropout))
+        }
         if kept.contains(false) {
             let r = ref.copy(), n = r.count / b
             for (i, k) in kept.enumerated() where !k { (r.data + i * n).update(repeating: 0, count: n) }
             ref = r
         }
-        return LatentBatch(latent: latent.detached(), maskLatent: maskL.detached(), maskedLatent: masked.detached(), denseposeLatent: dense.detached(),
-                          refLatent: ref.detached(), imgRef: d.reference, imgTgt: d.image, lossMask: d.lossMask,
-                          timesteps: timesteps, noise: noise, referenceKept: kept)
+        return LatentBatch(
+            latent: latent.detached(), maskLatent: maskL.detached(), maskedLatent: masked.detached(),
+            denseposeLatent: dense.detached(),
+            refLatent: ref.detached(), imgRef: d.reference, imgTgt: d.image, lossMask: d.lossMask,
+            timesteps: timesteps, noise: noise, referenceKept: kept)
     }
 }

@@ -49,8 +49,9 @@ public final class DataParallel {
             let share = Float(p.count) / Float(mine.count)
             // Fixed order: per-sample gradients of loss/B, summed over ranks. Otherwise each rank
             // averages its own samples and the reduction averages over ranks.
-            return MicroBatch(positions: p, index: k, count: parts.count, share: share,
-                              weight: fixedOrder ? 1 / Float(positions.count) : share)
+            return MicroBatch(
+                positions: p, index: k, count: parts.count, share: share,
+                weight: fixedOrder ? 1 / Float(positions.count) : share)
         }
     }
 
@@ -119,11 +120,15 @@ public final class DataParallel {
     /// shards, the same bits as over the whole block), then waits until every shard is written.
     /// Returns the gradient norm before clipping and the seconds spent waiting for the other shards.
     @discardableResult
-    public func step(_ optimizer: AdamW, lr: Float, maxNorm: Float, ema: Tensor? = nil,
-                     emaDecay: Float? = nil) -> (gradNorm: Float, publishSeconds: Double) {
+    public func step(
+        _ optimizer: AdamW, lr: Float, maxNorm: Float, ema: Tensor? = nil,
+        emaDecay: Float? = nil
+    ) -> (gradNorm: Float, publishSeconds: Double) {
         let c = collective, shard = c.sharedState?.shard
-        let (norm, scale) = optimizer.clipScale(parameters: parameters, maxNorm: maxNorm, only: shard, combine: c.sumOverShards)
-        optimizer.update(parameters: parameters, lr: lr, only: shard, gradientScale: scale, ema: ema, emaDecay: emaDecay ?? 0)
+        let (norm, scale) = optimizer.clipScale(
+            parameters: parameters, maxNorm: maxNorm, only: shard, combine: c.sumOverShards)
+        optimizer.update(
+            parameters: parameters, lr: lr, only: shard, gradientScale: scale, ema: ema, emaDecay: emaDecay ?? 0)
         return (norm, c.publishState())
     }
 }

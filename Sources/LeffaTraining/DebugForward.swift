@@ -12,7 +12,8 @@ public enum DebugForward {
     public enum Grads: String, CaseIterable, Sendable { case all, none }
 
     /// Reads weights, config and inputs, runs the pass, writes every output; returns a summary line.
-    public static func run(weights: String, config: String, inputs: String, out: String, grads: Grads) throws -> String {
+    public static func run(weights: String, config: String, inputs: String, out: String, grads: Grads) throws -> String
+    {
         // A run config (it has stages) gives the model as the run built it (pixel space changes the
         // UNets' channels) and the last Leffa stage's loss settings; otherwise a model config file.
         let modelConfig: ModelConfig, loss: LeffaLossConfig
@@ -37,7 +38,8 @@ public enum DebugForward {
         }
         let x = try io.tensor("in.x")
         guard x.rank == 4, x.shape[1] == model.config.unet.inChannels else {
-            throw WeightsError.incompatible("\(inputs): key in.x has shape \(x.shape), expected (B, \(model.config.unet.inChannels), h, w)")
+            throw WeightsError.incompatible(
+                "\(inputs): key in.x has shape \(x.shape), expected (B, \(model.config.unet.inChannels), h, w)")
         }
         let f = imagePerLatent ?? model.config.vae.downscale
         let (h, w) = (x.shape[2], x.shape[3]), (hh, ww) = (h * f, w * f)
@@ -55,7 +57,8 @@ public enum DebugForward {
         for (name, tensor) in outputs { writer.add(name, tensor) }
         try writer.write(to: URL(fileURLWithPath: out))
         let scalar = { (n: String) in outputs.first { $0.0 == n }.map { String(format: "%.6g", $0.1.item) } ?? "-" }
-        return "wrote \(outputs.count) tensors to \(out): diffusion \(scalar("out.diffusion_loss")), leffa \(scalar("out.leffa_loss")), total \(scalar("out.total_loss"))"
+        return
+            "wrote \(outputs.count) tensors to \(out): diffusion \(scalar("out.diffusion_loss")), leffa \(scalar("out.leffa_loss")), total \(scalar("out.total_loss"))"
     }
 }
 
@@ -65,10 +68,13 @@ extension DebugForward {
     /// can check any exported model on its own data. Timesteps are those of step 0.
     /// `timestep` fixes every sample's timestep (e.g. below the Leffa threshold, so the check
     /// includes the Leffa loss); nil draws them as training step 0 would.
-    public static func makeInputs(run: RunDirectory, stage name: String?, count: Int, out: String, timestep: Int? = nil) throws -> String {
+    public static func makeInputs(run: RunDirectory, stage name: String?, count: Int, out: String, timestep: Int? = nil)
+        throws -> String
+    {
         let config = try run.readConfig()
         guard let stage = name.map({ n in config.stages.first { $0.name == n } }) ?? config.stages.last else {
-            throw RunError("\(run.configURL.path): no stage named \(name ?? "?"); stages are \(config.stages.map(\.name))")
+            throw RunError(
+                "\(run.configURL.path): no stage named \(name ?? "?"); stages are \(config.stages.map(\.name))")
         }
         let model = try LeffaModel(config: config.model, seed: config.seed)
         let root = run.resolve(config.dataRoot)
@@ -85,8 +91,10 @@ extension DebugForward {
         w.add("in.x", b.generativeInput(NoiseSchedule()))
         w.add("in.ref_latent", b.refLatent)
         w.add("in.t", int64s: b.timesteps.map(Int64.init))
-        w.add("in.img_ref", b.imgRef); w.add("in.img_tgt", b.imgTgt); w.add("in.mask", b.lossMask); w.add("in.noise", b.noise)
+        w.add("in.img_ref", b.imgRef); w.add("in.img_tgt", b.imgTgt); w.add("in.mask", b.lossMask);
+        w.add("in.noise", b.noise)
         try w.write(to: URL(fileURLWithPath: out))
-        return "wrote inputs of \(positions.count) sample(s) at \(stage.height)x\(stage.width) (stage \(stage.name)) to \(out)"
+        return
+            "wrote inputs of \(positions.count) sample(s) at \(stage.height)x\(stage.width) (stage \(stage.name)) to \(out)"
     }
 }

@@ -18,16 +18,21 @@ public enum FlowSnapshot {
     /// Layers to snapshot: the configured ones, else the first and last layer the Leffa loss uses.
     static func layers(_ config: RunConfig, stage: StageConfig, latentHeight: Int) -> [String] {
         if !config.snapshotLayers.isEmpty { return config.snapshotLayers }
-        let picked = (stage.leffa ?? LeffaLossConfig()).selectLayers(UNet2DConditionModel.attentionLayers(config.model.unet),
-                                                                   latentHeight: latentHeight, imageHeight: stage.height)
+        let picked = (stage.leffa ?? LeffaLossConfig()).selectLayers(
+            UNet2DConditionModel.attentionLayers(config.model.unet),
+            latentHeight: latentHeight, imageHeight: stage.height)
         return Array(Set([picked.first, picked.last].compactMap { $0 })).sorted()
     }
 
     /// Flows of `layers` for a loaded batch: (layer, flow (B,h,w,2), warped (B,3,H,W)).
-    public static func flows(model: LeffaModel, inputs b: LatentBatch, layers: [String], tau: Float) throws -> [(String, Tensor, Tensor)] {
+    public static func flows(model: LeffaModel, inputs b: LatentBatch, layers: [String], tau: Float) throws -> [(
+        String, Tensor, Tensor
+    )] {
         try GradMode.withoutGrad {
             let x = b.generativeInput(NoiseSchedule())
-            let (_, ctx) = try model.denoise(x: x, refLatent: b.refLatent, timesteps: b.timesteps.map(Float.init), probes: FlowProbes(layers: Set(layers), tau: tau))
+            let (_, ctx) = try model.denoise(
+                x: x, refLatent: b.refLatent, timesteps: b.timesteps.map(Float.init),
+                probes: FlowProbes(layers: Set(layers), tau: tau))
             let (hh, ww) = (b.imgRef.shape[2], b.imgRef.shape[3])
             return ctx.probes.map { p in
                 let flow = flowField(p)
@@ -41,7 +46,9 @@ public enum FlowSnapshot {
     /// ground-truth flow (B,H,W,2), over pixels where `valid` (B,1,H,W) > 0.5.
     public static func endpointError(_ flow: Tensor, truth: Tensor, valid: Tensor) -> Double {
         let (b, hh, ww) = (truth.shape[0], truth.shape[1], truth.shape[2])
-        let up = GradMode.withoutGrad { resizeBilinear(flow.permuted([0, 3, 1, 2]), size: (hh, ww)).permuted([0, 2, 3, 1]) }
+        let up = GradMode.withoutGrad {
+            resizeBilinear(flow.permuted([0, 3, 1, 2]), size: (hh, ww)).permuted([0, 2, 3, 1])
+        }
         var sum = 0.0, n = 0.0
         let sx = Double(ww - 1) / 2, sy = Double(hh - 1) / 2
         for i in 0..<(b * hh * ww) where valid[i] > 0.5 {
@@ -58,11 +65,12 @@ public enum FlowSnapshot {
         let data = try builder.load(indices: indices, stage: stage)
         let inputs = try builder.inputs(data, step: 0, positions: indices, timestepOverride: timestep, dropout: false)
         let names = layers(t.config, stage: stage, latentHeight: inputs.latent.shape[2])
-        let results = try flows(model: t.model, inputs: inputs, layers: names, tau: (stage.leffa ?? LeffaLossConfig()).tau)
+        let results = try flows(
+            model: t.model, inputs: inputs, layers: names, tau: (stage.leffa ?? LeffaLossConfig()).tau)
 
         var meta: [String: CheckpointValue] = [
             "step": .int64(Int64(t.step)), "stage": .string(stage.name), "timestep": .int64(Int64(timestep)),
-            "samples": .string(data.ids.joined(separator: "\n")), "layers": .string(names.joined(separator: "\n")),
+            "samples": .string(data.ids.joined(separator: "\n")), "layers": .string(names.joined(separator: "\n"))
         ]
         var c = CheckpointContents()
         c.setGroup("images", [("reference", data.reference), ("target", data.image), ("loss_mask", data.lossMask)])
@@ -70,7 +78,9 @@ public enum FlowSnapshot {
         c.setGroup("warped", results.map { ($0.0, $0.2) })
         if let gt = data.flow, let valid = data.flowValid {
             c.setGroup("ground_truth", [("flow", gt), ("valid", valid)])
-            for (layer, flow, _) in results { meta["epe." + layer] = .float64(endpointError(flow, truth: gt, valid: valid)) }
+            for (layer, flow, _) in results {
+                meta["epe." + layer] = .float64(endpointError(flow, truth: gt, valid: valid))
+            }
         }
         c.meta = meta
         let dir = t.run.snapshotsURL(stage.name)
@@ -81,7 +91,10 @@ public enum FlowSnapshot {
         try FileManager.default.createDirectory(at: pngDir, withIntermediateDirectories: true)
         for (layer, flow, warped) in results {
             for s in 0..<k {
-                var panels = [plane(data.reference, s), plane(warped, s), plane(data.image, s), flowColours(flow, sample: s, size: (stage.height, stage.width))]
+                var panels = [
+                    plane(data.reference, s), plane(warped, s), plane(data.image, s),
+                    flowColours(flow, sample: s, size: (stage.height, stage.width))
+                ]
                 if let gt = data.flow { panels.append(flowColours(gt, sample: s, size: (stage.height, stage.width))) }
                 let short = layer.replacingOccurrences(of: ".transformer_blocks.0.attn1", with: "")
                 let file = "\(data.ids[s])-\(short).png".replacingOccurrences(of: "/", with: "_")
@@ -105,7 +118,7 @@ public enum FlowSnapshot {
         let (h, w) = (flow.shape[1], flow.shape[2])
         let one = Tensor(zeros: [1, h, w, 2])
         one.data.update(from: flow.data + s * h * w * 2, count: h * w * 2)
-        let up = GradMode.withoutGrad { resizeBilinear(one.permuted([0, 3, 1, 2]), size: size) }   // (1,2,H,W)
+        let up = GradMode.withoutGrad { resizeBilinear(one.permuted([0, 3, 1, 2]), size: size) } // (1,2,H,W)
         let (hh, ww) = size, n = hh * ww
         var px = [UInt8](repeating: 0, count: n * 3)
         for i in 0..<n {
@@ -121,8 +134,14 @@ public enum FlowSnapshot {
     static func hsv(_ h: Double, _ s: Double, _ v: Double) -> (Double, Double, Double) {
         let i = Int(h * 6) % 6, f = h * 6 - Double(Int(h * 6))
         let p = v * (1 - s), q = v * (1 - f * s), t = v * (1 - (1 - f) * s)
-        switch i { case 0: return (v, t, p); case 1: return (q, v, p); case 2: return (p, v, t)
-        case 3: return (p, q, v); case 4: return (t, p, v); default: return (v, p, q) }
+        switch i {
+        case 0: return (v, t, p);
+        case 1: return (q, v, p);
+        case 2: return (p, v, t)
+        case 3: return (p, q, v);
+        case 4: return (t, p, v);
+        default: return (v, p, q)
+        }
     }
 
 }

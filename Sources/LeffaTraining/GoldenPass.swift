@@ -14,7 +14,9 @@ public enum GoldenPass {
     public struct Inputs {
         public var x, refLatent, imgRef, imgTgt, mask, noise: Tensor
         public var timesteps: [Int]
-        public init(x: Tensor, refLatent: Tensor, imgRef: Tensor, imgTgt: Tensor, mask: Tensor, noise: Tensor, timesteps: [Int]) {
+        public init(
+            x: Tensor, refLatent: Tensor, imgRef: Tensor, imgTgt: Tensor, mask: Tensor, noise: Tensor, timesteps: [Int]
+        ) {
             self.x = x; self.refLatent = refLatent; self.imgRef = imgRef; self.imgTgt = imgTgt
             self.mask = mask; self.noise = noise; self.timesteps = timesteps
         }
@@ -24,14 +26,17 @@ public enum GoldenPass {
 
     /// Runs the pass; outputs in a stable order. `grads` adds grad.unet.* and grad.unet_encoder.*
     /// for every parameter of the two UNets.
-    public static func run(_ model: LeffaModel, loss config: LeffaLossConfig, inputs i: Inputs, grads: Bool = true) throws -> [(String, Tensor)] {
+    public static func run(_ model: LeffaModel, loss config: LeffaLossConfig, inputs i: Inputs, grads: Bool = true)
+        throws -> [(String, Tensor)]
+    {
         var out: [(String, Tensor)] = []
         if grads { model.parameters.enableGradients() }
         model.parameters.zeroGrads()
 
         // The trainer's own objective (ε-prediction, every reference kept), its flows kept.
-        let input = ObjectiveInput(x: i.x, refLatent: i.refLatent, timesteps: i.timesteps, target: i.noise, imgRef: i.imgRef,
-                                   imgTgt: i.imgTgt, lossMask: i.mask, referenceKept: Array(repeating: true, count: i.x.shape[0]))
+        let input = ObjectiveInput(
+            x: i.x, refLatent: i.refLatent, timesteps: i.timesteps, target: i.noise, imgRef: i.imgRef,
+            imgTgt: i.imgTgt, lossMask: i.mask, referenceKept: Array(repeating: true, count: i.x.shape[0]))
         let l = try TrainingObjective(leffa: config).loss(model, input, keepFlows: true)
         let total = l.total
 
@@ -49,13 +54,15 @@ public enum GoldenPass {
             }
         }
         // The VAE outputs exist in latent space only (a pixel-space run's "latents" are images).
-        if i.refLatent.shape[1] == model.config.vae.latentChannels && i.imgTgt.shape[2] == i.x.shape[2] * model.config.vae.downscale {
-        GradMode.withoutGrad {
-            let posterior = model.vae.encode(i.imgTgt)
-            out.append(("out.vae.mean", posterior.mean))
-            out.append(("out.vae.logvar", posterior.logvar))
-            out.append(("out.vae.decoded", model.vae.decode(i.refLatent)))
-        }
+        if i.refLatent.shape[1] == model.config.vae.latentChannels
+            && i.imgTgt.shape[2] == i.x.shape[2] * model.config.vae.downscale
+        {
+            GradMode.withoutGrad {
+                let posterior = model.vae.encode(i.imgTgt)
+                out.append(("out.vae.mean", posterior.mean))
+                out.append(("out.vae.logvar", posterior.logvar))
+                out.append(("out.vae.decoded", model.vae.decode(i.refLatent)))
+            }
         }
         return out
     }

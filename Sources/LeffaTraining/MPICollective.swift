@@ -33,13 +33,16 @@ public enum GradientReduction: String, CaseIterable, Sendable {
     public static func parse(_ text: String, source: String) throws -> GradientReduction {
         guard let r = GradientReduction(rawValue: text.lowercased()) else {
             let names = allCases.map(\.rawValue)
-            throw DistributedError.setting(name: source, value: text, expected: names.dropLast().joined(separator: ", ") + " or " + names.last!)
+            throw DistributedError.setting(
+                name: source, value: text, expected: names.dropLast().joined(separator: ", ") + " or " + names.last!)
         }
         return r
     }
 
     /// `LEFFA_REDUCTION`, else auto.
-    public static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> GradientReduction {
+    public static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws
+        -> GradientReduction
+    {
         guard let s = env[environmentKey] else { return .auto }
         return try parse(s, source: environmentKey)
     }
@@ -73,14 +76,17 @@ public final class MPICollective: Collective {
     /// an EMA with `ema`: see `sharedState`); with shared memory the gradient block moves into the
     /// window. Call it before the gradients and moments exist, so no rank ever holds private
     /// copies of them. Collective.
-    public init(context: MPIContext, parameters: ParameterSet, shareState: Bool = false, ema: Bool = false, fixedOrder: Bool,
-                bucketBytes: Int? = nil, reduction asked: GradientReduction = .auto, segments: Bool = true) throws {
+    public init(
+        context: MPIContext, parameters: ParameterSet, shareState: Bool = false, ema: Bool = false, fixedOrder: Bool,
+        bucketBytes: Int? = nil, reduction asked: GradientReduction = .auto, segments: Bool = true
+    ) throws {
         self.context = context
         self.fixedOrder = fixedOrder
         let all = parameters.all, count = parameters.count
         reduced = parameters.trainedRange ?? 0..<all.count
         let lo = reduced.isEmpty ? 0 : all[reduced.lowerBound].offset
-        reducedElements = lo..<(reduced.isEmpty ? 0 : all[reduced.upperBound - 1].offset + all[reduced.upperBound - 1].count)
+        reducedElements =
+            lo..<(reduced.isEmpty ? 0 : all[reduced.upperBound - 1].offset + all[reduced.upperBound - 1].count)
         // Shards are cut at the norm's chunks of the trained range: the trained parameters must be
         // one run of the block (Leffa's parts always are: the UNets are registered one after the other).
         let contiguous = parameters.trainedRange != nil
@@ -89,11 +95,14 @@ public final class MPICollective: Collective {
         if asked != .buckets {
             // Across nodes only when asked for, and not for the fixed order (the hierarchical sum
             // is not in rank order).
-            why = SharedBlocks.unavailableReason(context: context, count: count, stateBlocks: stateBlocks,
-                                                 acrossNodes: asked == .shared && !fixedOrder)
+            why = SharedBlocks.unavailableReason(
+                context: context, count: count, stateBlocks: stateBlocks,
+                acrossNodes: asked == .shared && !fixedOrder)
             if asked == .shared, let why, context.size > 1 {
-                throw DistributedError.setting(name: "reduction", value: "shared", expected: "ranks that can share memory, but \(why); use auto or buckets"
-                                               + (fixedOrder ? " (across nodes, the fixed order needs buckets)" : ""))
+                throw DistributedError.setting(
+                    name: "reduction", value: "shared",
+                    expected: "ranks that can share memory, but \(why); use auto or buckets"
+                        + (fixedOrder ? " (across nodes, the fixed order needs buckets)" : ""))
             }
         }
         let sharedGradients = asked != .buckets && why == nil
@@ -112,7 +121,8 @@ public final class MPICollective: Collective {
             for b in 1..<stateBlocks { (s.storage(b).base + shard.lowerBound).update(repeating: 0, count: shard.count) }
             s.publish("weights copied")
             state = s
-            sharedState = SharedTrainingState(m: s.storage(1), v: s.storage(2), ema: ema ? s.storage(3) : nil, shard: shard, loads: s.loads)
+            sharedState = SharedTrainingState(
+                m: s.storage(1), v: s.storage(2), ema: ema ? s.storage(3) : nil, shard: shard, loads: s.loads)
         } else {
             state = nil
             sharedState = nil
@@ -120,16 +130,18 @@ public final class MPICollective: Collective {
         stateUnshared = stateWhy
         if sharedGradients {
             // With a shared state, the slices each rank reduces are its shards.
-            let blocks = try SharedBlocks(context: context, count: count, grain: state == nil ? 16 : AdamW.shardGrain, keepingAlive: state)
+            let blocks = try SharedBlocks(
+                context: context, count: count, grain: state == nil ? 16 : AdamW.shardGrain, keepingAlive: state)
             parameters.moveGradients(into: blocks.block)
             shared = blocks
             bucketReducer = nil
             reduction = .shared
         } else {
             shared = nil
-            bucketReducer = try GradientReducer(context: context, gradients: parameters.gradients(of: reduced),
-                                                parameterSizes: all[reduced].map(\.count), capBytes: bucketBytes,
-                                                segments: segments ? Self.partSegments(all[reduced].map(\.name)) : nil, fixedOrder: fixedOrder)
+            bucketReducer = try GradientReducer(
+                context: context, gradients: parameters.gradients(of: reduced),
+                parameterSizes: all[reduced].map(\.count), capBytes: bucketBytes,
+                segments: segments ? Self.partSegments(all[reduced].map(\.name)) : nil, fixedOrder: fixedOrder)
             reduction = .buckets
         }
         sharedUnavailable = asked == .auto ? why : nil
@@ -159,15 +171,21 @@ public final class MPICollective: Collective {
         switch reduction {
         case .shared:
             let b = shared!
-            let layout = b.nodes == 1 ? "all \(context.size) ranks on one node" : "\(b.nodes) nodes of \(b.nodeSize) ranks, then MPI across nodes"
+            let layout =
+                b.nodes == 1
+                ? "all \(context.size) ranks on one node"
+                : "\(b.nodes) nodes of \(b.nodeSize) ranks, then MPI across nodes"
             line = "gradients averaged in shared memory (\(layout); \(mb) MB per rank)"
         default:
             let n = bucketReducer?.buckets.count ?? 0
-            line = "gradients averaged in \(n) overlapped MPI buckets" + (sharedUnavailable.map { " (not shared memory: \($0))" } ?? "")
+            line =
+                "gradients averaged in \(n) overlapped MPI buckets"
+                + (sharedUnavailable.map { " (not shared memory: \($0))" } ?? "")
         }
         if let state {
             let what = state.blocks == 4 ? "weights, Adam moments and EMA" : "weights and Adam moments"
-            line += "; one copy per node of the \(what) (\(state.blocks) × \(mb) MB), the optimizer step sharded over its \(state.nodeSize) ranks"
+            line +=
+                "; one copy per node of the \(what) (\(state.blocks) × \(mb) MB), the optimizer step sharded over its \(state.nodeSize) ranks"
         } else if let stateUnshared {
             line += "; every rank holds the whole training state (not shared: \(stateUnshared))"
         }
@@ -200,7 +218,10 @@ public final class MPICollective: Collective {
     /// The shared-memory reduction adds in rank order on one node; the bucketed one needs fixedOrder.
     public func sumGradientsInRankOrder() -> Double {
         if let shared {
-            precondition(shared.nodes == 1, "the rank-order sum through shared memory needs one node (MPICollective picks buckets for the fixed order across nodes)")
+            precondition(
+                shared.nodes == 1,
+                "the rank-order sum through shared memory needs one node (MPICollective picks buckets for the fixed order across nodes)"
+            )
             return shared.reduce(reducedElements, average: false).waitSeconds
         }
         precondition(fixedOrder, "sumGradientsInRankOrder needs a collective made with fixedOrder")
@@ -218,6 +239,8 @@ public final class MPICollective: Collective {
         defer { context.watchdogTimeout = limit }
         return try body()
     }
-    public func verifyIdentical(_ values: Tensor, what: String) throws { try context.verifyIdentical(values, what: what) }
+    public func verifyIdentical(_ values: Tensor, what: String) throws {
+        try context.verifyIdentical(values, what: what)
+    }
     public func verifyIdentical(_ text: String, what: String) throws { try context.verifyIdentical(text, what: what) }
 }

@@ -27,7 +27,9 @@ public struct StepMetrics: Codable, Sendable {
 public final class MetricsLog {
     let handle: FileHandle?
     public init(url: URL) {
-        if !FileManager.default.fileExists(atPath: url.path) { _ = FileManager.default.createFile(atPath: url.path, contents: nil) }
+        if !FileManager.default.fileExists(atPath: url.path) {
+            _ = FileManager.default.createFile(atPath: url.path, contents: nil)
+        }
         handle = try? FileHandle(forWritingTo: url)
         _ = try? handle?.seekToEnd()
     }
@@ -44,7 +46,7 @@ public final class MetricsLog {
 /// "[lowres] step 12/100  loss 0.1234 (diff 0.1200, leffa 0.3400)  lr 1.0e-04  3.2 img/s  ETA 1m20s"
 public func progressLine(_ m: StepMetrics, eta: Double) -> String {
     let leffa = m.leffa.map { String(format: ", leffa %.4f", $0) } ?? ""
-    return String(format: "[%@] step %d/%d  loss %.4f (diff %.4f%@)  lr %.1e  grad %.3f  %.2f img/s  ETA %@",
-                  m.stage, m.step, m.steps, m.loss, m.diffusion, leffa, m.lr, m.gradNorm, m.imagesPerSecond, formatDuration(eta))
+    return String(
+        format: "[%@] step %d/%d  loss %.4f (diff %.4f%@)  lr %.1e  grad %.3f  %.2f img/s  ETA %@",
+        m.stage, m.step, m.steps, m.loss, m.diffusion, leffa, m.lr, m.gradNorm, m.imagesPerSecond, formatDuration(eta))
 }
-

@@ -47,19 +47,24 @@ public enum Prepare {
 
     /// Caches every stage resolution of `run`. Shards already present and matching are kept (so an
     /// interrupted prepare resumes). `progress(done, total, label)` is called after each sample.
-    public static func run(_ run: RunDirectory, progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> Summary {
+    public static func run(_ run: RunDirectory, progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> Summary
+    {
         let config = try run.readConfig()
         let root = run.resolve(config.dataRoot)
         let dataset = config.openDataset(root: URL(fileURLWithPath: root))
         let problems = dataset.check(CheckOptions(decodeImages: false))
         if !problems.errors.isEmpty {
-            throw RunError("data at \(root) has \(problems.errors.count) problem(s); run `leffa-coord check-data` for the full list:\n" + Array(problems.errors.prefix(5)).report)
+            throw RunError(
+                "data at \(root) has \(problems.errors.count) problem(s); run `leffa-coord check-data` for the full list:\n"
+                    + Array(problems.errors.prefix(5)).report)
         }
         if dataset.count == 0 { throw RunError("data at \(root): no samples (empty pairs file?)") }
         let model: LeffaModel? = config.space == .latent ? try vaeModel(config, run: run) : nil
 
         var sizes: [(Int, Int)] = []
-        for s in config.stages where !sizes.contains(where: { $0 == (s.height, s.width) }) { sizes.append((s.height, s.width)) }
+        for s in config.stages where !sizes.contains(where: { $0 == (s.height, s.width) }) {
+            sizes.append((s.height, s.width))
+        }
         var summary = Summary()
         let started = Date()
         let n = dataset.count, shards = (n + shardSize - 1) / shardSize
@@ -76,7 +81,7 @@ public enum Prepare {
                     if let r = try? CheckpointReader(url: url), meta.allSatisfy({ r.meta[$0.key] == $0.value }) {
                         r.close(); summary.kept += 1; progress(first + count, n, label); continue
                     }
-                    try FileManager.default.removeItem(at: url)   // stale or damaged: rebuild it
+                    try FileManager.default.removeItem(at: url) // stale or damaged: rebuild it
                 }
                 var c = CheckpointContents(meta: meta)
                 for i in first..<(first + count) {
@@ -94,13 +99,16 @@ public enum Prepare {
     }
 
     /// What a shard's meta must say for the cache to be used with this config and dataset.
-    static func shardMeta(_ config: RunConfig, dataset: any PairedImageDataset, height: Int, width: Int, first: Int, count: Int) -> [String: CheckpointValue] {
+    static func shardMeta(
+        _ config: RunConfig, dataset: any PairedImageDataset, height: Int, width: Int, first: Int, count: Int
+    ) -> [String: CheckpointValue] {
         var m: [String: CheckpointValue] = [
             "cache_version": .int64(formatVersion), "space": .string(config.space.rawValue),
             "height": .int64(Int64(height)), "width": .int64(Int64(width)),
-            "dataset_count": .int64(Int64(dataset.count)), "first_index": .int64(Int64(first)), "count": .int64(Int64(count)),
+            "dataset_count": .int64(Int64(dataset.count)), "first_index": .int64(Int64(first)),
+            "count": .int64(Int64(count)),
             "ids": .string((first..<(first + count)).map { dataset.id(at: $0) }.joined(separator: "\n")),
-            "densepose": .string(config.data.densepose.rawValue),
+            "densepose": .string(config.data.densepose.rawValue)
         ]
         if config.space == .latent { m["vae"] = .string(vaeFingerprint(config)) }
         return m
@@ -124,25 +132,39 @@ public enum Prepare {
 
     static func fields(_ s: TrainingSample, model: LeffaModel?, config: RunConfig) throws -> [(String, Tensor)] {
         var f: [(String, Tensor)] = [
-            (CacheFields.image, s.image), (CacheFields.reference, s.reference), (CacheFields.inpaintMask, s.inpaintMask),
-            (CacheFields.densepose, s.densepose), (CacheFields.maskedImage, s.maskedImage), (CacheFields.lossMask, s.lossMask),
+            (CacheFields.image, s.image), (CacheFields.reference, s.reference),
+            (CacheFields.inpaintMask, s.inpaintMask),
+            (CacheFields.densepose, s.densepose), (CacheFields.maskedImage, s.maskedImage),
+            (CacheFields.lossMask, s.lossMask)
         ]
-        if let flow = s.flow, let valid = s.flowValid { f += [(CacheFields.flow, flow), (CacheFields.flowValid, valid)] }
+        if let flow = s.flow, let valid = s.flowValid {
+            f += [(CacheFields.flow, flow), (CacheFields.flowValid, valid)]
+        }
         if let model {
             let fct = config.model.vae.downscale, h = s.image.shape[1] / fct, w = s.image.shape[2] / fct
             func moments(_ x: Tensor) -> (Tensor, Tensor) {
                 GradMode.withoutGrad {
                     let p = model.vae.encode(x.reshaped([1] + x.shape))
-                    return (p.mean.detached().reshaped(Array(p.mean.shape.dropFirst())), p.logvar.detached().reshaped(Array(p.logvar.shape.dropFirst())))
+                    return (
+                        p.mean.detached().reshaped(Array(p.mean.shape.dropFirst())),
+                        p.logvar.detached().reshaped(Array(p.logvar.shape.dropFirst()))
+                    )
                 }
             }
             let (tm, tl) = moments(s.image), (mm, ml) = moments(s.maskedImage), (rm, rl) = moments(s.reference)
-            let maskL = GradMode.withoutGrad { resizeNearest(s.inpaintMask.reshaped([1] + s.inpaintMask.shape), size: (h, w)) }
-            let denseL = GradMode.withoutGrad { resizeNearest(s.densepose.reshaped([1] + s.densepose.shape), size: (h, w)) }
-            f += [(CacheFields.targetMean, tm), (CacheFields.targetLogvar, tl), (CacheFields.maskedMean, mm), (CacheFields.maskedLogvar, ml),
-                  (CacheFields.referenceMean, rm), (CacheFields.referenceLogvar, rl),
-                  (CacheFields.maskLatent, maskL.reshaped(Array(maskL.shape.dropFirst()))),
-                  (CacheFields.denseposeLatent, denseL.reshaped(Array(denseL.shape.dropFirst())))]
+            let maskL = GradMode.withoutGrad {
+                resizeNearest(s.inpaintMask.reshaped([1] + s.inpaintMask.shape), size: (h, w))
+            }
+            let denseL = GradMode.withoutGrad {
+                resizeNearest(s.densepose.reshaped([1] + s.densepose.shape), size: (h, w))
+            }
+            f += [
+                (CacheFields.targetMean, tm), (CacheFields.targetLogvar, tl), (CacheFields.maskedMean, mm),
+                (CacheFields.maskedLogvar, ml),
+                (CacheFields.referenceMean, rm), (CacheFields.referenceLogvar, rl),
+                (CacheFields.maskLatent, maskL.reshaped(Array(maskL.shape.dropFirst()))),
+                (CacheFields.denseposeLatent, denseL.reshaped(Array(denseL.shape.dropFirst())))
+            ]
         }
         return f
     }
@@ -160,7 +182,9 @@ public final class SampleCache {
     /// The cache of `height`×`width` under `root` (RUN/cache), or nil when it was not prepared.
     public init?(root: URL, config: RunConfig, dataset: any PairedImageDataset, height: Int, width: Int) {
         folder = root.appendingPathComponent("\(height)x\(width)")
-        guard FileManager.default.fileExists(atPath: folder.appendingPathComponent(Prepare.shardName(0)).path) else { return nil }
+        guard FileManager.default.fileExists(atPath: folder.appendingPathComponent(Prepare.shardName(0)).path) else {
+            return nil
+        }
         self.config = config; self.dataset = dataset; self.height = height; self.width = width
     }
 
@@ -171,27 +195,38 @@ public final class SampleCache {
         if let r = readers[k] { return r }
         let url = folder.appendingPathComponent(Prepare.shardName(k))
         guard FileManager.default.fileExists(atPath: url.path) else {
-            throw RunError("\(url.path): missing shard of the prepared cache (sample \(index)); run `leffa-coord prepare` again or remove \(folder.path)")
+            throw RunError(
+                "\(url.path): missing shard of the prepared cache (sample \(index)); run `leffa-coord prepare` again or remove \(folder.path)"
+            )
         }
         let r = try CheckpointReader(url: url)
         let first = k * Prepare.shardSize
-        let want = Prepare.shardMeta(config, dataset: dataset, height: height, width: width, first: first, count: min(Prepare.shardSize, dataset.count - first))
+        let want = Prepare.shardMeta(
+            config, dataset: dataset, height: height, width: width, first: first,
+            count: min(Prepare.shardSize, dataset.count - first))
         for (key, value) in want.sorted(by: { $0.key < $1.key }) where r.meta[key] != value {
             r.close()
-            throw RunError("\(url.path): the prepared cache is stale: field \(key) is \(r.meta[key].map { "\($0)" } ?? "missing"), expected \(value) for this config and data; run `leffa-coord prepare` again or remove \(folder.path)")
+            throw RunError(
+                "\(url.path): the prepared cache is stale: field \(key) is \(r.meta[key].map { "\($0)" } ?? "missing"), expected \(value) for this config and data; run `leffa-coord prepare` again or remove \(folder.path)"
+            )
         }
         readers[k] = r
         return r
     }
 
-    func read(_ index: Int, _ name: String) throws -> Tensor { try reader(for: index).read(name, in: "samples/\(index)") }
-    func has(_ index: Int, _ name: String) throws -> Bool { try reader(for: index).names(in: "samples/\(index)").contains(name) }
+    func read(_ index: Int, _ name: String) throws -> Tensor {
+        try reader(for: index).read(name, in: "samples/\(index)")
+    }
+    func has(_ index: Int, _ name: String) throws -> Bool {
+        try reader(for: index).names(in: "samples/\(index)").contains(name)
+    }
 
     public func sample(_ index: Int) throws -> TrainingSample {
-        var s = TrainingSample(index: index, id: dataset.id(at: index), image: try read(index, CacheFields.image),
-                               reference: try read(index, CacheFields.reference), inpaintMask: try read(index, CacheFields.inpaintMask),
-                               densepose: try read(index, CacheFields.densepose), maskedImage: try read(index, CacheFields.maskedImage),
-                               lossMask: try read(index, CacheFields.lossMask))
+        var s = TrainingSample(
+            index: index, id: dataset.id(at: index), image: try read(index, CacheFields.image),
+            reference: try read(index, CacheFields.reference), inpaintMask: try read(index, CacheFields.inpaintMask),
+            densepose: try read(index, CacheFields.densepose), maskedImage: try read(index, CacheFields.maskedImage),
+            lossMask: try read(index, CacheFields.lossMask))
         if try has(index, CacheFields.flow) {
             s.flow = try read(index, CacheFields.flow); s.flowValid = try read(index, CacheFields.flowValid)
         }

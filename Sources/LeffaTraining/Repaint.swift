@@ -18,8 +18,11 @@ public enum Repaint {
     /// `generated` pasted into `person` where `mask` (1 channel, 255 = generated) says, all three
     /// the same size.
     public static func apply(person: Image, mask: Image, generated: Image) -> Image {
-        precondition(person.size == generated.size && mask.size == person.size && person.channels == 3 && generated.channels == 3,
-                     "Repaint.apply: person \(person.size)×\(person.channels), mask \(mask.size), generated \(generated.size)×\(generated.channels)")
+        precondition(
+            person.size == generated.size && mask.size == person.size && person.channels == 3
+                && generated.channels == 3,
+            "Repaint.apply: person \(person.size)×\(person.channels), mask \(mask.size), generated \(generated.size)×\(generated.channels)"
+        )
         let m = mask.converted(toChannels: 1).gaussianBlurred(radius: Float(blurRadius(height: person.height)))
         var out = [UInt8](repeating: 0, count: person.pixels.count)
         for i in 0..<person.height * person.width {
@@ -41,5 +44,7 @@ public enum Repaint {
 
 extension SampleConditions {
     /// `generated` repainted into this try-on's person image (see Repaint).
-    public func repainted(_ generated: Image) -> Image { Repaint.apply(person: person, mask: mask, generated: generated) }
+    public func repainted(_ generated: Image) -> Image {
+        Repaint.apply(person: person, mask: mask, generated: generated)
+    }
 }

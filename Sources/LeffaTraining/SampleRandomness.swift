@@ -8,15 +8,21 @@ public struct SampleRandomness: Sendable {
     public let seed: UInt64
     public init(seed: UInt64) { self.seed = seed }
 
-    enum Stream: UInt64 { case timestep = 1, noise = 2, dropout = 3, posterior = 4, order = 5, validation = 6, augment = 7 }
-    func key(_ s: Stream, step: Int, sample: Int) -> UInt64 { CounterRNG.key(seed, s.rawValue, UInt64(step), UInt64(sample)) }
+    enum Stream: UInt64 {
+        case timestep = 1, noise = 2, dropout = 3, posterior = 4, order = 5, validation = 6, augment = 7
+    }
+    func key(_ s: Stream, step: Int, sample: Int) -> UInt64 {
+        CounterRNG.key(seed, s.rawValue, UInt64(step), UInt64(sample))
+    }
 
     /// Uniform timestep in 0..<steps.
     public func timestep(step: Int, sample: Int, steps: Int = 1000) -> Int {
         Int(CounterRNG.bits(key(.timestep, step: step, sample: sample), 0) % UInt64(steps))
     }
     /// Standard normal noise of `shape`.
-    public func noise(step: Int, sample: Int, shape: [Int]) -> Tensor { Tensor.randn(shape, seed: key(.noise, step: step, sample: sample)) }
+    public func noise(step: Int, sample: Int, shape: [Int]) -> Tensor {
+        Tensor.randn(shape, seed: key(.noise, step: step, sample: sample))
+    }
     /// Whether the reference is dropped (replaced by zeros) for classifier-free guidance.
     public func dropsReference(step: Int, sample: Int, probability: Float) -> Bool {
         probability > 0 && CounterRNG.uniform(key(.dropout, step: step, sample: sample), 0) < probability

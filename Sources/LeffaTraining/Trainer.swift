@@ -45,15 +45,22 @@ public final class Trainer {
     /// `collective` makes the processes' collectives for the model, with room for an EMA when its
     /// second argument is true (nil: one process). It comes before the gradients, moments and EMA
     /// exist: it may place them, and the weights, in memory the ranks of a node share.
-    public init(run: RunDirectory, collective makeCollective: ((LeffaModel, Bool) throws -> Collective)? = nil,
-                log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
+    public init(
+        run: RunDirectory, collective makeCollective: ((LeffaModel, Bool) throws -> Collective)? = nil,
+        log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+    ) throws {
         self.run = run
         self.log = log
         let state = try run.readState()
         config = try run.readConfig()
-        if state.status == .done { throw RunError("\(run.stateURL.path): the run is complete (all stages done); export it with `leffa-coord export`") }
+        if state.status == .done {
+            throw RunError(
+                "\(run.stateURL.path): the run is complete (all stages done); export it with `leffa-coord export`")
+        }
         guard let i = config.stages.firstIndex(where: { $0.name == state.stage }) else {
-            throw RunError("\(run.stateURL.path): field stage is \(state.stage), expected one of the config's stages \(config.stages.map(\.name))")
+            throw RunError(
+                "\(run.stateURL.path): field stage is \(state.stage), expected one of the config's stages \(config.stages.map(\.name))"
+            )
         }
         stageIndex = i
         let m = try LeffaModel(config: config.model, seed: config.seed)
@@ -65,9 +72,14 @@ public final class Trainer {
         collective = c
         let shared = c.sharedState
         // A shared state updates the EMA only in each rank's shard: it must hold the EMA itself.
-        precondition(shared == nil || (shared?.ema != nil) == (config.ema != nil), "Trainer: the collective's shared state has no EMA block")
-        optimizer = AdamW(parameters: m.parameters, training: parts, config: config.adam, moments: shared.map { ($0.m, $0.v) })
-        if config.ema != nil { ema = Tensor(shape: [m.parameters.count], storage: shared?.ema ?? Storage(count: m.parameters.count)) }
+        precondition(
+            shared == nil || (shared?.ema != nil) == (config.ema != nil),
+            "Trainer: the collective's shared state has no EMA block")
+        optimizer = AdamW(
+            parameters: m.parameters, training: parts, config: config.adam, moments: shared.map { ($0.m, $0.v) })
+        if config.ema != nil {
+            ema = Tensor(shape: [m.parameters.count], storage: shared?.ema ?? Storage(count: m.parameters.count))
+        }
         // Rank 0 looks first and moves damaged checkpoints aside; the others then read a folder
         // that no longer changes under them (and never rename anything themselves). Where the
         // ranks of a node share one copy of the state, only one of them loads it, and the
@@ -126,7 +138,9 @@ public final class Trainer {
             let prev = config.stages[stageIndex - 1].name
             let url = run.finalWeightsURL(prev)
             guard FileManager.default.fileExists(atPath: url.path) else {
-                throw RunError("\(url.path): stage \(stage.name) starts from stage \(prev)'s final weights, which are missing; finish \(prev) first")
+                throw RunError(
+                    "\(url.path): stage \(stage.name) starts from stage \(prev)'s final weights, which are missing; finish \(prev) first"
+                )
             }
             if let ema, config.ema?.start == .carry {
                 // The previous stage's final EMA, read through the weights block (then overwritten).
@@ -136,7 +150,9 @@ public final class Trainer {
                 carried = true
             }
             try model.loadWeights(from: url.path)
-            log("stage \(stage.name) starts from \(prev)'s final weights" + (carried ? ", its EMA from \(prev)'s final EMA (\(emaUpdatesBefore) updates)" : ""))
+            log(
+                "stage \(stage.name) starts from \(prev)'s final weights"
+                    + (carried ? ", its EMA from \(prev)'s final EMA (\(emaUpdatesBefore) updates)" : ""))
         } else if let (kind, path) = config.initFrom {
             let p = resolve(path)
             if kind == "leffa" { try model.loadWeights(from: p) } else { try model.importDiffusers(folder: p) }
@@ -152,11 +168,15 @@ public final class Trainer {
     func carriedEMA(from prev: String) throws -> Int {
         let url = run.finalWeightsURL(prev, ema: true)
         guard FileManager.default.fileExists(atPath: url.path) else {
-            throw RunError("\(url.path): stage \(stage.name) carries on stage \(prev)'s EMA (training.ema_start: carry), but its final EMA weights are missing; finish \(prev) again, or set ema_start: fresh")
+            throw RunError(
+                "\(url.path): stage \(stage.name) carries on stage \(prev)'s EMA (training.ema_start: carry), but its final EMA weights are missing; finish \(prev) again, or set ema_start: fresh"
+            )
         }
         let meta = try SafeTensorsFile(path: url.path).metadata
         guard let u = meta[CheckpointNames.emaUpdates].flatMap(Int.init), u >= 0 else {
-            throw RunError("\(url.path): metadata field \(CheckpointNames.emaUpdates) is \(meta[CheckpointNames.emaUpdates] ?? "missing"), expected the EMA's update count (files written before ema_start existed lack it); set training.ema_start: fresh")
+            throw RunError(
+                "\(url.path): metadata field \(CheckpointNames.emaUpdates) is \(meta[CheckpointNames.emaUpdates] ?? "missing"), expected the EMA's update count (files written before ema_start existed lack it); set training.ema_start: fresh"
+            )
         }
         return u
     }
@@ -173,22 +193,32 @@ public final class Trainer {
         let dataset = config.openDataset(root: URL(fileURLWithPath: resolve(config.dataRoot)))
         let problems = dataset.check(CheckOptions(decodeImages: false))
         if !problems.errors.isEmpty {
-            throw RunError("data at \(resolve(config.dataRoot)) has \(problems.errors.count) problem(s); run `leffa-coord check-data` for the full list:\n" + Array(problems.errors.prefix(5)).report)
+            throw RunError(
+                "data at \(resolve(config.dataRoot)) has \(problems.errors.count) problem(s); run `leffa-coord check-data` for the full list:\n"
+                    + Array(problems.errors.prefix(5)).report)
         }
         if dataset.count == 0 { throw RunError("data at \(resolve(config.dataRoot)): no samples (empty pairs file?)") }
         // Every rank takes the same share; uneven shares would weight samples unequally (and the
         // fixed order would need a different number of reductions per rank).
         if stage.batch % collective.size != 0 {
-            throw RunError("\(run.configURL.path): field stages[\(stageIndex)].batch is \(stage.batch), expected a multiple of the \(collective.size) ranks (launch with a rank count that divides it)")
+            throw RunError(
+                "\(run.configURL.path): field stages[\(stageIndex)].batch is \(stage.batch), expected a multiple of the \(collective.size) ranks (launch with a rank count that divides it)"
+            )
         }
         let builder = BatchBuilder(dataset: dataset, config: config, model: model, cacheRoot: Prepare.cacheURL(run))
-        let objective = TrainingObjective(leffa: stage.leffa, prediction: config.prediction, activationCheckpointing: config.activationCheckpointing)
+        let objective = TrainingObjective(
+            leffa: stage.leffa, prediction: config.prediction, activationCheckpointing: config.activationCheckpointing)
         let isRoot = collective.rank == 0
         let metrics = isRoot ? MetricsLog(url: run.metricsURL(stage.name)) : nil
         var validation: ValidationSet? = nil
         if config.validation.enabled {
-            let v = try ValidationSet.open(config: config, root: URL(fileURLWithPath: resolve(config.dataRoot)), stage: stage)
-            if isRoot { log("validation: the first \(v.count) pair(s) of the \(v.split) split every \(config.validation.every) steps and at step \(stage.steps)") }
+            let v = try ValidationSet.open(
+                config: config, root: URL(fileURLWithPath: resolve(config.dataRoot)), stage: stage)
+            if isRoot {
+                log(
+                    "validation: the first \(v.count) pair(s) of the \(v.split) split every \(config.validation.every) steps and at step \(stage.steps)"
+                )
+            }
             validation = v
         }
         let validationLog = isRoot && validation != nil ? MetricsLog(url: run.validationLogURL(stage.name)) : nil
@@ -210,7 +240,8 @@ public final class Trainer {
                     return try stopBetweenMicroBatches(after: mb.index, of: micro.count, ddp, ckpt)
                 }
                 if mb.positions.isEmpty { continue }
-                let (batch, _) = try builder.batch(step: step, positions: mb.positions, stage: stage, stageIndex: stageIndex)
+                let (batch, _) = try builder.batch(
+                    step: step, positions: mb.positions, stage: stage, stageIndex: stageIndex)
                 let l = try objective.loss(model, batch)
                 ddp.backward(l.total, mb)
                 losses.add(l, share: mb.share)
@@ -218,25 +249,31 @@ public final class Trainer {
             }
             ddp.finishGradients()
             // Rank 0's clock decides the time-based checkpoint, so every rank agrees.
-            let timeDue = isRoot && config.checkpointEveryMinutes.map { Date().timeIntervalSince(lastCheckpointTime) >= $0 * 60 } == true
+            let timeDue =
+                isRoot
+                && config.checkpointEveryMinutes.map { Date().timeIntervalSince(lastCheckpointTime) >= $0 * 60 } == true
             let agreed = losses.agreed(over: collective, stop: stopRequested(), checkpointDue: timeDue)
             let stopping = agreed.stop, checkpointDue = agreed.checkpointDue
             guard agreed.loss.isFinite else {
-                let why = "stage \(stage.name) step \(step + 1): the loss is \(agreed.loss) (diffusion \(agreed.diffusion)); stopping without saving — the last checkpoint is intact. Lower the learning rate or check the data."
+                let why =
+                    "stage \(stage.name) step \(step + 1): the loss is \(agreed.loss) (diffusion \(agreed.diffusion)); stopping without saving — the last checkpoint is intact. Lower the learning rate or check the data."
                 // Failed, not running: a restart would repeat it bit for bit (same seed, same data).
                 if isRoot { try? setStatus(.failed, reason: why) }
                 throw RunError(why)
             }
             let lr = learningRate(step: step)
-            let gradNorm = ddp.step(optimizer, lr: lr, maxNorm: config.gradClip,
-                                    ema: ema, emaDecay: config.ema?.decay(update: emaUpdatesBefore + step + 1)).gradNorm
+            let gradNorm = ddp.step(
+                optimizer, lr: lr, maxNorm: config.gradClip,
+                ema: ema, emaDecay: config.ema?.decay(update: emaUpdatesBefore + step + 1)
+            ).gradNorm
             step += 1
 
             if isRoot {
                 let dt = Date().timeIntervalSince(t0)
-                let m = StepMetrics(stage: stage.name, step: step, steps: stage.steps, loss: agreed.loss, diffusion: agreed.diffusion,
-                                    leffa: agreed.leffa, lr: Double(lr), gradNorm: Double(gradNorm),
-                                    stepSeconds: dt, imagesPerSecond: Double(b) / dt, time: timestamp(), reduceWaitSeconds: ddp.waited)
+                let m = StepMetrics(
+                    stage: stage.name, step: step, steps: stage.steps, loss: agreed.loss, diffusion: agreed.diffusion,
+                    leffa: agreed.leffa, lr: Double(lr), gradNorm: Double(gradNorm),
+                    stepSeconds: dt, imagesPerSecond: Double(b) / dt, time: timestamp(), reduceWaitSeconds: ddp.waited)
                 if step % config.logEvery == 0 || step == last { metrics?.append(m) }
                 let rate = Date().timeIntervalSince(started) / Double(step - startStep)
                 log(progressLine(m, eta: rate * Double(stage.steps - step)))
@@ -250,8 +287,11 @@ public final class Trainer {
             // Before the checkpoint, so a checkpoint at a due step implies its samples exist; skipped
             // when stopping early (sampling can take minutes and a stop should be prompt).
             if let validation, config.validation.due(step: step, stageSteps: stage.steps) {
-                if stopping && step < stage.steps { log("stop requested: validation at step \(step) skipped") }
-                else { try collective.patiently { try validate(validation, log: validationLog) } }
+                if stopping && step < stage.steps {
+                    log("stop requested: validation at step \(step) skipped")
+                } else {
+                    try collective.patiently { try validate(validation, log: validationLog) }
+                }
             }
             if step % config.checkpointEvery == 0 || step == last || stopping || checkpointDue {
                 try rootThenBarrier(phase: "checkpoint") { try saveCheckpoint(ckpt) }
@@ -265,14 +305,19 @@ public final class Trainer {
         guard step >= stage.steps else { return .stopped(atStep: step) }
         var next: String? = nil
         try rootThenBarrier(phase: "final weights") { next = try finishStage() }
-        return .stageFinished(next: next ?? (stageIndex + 1 < config.stages.count ? config.stages[stageIndex + 1].name : nil))
+        return .stageFinished(
+            next: next ?? (stageIndex + 1 < config.stages.count ? config.stages[stageIndex + 1].name : nil))
     }
 
     /// All ranks agreed to stop before micro-batch `k` (of `count`) of step `step + 1`: drop the
     /// partial gradients and save the state after step `step` (unless that checkpoint exists).
-    func stopBetweenMicroBatches(after k: Int, of count: Int, _ ddp: DataParallel, _ ckpt: CheckpointDirectory) throws -> Outcome {
+    func stopBetweenMicroBatches(after k: Int, of count: Int, _ ddp: DataParallel, _ ckpt: CheckpointDirectory) throws
+        -> Outcome
+    {
         ddp.discardGradients()
-        log("stop requested during step \(step + 1) of stage \(stage.name), after micro-batch \(k) of \(count): the partial step is dropped (resuming redoes it)")
+        log(
+            "stop requested during step \(step + 1) of stage \(stage.name), after micro-batch \(k) of \(count): the partial step is dropped (resuming redoes it)"
+        )
         try rootThenBarrier(phase: "checkpoint") {
             if step > 0, !(try ckpt.checkpoints().contains { $0.step == step }) { try saveCheckpoint(ckpt) }
         }
@@ -302,18 +347,24 @@ public final class Trainer {
     // MARK: Files
 
     func saveCheckpoint(_ dir: CheckpointDirectory) throws {
-        var blocks: [TrainingCheckpoint.Block: Tensor] = [.params: model.parameters.values!, .adamM: optimizer.m, .adamV: optimizer.v]
+        var blocks: [TrainingCheckpoint.Block: Tensor] = [
+            .params: model.parameters.values!, .adamM: optimizer.m, .adamV: optimizer.v
+        ]
         blocks[.ema] = ema
-        let counters = TrainingCheckpoint.Counters(step: step, adamStep: optimizer.step, emaUpdates: ema.map { _ in emaUpdatesBefore + step })
-        try TrainingCheckpoint(counters: counters, stage: stage.name, stageIndex: stageIndex, dataPosition: step * stage.batch,
-                               seed: config.seed, config: config.text, runID: (try? run.readState().runID) ?? "", blocks: blocks)
-            .save(to: dir, layout: layout)
+        let counters = TrainingCheckpoint.Counters(
+            step: step, adamStep: optimizer.step, emaUpdates: ema.map { _ in emaUpdatesBefore + step })
+        try TrainingCheckpoint(
+            counters: counters, stage: stage.name, stageIndex: stageIndex, dataPosition: step * stage.batch,
+            seed: config.seed, config: config.text, runID: (try? run.readState().runID) ?? "", blocks: blocks
+        )
+        .save(to: dir, layout: layout)
     }
 
     /// Rank 0's heartbeat (`heartbeat.json`): after every step, and from inside long phases
     /// (`beat`), so the coordinator can tell a slow step or a long validation from a hung worker.
     func writeHeartbeat(phase: String) throws {
-        try Heartbeat(stage: stage.name, step: step, steps: stage.steps, ranks: collective.size, phase: phase).write(run)
+        try Heartbeat(stage: stage.name, step: step, steps: stage.steps, ranks: collective.size, phase: phase).write(
+            run)
         lastBeat = Date()
     }
 
@@ -331,10 +382,13 @@ public final class Trainer {
 
     /// Writes the stage's final weights and moves the run to the next stage (or marks it done).
     func finishStage() throws -> String? {
-        try StageWeights.saveFinal(model, ema: ema, emaUpdates: emaUpdatesBefore + step, run: run, stage: stage.name,
-                                   metadata: ["stage": stage.name, "step": "\(step)"])
+        try StageWeights.saveFinal(
+            model, ema: ema, emaUpdates: emaUpdatesBefore + step, run: run, stage: stage.name,
+            metadata: ["stage": stage.name, "step": "\(step)"])
         let next = stageIndex + 1 < config.stages.count ? config.stages[stageIndex + 1].name : nil
-        try run.updateState { $0.complete(stage.name, next: next, reason: "stage \(stage.name) finished at step \(step)") }
+        try run.updateState {
+            $0.complete(stage.name, next: next, reason: "stage \(stage.name) finished at step \(step)")
+        }
         log("stage \(stage.name) finished at step \(step); final weights in \(run.finalWeightsURL(stage.name).path)")
         return next
     }
@@ -356,7 +410,10 @@ struct StepSums {
     /// The mean over ranks of the losses, and whether any rank asks to stop or to checkpoint.
     func agreed(over c: Collective, stop: Bool, checkpointDue: Bool) -> Agreed {
         let n = Double(c.size)
-        let s = c.allReduceSum([total, diffusion, leffa, leffaMicroBatches, stop ? 1 : 0, checkpointDue ? 1 : 0]).map { $0 / n }
-        return Agreed(loss: s[0], diffusion: s[1], leffa: s[3] * n > 0 ? s[2] : nil, stop: s[4] > 0, checkpointDue: s[5] > 0)
+        let s = c.allReduceSum([total, diffusion, leffa, leffaMicroBatches, stop ? 1 : 0, checkpointDue ? 1 : 0]).map {
+            $0 / n
+        }
+        return Agreed(
+            loss: s[0], diffusion: s[1], leffa: s[3] * n > 0 ? s[2] : nil, stop: s[4] > 0, checkpointDue: s[5] > 0)
     }
 }

@@ -20,8 +20,11 @@ public struct ObjectiveInput {
     public var imgRef: Tensor, imgTgt: Tensor, lossMask: Tensor
     /// False for samples whose reference was dropped: no Leffa term for them.
     public var referenceKept: [Bool]
-    public init(x: Tensor, refLatent: Tensor, timesteps: [Int], target: Tensor, imgRef: Tensor, imgTgt: Tensor, lossMask: Tensor,
-                referenceKept: [Bool]) {
+    public init(
+        x: Tensor, refLatent: Tensor, timesteps: [Int], target: Tensor, imgRef: Tensor, imgTgt: Tensor,
+        lossMask: Tensor,
+        referenceKept: [Bool]
+    ) {
         self.x = x; self.refLatent = refLatent; self.timesteps = timesteps; self.target = target
         self.imgRef = imgRef; self.imgTgt = imgTgt; self.lossMask = lossMask; self.referenceKept = referenceKept
     }
@@ -49,16 +52,22 @@ public struct TrainingObjective {
     /// Recompute each UNet block's activations in backward instead of keeping them
     /// (`training.activation_checkpointing`): the same gradients in less memory, for one more forward.
     public var activationCheckpointing = false
-    public init(schedule: NoiseSchedule = NoiseSchedule(), leffa: LeffaLossConfig? = nil, prediction: Prediction = .epsilon,
-                activationCheckpointing: Bool = false) {
-        self.schedule = schedule; self.leffa = leffa; self.prediction = prediction; self.activationCheckpointing = activationCheckpointing
+    public init(
+        schedule: NoiseSchedule = NoiseSchedule(), leffa: LeffaLossConfig? = nil, prediction: Prediction = .epsilon,
+        activationCheckpointing: Bool = false
+    ) {
+        self.schedule = schedule; self.leffa = leffa; self.prediction = prediction;
+        self.activationCheckpointing = activationCheckpointing
     }
 
     /// The objective's input for a batch: the target latent noised at each sample's timestep.
     public func input(_ b: LatentBatch) -> ObjectiveInput {
-        let target = prediction == .epsilon ? b.noise : prediction.target(b.latent, noise: b.noise, timesteps: b.timesteps, schedule: schedule)
-        return ObjectiveInput(x: b.generativeInput(schedule), refLatent: b.refLatent, timesteps: b.timesteps, target: target,
-                              imgRef: b.imgRef, imgTgt: b.imgTgt, lossMask: b.lossMask, referenceKept: b.referenceKept)
+        let target =
+            prediction == .epsilon
+            ? b.noise : prediction.target(b.latent, noise: b.noise, timesteps: b.timesteps, schedule: schedule)
+        return ObjectiveInput(
+            x: b.generativeInput(schedule), refLatent: b.refLatent, timesteps: b.timesteps, target: target,
+            imgRef: b.imgRef, imgTgt: b.imgTgt, lossMask: b.lossMask, referenceKept: b.referenceKept)
     }
 
     /// Builds the graph of the batch's loss (call `backward()` on `total`).
@@ -68,20 +77,26 @@ public struct TrainingObjective {
     public func loss(_ model: LeffaModel, _ i: ObjectiveInput, keepFlows: Bool = false) throws -> StepLosses {
         var layers: Set<String> = []
         if let leffa {
-            layers = Set(leffa.selectLayers(UNet2DConditionModel.attentionLayers(model.config.unet),
-                                            latentHeight: i.x.shape[2], imageHeight: i.imgTgt.shape[2]))
+            layers = Set(
+                leffa.selectLayers(
+                    UNet2DConditionModel.attentionLayers(model.config.unet),
+                    latentHeight: i.x.shape[2], imageHeight: i.imgTgt.shape[2]))
         }
-        let (out, ctx) = try model.denoise(x: i.x, refLatent: i.refLatent, timesteps: i.timesteps.map(Float.init),
-                                           probes: FlowProbes(layers: layers, tau: leffa?.tau ?? 1), checkpointing: activationCheckpointing)
+        let (out, ctx) = try model.denoise(
+            x: i.x, refLatent: i.refLatent, timesteps: i.timesteps.map(Float.init),
+            probes: FlowProbes(layers: layers, tau: leffa?.tau ?? 1), checkpointing: activationCheckpointing)
         let diffusion = mse(out, i.target)
         guard let leffa else {
-            return StepLosses(total: diffusion, diffusion: diffusion, leffa: nil, prediction: out, features: ctx.features, flows: [])
+            return StepLosses(
+                total: diffusion, diffusion: diffusion, leffa: nil, prediction: out, features: ctx.features, flows: [])
         }
         // Dropped references count as gated out: their timesteps are moved past the threshold.
         let gated = zip(i.timesteps, i.referenceKept).map { $1 ? $0 : Int.max }
-        let l = leffaLoss(ctx.probes, refImage: i.imgRef, tgtImage: i.imgTgt, mask: i.lossMask, timesteps: gated, config: leffa,
-                          keep: keepFlows)
-        return StepLosses(total: diffusion + l.loss * leffa.weight, diffusion: diffusion, leffa: l.loss, prediction: out,
-                          features: ctx.features, flows: l.flows)
+        let l = leffaLoss(
+            ctx.probes, refImage: i.imgRef, tgtImage: i.imgTgt, mask: i.lossMask, timesteps: gated, config: leffa,
+            keep: keepFlows)
+        return StepLosses(
+            total: diffusion + l.loss * leffa.weight, diffusion: diffusion, leffa: l.loss, prediction: out,
+            features: ctx.features, flows: l.flows)
     }
 }

@@ -32,7 +32,8 @@ public struct ValidationRecord: Codable, Sendable {
     public var ema: Bool
     public var time: String
     enum CodingKeys: String, CodingKey {
-        case stage, step, seconds, files, split, scheduler, steps, guidance, guidanceRescale = "guidance_rescale", repaint, ema, time
+        case stage, step, seconds, files, split, scheduler, steps, guidance, guidanceRescale = "guidance_rescale",
+            repaint, ema, time
     }
 }
 
@@ -57,8 +58,10 @@ public struct ValidationSet {
         switch v.split {
         case "test":
             if test.count == 0 || testProblem != nil {
-                throw RunError("\(config.source): field training.validation.split is test, but the data at \(root.path) has no usable test split ("
-                               + (testProblem.map { "\($0)" } ?? "no pairs") + "); use split: train, or leave split out to fall back to the training split")
+                throw RunError(
+                    "\(config.source): field training.validation.split is test, but the data at \(root.path) has no usable test split ("
+                        + (testProblem.map { "\($0)" } ?? "no pairs")
+                        + "); use split: train, or leave split out to fall back to the training split")
             }
             (dataset, split) = (test, "test")
         case nil where test.count > 0 && testProblem == nil:
@@ -69,7 +72,8 @@ public struct ValidationSet {
         let n = min(v.count, dataset.count)
         if n == 0 { throw RunError("data at \(root.path): the \(split) split has no pairs to validate on") }
         let size = Size(height: stage.height, width: stage.width)
-        return ValidationSet(dataset: dataset, split: split, samples: try (0..<n).map { try dataset.sample(at: $0, size: size) })
+        return ValidationSet(
+            dataset: dataset, split: split, samples: try (0..<n).map { try dataset.sample(at: $0, size: size) })
     }
 
     public var count: Int { samples.count }
@@ -84,7 +88,8 @@ public struct ValidationSet {
     public func conditions(_ pair: Int) -> SampleConditions {
         let s = samples[pair]
         func one(_ t: Tensor) -> Tensor { t.reshaped([1] + t.shape) }
-        return SampleConditions(person: one(s.image), garment: one(s.reference), mask: one(s.inpaintMask), densepose: one(s.densepose))
+        return SampleConditions(
+            person: one(s.image), garment: one(s.reference), mask: one(s.inpaintMask), densepose: one(s.densepose))
     }
 
     /// The PNG row of pair `pair`: masked person | garment | sample | ground-truth target; with
@@ -92,7 +97,9 @@ public struct ValidationSet {
     public func row(_ pair: Int, sample: Tensor, repaint: Bool = false) -> Image {
         let s = samples[pair]
         let generated = repaint ? conditions(pair).repainted(Image(tensor: sample)) : Image(tensor: sample)
-        return Image.hstack([Image(tensor: s.maskedImage), Image(tensor: s.reference), generated, Image(tensor: s.image)])
+        return Image.hstack([
+            Image(tensor: s.maskedImage), Image(tensor: s.reference), generated, Image(tensor: s.image)
+        ])
     }
 }
 
@@ -113,11 +120,14 @@ extension Trainer {
         var samples = [Tensor?](repeating: nil, count: set.count)
         try withEMAWeights {
             for i in mine {
-                var sampler = Sampler(scheduler: v.scheduler, steps: v.steps, guidance: v.guidance, guidanceRescale: v.guidanceRescale,
-                                      seed: random.validationNoiseSeed(pair: i))
+                var sampler = Sampler(
+                    scheduler: v.scheduler, steps: v.steps, guidance: v.guidance, guidanceRescale: v.guidanceRescale,
+                    seed: random.validationNoiseSeed(pair: i))
                 sampler.refAcceleration = v.refAcceleration
                 sampler.prediction = config.prediction
-                samples[i] = try sampler.sample(model: model, space: config.space, set.conditions(i)) { _, _ in beat(phase: "validation") }
+                samples[i] = try sampler.sample(model: model, space: config.space, set.conditions(i)) { _, _ in
+                    beat(phase: "validation")
+                }
             }
         }
         if collective.size > 1 {
@@ -141,13 +151,21 @@ extension Trainer {
                 files.append(String(url.path.dropFirst(run.url.path.count + 1)))
             }
             let seconds = Date().timeIntervalSince(t0)
-            jsonl?.append(ValidationRecord(stage: stage.name, step: step, seconds: seconds, files: files, split: set.split,
-                                           scheduler: v.scheduler.rawValue, steps: v.steps, guidance: Double(v.guidance),
-                                           guidanceRescale: Double(v.guidanceRescale), repaint: v.repaint, ema: ema != nil, time: timestamp()))
-            let extras = (v.guidanceRescale > 0 ? String(format: ", rescale %.2g", Double(v.guidanceRescale)) : "") + (v.repaint ? ", repaint" : "")
+            jsonl?.append(
+                ValidationRecord(
+                    stage: stage.name, step: step, seconds: seconds, files: files, split: set.split,
+                    scheduler: v.scheduler.rawValue, steps: v.steps, guidance: Double(v.guidance),
+                    guidanceRescale: Double(v.guidanceRescale), repaint: v.repaint, ema: ema != nil, time: timestamp()))
+            let extras =
+                (v.guidanceRescale > 0 ? String(format: ", rescale %.2g", Double(v.guidanceRescale)) : "")
+                + (v.repaint ? ", repaint" : "")
                 + (ema != nil ? ", EMA weights" : "")
-            log(String(format: "[%@] validation at step %d: %d samples (%@ split, %d %@ steps, guidance %.2g%@) in %.2f s → %@",
-                       stage.name, step, set.count, set.split, v.steps, v.scheduler.rawValue.uppercased(), Double(v.guidance), extras, seconds, dir.path))
+            log(
+                String(
+                    format:
+                        "[%@] validation at step %d: %d samples (%@ split, %d %@ steps, guidance %.2g%@) in %.2f s → %@",
+                    stage.name, step, set.count, set.split, v.steps, v.scheduler.rawValue.uppercased(),
+                    Double(v.guidance), extras, seconds, dir.path))
         }
         collective.barrier()
     }
@@ -156,7 +174,8 @@ extension Trainer {
     /// trained weights back bit for bit. Where the ranks of a node share one copy of the state,
     /// each swaps its shard, after every rank has finished with the weights before.
     func withEMAWeights(_ body: () throws -> Void) rethrows {
-        try LeffaLayers.withEMAWeights(model.parameters.values!, ema, range: collective.sharedState?.shard,
-                                       sync: { collective.publishState() }, body)
+        try LeffaLayers.withEMAWeights(
+            model.parameters.values!, ema, range: collective.sharedState?.shard,
+            sync: { collective.publishState() }, body)
     }
 }

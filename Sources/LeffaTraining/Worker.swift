@@ -37,21 +37,25 @@ public enum Worker {
             let dir = RunDirectory(options.run)
             // Rank 0 holds the run's worker lock while it lives: `stage advance`/`set`, another
             // worker or `leffa-coord run` on any node see the run as live (RunLock.swift).
-            _ = try dir.readState()   // no run here: say so before taking a lock in it
+            _ = try dir.readState() // no run here: say so before taking a lock in it
             let lock = context.rank == 0 ? try RunLock.acquire(dir, .worker) : nil
             defer { lock?.release() }
             let method = try options.reduction ?? GradientReduction.fromEnvironment()
             var said = false
             // The ranks of a node keep one copy of the weights, moments and EMA (when there is room).
-            let make: ((LeffaModel, Bool) throws -> Collective)? = context.isDistributed ? { model, ema in
-                let c = try MPICollective(context: context, parameters: model.parameters, shareState: true, ema: ema,
-                                          fixedOrder: options.fixedOrder, bucketBytes: options.bucketBytes, reduction: method)
-                if !said { log("leffa-worker: \(c.summary)"); said = true }
-                return c
-            } : nil
+            let make: ((LeffaModel, Bool) throws -> Collective)? =
+                context.isDistributed
+                ? { model, ema in
+                    let c = try MPICollective(
+                        context: context, parameters: model.parameters, shareState: true, ema: ema,
+                        fixedOrder: options.fixedOrder, bucketBytes: options.bucketBytes, reduction: method)
+                    if !said { log("leffa-worker: \(c.summary)"); said = true }
+                    return c
+                } : nil
             if context.rank == 0 && context.isDistributed {
-                log("leffa-worker: \(context.size) ranks, \(Parallel.threads) kernel thread(s) each"
-                    + (options.fixedOrder ? ", fixed reduction order" : ""))
+                log(
+                    "leffa-worker: \(context.size) ranks, \(Parallel.threads) kernel thread(s) each"
+                        + (options.fixedOrder ? ", fixed reduction order" : ""))
             }
             if !options.threadsGiven { noteCPUBinding(log) }
             while true {
@@ -72,8 +76,9 @@ public enum Worker {
         let env = ProcessInfo.processInfo.environment
         let share = Parallel.fairShare(environment: env, cores: ProcessInfo.processInfo.activeProcessorCount)
         guard env["LEFFA_THREADS"] == nil, let allowed = Parallel.allowedCPUs(), allowed < share else { return }
-        log("leffa-worker: note: rank 0 may run on only \(allowed) CPU(s), not the \(share) that are its share of this node "
-            + "(mpirun binds each rank to one core when -np ≤ 2), so it uses \(Parallel.threads) kernel thread(s); "
-            + "launch with `mpirun --bind-to none` or `--map-by slot:PE=\(share)` to use them all")
+        log(
+            "leffa-worker: note: rank 0 may run on only \(allowed) CPU(s), not the \(share) that are its share of this node "
+                + "(mpirun binds each rank to one core when -np ≤ 2), so it uses \(Parallel.threads) kernel thread(s); "
+                + "launch with `mpirun --bind-to none` or `--map-by slot:PE=\(share)` to use them all")
     }
 }

@@ -63,15 +63,15 @@ public func float16BitsToFloat(_ h: UInt16) -> Float {
     let sign = UInt32(h & 0x8000) << 16
     let exp = UInt32(h >> 10) & 0x1F
     var mant = UInt32(h) & 0x3FF
-    if exp == 0x1F {                          // inf or NaN
+    if exp == 0x1F { // inf or NaN
         return Float(bitPattern: sign | 0x7F80_0000 | (mant << 13))
     }
-    if exp != 0 {                             // normal: rebias 15 → 127
+    if exp != 0 { // normal: rebias 15 → 127
         return Float(bitPattern: sign | ((exp + 112) << 23) | (mant << 13))
     }
-    if mant == 0 { return Float(bitPattern: sign) }   // ±0
+    if mant == 0 { return Float(bitPattern: sign) } // ±0
     // Subnormal: mant × 2^-24. Shift the leading one up to bit 10 to make it a float32 normal.
-    var e: UInt32 = 113                       // biased float32 exponent of 2^-14
+    var e: UInt32 = 113 // biased float32 exponent of 2^-14
     while mant & 0x400 == 0 { mant <<= 1; e -= 1 }
     return Float(bitPattern: sign | (e << 23) | ((mant & 0x3FF) << 13))
 }
@@ -83,24 +83,24 @@ public func floatToFloat16Bits(_ f: Float) -> UInt16 {
     let x = f.bitPattern
     let sign = UInt16(truncatingIfNeeded: (x >> 16) & 0x8000)
     let a = x & 0x7FFF_FFFF
-    if a > 0x7F80_0000 {                      // NaN: force the quiet bit so it cannot become inf
+    if a > 0x7F80_0000 { // NaN: force the quiet bit so it cannot become inf
         return sign | 0x7E00 | UInt16(truncatingIfNeeded: (a >> 13) & 0x3FF)
     }
-    if a >= 0x477F_F000 { return sign | 0x7C00 }      // ≥ 65520 (or inf): rounds to inf
-    if a >= 0x3880_0000 {                     // ≥ 2^-14: a float16 normal
-        var h = (a >> 13) &- (112 << 10)      // rebias the exponent, keep 10 mantissa bits
+    if a >= 0x477F_F000 { return sign | 0x7C00 } // ≥ 65520 (or inf): rounds to inf
+    if a >= 0x3880_0000 { // ≥ 2^-14: a float16 normal
+        var h = (a >> 13) &- (112 << 10) // rebias the exponent, keep 10 mantissa bits
         let rest = a & 0x1FFF
-        if rest > 0x1000 || (rest == 0x1000 && h & 1 != 0) { h += 1 }   // may carry into the exponent: still right
+        if rest > 0x1000 || (rest == 0x1000 && h & 1 != 0) { h += 1 } // may carry into the exponent: still right
         return sign | UInt16(truncatingIfNeeded: h)
     }
-    if a <= 0x3300_0000 { return sign }       // ≤ 2^-25: the tie at 2^-25 goes to even (zero)
+    if a <= 0x3300_0000 { return sign } // ≤ 2^-25: the tie at 2^-25 goes to even (zero)
     // Subnormal result: value / 2^-24 rounded to an integer.
-    let e = a >> 23                           // 102 … 112
-    let m = (a & 0x7F_FFFF) | 0x80_0000       // 24-bit significand, value = m × 2^(e-150)
-    let shift = 126 - e                       // 14 … 24
+    let e = a >> 23 // 102 … 112
+    let m = (a & 0x7F_FFFF) | 0x80_0000 // 24-bit significand, value = m × 2^(e-150)
+    let shift = 126 - e // 14 … 24
     var h = m >> shift
     let rest = m & ((1 << shift) - 1), half = UInt32(1) << (shift - 1)
-    if rest > half || (rest == half && h & 1 != 0) { h += 1 }           // may become 0x400: the smallest normal
+    if rest > half || (rest == half && h & 1 != 0) { h += 1 } // may become 0x400: the smallest normal
     return sign | UInt16(truncatingIfNeeded: h)
 }
 
@@ -116,9 +116,14 @@ public func float8E5M2BitsToFloat(_ b: UInt8) -> Float { float16BitsToFloat(UInt
 public func float8E4M3BitsToFloat(_ b: UInt8) -> Float {
     let exp = Int((b >> 3) & 0xF), mant = Float(b & 0x7)
     let magnitude: Float
-    if exp == 0xF && b & 0x7 == 0x7 { magnitude = .nan }
-    else if exp == 0 { magnitude = mant * 0x1p-9 }                            // subnormal: mant/8 × 2^-6
-    else { magnitude = (1 + mant / 8) * Float(sign: .plus, exponent: exp - 7, significand: 1) }
+    if exp == 0xF && b & 0x7 == 0x7 {
+        magnitude = .nan
+    } else if exp == 0 {
+        magnitude = mant * 0x1p-9
+    } // subnormal: mant/8 × 2^-6
+    else {
+        magnitude = (1 + mant / 8) * Float(sign: .plus, exponent: exp - 7, significand: 1)
+    }
     return b & 0x80 != 0 ? -magnitude : magnitude
 }
 

@@ -24,7 +24,8 @@ public enum SafeTensorsError: Error, Equatable, Sendable {
     /// data_offsets reach outside the data section.
     case offsetsOutOfRange(file: String, key: String, begin: Int, end: Int, dataSize: Int)
     /// data_offsets cover a number of bytes other than shape × dtype size.
-    case sizeMismatch(file: String, key: String, dtype: SafeTensorsDType, shape: [Int], expectedBytes: Int, actualBytes: Int)
+    case sizeMismatch(
+        file: String, key: String, dtype: SafeTensorsDType, shape: [Int], expectedBytes: Int, actualBytes: Int)
     /// The tensors do not tile the data section: a gap, an overlap or trailing bytes.
     case badLayout(file: String, key: String, reason: String)
     /// The caller asked for a shape the stored tensor does not have.
@@ -45,9 +46,11 @@ extension SafeTensorsError: CustomStringConvertible, LocalizedError {
         case let .io(file, reason):
             return "safetensors '\(file)': \(reason)"
         case let .fileTooShort(file, size):
-            return "safetensors '\(file)': file is \(size) bytes, expected at least 8 (the header length); the file is empty or truncated"
+            return
+                "safetensors '\(file)': file is \(size) bytes, expected at least 8 (the header length); the file is empty or truncated"
         case let .headerBeyondFile(file, n, size):
-            return "safetensors '\(file)': header length \(n) needs \(n &+ 8) bytes but the file has \(size); the file is truncated or not a safetensors file"
+            return
+                "safetensors '\(file)': header length \(n) needs \(n &+ 8) bytes but the file has \(size); the file is truncated or not a safetensors file"
         case let .headerTooLarge(file, n):
             return "safetensors '\(file)': header length \(n) exceeds the 100000000-byte limit; not a safetensors file?"
         case let .invalidJSON(file, reason):
@@ -60,9 +63,11 @@ extension SafeTensorsError: CustomStringConvertible, LocalizedError {
         case let .unsupportedDType(file, key, dtype, wanted):
             return "safetensors '\(file)': key '\(key)': dtype \(dtype.rawValue) cannot be read as \(wanted)"
         case let .offsetsOutOfRange(file, key, b, e, size):
-            return "safetensors '\(file)': key '\(key)': data_offsets [\(b), \(e)] outside the data section of \(size) bytes (need 0 <= begin <= end <= \(size)); the file is truncated or its header is corrupt"
+            return
+                "safetensors '\(file)': key '\(key)': data_offsets [\(b), \(e)] outside the data section of \(size) bytes (need 0 <= begin <= end <= \(size)); the file is truncated or its header is corrupt"
         case let .sizeMismatch(file, key, dtype, shape, want, got):
-            return "safetensors '\(file)': key '\(key)': data_offsets span \(got) bytes but shape \(shape) of \(dtype.rawValue) needs \(want)"
+            return
+                "safetensors '\(file)': key '\(key)': data_offsets span \(got) bytes but shape \(shape) of \(dtype.rawValue) needs \(want)"
         case let .badLayout(file, key, reason):
             return "safetensors '\(file)': key '\(key)': \(reason)"
         case let .wrongShape(file, key, expected, actual):

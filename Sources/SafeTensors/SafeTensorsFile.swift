@@ -64,12 +64,15 @@ public final class SafeTensorsFile: @unchecked Sendable {
         if fd < 0 { throw SafeTensorsError.io(file: path, reason: "cannot open: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var st = stat()
-        if fstat(fd, &st) != 0 { throw SafeTensorsError.io(file: path, reason: "cannot stat: \(String(cString: strerror(errno)))") }
+        if fstat(fd, &st) != 0 {
+            throw SafeTensorsError.io(file: path, reason: "cannot stat: \(String(cString: strerror(errno)))")
+        }
         if (st.st_mode & S_IFMT) != S_IFREG { throw SafeTensorsError.io(file: path, reason: "not a regular file") }
         let size = Int(st.st_size)
         if size < 8 { throw SafeTensorsError.fileTooShort(file: path, size: size) }
         guard let m = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), m != MAP_FAILED else {
-            throw SafeTensorsError.io(file: path, reason: "cannot mmap \(size) bytes: \(String(cString: strerror(errno)))")
+            throw SafeTensorsError.io(
+                file: path, reason: "cannot mmap \(size) bytes: \(String(cString: strerror(errno)))")
         }
         // From here on the mapping must be released on every error path.
         var ok = false
@@ -142,7 +145,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
     public func int64s(_ name: String, expectedShape: [Int]? = nil) throws -> [Int64] {
         let e = try entry(name, expectedShape: expectedShape)
         guard e.dtype.isInteger else {
-            throw SafeTensorsError.unsupportedDType(file: path, key: name, dtype: e.dtype, wanted: "Int64 (an integer dtype)")
+            throw SafeTensorsError.unsupportedDType(
+                file: path, key: name, dtype: e.dtype, wanted: "Int64 (an integer dtype)")
         }
         let p = data + e.begin, n = e.count
         var out = [Int64](repeating: 0, count: n)
@@ -152,7 +156,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
             case .u64:
                 let v = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
                 guard let s = Int64(exactly: v) else {
-                    throw SafeTensorsError.invalidEntry(file: path, key: name, reason: "U64 value \(v) at index \(i) does not fit in Int64")
+                    throw SafeTensorsError.invalidEntry(
+                        file: path, key: name, reason: "U64 value \(v) at index \(i) does not fit in Int64")
                 }
                 out[i] = s
             case .i32: out[i] = Int64(p.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self))
@@ -171,7 +176,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// The stored bytes of `name`, valid only inside `body` (the mapping lives as long as self).
     public func withRawBytes<R>(_ name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         let e = try entry(name)
-        return try withExtendedLifetime(self) { try body(UnsafeRawBufferPointer(start: data + e.begin, count: e.end - e.begin)) }
+        return try withExtendedLifetime(self) {
+            try body(UnsafeRawBufferPointer(start: data + e.begin, count: e.end - e.begin))
+        }
     }
 
     /// Fills `out` (e.count floats) from a validated entry. Elementwise, so splitting over threads
@@ -185,9 +192,19 @@ public final class SafeTensorsFile: @unchecked Sendable {
         _ = madvise(mapping + first, 8 + headerLength + e.end - first, MADV_WILLNEED)
         Parallel.for(n, grain: 1 << 16) { r in
             switch e.dtype {
-            case .f32: UnsafeMutableRawPointer(out + r.lowerBound).copyMemory(from: p + 4 * r.lowerBound, byteCount: 4 * r.count)
-            case .f16: for i in r { out[i] = float16BitsToFloat(UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
-            case .bf16: for i in r { out[i] = bfloat16BitsToFloat(UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+            case .f32:
+                UnsafeMutableRawPointer(out + r.lowerBound).copyMemory(
+                    from: p + 4 * r.lowerBound, byteCount: 4 * r.count)
+            case .f16:
+                for i in r {
+                    out[i] = float16BitsToFloat(
+                        UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+                }
+            case .bf16:
+                for i in r {
+                    out[i] = bfloat16BitsToFloat(
+                        UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+                }
             case .f64: for i in r { out[i] = Float(p.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
             case .i64: for i in r { out[i] = Float(p.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)) }
             case .u64: for i in r { out[i] = Float(p.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)) }
@@ -207,7 +224,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
     // MARK: Key sets
 
     /// Expected keys absent from the file, and file keys not expected; both sorted.
-    public func keyDifference<S: Sequence>(expected: S) -> (missing: [String], unexpected: [String]) where S.Element == String {
+    public func keyDifference<S: Sequence>(expected: S) -> (missing: [String], unexpected: [String])
+    where S.Element == String {
         let want = Set(expected)
         let missing = want.filter { entries[$0] == nil }.sorted(by: utf8Less)
         let unexpected = names.filter { !want.contains($0) }.sorted(by: utf8Less)
@@ -219,7 +237,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
     public func checkKeys<S: Sequence>(expected: S, allowUnexpected: Bool = false) throws where S.Element == String {
         let (missing, unexpected) = keyDifference(expected: expected)
         if !missing.isEmpty || (!allowUnexpected && !unexpected.isEmpty) {
-            throw SafeTensorsError.keyMismatch(file: path, missing: missing, unexpected: allowUnexpected ? [] : unexpected)
+            throw SafeTensorsError.keyMismatch(
+                file: path, missing: missing, unexpected: allowUnexpected ? [] : unexpected)
         }
     }
 
@@ -250,7 +269,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
             throw SafeTensorsError.invalidJSON(file: file, reason: why)
         }
         guard let top = object as? [String: Any] else {
-            throw SafeTensorsError.invalidJSON(file: file, reason: "top level is \(jsonKind(object)), expected an object")
+            throw SafeTensorsError.invalidJSON(
+                file: file, reason: "top level is \(jsonKind(object)), expected an object")
         }
         var entries: [String: Entry] = [:]
         var metadata: [String: String] = [:]
@@ -259,11 +279,13 @@ public final class SafeTensorsFile: @unchecked Sendable {
             let value = top[key]!
             if key == "__metadata__" {
                 guard let dict = value as? [String: Any] else {
-                    throw SafeTensorsError.invalidEntry(file: file, key: key, reason: "is \(jsonKind(value)), expected an object of strings")
+                    throw SafeTensorsError.invalidEntry(
+                        file: file, key: key, reason: "is \(jsonKind(value)), expected an object of strings")
                 }
                 for (k, v) in dict {
                     guard let s = v as? String else {
-                        throw SafeTensorsError.invalidEntry(file: file, key: key, reason: "value of '\(k)' is \(jsonKind(v)), expected a string")
+                        throw SafeTensorsError.invalidEntry(
+                            file: file, key: key, reason: "value of '\(k)' is \(jsonKind(v)), expected a string")
                     }
                     metadata[k] = s
                 }
@@ -280,16 +302,25 @@ public final class SafeTensorsFile: @unchecked Sendable {
         for key in order {
             let e = entries[key]!
             if e.begin < cursor {
-                throw SafeTensorsError.badLayout(file: file, key: key, reason: "data_offsets [\(e.begin), \(e.end)] overlap tensor '\(previous)' which ends at \(cursor)")
+                throw SafeTensorsError.badLayout(
+                    file: file, key: key,
+                    reason: "data_offsets [\(e.begin), \(e.end)] overlap tensor '\(previous)' which ends at \(cursor)")
             }
             if e.begin > cursor {
-                throw SafeTensorsError.badLayout(file: file, key: key, reason: "data_offsets [\(e.begin), \(e.end)] leave a gap of \(e.begin - cursor) bytes after \(previous.isEmpty ? "the start of the data" : "tensor '\(previous)'") (expected begin \(cursor))")
+                throw SafeTensorsError.badLayout(
+                    file: file, key: key,
+                    reason:
+                        "data_offsets [\(e.begin), \(e.end)] leave a gap of \(e.begin - cursor) bytes after \(previous.isEmpty ? "the start of the data" : "tensor '\(previous)'") (expected begin \(cursor))"
+                )
             }
             cursor = e.end; previous = key
         }
         if cursor != dataSize {
-            throw SafeTensorsError.badLayout(file: file, key: previous.isEmpty ? "(no tensors)" : previous,
-                                             reason: "tensors end at byte \(cursor) of the data section but the file has \(dataSize) data bytes (\(dataSize - cursor) trailing)")
+            throw SafeTensorsError.badLayout(
+                file: file, key: previous.isEmpty ? "(no tensors)" : previous,
+                reason:
+                    "tensors end at byte \(cursor) of the data section but the file has \(dataSize) data bytes (\(dataSize - cursor) trailing)"
+            )
         }
         return Parsed(entries: entries, order: order, metadata: metadata)
     }
@@ -300,13 +331,19 @@ public final class SafeTensorsFile: @unchecked Sendable {
             throw bad("is \(jsonKind(value)), expected an object with dtype, shape and data_offsets")
         }
         guard let dtypeValue = dict["dtype"] else { throw bad("has no \"dtype\"") }
-        guard let dtypeName = dtypeValue as? String else { throw bad("\"dtype\" is \(jsonKind(dtypeValue)), expected a string") }
+        guard let dtypeName = dtypeValue as? String else {
+            throw bad("\"dtype\" is \(jsonKind(dtypeValue)), expected a string")
+        }
         guard let dtype = SafeTensorsDType(rawValue: dtypeName) else {
             throw SafeTensorsError.unknownDType(file: file, key: key, dtype: dtypeName)
         }
         guard let shape = try intArray(dict["shape"], field: "shape", bad: bad) else { throw bad("has no \"shape\"") }
-        guard let offsets = try intArray(dict["data_offsets"], field: "data_offsets", bad: bad) else { throw bad("has no \"data_offsets\"") }
-        guard offsets.count == 2 else { throw bad("\"data_offsets\" has \(offsets.count) numbers, expected 2 ([begin, end])") }
+        guard let offsets = try intArray(dict["data_offsets"], field: "data_offsets", bad: bad) else {
+            throw bad("has no \"data_offsets\"")
+        }
+        guard offsets.count == 2 else {
+            throw bad("\"data_offsets\" has \(offsets.count) numbers, expected 2 ([begin, end])")
+        }
         let (begin, end) = (offsets[0], offsets[1])
         if begin > end || end > dataSize {
             throw SafeTensorsError.offsetsOutOfRange(file: file, key: key, begin: begin, end: end, dataSize: dataSize)
@@ -319,8 +356,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
         }
         let (bytes, o) = count.multipliedReportingOverflow(by: dtype.size)
         if o || bytes != end - begin {
-            throw SafeTensorsError.sizeMismatch(file: file, key: key, dtype: dtype, shape: shape,
-                                                expectedBytes: o ? Int.max : bytes, actualBytes: end - begin)
+            throw SafeTensorsError.sizeMismatch(
+                file: file, key: key, dtype: dtype, shape: shape,
+                expectedBytes: o ? Int.max : bytes, actualBytes: end - begin)
         }
         return Entry(dtype: dtype, shape: shape, begin: begin, end: end)
     }
@@ -328,7 +366,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// A JSON array of non-negative integers, nil if the field is absent.
     private static func intArray(_ value: Any?, field: String, bad: (String) -> SafeTensorsError) throws -> [Int]? {
         guard let value else { return nil }
-        guard let array = value as? [Any] else { throw bad("\"\(field)\" is \(jsonKind(value)), expected an array of integers") }
+        guard let array = value as? [Any] else {
+            throw bad("\"\(field)\" is \(jsonKind(value)), expected an array of integers")
+        }
         return try array.map { v in
             // JSON true/false arrive as NSNumber too; their objCType is "c".
             // Bridging to Int succeeds only for exact values (not 1.5, 1e30 or 2^64-1).

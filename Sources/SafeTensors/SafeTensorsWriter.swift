@@ -41,8 +41,11 @@ public struct SafeTensorsWriter {
         let path = url.path
         let plan = try prepare(file: path)
         let dir = url.deletingLastPathComponent().path
-        let tmp = (dir as NSString).appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0 ... .max))")
-        func fail(_ what: String) -> SafeTensorsError { .io(file: path, reason: "\(what): \(String(cString: strerror(errno)))") }
+        let tmp = (dir as NSString).appendingPathComponent(
+            ".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0 ... .max))")
+        func fail(_ what: String) -> SafeTensorsError {
+            .io(file: path, reason: "\(what): \(String(cString: strerror(errno)))")
+        }
 
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         if fd < 0 { throw fail("cannot create temporary file '\(tmp)'") }
@@ -88,19 +91,24 @@ public struct SafeTensorsWriter {
         for it in items {
             if !seen.insert(it.name).inserted { throw SafeTensorsError.duplicateKey(file: file, key: it.name) }
             if it.name == "__metadata__" {
-                throw SafeTensorsError.invalidWrite(file: file, key: it.name, reason: "this key is reserved for the metadata")
+                throw SafeTensorsError.invalidWrite(
+                    file: file, key: it.name, reason: "this key is reserved for the metadata")
             }
             if it.shape.contains(where: { $0 < 0 }) {
-                throw SafeTensorsError.invalidWrite(file: file, key: it.name, reason: "negative dimension in shape \(it.shape)")
+                throw SafeTensorsError.invalidWrite(
+                    file: file, key: it.name, reason: "negative dimension in shape \(it.shape)")
             }
             switch it.payload {
             case .float:
                 if ![.f32, .f16, .bf16, .f64].contains(it.dtype) {
-                    throw SafeTensorsError.invalidWrite(file: file, key: it.name, reason: "a float tensor can be written as F32, F16, BF16 or F64, not \(it.dtype.rawValue)")
+                    throw SafeTensorsError.invalidWrite(
+                        file: file, key: it.name,
+                        reason: "a float tensor can be written as F32, F16, BF16 or F64, not \(it.dtype.rawValue)")
                 }
             case .int64(let v):
                 if v.count != it.shape.reduce(1, *) {
-                    throw SafeTensorsError.invalidWrite(file: file, key: it.name, reason: "\(v.count) values do not fill shape \(it.shape)")
+                    throw SafeTensorsError.invalidWrite(
+                        file: file, key: it.name, reason: "\(v.count) values do not fill shape \(it.shape)")
                 }
             }
         }
@@ -109,7 +117,8 @@ public struct SafeTensorsWriter {
         var first = true
         if !metadata.isEmpty {
             json += "\"__metadata__\":{"
-            json += metadata.keys.sorted(by: utf8Less).map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }.joined(separator: ",")
+            json += metadata.keys.sorted(by: utf8Less).map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }.joined(
+                separator: ",")
             json += "}"
             first = false
         }
@@ -118,7 +127,8 @@ public struct SafeTensorsWriter {
             let bytes = it.shape.reduce(1, *) * it.dtype.size
             if !first { json += "," }
             first = false
-            json += "\(jsonString(it.name)):{\"dtype\":\"\(it.dtype.rawValue)\",\"shape\":[\(it.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}"
+            json +=
+                "\(jsonString(it.name)):{\"dtype\":\"\(it.dtype.rawValue)\",\"shape\":[\(it.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}"
             offset += bytes
         }
         json += "}"
@@ -138,7 +148,7 @@ public struct SafeTensorsWriter {
         for it in plan.items {
             switch it.payload {
             case .int64(let v):
-                try v.withUnsafeBytes { try sink($0) }     // host order is little-endian (checked in SafeTensorsFile.swift)
+                try v.withUnsafeBytes { try sink($0) } // host order is little-endian (checked in SafeTensorsFile.swift)
             case .float(let t):
                 let src = t.data, count = t.count
                 if it.dtype == .f32 {
@@ -151,13 +161,13 @@ public struct SafeTensorsWriter {
                     switch it.dtype {
                     case .f16:
                         for i in 0..<m { half[i] = floatToFloat16Bits(src[start + i]) }
-                        try half.withUnsafeBytes { try sink(UnsafeRawBufferPointer(rebasing: $0[0 ..< 2 * m])) }
+                        try half.withUnsafeBytes { try sink(UnsafeRawBufferPointer(rebasing: $0[0..<2 * m])) }
                     case .bf16:
                         for i in 0..<m { half[i] = floatToBFloat16Bits(src[start + i]) }
-                        try half.withUnsafeBytes { try sink(UnsafeRawBufferPointer(rebasing: $0[0 ..< 2 * m])) }
-                    default:   // .f64, the only other float dtype prepare() lets through
+                        try half.withUnsafeBytes { try sink(UnsafeRawBufferPointer(rebasing: $0[0..<2 * m])) }
+                    default: // .f64, the only other float dtype prepare() lets through
                         for i in 0..<m { wide[i] = Double(src[start + i]) }
-                        try wide.withUnsafeBytes { try sink(UnsafeRawBufferPointer(rebasing: $0[0 ..< 8 * m])) }
+                        try wide.withUnsafeBytes { try sink(UnsafeRawBufferPointer(rebasing: $0[0..<8 * m])) }
                     }
                     start += m
                 }
@@ -168,8 +178,10 @@ public struct SafeTensorsWriter {
 
 /// Writes `tensors` (any order: the file order is the reference's) as `dtype`, plus `int64s`
 /// entries (name, values, shape) stored as I64, atomically to `url`.
-public func writeSafeTensors(_ tensors: [(String, Tensor)], to url: URL, dtype: SafeTensorsDType = .f32,
-                             int64s: [(String, [Int64], [Int])] = [], metadata: [String: String] = [:]) throws {
+public func writeSafeTensors(
+    _ tensors: [(String, Tensor)], to url: URL, dtype: SafeTensorsDType = .f32,
+    int64s: [(String, [Int64], [Int])] = [], metadata: [String: String] = [:]
+) throws {
     var w = SafeTensorsWriter(metadata: metadata)
     for (name, t) in tensors { w.add(name, t, as: dtype) }
     for (name, v, shape) in int64s { w.add(name, int64s: v, shape: shape) }
@@ -177,8 +189,10 @@ public func writeSafeTensors(_ tensors: [(String, Tensor)], to url: URL, dtype: 
 }
 
 /// Same, from a dictionary.
-public func writeSafeTensors(_ tensors: [String: Tensor], to url: URL, dtype: SafeTensorsDType = .f32,
-                             int64s: [(String, [Int64], [Int])] = [], metadata: [String: String] = [:]) throws {
+public func writeSafeTensors(
+    _ tensors: [String: Tensor], to url: URL, dtype: SafeTensorsDType = .f32,
+    int64s: [(String, [Int64], [Int])] = [], metadata: [String: String] = [:]
+) throws {
     try writeSafeTensors(Array(tensors), to: url, dtype: dtype, int64s: int64s, metadata: metadata)
 }
 

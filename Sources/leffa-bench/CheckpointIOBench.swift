@@ -14,29 +14,37 @@ import LeffaRunFormat
 import LeffaCheckpoint
 
 struct CheckpointIOBench: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "checkpoint-io", abstract: "Write and read throughput of a training checkpoint (weights, Adam moments, EMA).")
+    static let configuration = CommandConfiguration(
+        commandName: "checkpoint-io",
+        abstract: "Write and read throughput of a training checkpoint (weights, Adam moments, EMA).")
     @Option(help: "Model size: tiny, small or sd15.") var model: String = "sd15"
-    @Option(help: "Folder for the checkpoint (removed afterwards); on the disk runs will use.") var dir: String = "bench-results/checkpoint-io"
+    @Option(help: "Folder for the checkpoint (removed afterwards); on the disk runs will use.") var dir: String =
+        "bench-results/checkpoint-io"
     @Option(help: "Timed write + read rounds (the median is reported).") var repeats: Int = 2
     @Option(help: "Where to write the JSON results.") var json: String = "bench-results/checkpoint-io.json"
 
     struct Report: Encodable {
-        var model: String, parameters: Int, fileBytes: Int, writeSeconds: Double, readSeconds: Double, writeGBps: Double, readGBps: Double
+        var model: String, parameters: Int, fileBytes: Int, writeSeconds: Double, readSeconds: Double,
+            writeGBps: Double, readGBps: Double
         var rawWriteGBps: Double, rawReadGBps: Double
         enum CodingKeys: String, CodingKey {
-            case model, parameters, fileBytes = "file_bytes", writeSeconds = "write_seconds", readSeconds = "read_seconds", writeGBps = "write_gb_per_s", readGBps = "read_gb_per_s"
+            case model, parameters, fileBytes = "file_bytes", writeSeconds = "write_seconds", readSeconds =
+                "read_seconds", writeGBps = "write_gb_per_s", readGBps = "read_gb_per_s"
             case rawWriteGBps = "raw_disk_write_gb_per_s", rawReadGBps = "raw_disk_read_gb_per_s"
         }
     }
 
     func run() throws {
-        guard let config = ModelConfig.preset(model) else { throw ValidationError("--model: expected tiny, small or sd15, got \(model)") }
+        guard let config = ModelConfig.preset(model) else {
+            throw ValidationError("--model: expected tiny, small or sd15, got \(model)")
+        }
         let m = try LeffaModel(config: config, seed: 1)
         let values = m.parameters.values!
         let layout = m.parameters.all.map { FlatEntry(name: $0.name, offset: $0.offset, shape: $0.shape) }
-        var contents = TrainingCheckpoint(counters: .init(step: 1, adamStep: 1, emaUpdates: 1), stage: "bench", stageIndex: 0,
-                                          dataPosition: 0, seed: 0, config: "", runID: "bench",
-                                          blocks: Dictionary(uniqueKeysWithValues: TrainingCheckpoint.Block.allCases.map { ($0, values) }))
+        var contents = TrainingCheckpoint(
+            counters: .init(step: 1, adamStep: 1, emaUpdates: 1), stage: "bench", stageIndex: 0,
+            dataPosition: 0, seed: 0, config: "", runID: "bench",
+            blocks: Dictionary(uniqueKeysWithValues: TrainingCheckpoint.Block.allCases.map { ($0, values) }))
         let folder = URL(fileURLWithPath: dir)
         try? FileManager.default.removeItem(at: folder)
         defer { try? FileManager.default.removeItem(at: folder) }
@@ -54,26 +62,39 @@ struct CheckpointIOBench: ParsableCommand {
             bytes = (try FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
             dropFromPageCache(url.path)
             t0 = Date()
-            guard try ckpt.latestValid({ reader -> Int in
-                for block in TrainingCheckpoint.Block.allCases {
-                    try TrainingCheckpoint.read(reader, block, into: target, layout: layout)
-                }
-                return 0
-            }) != nil else { throw ValidationError("\(url.path): the checkpoint just written does not read back") }
+            guard
+                try ckpt.latestValid({ reader -> Int in
+                    for block in TrainingCheckpoint.Block.allCases {
+                        try TrainingCheckpoint.read(reader, block, into: target, layout: layout)
+                    }
+                    return 0
+                }) != nil
+            else { throw ValidationError("\(url.path): the checkpoint just written does not read back") }
             let r = Date().timeIntervalSince(t0)
-            guard memcmp(target.data, values.data, values.count * 4) == 0 else { throw ValidationError("\(url.path): read back different values") }
+            guard memcmp(target.data, values.data, values.count * 4) == 0 else {
+                throw ValidationError("\(url.path): read back different values")
+            }
             try? FileManager.default.removeItem(at: folder)
             let raw = try rawDisk(values, times: 4, at: folder.appendingPathComponent("raw.bin"))
             writes.append(w); reads.append(r); raws.append(raw)
             let gb = Double(bytes) / 1e9
-            print(String(format: "%5d   %7.2f   %7.2f   %10.2f   %6.2f   %9.2f   %.2f / %.2f", round, gb, w, gb / w, r, gb / r, raw.0, raw.1))
+            print(
+                String(
+                    format: "%5d   %7.2f   %7.2f   %10.2f   %6.2f   %9.2f   %.2f / %.2f", round, gb, w, gb / w, r,
+                    gb / r, raw.0, raw.1))
         }
         let w = writes.sorted()[writes.count / 2], r = reads.sorted()[reads.count / 2], gb = Double(bytes) / 1e9
         let rw = raws.map(\.0).sorted()[raws.count / 2], rr = raws.map(\.1).sorted()[raws.count / 2]
-        print(String(format: "\nmedian: write %.2f GB/s (%.0f %% of the raw disk's %.2f), read %.2f GB/s (%.0f %% of %.2f); %.2f GB",
-                     gb / w, 100 * gb / w / rw, rw, gb / r, 100 * gb / r / rr, rr, gb))
-        try writeJSON(Report(model: model, parameters: values.count, fileBytes: bytes, writeSeconds: w, readSeconds: r, writeGBps: gb / w, readGBps: gb / r,
-                             rawWriteGBps: rw, rawReadGBps: rr), to: json)
+        print(
+            String(
+                format:
+                    "\nmedian: write %.2f GB/s (%.0f %% of the raw disk's %.2f), read %.2f GB/s (%.0f %% of %.2f); %.2f GB",
+                gb / w, 100 * gb / w / rw, rw, gb / r, 100 * gb / r / rr, rr, gb))
+        try writeJSON(
+            Report(
+                model: model, parameters: values.count, fileBytes: bytes, writeSeconds: w, readSeconds: r,
+                writeGBps: gb / w, readGBps: gb / r,
+                rawWriteGBps: rw, rawReadGBps: rr), to: json)
     }
 
     /// The disk's own speed on the same bytes: `times` copies of `block` written with write() and
@@ -91,7 +112,9 @@ struct CheckpointIOBench: ParsableCommand {
             var done = 0
             while done < total {
                 let n = write(fd, raw + done, min(chunk, total - done))
-                guard n > 0 else { throw ValidationError("\(url.path): write failed (\(String(cString: strerror(errno))))") }
+                guard n > 0 else {
+                    throw ValidationError("\(url.path): write failed (\(String(cString: strerror(errno))))")
+                }
                 done += n
             }
         }

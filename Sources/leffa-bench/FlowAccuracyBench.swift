@@ -33,7 +33,9 @@ import LeffaRunFormat
 struct FlowAccuracyBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flow-accuracy",
-        abstract: "Attention-flow endpoint error vs ground truth after N steps with and without the Leffa loss, from the same weights.")
+        abstract:
+            "Attention-flow endpoint error vs ground truth after N steps with and without the Leffa loss, from the same weights."
+    )
     @Option(help: "Kernel threads (default: LEFFA_THREADS, else cores ÷ local MPI ranks).") var threads: Int?
     @Option(help: "Image size HxW (pixel space; multiples of 8).") var size: String = "32x24"
     @Option(help: "Synthetic pairs.") var count: Int = 8
@@ -53,57 +55,73 @@ struct FlowAccuracyBench: ParsableCommand {
 
     struct LayerRow: Encodable { var layer: String; var leffa: Double; var plain: Double; var warmup: Double }
     struct Report: Encodable {
-        var size: [Int], count: Int, batch: Int, warmupSteps: Int, steps: Int, lr: Float, lambda: Float, tau: Float, timesteps: [Int]
-        var layers: [LayerRow], meanLeffa: Double, meanPlain: Double, meanWarmup: Double, leffaLower: Bool, seconds: Double
+        var size: [Int], count: Int, batch: Int, warmupSteps: Int, steps: Int, lr: Float, lambda: Float, tau: Float,
+            timesteps: [Int]
+        var layers: [LayerRow], meanLeffa: Double, meanPlain: Double, meanWarmup: Double, leffaLower: Bool,
+            seconds: Double
         var truthLossTerm: Double, centreLossTerm: Double
         var texture: String
         enum CodingKeys: String, CodingKey {
             case truthLossTerm = "loss_term_with_ground_truth_flow", centreLossTerm = "loss_term_with_centre_flow"
             case size, count, texture, batch, steps, lr, lambda, tau, timesteps, layers, seconds
-            case warmupSteps = "warmup_steps", meanLeffa = "mean_epe_leffa", meanPlain = "mean_epe_plain", meanWarmup = "mean_epe_warmup", leffaLower = "leffa_lower"
+            case warmupSteps = "warmup_steps", meanLeffa = "mean_epe_leffa", meanPlain = "mean_epe_plain", meanWarmup =
+                "mean_epe_warmup", leffaLower = "leffa_lower"
         }
     }
 
     func config(leffa: Bool) -> String {
         let leffaPart = leffa ? ", leffa: {weight: \(lambda), tau: \(tau), timestep_threshold: 500}" : ""
         return """
-        run: {name: flow-accuracy, seed: \(seed)}
-        model: {preset: tiny}
-        data: {kind: synthetic, root: data, space: pixel}
-        training:
-          train: [unet, unet_encoder]
-          grad_clip: \(clip)
-          reference_dropout: \(dropout)
-          checkpoint_every: 100000
-          keep_checkpoints: 1
-        stages:
-          - {name: warmup, resolution: \(size), steps: \(warmup), batch: \(batch), lr: \(lr)}
-          - {name: compare, resolution: \(size), steps: \(steps), batch: \(batch), lr: \(lr)\(leffaPart)}
-        """
+            run: {name: flow-accuracy, seed: \(seed)}
+            model: {preset: tiny}
+            data: {kind: synthetic, root: data, space: pixel}
+            training:
+              train: [unet, unet_encoder]
+              grad_clip: \(clip)
+              reference_dropout: \(dropout)
+              checkpoint_every: 100000
+              keep_checkpoints: 1
+            stages:
+              - {name: warmup, resolution: \(size), steps: \(warmup), batch: \(batch), lr: \(lr)}
+              - {name: compare, resolution: \(size), steps: \(steps), batch: \(batch), lr: \(lr)\(leffaPart)}
+            """
     }
 
     func run() throws {
         if let threads { Parallel.threads = max(1, threads) }
         let parts = try imageSize(size)
-        guard let tex = SyntheticTexture(rawValue: texture) else { throw ValidationError("--texture: expected ramp or pattern, got \(texture)") }
+        guard let tex = SyntheticTexture(rawValue: texture) else {
+            throw ValidationError("--texture: expected ramp or pattern, got \(texture)")
+        }
         let timesteps = evalTimesteps.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         let started = Date()
-        let root = URL(fileURLWithPath: work ?? FileManager.default.temporaryDirectory.appendingPathComponent("leffa-flow-\(getpid())").path)
+        let root = URL(
+            fileURLWithPath: work
+                ?? FileManager.default.temporaryDirectory.appendingPathComponent("leffa-flow-\(getpid())").path)
         defer { if work == nil { try? FileManager.default.removeItem(at: root) } }
         try? FileManager.default.removeItem(at: root)
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-        let quiet: (String) -> Void = { line in if line.hasPrefix("warning") || line.contains("finished") { FileHandle.standardError.write(Data((line + "\n").utf8)) } }
+        let quiet: (String) -> Void = { line in
+            if line.hasPrefix("warning") || line.contains("finished") {
+                FileHandle.standardError.write(Data((line + "\n").utf8))
+            }
+        }
 
         // Two runs that differ only in the compared stage; the warm-up runs once and is shared.
         var runs: [RunDirectory] = []
         for (name, leffa) in [("leffa", true), ("plain", false)] {
             let cfgURL = root.appendingPathComponent("\(name).yaml")
             try config(leffa: leffa).write(to: cfgURL, atomically: true, encoding: .utf8)
-            let run = try RunDirectory.create(at: root.appendingPathComponent(name).path, config: try RunConfig.load(path: cfgURL.path))
-            try generateSynthetic(out: run.url.appendingPathComponent("data"), count: count, height: parts.height, width: parts.width, seed: 3, texture: tex)
+            let run = try RunDirectory.create(
+                at: root.appendingPathComponent(name).path, config: try RunConfig.load(path: cfgURL.path))
+            try generateSynthetic(
+                out: run.url.appendingPathComponent("data"), count: count, height: parts.height, width: parts.width,
+                seed: 3, texture: tex)
             runs.append(run)
         }
-        print("leffa-bench flow-accuracy: \(count) synthetic pairs \(size) (\(texture) texture), tiny model in pixel space, batch \(batch), lr \(lr), λ \(lambda), τ \(tau), \(Parallel.threads) thread(s)")
+        print(
+            "leffa-bench flow-accuracy: \(count) synthetic pairs \(size) (\(texture) texture), tiny model in pixel space, batch \(batch), lr \(lr), λ \(lambda), τ \(tau), \(Parallel.threads) thread(s)"
+        )
         print("warm-up: \(warmup) steps without the Leffa loss …")
         let w = try Trainer(run: runs[0], log: quiet)
         _ = try w.train()
@@ -114,12 +132,15 @@ struct FlowAccuracyBench: ParsableCommand {
         try runs[1].writeState(state)
 
         let (truthError, centreError) = try checkTruth(runs[0], stage: w.config.stages[1], model: w.model)
-        print(String(format: "check: the Leffa loss term is %.5f with the ground-truth flow, %.5f with the centre flow", truthError, centreError))
+        print(
+            String(
+                format: "check: the Leffa loss term is %.5f with the ground-truth flow, %.5f with the centre flow",
+                truthError, centreError))
         var results: [[String: Double]] = []
         var layerNames: [String] = []
         for (i, run) in runs.enumerated() {
             let t = try Trainer(run: run, log: quiet)
-            if i == 0 {   // the warm-up weights, measured once
+            if i == 0 { // the warm-up weights, measured once
                 layerNames = layersUsed(t)
                 results.append(try measure(t, layers: layerNames, timesteps: timesteps))
             }
@@ -133,17 +154,30 @@ struct FlowAccuracyBench: ParsableCommand {
         var rows: [LayerRow] = []
         for l in layerNames {
             rows.append(LayerRow(layer: l, leffa: withL[l]!, plain: without[l]!, warmup: warm[l]!))
-            print(l.replacingOccurrences(of: ".transformer_blocks.0.attn1", with: "").padding(toLength: 48, withPad: " ", startingAt: 0)
-                  + String(format: "  %8.3f %8.3f  %8.3f", warm[l]!, withL[l]!, without[l]!))
+            print(
+                l.replacingOccurrences(of: ".transformer_blocks.0.attn1", with: "").padding(
+                    toLength: 48, withPad: " ", startingAt: 0)
+                    + String(format: "  %8.3f %8.3f  %8.3f", warm[l]!, withL[l]!, without[l]!))
         }
         func mean(_ d: [String: Double]) -> Double { layerNames.map { d[$0]! }.reduce(0, +) / Double(layerNames.count) }
         let (ml, mp, mw) = (mean(withL), mean(without), mean(warm))
-        print("mean".padding(toLength: 48, withPad: " ", startingAt: 0) + String(format: "  %8.3f %8.3f  %8.3f", mw, ml, mp))
-        print(ml < mp ? String(format: "\nthe Leffa loss lowers the flow error by %.1f %% vs the same steps without it, by %.1f %% vs the warm-up", 100 * (1 - ml / mp), 100 * (1 - ml / mw))
-                      : "\nWARNING: the Leffa run did NOT end lower")
-        try writeJSON(Report(size: [parts.height, parts.width], count: count, batch: batch, warmupSteps: warmup, steps: steps, lr: lr, lambda: lambda, tau: tau,
-                             timesteps: timesteps, layers: rows, meanLeffa: ml, meanPlain: mp, meanWarmup: mw, leffaLower: ml < mp,
-                             seconds: Date().timeIntervalSince(started), truthLossTerm: truthError, centreLossTerm: centreError, texture: texture), to: json)
+        print(
+            "mean".padding(toLength: 48, withPad: " ", startingAt: 0)
+                + String(format: "  %8.3f %8.3f  %8.3f", mw, ml, mp))
+        print(
+            ml < mp
+                ? String(
+                    format:
+                        "\nthe Leffa loss lowers the flow error by %.1f %% vs the same steps without it, by %.1f %% vs the warm-up",
+                    100 * (1 - ml / mp), 100 * (1 - ml / mw))
+                : "\nWARNING: the Leffa run did NOT end lower")
+        try writeJSON(
+            Report(
+                size: [parts.height, parts.width], count: count, batch: batch, warmupSteps: warmup, steps: steps,
+                lr: lr, lambda: lambda, tau: tau,
+                timesteps: timesteps, layers: rows, meanLeffa: ml, meanPlain: mp, meanWarmup: mw, leffaLower: ml < mp,
+                seconds: Date().timeIntervalSince(started), truthLossTerm: truthError, centreLossTerm: centreError,
+                texture: texture), to: json)
         print("wrote \(json)")
     }
 
@@ -152,8 +186,11 @@ struct FlowAccuracyBench: ParsableCommand {
     func checkTruth(_ run: RunDirectory, stage: StageConfig, model: LeffaModel) throws -> (Double, Double) {
         let ds = openDataset(.synthetic, root: run.url.appendingPathComponent("data"))
         let cfg = try run.readConfig()
-        let data = try BatchBuilder(dataset: ds, config: cfg, model: model).load(indices: Array(0..<ds.count), stage: stage)
-        guard let truth = data.flow, let valid = data.flowValid else { throw ValidationError("the synthetic data has no ground-truth flow") }
+        let data = try BatchBuilder(dataset: ds, config: cfg, model: model).load(
+            indices: Array(0..<ds.count), stage: stage)
+        guard let truth = data.flow, let valid = data.flowValid else {
+            throw ValidationError("the synthetic data has no ground-truth flow")
+        }
         let inside = valid * data.lossMask
         func err(_ grid: Tensor) -> Double {
             GradMode.withoutGrad {
@@ -167,8 +204,9 @@ struct FlowAccuracyBench: ParsableCommand {
     /// The layers the Leffa loss uses at this size.
     func layersUsed(_ t: Trainer) -> [String] {
         let st = t.config.stages[1]
-        return (st.leffa ?? LeffaLossConfig()).selectLayers(UNet2DConditionModel.attentionLayers(t.config.model.unet),
-                                                            latentHeight: st.height, imageHeight: st.height)
+        return (st.leffa ?? LeffaLossConfig()).selectLayers(
+            UNet2DConditionModel.attentionLayers(t.config.model.unet),
+            latentHeight: st.height, imageHeight: st.height)
     }
 
     /// Mean endpoint error per layer over every sample and the given timesteps (fixed noise).
@@ -178,15 +216,18 @@ struct FlowAccuracyBench: ParsableCommand {
         let builder = BatchBuilder(dataset: ds, config: t.config, model: t.model)
         let indices = Array(0..<ds.count)
         let data = try builder.load(indices: indices, stage: st)
-        guard let truth = data.flow, let valid = data.flowValid else { throw ValidationError("the synthetic data has no ground-truth flow") }
-        let inside = valid * data.lossMask   // where the truth holds and the garment is
+        guard let truth = data.flow, let valid = data.flowValid else {
+            throw ValidationError("the synthetic data has no ground-truth flow")
+        }
+        let inside = valid * data.lossMask // where the truth holds and the garment is
         var sums: [String: Double] = [:]
         for ts in timesteps {
             let inputs = try builder.inputs(data, step: 0, positions: indices, timestepOverride: ts, dropout: false)
             // The benchmark's τ for every run: the plain run's config has no Leffa section, and its
             // default τ would measure it with a different softmax than the others.
             for (layer, flow, _) in try FlowSnapshot.flows(model: t.model, inputs: inputs, layers: layers, tau: tau) {
-                sums[layer, default: 0] += FlowSnapshot.endpointError(flow, truth: truth, valid: inside) / Double(timesteps.count)
+                sums[layer, default: 0] +=
+                    FlowSnapshot.endpointError(flow, truth: truth, valid: inside) / Double(timesteps.count)
             }
         }
         return sums

@@ -12,8 +12,11 @@ struct LeffaBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "leffa-bench",
         abstract: "Benchmarks of the Leffa training system.",
-        subcommands: [EngineBench.self, TrainStepBench.self, SD15Bench.self, DDPBench.self, FlowAccuracyBench.self, LeffaEffectBench.self, CheckpointIOBench.self,
-                      ScalingBench.self, ReduceCostBench.self],
+        subcommands: [
+            EngineBench.self, TrainStepBench.self, SD15Bench.self, DDPBench.self, FlowAccuracyBench.self,
+            LeffaEffectBench.self, CheckpointIOBench.self,
+            ScalingBench.self, ReduceCostBench.self
+        ],
         defaultSubcommand: EngineBench.self)
 }
 
@@ -75,7 +78,9 @@ func timeInterleaved(repeats: Int, _ cases: [() -> Void]) -> [(median: Double, b
             times[i].append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
         }
     }
-    return times.map { t in let s = t.sorted(); return (s[s.count / 2], s[0]) }
+    return times.map { t in
+        let s = t.sorted(); return (s[s.count / 2], s[0])
+    }
 }
 
 /// One row of a benchmark table.
@@ -88,7 +93,9 @@ struct BenchRow: Encodable {
     var gflops: Double { gflop / seconds }
     var fractionOfPeak: Double?
 
-    enum CodingKeys: String, CodingKey { case name, shape, gflop, seconds, bestSeconds = "best_seconds", gflops, fractionOfPeak = "fraction_of_peak" }
+    enum CodingKeys: String, CodingKey {
+        case name, shape, gflop, seconds, bestSeconds = "best_seconds", gflops, fractionOfPeak = "fraction_of_peak"
+    }
     func encode(to e: Encoder) throws {
         var c = e.container(keyedBy: CodingKeys.self)
         try c.encode(name, forKey: .name); try c.encode(shape, forKey: .shape)
@@ -99,14 +106,18 @@ struct BenchRow: Encodable {
 }
 
 func printTable(_ rows: [BenchRow]) {
-    let header = "name".padding(toLength: 26, withPad: " ", startingAt: 0) + "shape".padding(toLength: 34, withPad: " ", startingAt: 0)
+    let header =
+        "name".padding(toLength: 26, withPad: " ", startingAt: 0)
+        + "shape".padding(toLength: 34, withPad: " ", startingAt: 0)
         + "   ms(med)    ms(best)   GFLOP/s   of peak (best vs best)"
     print(header)
     print(String(repeating: "-", count: header.count))
     for r in rows {
         let frac = r.fractionOfPeak.map { String(format: "%6.1f %%", 100 * $0) } ?? "      -"
-        print(r.name.padding(toLength: 26, withPad: " ", startingAt: 0) + r.shape.padding(toLength: 34, withPad: " ", startingAt: 0)
-              + String(format: "%10.2f  %10.2f  %8.1f   ", r.seconds * 1e3, r.bestSeconds * 1e3, r.gflops) + frac)
+        print(
+            r.name.padding(toLength: 26, withPad: " ", startingAt: 0)
+                + r.shape.padding(toLength: 34, withPad: " ", startingAt: 0)
+                + String(format: "%10.2f  %10.2f  %8.1f   ", r.seconds * 1e3, r.bestSeconds * 1e3, r.gflops) + frac)
     }
 }
 

@@ -19,13 +19,23 @@ import LeffaEval
 struct LeffaEffectBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "leffa-effect",
-        abstract: "Held-out image metrics and flow error after a run's Leffa stage trained with and without the Leffa loss, over seeds.")
-    @Option(name: .customLong("run"), help: "A finished run whose data has a test split (e.g. the main job's runs/tiny-synthetic).") var runPath: String = "runs/tiny-synthetic"
+        abstract:
+            "Held-out image metrics and flow error after a run's Leffa stage trained with and without the Leffa loss, over seeds."
+    )
+    @Option(
+        name: .customLong("run"),
+        help: "A finished run whose data has a test split (e.g. the main job's runs/tiny-synthetic).") var runPath:
+        String = "runs/tiny-synthetic"
     @Option(help: "The compared stage (default: the run's last stage with a leffa block).") var stage: String?
-    @Option(help: "The stage whose final weights both variants start from (default: the stage before).") var from: String?
+    @Option(help: "The stage whose final weights both variants start from (default: the stage before).") var from:
+        String?
     @Option(help: "Seeds of the compared stages' training randomness (comma-separated).") var seeds: String = "1,2,3"
     @Option(help: "Steps of each compared stage (default: the stage's).") var steps: Int?
-    @Option(name: .customLong("lambda"), help: "Leffa loss weights λ to compare, comma-separated (default: the stage's); the runs without the loss are shared.") var lambda: String?
+    @Option(
+        name: .customLong("lambda"),
+        help:
+            "Leffa loss weights λ to compare, comma-separated (default: the stage's); the runs without the loss are shared."
+    ) var lambda: String?
     @Option(help: "Leffa temperature τ, also of the measured flows (default: the stage's).") var tau: Float?
     @Option(help: "Held-out pairs evaluated (default: all of the test split).") var pairs: Int?
     @Option(help: "DDIM steps of the evaluation.") var evalSteps: Int = 20
@@ -41,19 +51,24 @@ struct LeffaEffectBench: ParsableCommand {
     }
     struct Summary: Codable {
         var variant: String, mean: ImageScores, sd: ImageScores, flowEPEMean: Double, flowEPESD: Double
-        enum CodingKeys: String, CodingKey { case variant, mean, sd, flowEPEMean = "flow_epe_px_mean", flowEPESD = "flow_epe_px_sd" }
+        enum CodingKeys: String, CodingKey {
+            case variant, mean, sd, flowEPEMean = "flow_epe_px_mean", flowEPESD = "flow_epe_px_sd"
+        }
     }
     /// The two goals, per λ: lower flow error than without the loss in every seed, higher mean
     /// garment SSIM.
     struct Verdict: Codable {
-        var variant: String, lowerFlowErrorInEverySeed: Bool, higherGarmentSSIMOnAverage: Bool, garmentSSIMDifference: Double
+        var variant: String, lowerFlowErrorInEverySeed: Bool, higherGarmentSSIMOnAverage: Bool,
+            garmentSSIMDifference: Double
         enum CodingKeys: String, CodingKey {
             case variant, lowerFlowErrorInEverySeed = "lower_flow_error_in_every_seed"
-            case higherGarmentSSIMOnAverage = "higher_garment_ssim_on_average", garmentSSIMDifference = "garment_ssim_difference"
+            case higherGarmentSSIMOnAverage = "higher_garment_ssim_on_average", garmentSSIMDifference =
+                "garment_ssim_difference"
         }
     }
     struct Report: Codable {
-        var run: String, stage: String, from: String, steps: Int, lambdas: [Double], tau: Double, seeds: [Int], pairs: Int
+        var run: String, stage: String, from: String, steps: Int, lambdas: [Double], tau: Double, seeds: [Int],
+            pairs: Int
         var evalSteps: Int, guidance: Double, rows: [Row], summary: [Summary], verdicts: [Verdict], seconds: Double
         enum CodingKeys: String, CodingKey {
             case run, stage, from, steps, lambdas, tau, seeds, pairs, rows, summary, verdicts, seconds, guidance
@@ -63,28 +78,45 @@ struct LeffaEffectBench: ParsableCommand {
 
     func run() throws {
         if let threads { Parallel.threads = max(1, threads) }
-        setvbuf(stdout, nil, _IOLBF, 0)   // a line per result, also into a log file (the run takes ~20 min)
+        setvbuf(stdout, nil, _IOLBF, 0) // a line per result, also into a log file (the run takes ~20 min)
         let started = Date()
         let base = RunDirectory(runPath)
         let config = try base.readConfig()
-        guard let compared = stage.map({ s in config.stages.first { $0.name == s } }) ?? config.stages.last(where: { $0.leffa != nil }) else {
+        guard
+            let compared = stage.map({ s in config.stages.first { $0.name == s } })
+                ?? config.stages.last(where: { $0.leffa != nil })
+        else {
             throw ValidationError("\(base.configURL.path): no stage \(stage ?? "with a leffa block") to compare")
         }
-        guard let leffa = compared.leffa else { throw ValidationError("stage \(compared.name) has no leffa block: nothing to switch off") }
+        guard let leffa = compared.leffa else {
+            throw ValidationError("stage \(compared.name) has no leffa block: nothing to switch off")
+        }
         let ci = config.stages.firstIndex { $0.name == compared.name }!
-        guard let start = from ?? (ci > 0 ? config.stages[ci - 1].name : nil) else { throw ValidationError("--from: the compared stage is the first; name the stage to start from") }
+        guard let start = from ?? (ci > 0 ? config.stages[ci - 1].name : nil) else {
+            throw ValidationError("--from: the compared stage is the first; name the stage to start from")
+        }
         let startWeights = base.finalWeightsURL(start)
         guard FileManager.default.fileExists(atPath: startWeights.path) else {
             throw ValidationError("\(startWeights.path): missing; finish stage \(start) first (Scripts/main-job.sh)")
         }
         let seedList = seeds.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard !seedList.isEmpty else { throw ValidationError("--seeds: expected comma-separated integers, got \(seeds)") }
-        let lambdas = try lambda.map { list in try list.split(separator: ",").map { part -> Float in
-            guard let v = Float(part.trimmingCharacters(in: .whitespaces)), v >= 0 else { throw ValidationError("--lambda: expected comma-separated numbers ≥ 0, got \(list)") }
-            return v } } ?? [leffa.weight]
+        guard !seedList.isEmpty else {
+            throw ValidationError("--seeds: expected comma-separated integers, got \(seeds)")
+        }
+        let lambdas =
+            try lambda.map { list in
+                try list.split(separator: ",").map { part -> Float in
+                    guard let v = Float(part.trimmingCharacters(in: .whitespaces)), v >= 0 else {
+                        throw ValidationError("--lambda: expected comma-separated numbers ≥ 0, got \(list)")
+                    }
+                    return v
+                }
+            } ?? [leffa.weight]
         let t = tau ?? leffa.tau, n = steps ?? compared.steps
         let variants = lambdas.map { "λ=\($0)" } + ["none"]
-        let root = URL(fileURLWithPath: work ?? FileManager.default.temporaryDirectory.appendingPathComponent("leffa-effect-\(getpid())").path)
+        let root = URL(
+            fileURLWithPath: work
+                ?? FileManager.default.temporaryDirectory.appendingPathComponent("leffa-effect-\(getpid())").path)
         defer { if work == nil { try? FileManager.default.removeItem(at: root) } }
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
         let dataRoot = URL(fileURLWithPath: config.dataRoot, relativeTo: base.url).standardizedFileURL.path
@@ -92,7 +124,9 @@ struct LeffaEffectBench: ParsableCommand {
         var o = EvalOptions()
         o.steps = evalSteps; o.guidance = guidance; o.tau = t; o.limit = pairs
         let local = MPIContext.local()
-        print("leffa-bench leffa-effect: stage \(compared.name) of \(base.url.path) from \(start)'s weights, \(n) steps, batch \(compared.batch), lr \(compared.lr), λ \(lambdas.map { "\($0)" }.joined(separator: ", ")), τ \(t); seeds \(seedList); \(Parallel.threads) thread(s)")
+        print(
+            "leffa-bench leffa-effect: stage \(compared.name) of \(base.url.path) from \(start)'s weights, \(n) steps, batch \(compared.batch), lr \(compared.lr), λ \(lambdas.map { "\($0)" }.joined(separator: ", ")), τ \(t); seeds \(seedList); \(Parallel.threads) thread(s)"
+        )
 
         var evaluated = 0
         func evaluate(_ m: EvalModel, _ dir: URL) throws -> (ImageScores, Double?) {
@@ -103,7 +137,9 @@ struct LeffaEffectBench: ParsableCommand {
         var rows: [Row] = []
         let startModel = try LeffaModel(config: config.model, seed: config.seed)
         try startModel.loadWeights(from: startWeights.path)
-        let (s0, f0) = try evaluate(EvalModel(model: startModel, config: config, stage: compared, source: startWeights.path), root.appendingPathComponent("start-eval"))
+        let (s0, f0) = try evaluate(
+            EvalModel(model: startModel, config: config, stage: compared, source: startWeights.path),
+            root.appendingPathComponent("start-eval"))
         rows.append(Row(seed: nil, variant: "start", scores: s0, flowEPE: f0))
         print(header)
         print(line(rows[0]))
@@ -113,13 +149,18 @@ struct LeffaEffectBench: ParsableCommand {
                 let dir = root.appendingPathComponent("seed\(seed)-\(tag)")
                 try? FileManager.default.removeItem(at: dir)
                 let cfgURL = root.appendingPathComponent("seed\(seed)-\(tag).yaml")
-                try derivedConfig(config, stage: compared, seed: seed, leffa: k < lambdas.count ? (lambdas[k], t) : nil, steps: n,
-                                  weights: startWeights.path, dataRoot: dataRoot).write(to: cfgURL, atomically: true, encoding: .utf8)
+                try derivedConfig(
+                    config, stage: compared, seed: seed, leffa: k < lambdas.count ? (lambdas[k], t) : nil, steps: n,
+                    weights: startWeights.path, dataRoot: dataRoot
+                ).write(to: cfgURL, atomically: true, encoding: .utf8)
                 let run = try RunDirectory.create(at: dir.path, config: try RunConfig.load(path: cfgURL.path))
                 let trainer = try Trainer(run: run, log: { l in if l.hasPrefix("warning") { print(l) } })
                 _ = try trainer.train()
-                let (model, source) = try StageWeights.load(run: run, config: trainer.config, stage: compared.name, step: nil, ema: trainer.config.ema != nil)
-                let (s, f) = try evaluate(EvalModel(model: model, config: trainer.config, stage: compared, source: source), dir.appendingPathComponent("eval"))
+                let (model, source) = try StageWeights.load(
+                    run: run, config: trainer.config, stage: compared.name, step: nil, ema: trainer.config.ema != nil)
+                let (s, f) = try evaluate(
+                    EvalModel(model: model, config: trainer.config, stage: compared, source: source),
+                    dir.appendingPathComponent("eval"))
                 rows.append(Row(seed: seed, variant: variant, scores: s, flowEPE: f))
                 print(line(rows.last!))
             }
@@ -128,15 +169,23 @@ struct LeffaEffectBench: ParsableCommand {
             let r = rows.filter { $0.variant == v }
             let mean = ImageScores.mean(r.map(\.scores))
             func sd(_ k: KeyPath<ImageScores, Double>) -> Double { stddev(r.map { $0.scores[keyPath: k] }) }
-            return Summary(variant: v, mean: mean, sd: ImageScores(psnr: sd(\.psnr), psnrGarment: sd(\.psnrGarment), ssim: sd(\.ssim), ssimGarment: sd(\.ssimGarment)),
-                           flowEPEMean: r.compactMap(\.flowEPE).reduce(0, +) / Double(r.count), flowEPESD: stddev(r.compactMap(\.flowEPE)))
+            return Summary(
+                variant: v, mean: mean,
+                sd: ImageScores(
+                    psnr: sd(\.psnr), psnrGarment: sd(\.psnrGarment), ssim: sd(\.ssim), ssimGarment: sd(\.ssimGarment)),
+                flowEPEMean: r.compactMap(\.flowEPE).reduce(0, +) / Double(r.count),
+                flowEPESD: stddev(r.compactMap(\.flowEPE)))
         }
         let sums = variants.map(summary)
         print(String(repeating: "-", count: header.count))
         for s in sums {
-            print("mean ± sd".padding(toLength: 11, withPad: " ", startingAt: 0) + s.variant.padding(toLength: 9, withPad: " ", startingAt: 0)
-                  + String(format: "%6.2f±%4.2f  %6.2f±%4.2f  %6.4f±%6.4f  %6.4f±%6.4f  %6.3f±%5.3f", s.mean.psnr, s.sd.psnr, s.mean.psnrGarment, s.sd.psnrGarment,
-                           s.mean.ssim, s.sd.ssim, s.mean.ssimGarment, s.sd.ssimGarment, s.flowEPEMean, s.flowEPESD))
+            print(
+                "mean ± sd".padding(toLength: 11, withPad: " ", startingAt: 0)
+                    + s.variant.padding(toLength: 9, withPad: " ", startingAt: 0)
+                    + String(
+                        format: "%6.2f±%4.2f  %6.2f±%4.2f  %6.4f±%6.4f  %6.4f±%6.4f  %6.3f±%5.3f", s.mean.psnr,
+                        s.sd.psnr, s.mean.psnrGarment, s.sd.psnrGarment,
+                        s.mean.ssim, s.sd.ssim, s.mean.ssimGarment, s.sd.ssimGarment, s.flowEPEMean, s.flowEPESD))
         }
         let none = sums.last!
         let verdicts = sums.dropLast().map { v in
@@ -146,23 +195,32 @@ struct LeffaEffectBench: ParsableCommand {
                 return l < p
             }
             let d = v.mean.ssimGarment - none.mean.ssimGarment
-            print("\(v.variant): flow error lower than without the loss in every seed: \(lower ? "yes" : "NO"); garment SSIM higher on average: \(d > 0 ? "yes" : "NO")"
-                  + String(format: " (%+.4f)", d))
-            return Verdict(variant: v.variant, lowerFlowErrorInEverySeed: lower, higherGarmentSSIMOnAverage: d > 0, garmentSSIMDifference: d)
+            print(
+                "\(v.variant): flow error lower than without the loss in every seed: \(lower ? "yes" : "NO"); garment SSIM higher on average: \(d > 0 ? "yes" : "NO")"
+                    + String(format: " (%+.4f)", d))
+            return Verdict(
+                variant: v.variant, lowerFlowErrorInEverySeed: lower, higherGarmentSSIMOnAverage: d > 0,
+                garmentSSIMDifference: d)
         }
         let seconds = Date().timeIntervalSince(started)
         print(String(format: "%.0f s", seconds))
-        try writeJSON(Report(run: base.url.path, stage: compared.name, from: start, steps: n, lambdas: lambdas.map(Double.init), tau: Double(t), seeds: seedList,
-                             pairs: evaluated, evalSteps: evalSteps, guidance: Double(guidance), rows: rows, summary: sums,
-                             verdicts: verdicts, seconds: seconds), to: json)
+        try writeJSON(
+            Report(
+                run: base.url.path, stage: compared.name, from: start, steps: n, lambdas: lambdas.map(Double.init),
+                tau: Double(t), seeds: seedList,
+                pairs: evaluated, evalSteps: evalSteps, guidance: Double(guidance), rows: rows, summary: sums,
+                verdicts: verdicts, seconds: seconds), to: json)
         print("wrote \(json)")
     }
 
     var header: String { "seed       variant    PSNR        PSNR garm.   SSIM           SSIM garm.     flow EPE (px)" }
     func line(_ r: Row) -> String {
-        (r.seed.map(String.init) ?? "-").padding(toLength: 11, withPad: " ", startingAt: 0) + r.variant.padding(toLength: 9, withPad: " ", startingAt: 0)
-            + String(format: "%6.2f       %6.2f       %6.4f         %6.4f         %6.3f", r.scores.psnr, r.scores.psnrGarment, r.scores.ssim,
-                     r.scores.ssimGarment, r.flowEPE ?? .nan)
+        (r.seed.map(String.init) ?? "-").padding(toLength: 11, withPad: " ", startingAt: 0)
+            + r.variant.padding(toLength: 9, withPad: " ", startingAt: 0)
+            + String(
+                format: "%6.2f       %6.2f       %6.4f         %6.4f         %6.3f", r.scores.psnr,
+                r.scores.psnrGarment, r.scores.ssim,
+                r.scores.ssimGarment, r.flowEPE ?? .nan)
     }
 
     func stddev(_ v: [Double]) -> Double {
@@ -173,17 +231,26 @@ struct LeffaEffectBench: ParsableCommand {
 
     /// The run's config reduced to the compared stage: started from `weights`, the given seed, the
     /// Leffa block set to (λ, τ) or removed, no validation or snapshots, data read in place.
-    func derivedConfig(_ c: RunConfig, stage: StageConfig, seed: Int, leffa: (Float, Float)?, steps: Int, weights: String, dataRoot: String) throws -> String {
-        guard var root = try Yams.compose(yaml: c.text)?.mapping else { throw ValidationError("\(c.source): not a mapping") }
+    func derivedConfig(
+        _ c: RunConfig, stage: StageConfig, seed: Int, leffa: (Float, Float)?, steps: Int, weights: String,
+        dataRoot: String
+    ) throws -> String {
+        guard var root = try Yams.compose(yaml: c.text)?.mapping else {
+            throw ValidationError("\(c.source): not a mapping")
+        }
         func mapping(_ key: String) -> Yams.Node.Mapping { root[Yams.Node(key)]?.mapping ?? Yams.Node.Mapping([]) }
         var run = mapping("run"); run["seed"] = Yams.Node(String(seed)); root["run"] = .mapping(run)
-        var model = mapping("model"); model["init"] = .mapping(Yams.Node.Mapping([(Yams.Node("leffa"), Yams.Node(weights))])); root["model"] = .mapping(model)
+        var model = mapping("model");
+        model["init"] = .mapping(Yams.Node.Mapping([(Yams.Node("leffa"), Yams.Node(weights))]));
+        root["model"] = .mapping(model)
         var data = mapping("data"); data["root"] = Yams.Node(dataRoot); root["data"] = .mapping(data)
         var training = mapping("training")
         for k in ["validation", "snapshot_every"] { training[Yams.Node(k)] = nil }
         training["checkpoint_every"] = Yams.Node(String(steps)); training["keep_checkpoints"] = Yams.Node("1")
         root["training"] = .mapping(training)
-        guard let stages = root["stages"]?.sequence, let i = c.stages.firstIndex(where: { $0.name == stage.name }), var st = stages[i].mapping else {
+        guard let stages = root["stages"]?.sequence, let i = c.stages.firstIndex(where: { $0.name == stage.name }),
+            var st = stages[i].mapping
+        else {
             throw ValidationError("\(c.source): cannot find stage \(stage.name)")
         }
         st["steps"] = Yams.Node(String(steps))

@@ -8,14 +8,17 @@ import LeffaTensor
 import LeffaDistributed
 
 struct ReduceCostBench: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "reduce-cost",
-                                                    abstract: "Seconds per gradient byte of the shared-memory and MPI reductions (run under mpirun).")
+    static let configuration = CommandConfiguration(
+        commandName: "reduce-cost",
+        abstract: "Seconds per gradient byte of the shared-memory and MPI reductions (run under mpirun).")
     @OptionGroup var options: BenchOptions
     @Option(help: "Gradient block size in MiB.") var mib: Int = 256
 
     struct Report: Codable {
         var ranks: Int, bytes: Int, sharedSeconds: Double?, mpiSeconds: Double
-        enum CodingKeys: String, CodingKey { case ranks, bytes, sharedSeconds = "shared_seconds", mpiSeconds = "mpi_seconds" }
+        enum CodingKeys: String, CodingKey {
+            case ranks, bytes, sharedSeconds = "shared_seconds", mpiSeconds = "mpi_seconds"
+        }
     }
 
     func run() throws {
@@ -23,9 +26,15 @@ struct ReduceCostBench: ParsableCommand {
         let ctx = try MPIContext.start()
         let report = try measure(ctx)
         if ctx.rank == 0 {
-            print(String(format: "reduce-cost: %d ranks, %d MiB: shared memory %@, MPI all-reduce %.1f ms", report.ranks, mib,
-                         report.sharedSeconds.map { String(format: "%.1f ms", 1e3 * $0) } ?? "unavailable", 1e3 * report.mpiSeconds))
-            try writeJSON(report, to: options.json == "bench-results/engine.json" ? "bench-results/reduce-cost.json" : options.json)
+            print(
+                String(
+                    format: "reduce-cost: %d ranks, %d MiB: shared memory %@, MPI all-reduce %.1f ms", report.ranks,
+                    mib,
+                    report.sharedSeconds.map { String(format: "%.1f ms", 1e3 * $0) } ?? "unavailable",
+                    1e3 * report.mpiSeconds))
+            try writeJSON(
+                report,
+                to: options.json == "bench-results/engine.json" ? "bench-results/reduce-cost.json" : options.json)
         }
         ctx.finalize()
     }

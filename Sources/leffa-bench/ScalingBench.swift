@@ -21,14 +21,16 @@ import Foundation
 
 struct ScalingBench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "scaling", abstract: "A scaling model to 512 ranks, checked against the runs this machine can make.")
+        commandName: "scaling",
+        abstract: "A scaling model to 512 ranks, checked against the runs this machine can make.")
     @OptionGroup var options: BenchOptions
     @Option(help: "Model for the checks on this machine.") var model: String = "small"
     @Option(help: "Samples per rank in the checks.") var perRankBatch: Int = 2
     @Option(help: "mpirun to launch with.") var mpirun: String = "mpirun"
     @Option(help: "SD1.5 step benchmark JSON (train-step --models sd15 --batch 1 --train unet).")
     var sd15Step: String = "bench-results/train-step-sd15.json"
-    @Option(help: "SD1.5 forward JSON at 512x384 (sd15-forward).") var sd15Forward512: String = "bench-results/sd15-forward-512x384.json"
+    @Option(help: "SD1.5 forward JSON at 512x384 (sd15-forward).") var sd15Forward512: String =
+        "bench-results/sd15-forward-512x384.json"
     @Option(help: "SD1.5 forward JSON at 1024x768 (sd15-forward --size 1024x768).")
     var sd15Forward1024: String = "bench-results/sd15-forward-1024x768.json"
     @Option(help: "Networks as name:Gbit/s:latency µs (repeatable).")
@@ -45,15 +47,18 @@ struct ScalingBench: ParsableCommand {
         var stage: String, network: String, ranks: Int, bucketImagesPerSecond: Double, bucketEfficiency: Double
         var hierarchicalImagesPerSecond: Double, hierarchicalEfficiency: Double
         enum CodingKeys: String, CodingKey {
-            case stage, network, ranks, bucketImagesPerSecond = "bucket_images_per_second", bucketEfficiency = "bucket_efficiency"
-            case hierarchicalImagesPerSecond = "hierarchical_images_per_second", hierarchicalEfficiency = "hierarchical_efficiency"
+            case stage, network, ranks, bucketImagesPerSecond = "bucket_images_per_second", bucketEfficiency =
+                "bucket_efficiency"
+            case hierarchicalImagesPerSecond = "hierarchical_images_per_second", hierarchicalEfficiency =
+                "hierarchical_efficiency"
         }
     }
     struct Report: Codable {
         var checks: [Check], predictions: [Prediction], computePerSample: [String: Double], gradientBytesSD15: Double
         var sharedSecondsPerByte: Double, mpiBytesPerSecond: Double
         enum CodingKeys: String, CodingKey {
-            case checks, predictions, computePerSample = "compute_per_sample_seconds", gradientBytesSD15 = "gradient_bytes_sd15"
+            case checks, predictions, computePerSample = "compute_per_sample_seconds", gradientBytesSD15 =
+                "gradient_bytes_sd15"
             case sharedSecondsPerByte = "shared_seconds_per_byte", mpiBytesPerSecond = "mpi_bytes_per_second"
         }
     }
@@ -69,33 +74,49 @@ struct ScalingBench: ParsableCommand {
             ("ddp-2-shared", 2, [], [:], ["ddp"] + base + ["--reduction", "shared"]),
             ("ddp-3-shared", 3, [], [:], ["ddp"] + base + ["--reduction", "shared"]),
             ("ddp-2-buckets", 2, [], [:], ["ddp"] + base + ["--reduction", "buckets"]),
-            ("ddp-2-nodes", 2, [], ["LEFFA_RANKS_PER_NODE": "1"], ["ddp"] + base + ["--reduction", "shared"]),
+            ("ddp-2-nodes", 2, [], ["LEFFA_RANKS_PER_NODE": "1"], ["ddp"] + base + ["--reduction", "shared"])
         ]
         if reuse == nil {
-            for r in runs { try launch(ranks: r.ranks, mpi: r.mpi, env: r.env, args: r.args + ["--json", "\(dir)/\(r.file).json"]) }
+            for r in runs {
+                try launch(ranks: r.ranks, mpi: r.mpi, env: r.env, args: r.args + ["--json", "\(dir)/\(r.file).json"])
+            }
             // What training the reference UNet too costs, at the check model (one process, one thread).
             for (file, parts) in [("step-both", "unet,unet_encoder"), ("step-frozen", "unet")] {
-                try launch(ranks: nil, mpi: [], env: [:], args: ["train-step", "--models", model, "--train", parts, "--leffa", "off",
-                                                               "--repeats", "\(options.repeats)", "--json", "\(dir)/\(file).json"])
+                try launch(
+                    ranks: nil, mpi: [], env: [:],
+                    args: [
+                        "train-step", "--models", model, "--train", parts, "--leffa", "off",
+                        "--repeats", "\(options.repeats)", "--json", "\(dir)/\(file).json"
+                    ])
             }
         }
-        func ddp(_ f: String) throws -> DDPResult { try JSONDecoder().decode(DDPResult.self, from: Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(f).json"))) }
+        func ddp(_ f: String) throws -> DDPResult {
+            try JSONDecoder().decode(DDPResult.self, from: Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(f).json")))
+        }
         func cost(_ f: String) throws -> ReduceCostBench.Report {
-            try JSONDecoder().decode(ReduceCostBench.Report.self, from: Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(f).json")))
+            try JSONDecoder().decode(
+                ReduceCostBench.Report.self, from: Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(f).json")))
         }
 
         // Calibration: one rank, and the reduction costs at 2 ranks.
         let one = try ddp("ddp-1"), shm = try cost("reduce-cost")
-        guard let sharedSeconds = shm.sharedSeconds else { throw ValidationError("reduce-cost: shared memory unavailable on this machine") }
+        guard let sharedSeconds = shm.sharedSeconds else {
+            throw ValidationError("reduce-cost: shared memory unavailable on this machine")
+        }
         let perByte = sharedSeconds / Double(shm.bytes)
-        let mpiBandwidth = Double(shm.bytes) / shm.mpiSeconds          // 2 ranks: 2(N−1)/N = 1
+        let mpiBandwidth = Double(shm.bytes) / shm.mpiSeconds // 2 ranks: 2(N−1)/N = 1
         let local = ScalingModel.Network(name: "MPI on this machine", bytesPerSecond: mpiBandwidth, latency: 0)
         let compute = (one.stepSeconds - one.optimizerSeconds) / Double(one.perRankBatch)
-        let checkModel = ScalingModel(computePerSample: compute, optimizerSeconds: one.optimizerSeconds,
-                                      gradientBytes: Double(one.gradientBytes), sharedSecondsPerByte: perByte)
-        print(String(format: "calibration (%@, 1 thread per rank): %.0f ms per sample, optimizer %.0f ms, %.0f MB of gradients; "
-                     + "shared-memory reduce-scatter %.2f GB/s per rank; MPI all-reduce %.2f GB/s", model, 1e3 * compute, 1e3 * one.optimizerSeconds,
-                     Double(one.gradientBytes) / 1e6, 1 / perByte / 1e9, mpiBandwidth / 1e9))
+        let checkModel = ScalingModel(
+            computePerSample: compute, optimizerSeconds: one.optimizerSeconds,
+            gradientBytes: Double(one.gradientBytes), sharedSecondsPerByte: perByte)
+        print(
+            String(
+                format:
+                    "calibration (%@, 1 thread per rank): %.0f ms per sample, optimizer %.0f ms, %.0f MB of gradients; "
+                    + "shared-memory reduce-scatter %.2f GB/s per rank; MPI all-reduce %.2f GB/s", model, 1e3 * compute,
+                1e3 * one.optimizerSeconds,
+                Double(one.gradientBytes) / 1e6, 1 / perByte / 1e9, mpiBandwidth / 1e9))
 
         // Checks: the model's step time for each run, before looking at the run. Ranks beyond this
         // machine's cores share them (`share`); with every core busy computing, the all-reduce's
@@ -105,12 +126,22 @@ struct ScalingBench: ParsableCommand {
         var noOverlap = checkModel; noOverlap.backwardFraction = 0
         let b = perRankBatch
         let predicted: [(String, String, Double)] = [
-            ("2 ranks, shared memory", "ddp-2-shared", checkModel.hierarchicalStep(ranks: 2, perNode: 2, batch: b, net: local, share: max(1, 2 / cores))),
-            ("3 ranks, shared memory (3 on 2 cores)", "ddp-3-shared",
-             checkModel.hierarchicalStep(ranks: 3, perNode: 3, batch: b, net: local, share: max(1, 3 / cores))),
-            ("2 ranks, overlapped MPI buckets", "ddp-2-buckets", noOverlap.bucketStep(ranks: 2, perNode: 1, batch: b, net: local, share: max(1, 2 / cores))),
-            ("2 simulated nodes, hierarchical", "ddp-2-nodes",
-             checkModel.hierarchicalStep(ranks: 2, perNode: 1, batch: b, net: local, share: max(1, 2 / cores))),
+            (
+                "2 ranks, shared memory", "ddp-2-shared",
+                checkModel.hierarchicalStep(ranks: 2, perNode: 2, batch: b, net: local, share: max(1, 2 / cores))
+            ),
+            (
+                "3 ranks, shared memory (3 on 2 cores)", "ddp-3-shared",
+                checkModel.hierarchicalStep(ranks: 3, perNode: 3, batch: b, net: local, share: max(1, 3 / cores))
+            ),
+            (
+                "2 ranks, overlapped MPI buckets", "ddp-2-buckets",
+                noOverlap.bucketStep(ranks: 2, perNode: 1, batch: b, net: local, share: max(1, 2 / cores))
+            ),
+            (
+                "2 simulated nodes, hierarchical", "ddp-2-nodes",
+                checkModel.hierarchicalStep(ranks: 2, perNode: 1, batch: b, net: local, share: max(1, 2 / cores))
+            )
         ]
         var checks: [Check] = []
         print("\ncheck on this machine (\(model), \(b) samples per rank)   predicted ms   measured ms   error")
@@ -118,48 +149,73 @@ struct ScalingBench: ParsableCommand {
             let measured = try ddp(file).stepSeconds
             let c = Check(name: name, predicted: seconds, measured: measured, error: seconds / measured - 1)
             checks.append(c)
-            print(name.padding(toLength: 52, withPad: " ", startingAt: 0) + String(format: "%13.0f %13.0f %+7.1f %%", 1e3 * seconds, 1e3 * measured, 100 * c.error))
+            print(
+                name.padding(toLength: 52, withPad: " ", startingAt: 0)
+                    + String(format: "%13.0f %13.0f %+7.1f %%", 1e3 * seconds, 1e3 * measured, 100 * c.error))
         }
 
         // SD1.5: compute per sample at each stage, from the step and forward benchmarks.
         let sd15 = try Self.decode(StepFile.self, sd15Step)
-        guard let off = sd15.rows.first(where: { $0.model == "sd15" && !$0.leffa }) else { throw ValidationError("\(sd15Step): no sd15 row without the Leffa loss") }
-        let leffaFactor = sd15.rows.first(where: { $0.model == "sd15" && $0.leffa }).map { $0.seconds / off.seconds } ?? 1
-        let f512 = try Self.decode(ForwardFile.self, sd15Forward512), f1024 = try Self.decode(ForwardFile.self, sd15Forward1024)
-        let bothTrained = try Self.decode(StepFile.self, "\(dir)/step-both.json").rows[0].seconds
+        guard let off = sd15.rows.first(where: { $0.model == "sd15" && !$0.leffa }) else {
+            throw ValidationError("\(sd15Step): no sd15 row without the Leffa loss")
+        }
+        let leffaFactor =
+            sd15.rows.first(where: { $0.model == "sd15" && $0.leffa }).map { $0.seconds / off.seconds } ?? 1
+        let f512 = try Self.decode(ForwardFile.self, sd15Forward512),
+            f1024 = try Self.decode(ForwardFile.self, sd15Forward1024)
+        let bothTrained =
+            try Self.decode(StepFile.self, "\(dir)/step-both.json").rows[0].seconds
             / Self.decode(StepFile.self, "\(dir)/step-frozen.json").rows[0].seconds
         let resolution = f1024.forwardSeconds / f512.forwardSeconds
         let perSample512 = off.seconds / Double(off.batch) * bothTrained
-        let stages: [(String, Double)] = [("512x384", perSample512), ("1024x768", perSample512 * resolution),
-                                          ("1024x768 + Leffa", perSample512 * resolution * leffaFactor)]
-        let sd15Bytes = 1_719_000_000.0 * 4   // both UNets' trained parameters: 1.72 B of the 1.80 B sd15-forward counts
-        print(String(format: "\nSD1.5 per sample, both UNets trained, 2 threads: %.1f s at 512x384 (measured with the reference frozen: %.1f s; "
-                     + "both trained %.2fx, measured at %@), 1024x768 = %.2fx (forward ratio), Leffa loss %+.1f %%", perSample512,
-                     off.seconds / Double(off.batch), bothTrained, model, resolution, 100 * (leffaFactor - 1)))
+        let stages: [(String, Double)] = [
+            ("512x384", perSample512), ("1024x768", perSample512 * resolution),
+            ("1024x768 + Leffa", perSample512 * resolution * leffaFactor)
+        ]
+        let sd15Bytes = 1_719_000_000.0 * 4 // both UNets' trained parameters: 1.72 B of the 1.80 B sd15-forward counts
+        print(
+            String(
+                format:
+                    "\nSD1.5 per sample, both UNets trained, 2 threads: %.1f s at 512x384 (measured with the reference frozen: %.1f s; "
+                    + "both trained %.2fx, measured at %@), 1024x768 = %.2fx (forward ratio), Leffa loss %+.1f %%",
+                perSample512,
+                off.seconds / Double(off.batch), bothTrained, model, resolution, 100 * (leffaFactor - 1)))
         let nets = try network.map(Self.parseNetwork)
         var predictions: [Prediction] = []
         for (stage, c) in stages {
-            var m = ScalingModel(computePerSample: c, optimizerSeconds: one.optimizerSeconds * sd15Bytes / Double(one.gradientBytes),
-                                 gradientBytes: sd15Bytes, sharedSecondsPerByte: perByte)
+            var m = ScalingModel(
+                computePerSample: c, optimizerSeconds: one.optimizerSeconds * sd15Bytes / Double(one.gradientBytes),
+                gradientBytes: sd15Bytes, sharedSecondsPerByte: perByte)
             m.nodeMemoryBytesPerSecond = nodeMemoryGbs * 1e9
             for net in nets {
                 print("\n\(stage), \(net.name), \(ranksPerNode) ranks per node, batch \(clusterBatch) per rank")
                 print(" ranks   buckets img/s  efficiency   hierarchical img/s  efficiency")
-                let single = Double(clusterBatch) / m.hierarchicalStep(ranks: 1, perNode: 1, batch: clusterBatch, net: net)
+                let single =
+                    Double(clusterBatch) / m.hierarchicalStep(ranks: 1, perNode: 1, batch: clusterBatch, net: net)
                 for n in [1, 2, 4, 8, 16, 32, 64, 128, 256, 512] {
                     let L = min(ranksPerNode, n)
-                    let bi = Double(n * clusterBatch) / m.bucketStep(ranks: n, perNode: L, batch: clusterBatch, net: net)
-                    let hi = Double(n * clusterBatch) / m.hierarchicalStep(ranks: n, perNode: L, batch: clusterBatch, net: net)
-                    let p = Prediction(stage: stage, network: net.name, ranks: n, bucketImagesPerSecond: bi, bucketEfficiency: bi / (Double(n) * single),
-                                       hierarchicalImagesPerSecond: hi, hierarchicalEfficiency: hi / (Double(n) * single))
+                    let bi =
+                        Double(n * clusterBatch) / m.bucketStep(ranks: n, perNode: L, batch: clusterBatch, net: net)
+                    let hi =
+                        Double(n * clusterBatch)
+                        / m.hierarchicalStep(ranks: n, perNode: L, batch: clusterBatch, net: net)
+                    let p = Prediction(
+                        stage: stage, network: net.name, ranks: n, bucketImagesPerSecond: bi,
+                        bucketEfficiency: bi / (Double(n) * single),
+                        hierarchicalImagesPerSecond: hi, hierarchicalEfficiency: hi / (Double(n) * single))
                     predictions.append(p)
-                    print(String(format: "%6d %14.3f %10.1f %% %20.3f %10.1f %%", n, bi, 100 * p.bucketEfficiency, hi, 100 * p.hierarchicalEfficiency))
+                    print(
+                        String(
+                            format: "%6d %14.3f %10.1f %% %20.3f %10.1f %%", n, bi, 100 * p.bucketEfficiency, hi,
+                            100 * p.hierarchicalEfficiency))
                 }
             }
         }
         let path = options.json == "bench-results/engine.json" ? "bench-results/scaling.json" : options.json
-        try writeJSON(Report(checks: checks, predictions: predictions, computePerSample: Dictionary(uniqueKeysWithValues: stages),
-                             gradientBytesSD15: sd15Bytes, sharedSecondsPerByte: perByte, mpiBytesPerSecond: mpiBandwidth), to: path)
+        try writeJSON(
+            Report(
+                checks: checks, predictions: predictions, computePerSample: Dictionary(uniqueKeysWithValues: stages),
+                gradientBytesSD15: sd15Bytes, sharedSecondsPerByte: perByte, mpiBytesPerSecond: mpiBandwidth), to: path)
         print("\nwrote \(path)")
     }
 
@@ -190,18 +246,23 @@ struct ScalingBench: ParsableCommand {
     }
 
     static func decode<T: Decodable>(_ type: T.Type, _ path: String) throws -> T {
-        guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("\(path): not found (run the benchmark that writes it first)") }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ValidationError("\(path): not found (run the benchmark that writes it first)")
+        }
         do { return try JSONDecoder().decode(type, from: data) } catch { throw ValidationError("\(path): \(error)") }
     }
 
     struct DDPResult: Decodable {
         var stepSeconds: Double, optimizerSeconds: Double, perRankBatch: Int, gradientBytes: Int
         enum CodingKeys: String, CodingKey {
-            case stepSeconds = "step_seconds", optimizerSeconds = "optimizer_seconds", perRankBatch = "per_rank_batch", gradientBytes = "gradient_bytes"
+            case stepSeconds = "step_seconds", optimizerSeconds = "optimizer_seconds", perRankBatch = "per_rank_batch",
+                gradientBytes = "gradient_bytes"
         }
     }
     struct StepFile: Decodable {
-        struct Row: Decodable { var model: String; var batch: Int; var leffa: Bool; var train: [String]; var seconds: Double }
+        struct Row: Decodable {
+            var model: String; var batch: Int; var leffa: Bool; var train: [String]; var seconds: Double
+        }
         var rows: [Row]
     }
     struct ForwardFile: Decodable {

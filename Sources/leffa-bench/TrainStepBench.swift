@@ -21,23 +21,29 @@ import LeffaTraining
 import LeffaRunFormat
 
 struct TrainStepBench: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "train-step", abstract: "Training step time with and without the Leffa loss.")
+    static let configuration = CommandConfiguration(
+        commandName: "train-step", abstract: "Training step time with and without the Leffa loss.")
     @OptionGroup var options: BenchOptions
     @Option(help: "Model sizes to run, comma-separated (tiny, small, sd15).") var models: String = "tiny,small"
     @Option(help: "Global batch.") var batch: Int = 2
     @Option(help: "Parts that train, comma-separated: unet (the reference UNet frozen) or unet,unet_encoder.")
     var train: String = "unet,unet_encoder"
     @Option(help: "Leffa loss cases, comma-separated (off, on).") var leffa: String = "off,on"
-    @Option(help: "Activation checkpointing cases, comma-separated (off, on).") var activationCheckpointing: String = "off"
-    @Option(help: "Image size H×W (multiples of 8), instead of each model's own (tiny 128x64, small 256x192, sd15 512x384).")
+    @Option(help: "Activation checkpointing cases, comma-separated (off, on).") var activationCheckpointing: String =
+        "off"
+    @Option(
+        help: "Image size H×W (multiples of 8), instead of each model's own (tiny 128x64, small 256x192, sd15 512x384)."
+    )
     var size: String?
 
     struct Row: Encodable {
         var model: String, batch: Int, latent: [Int], leffa: Bool, checkpointing: Bool, train: [String]
         var seconds: Double, bestSeconds: Double, imagesPerSecond: Double, peakActivationBytes: Int, peakRSSBytes: Int
         enum CodingKeys: String, CodingKey {
-            case model, batch, latent, leffa, checkpointing = "activation_checkpointing", train, seconds, bestSeconds = "best_seconds"
-            case imagesPerSecond = "images_per_second", peakActivationBytes = "peak_activation_bytes", peakRSSBytes = "peak_rss_bytes"
+            case model, batch, latent, leffa, checkpointing = "activation_checkpointing", train, seconds, bestSeconds =
+                "best_seconds"
+            case imagesPerSecond = "images_per_second", peakActivationBytes = "peak_activation_bytes", peakRSSBytes =
+                "peak_rss_bytes"
         }
     }
     /// Checkpointing on against off, same model and loss.
@@ -47,16 +53,22 @@ struct TrainStepBench: ParsableCommand {
     }
     struct Report: Encodable {
         var threads: Int; var rows: [Row]; var leffaOverhead: [String: Double]; var checkpointing: [String: Effect]
-        enum CodingKeys: String, CodingKey { case threads, rows, leffaOverhead = "leffa_overhead", checkpointing = "activation_checkpointing" }
+        enum CodingKeys: String, CodingKey {
+            case threads, rows, leffaOverhead = "leffa_overhead", checkpointing = "activation_checkpointing"
+        }
     }
 
     /// The latent size each model is benchmarked at (the issue's: tiny = the fixture's, small 32×24).
-    static func latent(_ model: String) -> (Int, Int) { model == "tiny" ? (16, 8) : model == "small" ? (32, 24) : (64, 48) }
+    static func latent(_ model: String) -> (Int, Int) {
+        model == "tiny" ? (16, 8) : model == "small" ? (32, 24) : (64, 48)
+    }
 
     /// "off,on"-style cases of `option`.
     static func switches(_ value: String, _ option: String) throws -> [Bool] {
         try value.split(separator: ",").map { s -> Bool in
-            guard s == "on" || s == "off" else { throw ValidationError("--\(option): expected off, on or off,on, got \(s)") }
+            guard s == "on" || s == "off" else {
+                throw ValidationError("--\(option): expected off, on or off,on, got \(s)")
+            }
             return s == "on"
         }
     }
@@ -68,9 +80,11 @@ struct TrainStepBench: ParsableCommand {
             throw ValidationError("--train: expected unet or unet,unet_encoder, got \(train)")
         }
         let image = try size.map { try imageSize($0, multiple: 64) }
-        let leffaCases = try Self.switches(leffa, "leffa"), checkpointingCases = try Self.switches(activationCheckpointing, "activation-checkpointing")
-        print("leffa-bench train-step: \(Parallel.threads) thread(s), batch \(batch), training \(parts.joined(separator: " + ")), "
-              + "median of \(options.repeats) steps, the cases of a model taking turns\n")
+        let leffaCases = try Self.switches(leffa, "leffa"),
+            checkpointingCases = try Self.switches(activationCheckpointing, "activation-checkpointing")
+        print(
+            "leffa-bench train-step: \(Parallel.threads) thread(s), batch \(batch), training \(parts.joined(separator: " + ")), "
+                + "median of \(options.repeats) steps, the cases of a model taking turns\n")
         var rows: [Row] = []
         var overhead: [String: Double] = [:], effects: [String: Effect] = [:]
         print("model   latent   leffa  ckpt  ms/step(med)  ms/step(best)  images/s  peak act. MiB  peak RSS GiB")
@@ -83,37 +97,50 @@ struct TrainStepBench: ParsableCommand {
             model.parameters.freeze(except: trained)
             let b = LatentBatch.random(batch, height: h, width: w, seed: 11)
             // Every case of this model takes turns step by step (timeInterleaved).
-            let grid = checkpointingCases.flatMap { checkpointing in leffaCases.map { (checkpointing: checkpointing, leffa: $0) } }
+            let grid = checkpointingCases.flatMap { checkpointing in
+                leffaCases.map { (checkpointing: checkpointing, leffa: $0) }
+            }
             var peaks = [Int](repeating: 0, count: grid.count)
-            let steps = grid.enumerated().map { i, c in {
-                let objective = TrainingObjective(leffa: c.leffa ? LeffaLossConfig() : nil, activationCheckpointing: c.checkpointing)
-                let before = Storage.live.bytes
-                Storage.live.resetPeak()
-                model.parameters.zeroGrads()
-                let l = try! objective.loss(model, b)
-                l.total.backward()
-                optimizer.clipGradNorm(parameters: model.parameters, maxNorm: 1)
-                optimizer.update(parameters: model.parameters, lr: 1e-5)
-                peaks[i] = Storage.live.peakBytes - before
-            } }
+            let steps = grid.enumerated().map { i, c in
+                {
+                    let objective = TrainingObjective(
+                        leffa: c.leffa ? LeffaLossConfig() : nil, activationCheckpointing: c.checkpointing)
+                    let before = Storage.live.bytes
+                    Storage.live.resetPeak()
+                    model.parameters.zeroGrads()
+                    let l = try! objective.loss(model, b)
+                    l.total.backward()
+                    optimizer.clipGradNorm(parameters: model.parameters, maxNorm: 1)
+                    optimizer.update(parameters: model.parameters, lr: 1e-5)
+                    peaks[i] = Storage.live.peakBytes - before
+                }
+            }
             resetPeakRSS()
             let times = timeInterleaved(repeats: options.repeats, steps)
             let rss = peakRSS()
             var measured: [String: Row] = [:]
             for (i, c) in grid.enumerated() {
                 let t = times[i]
-                let row = Row(model: name, batch: batch, latent: [h, w], leffa: c.leffa, checkpointing: c.checkpointing, train: parts,
-                              seconds: t.median, bestSeconds: t.best, imagesPerSecond: Double(batch) / t.median,
-                              peakActivationBytes: peaks[i], peakRSSBytes: rss)
+                let row = Row(
+                    model: name, batch: batch, latent: [h, w], leffa: c.leffa, checkpointing: c.checkpointing,
+                    train: parts,
+                    seconds: t.median, bestSeconds: t.best, imagesPerSecond: Double(batch) / t.median,
+                    peakActivationBytes: peaks[i], peakRSSBytes: rss)
                 rows.append(row)
                 measured["\(c.leffa) \(c.checkpointing)"] = row
-                print(name.padding(toLength: 8, withPad: " ", startingAt: 0) + "\(h)x\(w)".padding(toLength: 9, withPad: " ", startingAt: 0)
-                      + (c.leffa ? "on     " : "off    ") + (c.checkpointing ? "on    " : "off   ")
-                      + String(format: "%12.1f  %13.1f  %8.2f  %13.1f  %12.2f", 1e3 * t.median, 1e3 * t.best, Double(batch) / t.median,
-                               Double(peaks[i]) / 1048576, Double(rss) / 1073741824))
+                print(
+                    name.padding(toLength: 8, withPad: " ", startingAt: 0)
+                        + "\(h)x\(w)".padding(toLength: 9, withPad: " ", startingAt: 0)
+                        + (c.leffa ? "on     " : "off    ") + (c.checkpointing ? "on    " : "off   ")
+                        + String(
+                            format: "%12.1f  %13.1f  %8.2f  %13.1f  %12.2f", 1e3 * t.median, 1e3 * t.best,
+                            Double(batch) / t.median,
+                            Double(peaks[i]) / 1048576, Double(rss) / 1073741824))
             }
             for checkpointing in checkpointingCases {
-                guard let on = measured["true \(checkpointing)"], let off = measured["false \(checkpointing)"] else { continue }
+                guard let on = measured["true \(checkpointing)"], let off = measured["false \(checkpointing)"] else {
+                    continue
+                }
                 let key = checkpointingCases.count > 1 ? "\(name) checkpointing \(checkpointing ? "on" : "off")" : name
                 overhead[key] = on.seconds / off.seconds - 1
                 let which = checkpointingCases.count > 1 ? " (checkpointing \(checkpointing ? "on" : "off"))" : ""
@@ -121,15 +148,20 @@ struct TrainStepBench: ParsableCommand {
             }
             for leffaOn in leffaCases {
                 guard let off = measured["\(leffaOn) false"], let on = measured["\(leffaOn) true"] else { continue }
-                let e = Effect(timeOverhead: on.seconds / off.seconds - 1,
-                               memoryReduction: Double(off.peakActivationBytes) / Double(on.peakActivationBytes))
+                let e = Effect(
+                    timeOverhead: on.seconds / off.seconds - 1,
+                    memoryReduction: Double(off.peakActivationBytes) / Double(on.peakActivationBytes))
                 effects["\(name) leffa \(leffaOn ? "on" : "off")"] = e
-                print(String(format: "        activation checkpointing, Leffa loss %@: peak activation memory %.2f× lower, step time %+.1f %%",
-                             leffaOn ? "on" : "off", e.memoryReduction, 100 * e.timeOverhead))
+                print(
+                    String(
+                        format:
+                            "        activation checkpointing, Leffa loss %@: peak activation memory %.2f× lower, step time %+.1f %%",
+                        leffaOn ? "on" : "off", e.memoryReduction, 100 * e.timeOverhead))
             }
         }
         let path = options.json == "bench-results/engine.json" ? "bench-results/train-step.json" : options.json
-        try writeJSON(Report(threads: Parallel.threads, rows: rows, leffaOverhead: overhead, checkpointing: effects), to: path)
+        try writeJSON(
+            Report(threads: Parallel.threads, rows: rows, leffaOverhead: overhead, checkpointing: effects), to: path)
         print("\nwrote \(path)")
     }
 }

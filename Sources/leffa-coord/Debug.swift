@@ -6,13 +6,15 @@ import LeffaTraining
 import LeffaRunFormat
 
 struct Debug: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Developer checks.", subcommands: [Forward.self, Inputs.self])
+    static let configuration = CommandConfiguration(
+        abstract: "Developer checks.", subcommands: [Forward.self, Inputs.self])
 
     struct Forward: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "One forward+backward pass on fixture-style inputs, written as safetensors (the golden check).")
         @Option(help: "Weights in the published layout (unet.*, unet_encoder.*, vae.*).") var weights: String
-        @Option(help: "Model config: YAML, or the fixture's config.json (its loss settings are used too).") var config: String
+        @Option(help: "Model config: YAML, or the fixture's config.json (its loss settings are used too).") var config:
+            String
         @Option(help: "Inputs named like the fixture's in.* tensors.") var inputs: String
         @Option(help: "Where to write out.* and grad.* tensors.") var out: String
         @Option(help: "'all' writes grad.unet.* and grad.unet_encoder.* for every parameter; 'none' skips backward.")
@@ -22,7 +24,8 @@ struct Debug: ParsableCommand {
         func run() throws {
             threads.apply()
             do {
-                let summary = try DebugForward.run(weights: weights, config: config, inputs: inputs, out: out, grads: grads)
+                let summary = try DebugForward.run(
+                    weights: weights, config: config, inputs: inputs, out: out, grads: grads)
                 print(summary)
             } catch { throw userError(error) }
         }
@@ -42,8 +45,11 @@ extension Debug {
         @Option(help: "Timestep of every sample (default: drawn as at training step 0).") var timestep: Int?
 
         func run() throws {
-            do { print(try DebugForward.makeInputs(run: RunDirectory(runPath), stage: stage, count: count, out: out, timestep: timestep)) }
-            catch { throw userError(error) }
+            do {
+                print(
+                    try DebugForward.makeInputs(
+                        run: RunDirectory(runPath), stage: stage, count: count, out: out, timestep: timestep))
+            } catch { throw userError(error) }
         }
     }
 }

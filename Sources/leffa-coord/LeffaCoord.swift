@@ -9,7 +9,10 @@ struct LeffaCoord: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "leffa-coord",
         abstract: "Create, drive and inspect Leffa training runs.",
-        subcommands: [Init.self, Synth.self, CheckData.self, PrepareCommand.self, Stage.self, Run.self, Export.self, Sample.self, Eval.self, Debug.self])
+        subcommands: [
+            Init.self, Synth.self, CheckData.self, PrepareCommand.self, Stage.self, Run.self, Export.self, Sample.self,
+            Eval.self, Debug.self
+        ])
 }
 
 /// Exits with a clear message (no stack trace) for errors the user can act on.

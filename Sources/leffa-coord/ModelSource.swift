@@ -9,11 +9,13 @@ import LeffaRunFormat
 
 struct ModelSource: ParsableArguments {
     @Option(name: .customLong("run"), help: "A run directory (its config and a stage's weights).") var runPath: String?
-    @Option(help: "Stage (default: the last completed stage; with --weights, the config's last stage).") var stage: String?
+    @Option(help: "Stage (default: the last completed stage; with --weights, the config's last stage).") var stage:
+        String?
     @Option(help: "A checkpoint step of the stage instead of its final weights.") var step: Int?
     @Flag(help: "The EMA weights.") var ema = false
     @Option(help: "Weights in the published layout (instead of --run).") var weights: String?
-    @Option(help: "Run config (YAML) for --weights: model sizes, space, data and stage resolutions.") var config: String?
+    @Option(help: "Run config (YAML) for --weights: model sizes, space, data and stage resolutions.") var config:
+        String?
 
     /// The config, the model with its weights, where they came from, and the stage.
     func load() throws -> (config: RunConfig, model: LeffaModel, source: String, stage: StageConfig) {

@@ -7,18 +7,26 @@ import LeffaRunFormat
 import LeffaRun
 
 struct Run: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Train all remaining stages with N ranks, restarting workers that die.")
+    static let configuration = CommandConfiguration(
+        abstract: "Train all remaining stages with N ranks, restarting workers that die.")
     @Option(name: .customLong("run"), help: "The run directory.") var runPath: String
     @Option(help: "MPI ranks (1 runs the worker without mpirun).") var np: Int = 1
     @Option(help: "mpirun --hostfile.") var hostfile: String?
-    @Option(name: .customLong("mpirun-arg"), parsing: .unconditionalSingleValue, help: "Extra mpirun argument (repeatable).") var mpirunArgs: [String] = []
-    @Option(name: .customLong("worker-arg"), parsing: .unconditionalSingleValue, help: "Extra leffa-worker argument (repeatable), e.g. --fixed-order.") var workerArgs: [String] = []
+    @Option(
+        name: .customLong("mpirun-arg"), parsing: .unconditionalSingleValue, help: "Extra mpirun argument (repeatable)."
+    ) var mpirunArgs: [String] = []
+    @Option(
+        name: .customLong("worker-arg"), parsing: .unconditionalSingleValue,
+        help: "Extra leffa-worker argument (repeatable), e.g. --fixed-order.") var workerArgs: [String] = []
     @Option(help: "Restarts allowed in a row without progress.") var retries: Int = 3
     @Option(help: "Seconds before the first restart (doubles each time).") var backoff: Double = 2
     @Option(help: "Seconds without a heartbeat after which a worker counts as hung.") var heartbeatTimeout: Double = 900
     @Option(help: "Path of leffa-worker (default: next to leffa-coord).") var worker: String?
     @Flag(help: "Launch through mpirun even for --np 1.") var mpi = false
-    @Flag(help: "When a relaunch fails again at the same rank count (a host gone) or the hostfile offers fewer slots, relaunch with the largest rank count that the hosts offer and that divides every remaining stage's batch.") var elastic = false
+    @Flag(
+        help:
+            "When a relaunch fails again at the same rank count (a host gone) or the hostfile offers fewer slots, relaunch with the largest rank count that the hosts offer and that divides every remaining stage's batch."
+    ) var elastic = false
 
     func run() throws {
         guard np >= 1 else { throw userError(RunError("--np: expected at least 1, got \(np)")) }
@@ -27,10 +35,15 @@ struct Run: ParsableCommand {
         opts.retries = retries; opts.alwaysMPI = mpi; opts.backoff = backoff; opts.heartbeatTimeout = heartbeatTimeout
         opts.elastic = elastic
         guard FileManager.default.isExecutableFile(atPath: opts.worker) else {
-            throw userError(RunError("\(opts.worker): leffa-worker not found; build it (`swift build -c release`) or pass --worker PATH"))
+            throw userError(
+                RunError(
+                    "\(opts.worker): leffa-worker not found; build it (`swift build -c release`) or pass --worker PATH")
+            )
         }
         Supervisor.installInterruptHandler()
-        let sup = Supervisor(run: RunDirectory(runPath), options: opts) { FileHandle.standardError.write(Data(("leffa-coord: " + $0 + "\n").utf8)) }
+        let sup = Supervisor(run: RunDirectory(runPath), options: opts) {
+            FileHandle.standardError.write(Data(("leffa-coord: " + $0 + "\n").utf8))
+        }
         do {
             // 128 + signal, as a shell reports a process killed by it: 130 Ctrl-C, 138 SIGUSR1.
             if case .interrupted(let sig) = try sup.run() { throw ExitCode(128 + sig) }

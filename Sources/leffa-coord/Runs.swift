@@ -8,7 +8,8 @@ import LeffaTraining
 import LeffaRunFormat
 
 struct Init: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Validate a config and create a run directory (and its synthetic data, with data.synthesize).")
+    static let configuration = CommandConfiguration(
+        abstract: "Validate a config and create a run directory (and its synthetic data, with data.synthesize).")
     @Option(help: "The run config (YAML), e.g. Configs/tiny-synthetic.yaml.") var config: String
     @Option(name: .customLong("run"), help: "The run directory to create.") var runPath: String
 
@@ -16,39 +17,52 @@ struct Init: ParsableCommand {
         do {
             let cfg = try RunConfig.load(path: config)
             let dir = try RunDirectory.create(at: runPath, config: cfg)
-            print("created run \(dir.url.path): stages \(cfg.stages.map { "\($0.name) (\($0.height)x\($0.width), \($0.steps) steps, batch \($0.batch)\($0.leffa != nil ? ", Leffa loss" : ""))" }.joined(separator: ", "))")
+            print(
+                "created run \(dir.url.path): stages \(cfg.stages.map { "\($0.name) (\($0.height)x\($0.width), \($0.steps) steps, batch \($0.batch)\($0.leffa != nil ? ", Leffa loss" : ""))" }.joined(separator: ", "))"
+            )
             do {
                 if let made = try dir.makeSyntheticData(cfg) { print(made) }
             } catch {
-                throw RunError("\(error)\nthe run folder was created: make the data with `leffa-coord synth`, or remove \(dir.url.path) and init again")
+                throw RunError(
+                    "\(error)\nthe run folder was created: make the data with `leffa-coord synth`, or remove \(dir.url.path) and init again"
+                )
             }
         } catch { throw userError(error) }
     }
 }
 
 struct Synth: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Write a synthetic try-on set (VITON-HD layout) with ground-truth flows.")
+    static let configuration = CommandConfiguration(
+        abstract: "Write a synthetic try-on set (VITON-HD layout) with ground-truth flows.")
     @Option(help: "Output folder.") var out: String
     @Option(help: "Number of training pairs.") var count: Int = 16
-    @Option(help: "Number of held-out test pairs (test/ and test_pairs.txt; new garments, textures, bodies and warps).") var testCount: Int = 0
+    @Option(help: "Number of held-out test pairs (test/ and test_pairs.txt; new garments, textures, bodies and warps).")
+    var testCount: Int = 0
     @Option(help: "Image size HxW (at least 16x12).") var size = ImageSize(height: 128, width: 96)
     @Option(help: "Random seed.") var seed: UInt64 = 0
-    @Option(help: "Garment texture: pattern (fine stripes or checks and a print) or ramp (a smooth colour ramp).") var texture = SyntheticTexture.pattern
+    @Option(help: "Garment texture: pattern (fine stripes or checks and a print) or ramp (a smooth colour ramp).")
+    var texture = SyntheticTexture.pattern
 
     func run() throws {
-        guard size.height >= 16, size.width >= 12 else { throw userError(RunError("--size: expected HxW of at least 16x12, got \(size)")) }
+        guard size.height >= 16, size.width >= 12 else {
+            throw userError(RunError("--size: expected HxW of at least 16x12, got \(size)"))
+        }
         guard count >= 1 else { throw userError(RunError("--count: expected at least 1, got \(count)")) }
         guard testCount >= 0 else { throw userError(RunError("--test-count: expected 0 or more, got \(testCount)")) }
         do {
-            let names = try generateSynthetic(out: URL(fileURLWithPath: out), count: count, testCount: testCount,
-                                             height: size.height, width: size.width, seed: seed, texture: texture)
-            print("wrote \(names.count) synthetic training pairs\(testCount > 0 ? " and \(testCount) held-out test pairs" : "") (\(size)) to \(out)")
+            let names = try generateSynthetic(
+                out: URL(fileURLWithPath: out), count: count, testCount: testCount,
+                height: size.height, width: size.width, seed: seed, texture: texture)
+            print(
+                "wrote \(names.count) synthetic training pairs\(testCount > 0 ? " and \(testCount) held-out test pairs" : "") (\(size)) to \(out)"
+            )
         } catch { throw userError(error) }
     }
 }
 
 struct CheckData: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "check-data", abstract: "List every problem of a dataset copy before training.")
+    static let configuration = CommandConfiguration(
+        commandName: "check-data", abstract: "List every problem of a dataset copy before training.")
     @Option(help: "Dataset kind.") var kind: DatasetKind
     @Option(help: "Dataset root folder.") var root: String
     @Option(help: "Split (train, test).") var split: String = "train"
@@ -59,8 +73,9 @@ struct CheckData: ParsableCommand {
     var category: [DressCodeDataset.Category] = []
 
     func run() throws {
-        let ds = openDataset(kind, root: URL(fileURLWithPath: root), split: split,
-                             categories: category.isEmpty ? DressCodeDataset.Category.allCases : category, densepose: densepose)
+        let ds = openDataset(
+            kind, root: URL(fileURLWithPath: root), split: split,
+            categories: category.isEmpty ? DressCodeDataset.Category.allCases : category, densepose: densepose)
         let problems = ds.check(CheckOptions(decodeImages: !headersOnly))
         print("\(ds.count) samples; \(problems.errors.count) error(s), \(problems.warnings.count) warning(s)")
         if !problems.isEmpty { print(problems.report) }
@@ -71,7 +86,9 @@ struct CheckData: ParsableCommand {
 struct PrepareCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "prepare",
-        abstract: "Cache every stage resolution of a run's data (and VAE posterior moments in latent space) in HDF5 shards under RUN/cache.")
+        abstract:
+            "Cache every stage resolution of a run's data (and VAE posterior moments in latent space) in HDF5 shards under RUN/cache."
+    )
     @Option(name: .customLong("run"), help: "The run directory (made by `leffa-coord init`).") var runPath: String
     @OptionGroup var threads: ThreadOptions
 
@@ -79,7 +96,8 @@ struct PrepareCommand: ParsableCommand {
         threads.apply()
         do {
             let bar = ProgressBar("prepare")
-            let summary = try Prepare.run(RunDirectory(runPath)) { done, total, label in bar.update(done, total, label) }
+            let summary = try Prepare.run(RunDirectory(runPath)) { done, total, label in bar.update(done, total, label)
+            }
             bar.finish()
             print(summary)
         } catch { throw userError(error) }

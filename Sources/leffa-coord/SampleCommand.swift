@@ -10,7 +10,8 @@ import LeffaTraining
 import LeffaRunFormat
 
 struct Sample: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Sample try-on images (DDIM or DDPM, classifier-free guidance) and write PNGs.")
+    static let configuration = CommandConfiguration(
+        abstract: "Sample try-on images (DDIM or DDPM, classifier-free guidance) and write PNGs.")
     @OptionGroup var source: ModelSource
     @Option(help: "Person image.") var person: String
     @Option(help: "Garment (reference) image.") var garment: String
@@ -28,9 +29,10 @@ struct Sample: ParsableCommand {
             try sampling.check()
             let (cfg, model, from, st) = try source.load()
             let (h, w) = size.map { ($0.height, $0.width) } ?? (st.height, st.width)
-            let cond = try SampleConditions.load(person: URL(fileURLWithPath: person), garment: URL(fileURLWithPath: garment),
-                                                 mask: URL(fileURLWithPath: mask), densepose: URL(fileURLWithPath: densepose),
-                                                 denseposeEncoding: cfg.data.densepose, height: h, width: w)
+            let cond = try SampleConditions.load(
+                person: URL(fileURLWithPath: person), garment: URL(fileURLWithPath: garment),
+                mask: URL(fileURLWithPath: mask), densepose: URL(fileURLWithPath: densepose),
+                denseposeEncoding: cfg.data.densepose, height: h, width: w)
             let sampler = sampling.sampler(seed: seed, prediction: cfg.prediction)
             let name = sampling.scheduler.rawValue.uppercased()
             let sample = try sampler.sample(model: model, space: cfg.space, cond) { k, n in

@@ -8,7 +8,8 @@ import LeffaRun
 
 struct Stage: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Inspect and move a run's stages.", subcommands: [Status.self, History.self, Advance.self, SetStage.self])
+        abstract: "Inspect and move a run's stages.",
+        subcommands: [Status.self, History.self, Advance.self, SetStage.self])
 
     struct RunOption: ParsableArguments {
         @Option(name: .customLong("run"), help: "The run directory.") var path: String
@@ -23,7 +24,8 @@ struct Stage: ParsableCommand {
     }
 
     struct Status: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Current stage, status, checkpoints per stage, heartbeat age.")
+        static let configuration = CommandConfiguration(
+            abstract: "Current stage, status, checkpoints per stage, heartbeat age.")
         @OptionGroup var opts: RunOption
         func run() throws {
             do {
@@ -60,7 +62,8 @@ struct Stage: ParsableCommand {
 
     struct SetStage: ParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "set", abstract: "Move the run to a named stage (needs --yes when progress would be discarded).")
+            commandName: "set",
+            abstract: "Move the run to a named stage (needs --yes when progress would be discarded).")
         @Argument(help: "The stage to move to.") var name: String
         @OptionGroup var opts: RunOption
         @Option(help: "Why (recorded in the history).") var reason: String?
@@ -68,7 +71,11 @@ struct Stage: ParsableCommand {
         func run() throws {
             do {
                 let s = try StageControl.set(opts.dir, to: name, confirmed: yes, reason: reason) { print($0) }
-                if opts.json { try Stage.printJSON(s) } else { print("run is at stage \(s.stage) (\(s.status.rawValue))") }
+                if opts.json {
+                    try Stage.printJSON(s)
+                } else {
+                    print("run is at stage \(s.stage) (\(s.status.rawValue))")
+                }
             } catch { throw userError(error) }
         }
     }

@@ -21,18 +21,24 @@ extension GradientReduction: ExpressibleByArgument {
 
 @main
 struct LeffaWorker: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "leffa-worker",
-                                                    abstract: "Train the current stage of a Leffa run (alone or under mpirun).")
+    static let configuration = CommandConfiguration(
+        commandName: "leffa-worker",
+        abstract: "Train the current stage of a Leffa run (alone or under mpirun).")
     @Option(name: .customLong("run"), help: "The run directory (made by `leffa-coord init`).") var runPath: String
     @Option(help: "Stop cleanly after this step of the current stage, leaving a checkpoint.") var untilStep: Int?
-    @Flag(help: "Keep training into the following stages instead of stopping when the current one ends.") var allStages = false
-    @Flag(help: "Reduce per-sample gradients in a fixed global order: bit-identical results for any rank count dividing the batch.")
+    @Flag(help: "Keep training into the following stages instead of stopping when the current one ends.")
+    var allStages = false
+    @Flag(
+        help:
+            "Reduce per-sample gradients in a fixed global order: bit-identical results for any rank count dividing the batch."
+    )
     var fixedOrder = false
     @Option(help: "Gradient bucket size in MB (default: LEFFA_BUCKET_MB, else 25).") var bucketMb: Int?
-    @Option(help: """
-        How gradients are averaged: auto (shared memory when all ranks are on one node, else buckets), shared, or buckets \
-        (overlapped MPI all-reduce). Default: LEFFA_REDUCTION, else auto.
-        """)
+    @Option(
+        help: """
+            How gradients are averaged: auto (shared memory when all ranks are on one node, else buckets), shared, or buckets \
+            (overlapped MPI all-reduce). Default: LEFFA_REDUCTION, else auto.
+            """)
     var reduction: GradientReduction?
     @OptionGroup var threads: ThreadOptions
 

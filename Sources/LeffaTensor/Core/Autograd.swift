@@ -68,7 +68,9 @@ extension Tensor {
         while let t = stack.popLast() {
             guard visited.insert(ObjectIdentifier(t)).inserted else { continue }
             guard let node = t.node else { leaves.insert(ObjectIdentifier(t)); continue }
-            for input in node.inputs where input.requiresGrad && !visited.contains(ObjectIdentifier(input)) { stack.append(input) }
+            for input in node.inputs where input.requiresGrad && !visited.contains(ObjectIdentifier(input)) {
+                stack.append(input)
+            }
         }
         return leaves
     }
@@ -100,7 +102,8 @@ extension Tensor {
         while let t = stack.popLast() {
             guard t.node != nil, visited.insert(ObjectIdentifier(t)).inserted else { continue }
             order.append(t)
-            for input in t.node!.inputs where input.requiresGrad && input.node != nil && !visited.contains(ObjectIdentifier(input)) {
+            for input in t.node!.inputs
+            where input.requiresGrad && input.node != nil && !visited.contains(ObjectIdentifier(input)) {
                 stack.append(input)
             }
         }
@@ -116,7 +119,9 @@ extension Tensor {
             guard let node = t.node, let fn = node.backward else { continue }
             guard let gradOut = t.grad else { continue }
             let grads = fn(gradOut)
-            precondition(grads.count == node.inputs.count, "\(node.op): backward returned \(grads.count) gradients for \(node.inputs.count) inputs")
+            precondition(
+                grads.count == node.inputs.count,
+                "\(node.op): backward returned \(grads.count) gradients for \(node.inputs.count) inputs")
             for (input, gi) in zip(node.inputs, grads) where input.requiresGrad {
                 if let gi { Tensor.accumulate(input, gi) }
                 if let hook = input.onGradientReady, input.node == nil, let left = pending[ObjectIdentifier(input)] {

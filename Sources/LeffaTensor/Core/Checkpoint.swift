@@ -35,8 +35,10 @@ public func checkpoint(_ inputs: [Tensor], _ body: @escaping ([Tensor]) -> [Tens
     let sources = reads.inputs + reads.leaves
     if sources.isEmpty { return outputs }
     for (k, o) in outputs.enumerated() {
-        precondition(!inputs.contains { $0 === o } && !outputs[..<k].contains { $0 === o },
-                     "checkpoint: output \(k) is an input or repeats an earlier output; return distinct tensors the function computes")
+        precondition(
+            !inputs.contains { $0 === o } && !outputs[..<k].contains { $0 === o },
+            "checkpoint: output \(k) is an input or repeats an earlier output; return distinct tensors the function computes"
+        )
     }
     let run = Recomputation(inputs: inputs, reads: reads, body: body, outputs: outputs)
     // The anchor's node, created before the outputs' nodes, runs after all of them (newest
@@ -78,8 +80,9 @@ final class GraphReads {
             } else if declared.contains(ObjectIdentifier(t)) {
                 inputs.append(t)
             } else {
-                fatalError("checkpoint: the function reads a tensor computed by \(t.node!.op) outside it that is not one of its inputs; "
-                           + "pass it in `inputs` (its gradient would be lost)")
+                fatalError(
+                    "checkpoint: the function reads a tensor computed by \(t.node!.op) outside it that is not one of its inputs; "
+                        + "pass it in `inputs` (its gradient would be lost)")
             }
         }
     }
@@ -122,7 +125,9 @@ final class Recomputation {
             standIns[ObjectIdentifier(x)] = leaf
         }
         let outputs = GradMode.with(true) { body(inputs.map { standIns[ObjectIdentifier($0)] ?? $0 }) }
-        precondition(outputs.map(\.shape) == shapes, "checkpoint: the recomputation returned shapes \(outputs.map(\.shape)), the first run \(shapes)")
+        precondition(
+            outputs.map(\.shape) == shapes,
+            "checkpoint: the recomputation returned shapes \(outputs.map(\.shape)), the first run \(shapes)")
         var roots: [(tensor: Tensor, seed: Tensor)] = []
         for (o, seed) in zip(outputs, seeds) {
             guard let seed, o.requiresGrad else { continue }
@@ -130,9 +135,10 @@ final class Recomputation {
             roots.append((o, seed))
         }
         seeds = Array(repeating: nil, count: seeds.count)
-        precondition(Tensor.reachableLeaves(from: roots.map(\.tensor)).allSatisfy { id in
-            leaves.contains(id) || standIns.values.contains { ObjectIdentifier($0) == id }
-        }, "checkpoint: the recomputation reached a leaf the first run did not read")
+        precondition(
+            Tensor.reachableLeaves(from: roots.map(\.tensor)).allSatisfy { id in
+                leaves.contains(id) || standIns.values.contains { ObjectIdentifier($0) == id }
+            }, "checkpoint: the recomputation reached a leaf the first run did not read")
         Tensor.backward(from: roots, readyHooks: false)
         for x in intermediates {
             let leaf = standIns[ObjectIdentifier(x)]!

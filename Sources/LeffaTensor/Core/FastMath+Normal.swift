@@ -14,7 +14,7 @@ extension FastMath {
     /// Q's coefficients, constant term first.
     @usableFromInline static let erfcxFit: [Float] = [
         2.820644994e-01, 2.828570277e-01, 2.386449133e-01, 2.255414393e-01, -9.831628975e-02,
-        4.212714958e-01, -6.700188157e-01, 4.289254315e-01, -1.232533307e-01, 1.228360942e-02,
+        4.212714958e-01, -6.700188157e-01, 4.289254315e-01, -1.232533307e-01, 1.228360942e-02
     ]
     @usableFromInline static let sqrtHalf: Float = 0.70710678118654752440
     @usableFromInline static let invSqrt2Pi: Float = 0.39894228040143267794
@@ -37,7 +37,9 @@ extension FastMath {
     /// out[i] = f(x[i]) for a lane function `f`, the tail through a zero-padded vector (so every
     /// element gets the same bits wherever it sits).
     @inlinable @inline(__always)
-    public static func map(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, count: Int, _ f: (Vector) -> Vector) {
+    public static func map(
+        _ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, count: Int, _ f: (Vector) -> Vector
+    ) {
         var i = 0
         while i + width <= count { store(f(load(x + i)), out + i); i += width }
         if i < count { storePartial(f(loadPartial(x + i, count - i, fill: 0)), out + i, count - i) }

@@ -77,7 +77,7 @@ public enum FastMath {
     public static func exp2(_ x: Vector) -> Vector {
         let xc = clamp(x, -126, 127.99999)
         let t = xc + roundMagic
-        let f = xc - (t - roundMagic)                    // exact: both are floats near each other
+        let f = xc - (t - roundMagic) // exact: both are floats near each other
         var y = scaleByPowerOfTwo(exp2Reduced(f), t)
         y.replace(with: 0, where: x .< -126)
         y.replace(with: .infinity, where: x .>= 128)

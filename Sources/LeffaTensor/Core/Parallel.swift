@@ -28,8 +28,9 @@ public enum Parallel {
     /// -np ≤ 2: more threads than that would share the core and run slower than one).
     public static func defaultThreads() -> Int {
         leffa_blas_set_threads(1)
-        return threadCount(environment: ProcessInfo.processInfo.environment, cores: ProcessInfo.processInfo.activeProcessorCount,
-                           allowed: allowedCPUs())
+        return threadCount(
+            environment: ProcessInfo.processInfo.environment, cores: ProcessInfo.processInfo.activeProcessorCount,
+            allowed: allowedCPUs())
     }
 
     /// The rule behind `defaultThreads`, on given facts.
@@ -41,17 +42,24 @@ public enum Parallel {
 
     /// Cores on this node divided by the ranks on it.
     public static func fairShare(environment env: [String: String], cores: Int) -> Int {
-        let ranks = ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"]
+        let ranks =
+            ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"]
             .compactMap { env[$0].flatMap(Int.init) }.first ?? 1
         return max(1, cores / max(ranks, 1))
     }
 
     /// How many CPUs this process may run on (its affinity mask, e.g. set by mpirun's binding or
     /// taskset), from /proc/self/status; nil where that is not available.
-    public static func allowedCPUs(status: String? = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) -> Int? {
-        guard let line = status?.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") }) else { return nil }
+    public static func allowedCPUs(status: String? = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8))
+        -> Int?
+    {
+        guard let line = status?.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") }) else {
+            return nil
+        }
         var n = 0
-        for part in line.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces).split(separator: ",") {
+        for part in line.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces).split(
+            separator: ",")
+        {
             let ends = part.split(separator: "-").map { Int($0.trimmingCharacters(in: .whitespaces)) }
             guard let lo = ends.first ?? nil, let hi = ends.last ?? nil, ends.count <= 2, hi >= lo else { return nil }
             n += hi - lo + 1

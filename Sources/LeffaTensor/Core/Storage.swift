@@ -50,7 +50,8 @@ public final class Storage: @unchecked Sendable {
     public init(onDemand count: Int) {
         precondition(count >= 0, "Storage: negative element count \(count)")
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
-        guard let raw = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), raw != MAP_FAILED else {
+        guard let raw = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), raw != MAP_FAILED
+        else {
             fatalError("Storage: cannot map \(bytes) bytes (mmap: \(String(cString: strerror(errno))))")
         }
         base = raw.bindMemory(to: Float.self, capacity: max(count, 1))
@@ -73,8 +74,9 @@ public final class Storage: @unchecked Sendable {
 
     /// A window `[offset, offset+count)` of `parent`; writes go to the parent's memory.
     public init(viewOf parent: Storage, offset: Int, count: Int) {
-        precondition(offset >= 0 && count >= 0 && offset + count <= parent.count,
-                     "Storage view [\(offset), \(offset + count)) outside parent of \(parent.count)")
+        precondition(
+            offset >= 0 && count >= 0 && offset + count <= parent.count,
+            "Storage view [\(offset), \(offset + count)) outside parent of \(parent.count)")
         base = parent.base + offset
         self.count = count
         self.parent = parent

@@ -21,8 +21,9 @@ public final class Tensor: @unchecked Sendable {
 
     public init(shape: [Int], storage: Storage, requiresGrad: Bool = false) {
         precondition(shape.allSatisfy { $0 >= 0 }, "Tensor: negative dimension in \(shape)")
-        precondition(storage.count == shape.reduce(1, *),
-                     "Tensor: shape \(shape) needs \(shape.reduce(1, *)) elements, storage has \(storage.count)")
+        precondition(
+            storage.count == shape.reduce(1, *),
+            "Tensor: shape \(shape) needs \(shape.reduce(1, *)) elements, storage has \(storage.count)")
         self.shape = shape
         self.storage = storage
         self.requiresGrad = requiresGrad
@@ -35,8 +36,9 @@ public final class Tensor: @unchecked Sendable {
 
     /// From values in row-major order.
     public convenience init(_ values: [Float], shape: [Int], requiresGrad: Bool = false) {
-        precondition(values.count == shape.reduce(1, *),
-                     "Tensor: \(values.count) values do not fill shape \(shape)")
+        precondition(
+            values.count == shape.reduce(1, *),
+            "Tensor: \(values.count) values do not fill shape \(shape)")
         self.init(zeros: shape, requiresGrad: requiresGrad)
         values.withUnsafeBufferPointer { storage.base.update(from: $0.baseAddress!, count: values.count) }
     }
@@ -96,12 +98,15 @@ extension Tensor: CustomStringConvertible {
 /// Stops with a message that names the op and the shapes involved: a shape mismatch is a bug in
 /// the caller, and a precise message is what makes it a quick one to fix.
 @inline(__always)
-public func shapeCheck(_ condition: @autoclosure () -> Bool, _ op: String, _ shapes: [Int]...,
-                       expected: @autoclosure () -> String = "", file: StaticString = #fileID, line: UInt = #line) {
+public func shapeCheck(
+    _ condition: @autoclosure () -> Bool, _ op: String, _ shapes: [Int]...,
+    expected: @autoclosure () -> String = "", file: StaticString = #fileID, line: UInt = #line
+) {
     if !condition() {
         let list = shapes.map { "\($0)" }.joined(separator: " and ")
         let why = expected()
-        fatalError("\(op): incompatible shapes \(list)\(why.isEmpty ? "" : ": expected \(why)")", file: file, line: line)
+        fatalError(
+            "\(op): incompatible shapes \(list)\(why.isEmpty ? "" : ": expected \(why)")", file: file, line: line)
     }
 }
 
@@ -120,7 +125,9 @@ public enum CounterRNG {
     }
     /// 64 random bits for (key, counter).
     @inline(__always)
-    public static func bits(_ key: UInt64, _ counter: UInt64) -> UInt64 { mix(mix(key) ^ counter &* 0xD6E8_FEB8_6659_FD93) }
+    public static func bits(_ key: UInt64, _ counter: UInt64) -> UInt64 {
+        mix(mix(key) ^ counter &* 0xD6E8_FEB8_6659_FD93)
+    }
     /// Uniform in [0, 1).
     @inline(__always)
     public static func uniform(_ key: UInt64, _ counter: UInt64) -> Float {
@@ -147,7 +154,9 @@ extension Tensor {
         return t
     }
     /// Uniform values in [lo, hi), from stream `seed`.
-    public static func uniform(_ shape: [Int], seed: UInt64, in range: ClosedRange<Float> = 0...1, requiresGrad: Bool = false) -> Tensor {
+    public static func uniform(
+        _ shape: [Int], seed: UInt64, in range: ClosedRange<Float> = 0...1, requiresGrad: Bool = false
+    ) -> Tensor {
         let t = Tensor(zeros: shape, requiresGrad: requiresGrad)
         let p = t.data, lo = range.lowerBound, w = range.upperBound - range.lowerBound
         Parallel.for(t.count, grain: 4096) { r in for i in r { p[i] = lo + w * CounterRNG.uniform(seed, UInt64(i)) } }

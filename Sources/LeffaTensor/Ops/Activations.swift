@@ -47,7 +47,9 @@ public func gelu(_ x: Tensor) -> Tensor {
         // dGELU/dx = Φ(x) + x·φ(x).
         let gx = Tensor(zeros: xv.shape), p = xv.data, pg = g.data, q = gx.data
         Parallel.for(xv.count, grain: transcendentalGrain) { r in
-            FastMath.map(p + r.lowerBound, q + r.lowerBound, count: r.count) { v in let n = FastMath.normal(v); return n.cdf + v * n.pdf }
+            FastMath.map(p + r.lowerBound, q + r.lowerBound, count: r.count) { v in
+                let n = FastMath.normal(v); return n.cdf + v * n.pdf
+            }
             for i in r { q[i] *= pg[i] }
         }
         return [gx]
@@ -79,7 +81,9 @@ public func geglu(_ x: Tensor) -> Tensor {
                 let v = p + row * 2 * D, gate = v + D, gr = pg + row * D
                 let dv = q + row * 2 * D, dgate = dv + D
                 // One Φ, φ per gate element serves both (the tail through zero-padded lanes).
-                @inline(__always) func lanes(_ gt: FastMath.Vector, _ go: FastMath.Vector, _ val: FastMath.Vector) -> (FastMath.Vector, FastMath.Vector) {
+                @inline(__always) func lanes(_ gt: FastMath.Vector, _ go: FastMath.Vector, _ val: FastMath.Vector) -> (
+                    FastMath.Vector, FastMath.Vector
+                ) {
                     let phi = FastMath.normal(gt)
                     return (go * (gt * phi.cdf), go * val * (phi.cdf + gt * phi.pdf))
                 }
@@ -91,7 +95,9 @@ public func geglu(_ x: Tensor) -> Tensor {
                 }
                 if j < D {
                     let n = D - j
-                    let (a, b) = lanes(FastMath.loadPartial(gate + j, n, fill: 0), FastMath.loadPartial(gr + j, n, fill: 0), FastMath.loadPartial(v + j, n, fill: 0))
+                    let (a, b) = lanes(
+                        FastMath.loadPartial(gate + j, n, fill: 0), FastMath.loadPartial(gr + j, n, fill: 0),
+                        FastMath.loadPartial(v + j, n, fill: 0))
                     FastMath.storePartial(a, dv + j, n); FastMath.storePartial(b, dgate + j, n)
                 }
             }
@@ -143,7 +149,7 @@ public func softmax(_ x: Tensor, dim: Int = -1) -> Tensor {
                                 let xr = xs + k * inner, yr = ys + k * inner
                                 for j in 0..<w { let e = exp(xr[j] - mx[j]); yr[j] = e; s[j] += Double(e) }
                             }
-                            for j in 0..<w { mx[j] = Float(1 / s[j]) }   // reuse as 1/Σ
+                            for j in 0..<w { mx[j] = Float(1 / s[j]) } // reuse as 1/Σ
                             for k in 0..<n { let yr = ys + k * inner; for j in 0..<w { yr[j] *= mx[j] } }
                         }
                     }

@@ -53,7 +53,7 @@ public func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int, scale: 
     let sc = scale ?? 1 / Float(s.d).squareRoot()
 
     let out = Tensor(zeros: [s.B, s.n, s.H * s.dv])
-    let lse = Storage(count: s.B * s.H * s.n)                                     // (B, H, n), base 2
+    let lse = Storage(count: s.B * s.H * s.n) // (B, H, n), base 2
     attentionForward(q.data, k.data, v.data, out: out.data, lse: lse.base, s, scale2: sc * log2e)
 
     let qs = q.storage, ks = k.storage, vs = v.storage, os = out.storage
@@ -62,8 +62,9 @@ public func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int, scale: 
         let dq = qNeeds ? Tensor(zeros: [s.B, s.n, s.H * s.d]) : nil
         let dk = kNeeds ? Tensor(zeros: [s.B, s.m, s.H * s.d]) : nil
         let dv = vNeeds ? Tensor(zeros: [s.B, s.m, s.H * s.dv]) : nil
-        attentionBackward(qs.base, ks.base, vs.base, o: os.base, lse: lse.base, gradOut: g.data,
-                          dq: dq?.data, dk: dk?.data, dv: dv?.data, s, scale: sc, scale2: sc * log2e)
+        attentionBackward(
+            qs.base, ks.base, vs.base, o: os.base, lse: lse.base, gradOut: g.data,
+            dq: dq?.data, dk: dk?.data, dv: dv?.data, s, scale: sc, scale2: sc * log2e)
         return [dq, dk, dv]
     }
 }
@@ -86,21 +87,26 @@ public struct SharedScores {
 /// second (B, n, H·dv₂)). The second costs its exponentials and its dv₂-wide products only: no
 /// second Q Kᵀ in forward, and its score gradient joins the main one before the dQ and dK
 /// products in backward, instead of a whole attention of its own (three products of width d).
-public func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int, scale: Float? = nil,
-                      sharing shared: SharedScores) -> (out: Tensor, second: Tensor) {
+public func attention(
+    _ q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int, scale: Float? = nil,
+    sharing shared: SharedScores
+) -> (out: Tensor, second: Tensor) {
     let s = AttentionShape(checking: q, k, v, heads: heads)
     let values = shared.values
-    shapeCheck(shared.keys.lowerBound >= 0 && shared.keys.upperBound <= s.m && !shared.keys.isEmpty && values.rank == 3
-               && values.shape[0] == s.B && values.shape[1] == shared.keys.count && values.shape[2] % heads == 0,
-               "attention(sharing: keys \(shared.keys))", k.shape, values.shape,
-               expected: "a non-empty range of k's \(s.m) rows and values (B, \(shared.keys.count), H·dv₂)")
-    precondition(!values.requiresGrad, "attention(sharing:): the second softmax's values get no gradient; pass a constant")
+    shapeCheck(
+        shared.keys.lowerBound >= 0 && shared.keys.upperBound <= s.m && !shared.keys.isEmpty && values.rank == 3
+            && values.shape[0] == s.B && values.shape[1] == shared.keys.count && values.shape[2] % heads == 0,
+        "attention(sharing: keys \(shared.keys))", k.shape, values.shape,
+        expected: "a non-empty range of k's \(s.m) rows and values (B, \(shared.keys.count), H·dv₂)")
+    precondition(
+        !values.requiresGrad, "attention(sharing:): the second softmax's values get no gradient; pass a constant")
     precondition(shared.temperature > 0, "attention(sharing:): temperature \(shared.temperature) must be positive")
     let sc = scale ?? 1 / Float(s.d).squareRoot(), dv2 = values.shape[2] / heads
     let out = Tensor(zeros: [s.B, s.n, s.H * s.dv]), second = Tensor(zeros: [s.B, s.n, s.H * dv2])
     let lse = Storage(count: s.B * s.H * s.n), lse2 = Storage(count: s.B * s.H * s.n)
-    let part = SecondSoftmax(keys: shared.keys, ratio: 1 / shared.temperature, H: s.H, dv: dv2, values: values.data,
-                             out: second.data, lse: lse2.base)
+    let part = SecondSoftmax(
+        keys: shared.keys, ratio: 1 / shared.temperature, H: s.H, dv: dv2, values: values.data,
+        out: second.data, lse: lse2.base)
     attentionForward(q.data, k.data, v.data, out: out.data, lse: lse.base, s, scale2: sc * log2e, second: part)
     GraphReads.current?.note([q, k, v])
     guard GradMode.enabled, q.requiresGrad || k.requiresGrad || v.requiresGrad else { return (out, second) }
@@ -120,14 +126,19 @@ public func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int, scale: 
         var f = part
         f.gradOut = grads.second.map { UnsafePointer($0.data) }
         withExtendedLifetime((grads.second, g, s2, vals, lse2)) {
-            attentionBackward(qs.base, ks.base, vs.base, o: os.base, lse: lse.base, gradOut: g.data,
-                              dq: dq?.data, dk: dk?.data, dv: dv?.data, s, scale: sc, scale2: sc * log2e, second: f)
+            attentionBackward(
+                qs.base, ks.base, vs.base, o: os.base, lse: lse.base, gradOut: g.data,
+                dq: dq?.data, dk: dk?.data, dv: dv?.data, s, scale: sc, scale2: sc * log2e, second: f)
         }
         grads.out = nil; grads.second = nil
         return [dq, dk, dv]
     }
-    let o = out.recording("attention (shared scores) output", [anchor]) { g in grads.out = g; return [Tensor(zeros: [0])] }
-    let o2 = second.recording("attention (shared scores) second output", [anchor]) { g in grads.second = g; return [Tensor(zeros: [0])] }
+    let o = out.recording("attention (shared scores) output", [anchor]) { g in
+        grads.out = g; return [Tensor(zeros: [0])]
+    }
+    let o2 = second.recording("attention (shared scores) second output", [anchor]) { g in
+        grads.second = g; return [Tensor(zeros: [0])]
+    }
     return (o, o2)
 }
 
@@ -136,12 +147,16 @@ let log2e: Float = 1.44269504088896341
 extension AttentionShape {
     /// The sizes of q (B, n, H·d), k (B, m, H·d), v (B, m, H·dv), or a shape error naming them.
     init(checking q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int) {
-        shapeCheck(q.rank == 3 && k.rank == 3 && v.rank == 3, "attention", q.shape, k.shape, v.shape,
-                   expected: "q (B, n, H·d), k (B, m, H·d), v (B, m, H·dv)")
-        shapeCheck(heads >= 1 && q.shape[2] % heads == 0 && v.shape[2] % heads == 0, "attention(heads: \(heads))",
-                   q.shape, v.shape, expected: "channel counts divisible by \(heads) heads")
-        shapeCheck(k.shape[0] == q.shape[0] && k.shape[2] == q.shape[2] && v.shape[0] == q.shape[0] && v.shape[1] == k.shape[1],
-                   "attention", q.shape, k.shape, v.shape, expected: "q (B, n, H·d), k (B, m, H·d), v (B, m, H·dv)")
+        shapeCheck(
+            q.rank == 3 && k.rank == 3 && v.rank == 3, "attention", q.shape, k.shape, v.shape,
+            expected: "q (B, n, H·d), k (B, m, H·d), v (B, m, H·dv)")
+        shapeCheck(
+            heads >= 1 && q.shape[2] % heads == 0 && v.shape[2] % heads == 0, "attention(heads: \(heads))",
+            q.shape, v.shape, expected: "channel counts divisible by \(heads) heads")
+        shapeCheck(
+            k.shape[0] == q.shape[0] && k.shape[2] == q.shape[2] && v.shape[0] == q.shape[0]
+                && v.shape[1] == k.shape[1],
+            "attention", q.shape, k.shape, v.shape, expected: "q (B, n, H·d), k (B, m, H·d), v (B, m, H·dv)")
         self.init(B: q.shape[0], n: q.shape[1], m: k.shape[1], H: heads, d: q.shape[2] / heads, dv: v.shape[2] / heads)
     }
 }
@@ -154,8 +169,10 @@ let attentionLanes = 16
 /// Qᵀ of queries i0 ..< i0 + count (≤ 16) of one head: dst[p·16 + lane] = factor · src[(i0 + lane)·ld + p],
 /// lanes past `count` zero.
 @inline(__always)
-func packTransposed(_ src: UnsafePointer<Float>, ld: Int, width: Int, count: Int, factor: Float,
-                    into dst: UnsafeMutablePointer<Float>) {
+func packTransposed(
+    _ src: UnsafePointer<Float>, ld: Int, width: Int, count: Int, factor: Float,
+    into dst: UnsafeMutablePointer<Float>
+) {
     let L = attentionLanes
     if count < L { dst.update(repeating: 0, count: width * L) }
     for lane in 0..<count {
@@ -166,8 +183,10 @@ func packTransposed(_ src: UnsafePointer<Float>, ld: Int, width: Int, count: Int
 
 /// Rows i ..< i + count of one head into a dense (count × pad) block, columns past `width` zero.
 @inline(__always)
-func packRows(_ src: UnsafePointer<Float>, ld: Int, width: Int, pad: Int, count: Int,
-              into dst: UnsafeMutablePointer<Float>) {
+func packRows(
+    _ src: UnsafePointer<Float>, ld: Int, width: Int, pad: Int, count: Int,
+    into dst: UnsafeMutablePointer<Float>
+) {
     for r in 0..<count {
         let row = src + r * ld, out = dst + r * pad
         out.update(from: row, count: width)
@@ -186,9 +205,9 @@ func packRows(_ src: UnsafePointer<Float>, ld: Int, width: Int, pad: Int, count:
 struct SecondSoftmax {
     let keys: Range<Int>, ratio: Float, H: Int, dv: Int
     let values: UnsafePointer<Float>
-    let out: UnsafeMutablePointer<Float>       // (B, n, H·dv)
-    let lse: UnsafeMutablePointer<Float>       // (B, H, n), base 2
-    var gradOut: UnsafePointer<Float>? = nil   // (B, n, H·dv), backward only
+    let out: UnsafeMutablePointer<Float> // (B, n, H·dv)
+    let lse: UnsafeMutablePointer<Float> // (B, H, n), base 2
+    var gradOut: UnsafePointer<Float>? = nil // (B, n, H·dv), backward only
     var ldv: Int { H * dv }
 
     /// Rows lo ..< hi of the key tile j0 ..< j0 + cols that are its keys (lo == hi: none).
@@ -206,8 +225,10 @@ struct SecondSoftmax {
 /// → Pᵀ = 2^(Sᵀ − max) into `p` (may be the scores themselves), the running max and sum in
 /// `stats` (16 + 16) updated, and Oᵀ (outRows × 16) rescaled when the maximum grew.
 @inline(__always)
-func onlineSoftmaxStep(_ st: UnsafeMutablePointer<Float>, count: Int, ratio: Float?, into p: UnsafeMutablePointer<Float>,
-                       stats: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, outRows: Int) {
+func onlineSoftmaxStep(
+    _ st: UnsafeMutablePointer<Float>, count: Int, ratio: Float?, into p: UnsafeMutablePointer<Float>,
+    stats: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, outRows: Int
+) {
     let L = attentionLanes, r = Lanes(repeating: ratio ?? 1)
     @inline(__always) func score(_ j: Int, _ half: Int) -> Lanes {
         ratio == nil ? loadLanes(st + j * L + half) : r * loadLanes(st + j * L + half)
@@ -237,8 +258,10 @@ func onlineSoftmaxStep(_ st: UnsafeMutablePointer<Float>, count: Int, ratio: Flo
 
 /// The end of a lane group's online softmax: O = Oᵀ / sum into `count` rows of `out`, lse = max + log₂ sum.
 @inline(__always)
-func finishSoftmax(_ ot: UnsafePointer<Float>, stats: UnsafePointer<Float>, dv: Int, count: Int,
-                   out: UnsafeMutablePointer<Float>, ldo: Int, lse: UnsafeMutablePointer<Float>) {
+func finishSoftmax(
+    _ ot: UnsafePointer<Float>, stats: UnsafePointer<Float>, dv: Int, count: Int,
+    out: UnsafeMutablePointer<Float>, ldo: Int, lse: UnsafeMutablePointer<Float>
+) {
     let L = attentionLanes
     for lane in 0..<count {
         let inv = 1 / stats[L + lane], o = out + lane * ldo
@@ -252,9 +275,11 @@ func finishSoftmax(_ ot: UnsafePointer<Float>, stats: UnsafePointer<Float>, dv: 
 /// out (B, n, H·dv) = softmax₂(S₂) V per head with S₂ = scale2 · Q Kᵀ, and lse (B, H, n) =
 /// log₂ Σⱼ 2^S₂. Work items: (batch, head, query tile); a tile is `groups` lane groups of 16
 /// queries that share each key tile while it is in cache.
-func attentionForward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
-                      out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>,
-                      _ s: AttentionShape, scale2: Float, second: SecondSoftmax? = nil) {
+func attentionForward(
+    _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
+    out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>,
+    _ s: AttentionShape, scale2: Float, second: SecondSoftmax? = nil
+) {
     let L = attentionLanes
     let groups = max(1, roundUp(AttentionTiling.forwardQueries, L) / L), bq = groups * L
     let bk = max(1, AttentionTiling.forwardKeys)
@@ -263,8 +288,9 @@ func attentionForward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v:
     Parallel.for(s.B * s.H * qTiles) { items in
         // Per group: Qᵀ (d × 16), Oᵀ (dv × 16), running max and sum (16 each); one Sᵀ/Pᵀ tile;
         // the second softmax's Oᵀ, max and sum per group and its Pᵀ tile.
-        let scratch = Storage(count: groups * (s.d * L + s.dv * L + 2 * L) + bk * L
-                                     + (second == nil ? 0 : groups * (dv2 * L + 2 * L) + bk * L))
+        let scratch = Storage(
+            count: groups * (s.d * L + s.dv * L + 2 * L) + bk * L
+                + (second == nil ? 0 : groups * (dv2 * L + 2 * L) + bk * L))
         let qt = scratch.base, ot = qt + groups * s.d * L, stats = ot + groups * s.dv * L
         let st = stats + groups * 2 * L
         let ot2 = st + bk * L, stats2 = ot2 + groups * dv2 * L, st2 = stats2 + groups * 2 * L
@@ -272,8 +298,9 @@ func attentionForward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v:
             let t = item % qTiles, bh = item / qTiles, h = bh % s.H, b = bh / s.H
             let i0 = t * bq, rows = min(bq, s.n - i0), live = (rows + L - 1) / L
             for g in 0..<live {
-                packTransposed(q + (b * s.n + i0 + g * L) * s.ldq + h * s.d, ld: s.ldq, width: s.d,
-                               count: min(L, rows - g * L), factor: scale2, into: qt + g * s.d * L)
+                packTransposed(
+                    q + (b * s.n + i0 + g * L) * s.ldq + h * s.d, ld: s.ldq, width: s.d,
+                    count: min(L, rows - g * L), factor: scale2, into: qt + g * s.d * L)
             }
             ot.update(repeating: 0, count: live * s.dv * L)
             for g in 0..<live {
@@ -294,30 +321,37 @@ func attentionForward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v:
                 let (lo, hi) = second?.overlap(j0, cols) ?? (0, 0)
                 for g in 0..<live {
                     // Sᵀ (cols × 16) = K Qᵀ.
-                    outerProduct(rows: cols, width: L, len: s.d, a: kb, ars: s.ldq, axs: 1,
-                                 b: qt + g * s.d * L, bxs: L, c: st, crs: L, accumulate: false)
+                    outerProduct(
+                        rows: cols, width: L, len: s.d, a: kb, ars: s.ldq, axs: 1,
+                        b: qt + g * s.d * L, bxs: L, c: st, crs: L, accumulate: false)
                     if let f = second, lo < hi {
                         // The second softmax first: the main one overwrites Sᵀ with Pᵀ.
-                        onlineSoftmaxStep(st + lo * L, count: hi - lo, ratio: f.ratio, into: st2, stats: stats2 + g * 2 * L,
-                                          out: ot2 + g * dv2 * L, outRows: dv2)
-                        outerProduct(rows: dv2, width: L, len: hi - lo, a: f.valueRow(b, h, j0 + lo), ars: 1, axs: f.ldv,
-                                     b: st2, bxs: L, c: ot2 + g * dv2 * L, crs: L, accumulate: true)
+                        onlineSoftmaxStep(
+                            st + lo * L, count: hi - lo, ratio: f.ratio, into: st2, stats: stats2 + g * 2 * L,
+                            out: ot2 + g * dv2 * L, outRows: dv2)
+                        outerProduct(
+                            rows: dv2, width: L, len: hi - lo, a: f.valueRow(b, h, j0 + lo), ars: 1, axs: f.ldv,
+                            b: st2, bxs: L, c: ot2 + g * dv2 * L, crs: L, accumulate: true)
                     }
-                    onlineSoftmaxStep(st, count: cols, ratio: nil, into: st, stats: stats + g * 2 * L,
-                                      out: ot + g * s.dv * L, outRows: s.dv)
+                    onlineSoftmaxStep(
+                        st, count: cols, ratio: nil, into: st, stats: stats + g * 2 * L,
+                        out: ot + g * s.dv * L, outRows: s.dv)
                     // Oᵀ (dv × 16) += Vᵀ Pᵀ.
-                    outerProduct(rows: s.dv, width: L, len: cols, a: vb, ars: 1, axs: s.ldv,
-                                 b: st, bxs: L, c: ot + g * s.dv * L, crs: L, accumulate: true)
+                    outerProduct(
+                        rows: s.dv, width: L, len: cols, a: vb, ars: 1, axs: s.ldv,
+                        b: st, bxs: L, c: ot + g * s.dv * L, crs: L, accumulate: true)
                 }
                 j0 += cols
             }
             for g in 0..<live {
                 let count = min(L, rows - g * L), at = b * s.n + i0 + g * L
-                finishSoftmax(ot + g * s.dv * L, stats: stats + g * 2 * L, dv: s.dv, count: count,
-                              out: out + at * s.ldv + h * s.dv, ldo: s.ldv, lse: lse + bh * s.n + i0 + g * L)
+                finishSoftmax(
+                    ot + g * s.dv * L, stats: stats + g * 2 * L, dv: s.dv, count: count,
+                    out: out + at * s.ldv + h * s.dv, ldo: s.ldv, lse: lse + bh * s.n + i0 + g * L)
                 if let f = second {
-                    finishSoftmax(ot2 + g * dv2 * L, stats: stats2 + g * 2 * L, dv: dv2, count: count,
-                                  out: f.out + at * f.ldv + h * dv2, ldo: f.ldv, lse: f.lse + bh * s.n + i0 + g * L)
+                    finishSoftmax(
+                        ot2 + g * dv2 * L, stats: stats2 + g * 2 * L, dv: dv2, count: count,
+                        out: f.out + at * f.ldv + h * dv2, ldo: f.ldv, lse: f.lse + bh * s.n + i0 + g * L)
                 }
             }
         }
@@ -335,11 +369,13 @@ func attentionForward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v:
 /// rows of its key tiles and loops over all query blocks; dQ is accumulated transposed, one copy
 /// per key group, and the copies are summed in group order at the end. No two threads ever write
 /// the same float, and no sum depends on the thread count.
-func attentionBackward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
-                       o: UnsafePointer<Float>, lse: UnsafePointer<Float>, gradOut: UnsafePointer<Float>,
-                       dq: UnsafeMutablePointer<Float>?, dk: UnsafeMutablePointer<Float>?,
-                       dv: UnsafeMutablePointer<Float>?, _ s: AttentionShape, scale: Float, scale2: Float,
-                       second: SecondSoftmax? = nil) {
+func attentionBackward(
+    _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
+    o: UnsafePointer<Float>, lse: UnsafePointer<Float>, gradOut: UnsafePointer<Float>,
+    dq: UnsafeMutablePointer<Float>?, dk: UnsafeMutablePointer<Float>?,
+    dv: UnsafeMutablePointer<Float>?, _ s: AttentionShape, scale: Float, scale2: Float,
+    second: SecondSoftmax? = nil
+) {
     if dq == nil && dk == nil && dv == nil { return }
     let L = attentionLanes
     let qGroups = max(1, roundUp(AttentionTiling.backwardQueries, L) / L), bq = qGroups * L
@@ -397,8 +433,13 @@ func attentionBackward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v
                     delta2All.base[lanes + lane] = acc
                 }
             }
-            if padQ { packRows(qi, ld: s.ldq, width: s.d, pad: dPad, count: count, into: qRows.base + (bh * s.n + i0) * dPad) }
-            if padGo { packRows(gi, ld: s.ldv, width: s.dv, pad: dvPad, count: count, into: goRows.base + (bh * s.n + i0) * dvPad) }
+            if padQ {
+                packRows(qi, ld: s.ldq, width: s.d, pad: dPad, count: count, into: qRows.base + (bh * s.n + i0) * dPad)
+            }
+            if padGo {
+                packRows(
+                    gi, ld: s.ldv, width: s.dv, pad: dvPad, count: count, into: goRows.base + (bh * s.n + i0) * dvPad)
+            }
         }
     }
     // dQᵀ per key group: (groups, B·H, lane group, d, 16).
@@ -432,11 +473,13 @@ func attentionBackward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v
                         let G = qtile * qGroups + lg, packed = bh * nG + G
                         let pg = pt + lg * L, dsg = dst + lg * L
                         // Pᵀ (cols × 16) = 2^(K Qᵀ − lse); dSᵀ = scale · Pᵀ ∘ (V dOᵀ − Δ).
-                        outerProduct(rows: cols, width: L, len: s.d, a: kb, ars: s.ldq, axs: 1,
-                                     b: qtAll.base + packed * s.d * L, bxs: L, c: pg, crs: bq, accumulate: false)
+                        outerProduct(
+                            rows: cols, width: L, len: s.d, a: kb, ars: s.ldq, axs: 1,
+                            b: qtAll.base + packed * s.d * L, bxs: L, c: pg, crs: bq, accumulate: false)
                         if needScoresGrad {
-                            outerProduct(rows: cols, width: L, len: s.dv, a: vb, ars: s.ldv, axs: 1,
-                                         b: dotAll.base + packed * s.dv * L, bxs: L, c: dsg, crs: bq, accumulate: false)
+                            outerProduct(
+                                rows: cols, width: L, len: s.dv, a: vb, ars: s.ldv, axs: 1,
+                                b: dotAll.base + packed * s.dv * L, bxs: L, c: dsg, crs: bq, accumulate: false)
                         }
                         let lp = lseAll.base + packed * L, dp = deltaAll.base + packed * L
                         let l0 = loadLanes(lp), l1 = loadLanes(lp + 8), d0 = loadLanes(dp), d1 = loadLanes(dp + 8)
@@ -464,8 +507,10 @@ func attentionBackward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v
                         if let f, lo < hi {
                             // The second softmax's keys: its dS, scale·ratio · P₂ ∘ (dP₂ − Δ₂) with
                             // P₂ = 2^(ratio·S₂ − lse₂) and dP₂ = V₂ dO₂ᵀ (dv₂ terms), joins the main one.
-                            let lp2 = lse2All.base + packed * L, dp2 = delta2All.base + packed * L, go2 = dot2All.base + packed * dv2 * L
-                            let m0 = loadLanes(lp2), m1 = loadLanes(lp2 + 8), e0 = loadLanes(dp2), e1 = loadLanes(dp2 + 8)
+                            let lp2 = lse2All.base + packed * L, dp2 = delta2All.base + packed * L,
+                                go2 = dot2All.base + packed * dv2 * L
+                            let m0 = loadLanes(lp2), m1 = loadLanes(lp2 + 8), e0 = loadLanes(dp2),
+                                e1 = loadLanes(dp2 + 8)
                             for j in lo..<hi {
                                 let s0 = ratio2 * loadLanes(pg + j * bq), s1 = ratio2 * loadLanes(pg + j * bq + 8)
                                 let (p0, p1) = weights(j)
@@ -475,7 +520,8 @@ func attentionBackward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v
                                 var g0 = -e0, g1 = -e1
                                 for c in 0..<dv2 {
                                     let x = Lanes(repeating: vr[c])
-                                    g0.addProduct(x, loadLanes(go2 + c * L)); g1.addProduct(x, loadLanes(go2 + c * L + 8))
+                                    g0.addProduct(x, loadLanes(go2 + c * L));
+                                    g1.addProduct(x, loadLanes(go2 + c * L + 8))
                                 }
                                 ds0.addProduct(scale2V, w0 * g0); ds1.addProduct(scale2V, w1 * g1)
                                 storeLanes(ds0, dsg + j * bq); storeLanes(ds1, dsg + j * bq + 8)
@@ -483,18 +529,21 @@ func attentionBackward(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v
                         }
                         // dQᵀ (d × 16) += Kᵀ dSᵀ.
                         if dq != nil {
-                            outerProduct(rows: s.d, width: L, len: cols, a: kb, ars: 1, axs: s.ldq,
-                                         b: dsg, bxs: bq, c: dqg + G * s.d * L, crs: L, accumulate: true)
+                            outerProduct(
+                                rows: s.d, width: L, len: cols, a: kb, ars: 1, axs: s.ldq,
+                                b: dsg, bxs: bq, c: dqg + G * s.d * L, crs: L, accumulate: true)
                         }
                     }
                     // dV (cols × dv) += P dO and dK (cols × d) += dS Q over this block's queries.
                     if dv != nil {
-                        outerProduct(rows: cols, width: dvPad, len: rows, a: pt, ars: bq, axs: 1,
-                                     b: gr + i0 * ldGr, bxs: ldGr, c: dvAcc, crs: dvPad, accumulate: true)
+                        outerProduct(
+                            rows: cols, width: dvPad, len: rows, a: pt, ars: bq, axs: 1,
+                            b: gr + i0 * ldGr, bxs: ldGr, c: dvAcc, crs: dvPad, accumulate: true)
                     }
                     if dk != nil {
-                        outerProduct(rows: cols, width: dPad, len: rows, a: dst, ars: bq, axs: 1,
-                                     b: qr + i0 * ldQr, bxs: ldQr, c: dkAcc, crs: dPad, accumulate: true)
+                        outerProduct(
+                            rows: cols, width: dPad, len: rows, a: dst, ars: bq, axs: 1,
+                            b: qr + i0 * ldQr, bxs: ldQr, c: dkAcc, crs: dPad, accumulate: true)
                     }
                 }
                 // This item owns these key rows.

@@ -19,22 +19,28 @@
     UnsafeMutableRawPointer(p).storeBytes(of: v, as: Lanes.self)
 }
 
-typealias SixRows = (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>,
-                     UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>)
+typealias SixRows = (
+    UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>,
+    UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>
+)
 
 /// The six A rows a kernel reads; rows past `rows` read row 0 again (never past A's valid rows).
 @inline(__always)
 func rowPointers(_ a: UnsafePointer<Float>, _ ars: Int, _ rows: Int) -> SixRows {
-    (a, a + (rows > 1 ? ars : 0), a + (rows > 2 ? 2 * ars : 0),
-     a + (rows > 3 ? 3 * ars : 0), a + (rows > 4 ? 4 * ars : 0), a + (rows > 5 ? 5 * ars : 0))
+    (
+        a, a + (rows > 1 ? ars : 0), a + (rows > 2 ? 2 * ars : 0),
+        a + (rows > 3 ? 3 * ars : 0), a + (rows > 4 ? 4 * ars : 0), a + (rows > 5 ? 5 * ars : 0)
+    )
 }
 
 /// C[r][0..<16] = (accumulate ? C[r] : 0) + Σ_{x < len} A[r·ars + x·axs] · B[x·bxs + 0..<16]
 /// for r < rows (1…6). A is read by broadcasts, so either of its strides may be 1; rows beyond
 /// `rows` are computed from row 0 again (no read past A's valid rows) and not stored.
 @inline(__always)
-func outer16(rows: Int, len: Int, a: UnsafePointer<Float>, ars: Int, axs: Int,
-             b: UnsafePointer<Float>, bxs: Int, c: UnsafeMutablePointer<Float>, crs: Int, accumulate: Bool) {
+func outer16(
+    rows: Int, len: Int, a: UnsafePointer<Float>, ars: Int, axs: Int,
+    b: UnsafePointer<Float>, bxs: Int, c: UnsafeMutablePointer<Float>, crs: Int, accumulate: Bool
+) {
     let (a0, a1, a2, a3, a4, a5) = rowPointers(a, ars, rows)
     var c00 = Lanes(), c01 = Lanes(), c10 = Lanes(), c11 = Lanes(), c20 = Lanes(), c21 = Lanes()
     var c30 = Lanes(), c31 = Lanes(), c40 = Lanes(), c41 = Lanes(), c50 = Lanes(), c51 = Lanes()
@@ -67,8 +73,10 @@ func outer16(rows: Int, len: Int, a: UnsafePointer<Float>, ars: Int, axs: Int,
 
 /// `outer16` for an 8-wide block of C (the last columns of a row whose width is 8 mod 16).
 @inline(__always)
-func outer8(rows: Int, len: Int, a: UnsafePointer<Float>, ars: Int, axs: Int,
-            b: UnsafePointer<Float>, bxs: Int, c: UnsafeMutablePointer<Float>, crs: Int, accumulate: Bool) {
+func outer8(
+    rows: Int, len: Int, a: UnsafePointer<Float>, ars: Int, axs: Int,
+    b: UnsafePointer<Float>, bxs: Int, c: UnsafeMutablePointer<Float>, crs: Int, accumulate: Bool
+) {
     let (a0, a1, a2, a3, a4, a5) = rowPointers(a, ars, rows)
     var c0 = Lanes(), c1 = Lanes(), c2 = Lanes(), c3 = Lanes(), c4 = Lanes(), c5 = Lanes()
     if accumulate {
@@ -98,18 +106,24 @@ func outer8(rows: Int, len: Int, a: UnsafePointer<Float>, ars: Int, axs: Int,
 /// C (rows × width) (+)= A · B for every row and for a C `width` that is a multiple of 8: row blocks
 /// of 6 through `outer16`, and `outer8` for a last 8 columns.
 @inline(__always)
-func outerProduct(rows: Int, width: Int, len: Int, a: UnsafePointer<Float>, ars: Int, axs: Int,
-                  b: UnsafePointer<Float>, bxs: Int, c: UnsafeMutablePointer<Float>, crs: Int, accumulate: Bool) {
+func outerProduct(
+    rows: Int, width: Int, len: Int, a: UnsafePointer<Float>, ars: Int, axs: Int,
+    b: UnsafePointer<Float>, bxs: Int, c: UnsafeMutablePointer<Float>, crs: Int, accumulate: Bool
+) {
     var r = 0
     while r < rows {
         let rs = min(6, rows - r), ar = a + r * ars, cr = c + r * crs
         var col = 0
         while col + 16 <= width {
-            outer16(rows: rs, len: len, a: ar, ars: ars, axs: axs, b: b + col, bxs: bxs, c: cr + col, crs: crs, accumulate: accumulate)
+            outer16(
+                rows: rs, len: len, a: ar, ars: ars, axs: axs, b: b + col, bxs: bxs, c: cr + col, crs: crs,
+                accumulate: accumulate)
             col += 16
         }
         if col < width {
-            outer8(rows: rs, len: len, a: ar, ars: ars, axs: axs, b: b + col, bxs: bxs, c: cr + col, crs: crs, accumulate: accumulate)
+            outer8(
+                rows: rs, len: len, a: ar, ars: ars, axs: axs, b: b + col, bxs: bxs, c: cr + col, crs: crs,
+                accumulate: accumulate)
         }
         r += 6
     }

@@ -29,7 +29,7 @@ func broadcastStrides(_ shape: [Int], to outShape: [Int]) -> [Int] {
 /// An iteration plan over an output shape for up to two broadcast operands: dims merged where
 /// possible, the last (inner) dim walked with a constant stride per operand.
 struct BroadcastPlan {
-    var dims: [Int]          // merged output dims, inner last
+    var dims: [Int] // merged output dims, inner last
     var sa: [Int], sb: [Int] // merged strides of a and b
 
     init(out: [Int], a: [Int], b: [Int]) {
@@ -38,7 +38,9 @@ struct BroadcastPlan {
         for i in 0..<out.count where out[i] != 1 {
             if let last = d.last, x.last! == stA[i] * out[i], y.last! == stB[i] * out[i] {
                 d[d.count - 1] = last * out[i]; x[x.count - 1] = stA[i]; y[y.count - 1] = stB[i]
-            } else { d.append(out[i]); x.append(stA[i]); y.append(stB[i]) }
+            } else {
+                d.append(out[i]); x.append(stA[i]); y.append(stB[i])
+            }
         }
         if d.isEmpty { d = [1]; x = [0]; y = [0] }
         dims = d; sa = x; sb = y

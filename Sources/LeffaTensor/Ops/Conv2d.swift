@@ -41,18 +41,24 @@ public func conv2d(_ x: Tensor, _ weight: Tensor, _ bias: Tensor? = nil, stride:
 /// Ho = (H + top + bottom − kh) / strideH + 1, Wo likewise.
 public func conv2d(_ x: Tensor, _ weight: Tensor, _ bias: Tensor?, stride: (Int, Int), padding: Padding2D) -> Tensor {
     let op = "conv2d"
-    shapeCheck(x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[1], op, x.shape, weight.shape,
-               expected: "x (B, Cin, H, W) and weight (Cout, Cin, kh, kw)")
+    shapeCheck(
+        x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[1], op, x.shape, weight.shape,
+        expected: "x (B, Cin, H, W) and weight (Cout, Cin, kh, kw)")
     precondition(stride.0 >= 1 && stride.1 >= 1, "conv2d: stride must be at least 1, got \(stride)")
-    precondition(min(padding.top, padding.bottom, padding.left, padding.right) >= 0,
-                 "conv2d: negative padding \(padding)")
-    let g = ConvGeometry(batch: x.shape[0], cin: x.shape[1], h: x.shape[2], w: x.shape[3],
-                         cout: weight.shape[0], kh: weight.shape[2], kw: weight.shape[3],
-                         sh: stride.0, sw: stride.1, pad: padding)
-    shapeCheck(g.h + padding.top + padding.bottom >= g.kh && g.w + padding.left + padding.right >= g.kw,
-               op, x.shape, weight.shape,
-               expected: "a kernel that fits the padded input (padding \(padding), stride \(stride))")
-    if let bias { shapeCheck(bias.shape == [g.cout], "conv2d (bias)", bias.shape, weight.shape, expected: "bias (\(g.cout))") }
+    precondition(
+        min(padding.top, padding.bottom, padding.left, padding.right) >= 0,
+        "conv2d: negative padding \(padding)")
+    let g = ConvGeometry(
+        batch: x.shape[0], cin: x.shape[1], h: x.shape[2], w: x.shape[3],
+        cout: weight.shape[0], kh: weight.shape[2], kw: weight.shape[3],
+        sh: stride.0, sw: stride.1, pad: padding)
+    shapeCheck(
+        g.h + padding.top + padding.bottom >= g.kh && g.w + padding.left + padding.right >= g.kw,
+        op, x.shape, weight.shape,
+        expected: "a kernel that fits the padded input (padding \(padding), stride \(stride))")
+    if let bias {
+        shapeCheck(bias.shape == [g.cout], "conv2d (bias)", bias.shape, weight.shape, expected: "bias (\(g.cout))")
+    }
 
     let out = Tensor(zeros: [g.batch, g.cout, g.ho, g.wo])
     convForward(g, x: x.data, weight: weight.data, bias: bias?.data, out: out.data)
@@ -133,21 +139,26 @@ func forEachImage(_ n0: Int, _ n1: Int, perImage n: Int, _ body: (_ b: Int, _ lo
 
 // MARK: - Forward
 
-func convForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                 bias: UnsafePointer<Float>?, out: UnsafeMutablePointer<Float>) {
+func convForward(
+    _ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+    bias: UnsafePointer<Float>?, out: UnsafeMutablePointer<Float>
+) {
     guard g.isPointwise else { return im2colForward(g, x: x, weight: weight, bias: bias, out: out) }
     // out_b (Cout, H·W) = W (Cout, Cin) · x_b (Cin, H·W).
     let hw = g.h * g.w
     for b in 0..<g.batch {
-        gemm(m: g.cout, n: hw, k: g.cin, a: weight, lda: g.cin, b: x + b * g.cin * hw, ldb: hw,
-             c: out + b * g.cout * hw, ldc: hw)
+        gemm(
+            m: g.cout, n: hw, k: g.cin, a: weight, lda: g.cin, b: x + b * g.cin * hw, ldb: hw,
+            c: out + b * g.cout * hw, ldc: hw)
     }
     if let bias { addChannelBias(out, bias, batch: g.batch, channels: g.cout, plane: hw) }
 }
 
 /// out[:, block] = W (Cout, Cin·kh·kw) · col[:, block] + bias, one (column block, row block) per item.
-func im2colForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                   bias: UnsafePointer<Float>?, out: UnsafeMutablePointer<Float>) {
+func im2colForward(
+    _ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+    bias: UnsafePointer<Float>?, out: UnsafeMutablePointer<Float>
+) {
     let kk = g.cin * g.taps, n = g.ho * g.wo, image = g.cin * g.h * g.w, cout = g.cout
     // Wide blocks (OpenBLAS repacks W on every call) but at most 16 MB of columns per thread.
     let cols = columnBlocks(g.batch * n, target: max(64, min(512, (1 << 22) / kk)))
@@ -162,7 +173,8 @@ func im2colForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePoi
                     let m0 = rb * rows.size, m1 = min(cout, m0 + rows.size)
                     if built != cb {
                         forEachImage(n0, n1, perImage: n) { b, lo, hi, at in
-                            im2colBlock(g, image: x + b * image, c0: 0, c1: g.cin, n0: lo, n1: hi, col: col + at, ld: nn)
+                            im2colBlock(
+                                g, image: x + b * image, c0: 0, c1: g.cin, n0: lo, n1: hi, col: col + at, ld: nn)
                         }
                         built = cb
                     }
@@ -175,7 +187,8 @@ func im2colForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePoi
                             for mi in m0..<m1 { let r = c + (mi - m0) * n, v = bias[mi]; for j in 0..<nn { r[j] += v } }
                         }
                     } else {
-                        sgemm(m: m1 - m0, n: nn, k: kk, a: weight + m0 * kk, lda: kk, b: col, ldb: nn, c: spill, ldc: nn)
+                        sgemm(
+                            m: m1 - m0, n: nn, k: kk, a: weight + m0 * kk, lda: kk, b: col, ldb: nn, c: spill, ldc: nn)
                         forEachImage(n0, n1, perImage: n) { b, lo, hi, at in
                             for mi in m0..<m1 {
                                 let src = spill + (mi - m0) * nn + at, dst = out + (b * cout + mi) * n + lo
@@ -192,22 +205,27 @@ func im2colForward(_ g: ConvGeometry, x: UnsafePointer<Float>, weight: UnsafePoi
 
 // MARK: - Backward
 
-func convBackwardInput(_ g: ConvGeometry, gradOut: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                       gradX: UnsafeMutablePointer<Float>) {
+func convBackwardInput(
+    _ g: ConvGeometry, gradOut: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+    gradX: UnsafeMutablePointer<Float>
+) {
     guard g.isPointwise else { return col2imBackwardInput(g, gradOut: gradOut, weight: weight, gradX: gradX) }
     // dx_b (Cin, H·W) = Wᵀ (Cin, Cout) · dOut_b (Cout, H·W).
     let hw = g.h * g.w
     for b in 0..<g.batch {
-        gemm(transA: true, m: g.cin, n: hw, k: g.cout, a: weight, lda: g.cin,
-             b: gradOut + b * g.cout * hw, ldb: hw, c: gradX + b * g.cin * hw, ldc: hw)
+        gemm(
+            transA: true, m: g.cin, n: hw, k: g.cout, a: weight, lda: g.cin,
+            b: gradOut + b * g.cout * hw, ldb: hw, c: gradX + b * g.cin * hw, ldc: hw)
     }
 }
 
 /// Per input-channel block: dcol (block·kh·kw, columns) = W[:, block]ᵀ · dOut[:, columns], then
 /// scattered (col2im) into dx[:, block]. An item owns its channels, and its column blocks run in
 /// order, so the adds into each input pixel happen in a fixed order.
-func col2imBackwardInput(_ g: ConvGeometry, gradOut: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                         gradX: UnsafeMutablePointer<Float>) {
+func col2imBackwardInput(
+    _ g: ConvGeometry, gradOut: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+    gradX: UnsafeMutablePointer<Float>
+) {
     let kk = g.cin * g.taps, n = g.ho * g.wo, image = g.cin * g.h * g.w
     let chans = channelBlocks(g)
     let cols = columnBlocks(g.batch * n, target: 512)
@@ -218,11 +236,14 @@ func col2imBackwardInput(_ g: ConvGeometry, gradOut: UnsafePointer<Float>, weigh
                     let c0 = item * chans.size, c1 = min(g.cin, c0 + chans.size)
                     for cb in 0..<cols.count {
                         let n0 = cb * cols.size, n1 = min(g.batch * n, n0 + cols.size), nn = n1 - n0
-                        let (dy, ldy) = batchColumns(gradOut, channels: g.cout, perImage: n, n0: n0, n1: n1, spill: spill)
-                        sgemm(transA: true, m: (c1 - c0) * g.taps, n: nn, k: g.cout, a: weight + c0 * g.taps, lda: kk,
-                              b: dy, ldb: ldy, c: dcol, ldc: nn)
+                        let (dy, ldy) = batchColumns(
+                            gradOut, channels: g.cout, perImage: n, n0: n0, n1: n1, spill: spill)
+                        sgemm(
+                            transA: true, m: (c1 - c0) * g.taps, n: nn, k: g.cout, a: weight + c0 * g.taps, lda: kk,
+                            b: dy, ldb: ldy, c: dcol, ldc: nn)
                         forEachImage(n0, n1, perImage: n) { b, lo, hi, at in
-                            col2imBlock(g, image: gradX + b * image, c0: c0, c1: c1, n0: lo, n1: hi, col: dcol + at, ld: nn)
+                            col2imBlock(
+                                g, image: gradX + b * image, c0: c0, c1: c1, n0: lo, n1: hi, col: dcol + at, ld: nn)
                         }
                     }
                 }
@@ -231,21 +252,26 @@ func col2imBackwardInput(_ g: ConvGeometry, gradOut: UnsafePointer<Float>, weigh
     }
 }
 
-func convBackwardWeight(_ g: ConvGeometry, x: UnsafePointer<Float>, gradOut: UnsafePointer<Float>,
-                        gradW: UnsafeMutablePointer<Float>) {
+func convBackwardWeight(
+    _ g: ConvGeometry, x: UnsafePointer<Float>, gradOut: UnsafePointer<Float>,
+    gradW: UnsafeMutablePointer<Float>
+) {
     guard g.isPointwise else { return im2colBackwardWeight(g, x: x, gradOut: gradOut, gradW: gradW) }
     // dW (Cout, Cin) = Σ_b dOut_b (Cout, H·W) · x_bᵀ, images added in order.
     let hw = g.h * g.w
     for b in 0..<g.batch {
-        gemm(transB: true, m: g.cout, n: g.cin, k: hw, a: gradOut + b * g.cout * hw, lda: hw,
-             b: x + b * g.cin * hw, ldb: hw, beta: b == 0 ? 0 : 1, c: gradW, ldc: g.cin)
+        gemm(
+            transB: true, m: g.cout, n: g.cin, k: hw, a: gradOut + b * g.cout * hw, lda: hw,
+            b: x + b * g.cin * hw, ldb: hw, beta: b == 0 ? 0 : 1, c: gradW, ldc: g.cin)
     }
 }
 
 /// Per input-channel block: dW[:, block] = Σ over column blocks, in order, of
 /// dOut[:, columns] · col[block, columns]ᵀ.
-func im2colBackwardWeight(_ g: ConvGeometry, x: UnsafePointer<Float>, gradOut: UnsafePointer<Float>,
-                          gradW: UnsafeMutablePointer<Float>) {
+func im2colBackwardWeight(
+    _ g: ConvGeometry, x: UnsafePointer<Float>, gradOut: UnsafePointer<Float>,
+    gradW: UnsafeMutablePointer<Float>
+) {
     let kk = g.cin * g.taps, n = g.ho * g.wo, image = g.cin * g.h * g.w
     let chans = channelBlocks(g)
     let cols = columnBlocks(g.batch * n, target: 512)
@@ -259,9 +285,11 @@ func im2colBackwardWeight(_ g: ConvGeometry, x: UnsafePointer<Float>, gradOut: U
                         forEachImage(n0, n1, perImage: n) { b, lo, hi, at in
                             im2colBlock(g, image: x + b * image, c0: c0, c1: c1, n0: lo, n1: hi, col: col + at, ld: nn)
                         }
-                        let (dy, ldy) = batchColumns(gradOut, channels: g.cout, perImage: n, n0: n0, n1: n1, spill: spill)
-                        sgemm(transB: true, m: g.cout, n: (c1 - c0) * g.taps, k: nn, a: dy, lda: ldy, b: col, ldb: nn,
-                              beta: cb == 0 ? 0 : 1, c: gradW + c0 * g.taps, ldc: kk)
+                        let (dy, ldy) = batchColumns(
+                            gradOut, channels: g.cout, perImage: n, n0: n0, n1: n1, spill: spill)
+                        sgemm(
+                            transB: true, m: g.cout, n: (c1 - c0) * g.taps, k: nn, a: dy, lda: ldy, b: col, ldb: nn,
+                            beta: cb == 0 ? 0 : 1, c: gradW + c0 * g.taps, ldc: kk)
                     }
                 }
             }
@@ -299,8 +327,10 @@ func withScratch<R>(_ count: Int, _ body: (UnsafeMutablePointer<Float>) -> R) ->
 
 /// Batch columns [n0, n1) of (B, C, N) maps as one (C, n1 − n0) matrix with its leading dimension:
 /// the maps themselves when the block lies in one image, else a copy in `spill`.
-func batchColumns(_ maps: UnsafePointer<Float>, channels: Int, perImage n: Int, n0: Int, n1: Int,
-                  spill: UnsafeMutablePointer<Float>) -> (UnsafePointer<Float>, Int) {
+func batchColumns(
+    _ maps: UnsafePointer<Float>, channels: Int, perImage n: Int, n0: Int, n1: Int,
+    spill: UnsafeMutablePointer<Float>
+) -> (UnsafePointer<Float>, Int) {
     let b0 = n0 / n
     if (n1 - 1) / n == b0 { return (maps + b0 * channels * n + (n0 - b0 * n), n) }
     let nn = n1 - n0
@@ -313,8 +343,10 @@ func batchColumns(_ maps: UnsafePointer<Float>, channels: Int, perImage n: Int, 
 /// Rows of channels [c0, c1) of one image's column matrix for output pixels [n0, n1):
 /// col[((ci − c0)·kh·kw + dy·kw + dx)·ld + j] = x[ci, oy·sh + dy − top, ox·sw + dx − left] (0 outside
 /// the image), with (oy, ox) the pixel n0 + j.
-func im2colBlock(_ g: ConvGeometry, image: UnsafePointer<Float>, c0: Int, c1: Int, n0: Int, n1: Int,
-                 col: UnsafeMutablePointer<Float>, ld: Int) {
+func im2colBlock(
+    _ g: ConvGeometry, image: UnsafePointer<Float>, c0: Int, c1: Int, n0: Int, n1: Int,
+    col: UnsafeMutablePointer<Float>, ld: Int
+) {
     let sw = g.sw
     for ci in c0..<c1 {
         let planeBase = image + ci * g.h * g.w
@@ -348,8 +380,10 @@ func im2colBlock(_ g: ConvGeometry, image: UnsafePointer<Float>, c0: Int, c1: In
 }
 
 /// The adjoint of `im2colBlock`: adds col's entries into the image pixels they were read from.
-func col2imBlock(_ g: ConvGeometry, image: UnsafeMutablePointer<Float>, c0: Int, c1: Int, n0: Int, n1: Int,
-                 col: UnsafePointer<Float>, ld: Int) {
+func col2imBlock(
+    _ g: ConvGeometry, image: UnsafeMutablePointer<Float>, c0: Int, c1: Int, n0: Int, n1: Int,
+    col: UnsafePointer<Float>, ld: Int
+) {
     let sw = g.sw
     for ci in c0..<c1 {
         let planeBase = image + ci * g.h * g.w
@@ -385,7 +419,9 @@ func validColumns(_ g: ConvGeometry, dx: Int) -> (Int, Int) {
 }
 
 /// out[b, c, :] += bias[c] over (B, C, plane).
-func addChannelBias(_ out: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, batch: Int, channels: Int, plane: Int) {
+func addChannelBias(
+    _ out: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, batch: Int, channels: Int, plane: Int
+) {
     Parallel.for(batch * channels, grain: max(1, 8192 / max(plane, 1))) { r in
         for pl in r { let p = out + pl * plane, v = bias[pl % channels]; for i in 0..<plane { p[i] += v } }
     }

@@ -53,8 +53,10 @@ public func mul(_ a: Tensor, _ b: Tensor) -> Tensor {
     let aNeeds = a.requiresGrad, bNeeds = b.requiresGrad
     let av = a.detached(), bv = b.detached()
     return out.recording("mul", [a, b]) { g in
-        [aNeeds ? sumTo(binaryForward(g, bv, .mul, name: "mul backward"), av.shape) : nil,
-         bNeeds ? sumTo(binaryForward(g, av, .mul, name: "mul backward"), bv.shape) : nil]
+        [
+            aNeeds ? sumTo(binaryForward(g, bv, .mul, name: "mul backward"), av.shape) : nil,
+            bNeeds ? sumTo(binaryForward(g, av, .mul, name: "mul backward"), bv.shape) : nil
+        ]
     }
 }
 

@@ -9,12 +9,15 @@ import Foundation
 /// (B, dim) embedding of timesteps t (B): half = dim/2 frequencies
 /// f_i = exp(−ln(maxPeriod)·i / (half − downscaleFreqShift)), rows [sin(t·f), cos(t·f)], or
 /// [cos, sin] when `flipSinToCos` (SD1.5's setting), then a zero column when dim is odd.
-public func timestepEmbedding(_ t: [Float], dim: Int, flipSinToCos: Bool = true,
-                              downscaleFreqShift: Float = 0, maxPeriod: Float = 10000) -> Tensor {
+public func timestepEmbedding(
+    _ t: [Float], dim: Int, flipSinToCos: Bool = true,
+    downscaleFreqShift: Float = 0, maxPeriod: Float = 10000
+) -> Tensor {
     precondition(dim >= 2, "timestepEmbedding: dim must be at least 2, got \(dim)")
     let half = dim / 2
-    precondition(Float(half) - downscaleFreqShift != 0,
-                 "timestepEmbedding: half − downscaleFreqShift is 0 (dim \(dim), shift \(downscaleFreqShift))")
+    precondition(
+        Float(half) - downscaleFreqShift != 0,
+        "timestepEmbedding: half − downscaleFreqShift is 0 (dim \(dim), shift \(downscaleFreqShift))")
     // exponent = (−ln(maxPeriod) · arange(half)) / (half − shift), each step in float like torch.
     let negLog = Float(-log(Double(maxPeriod)))
     let denominator = Float(half) - downscaleFreqShift

@@ -21,14 +21,17 @@ private let warpGrain = 4096
 /// flow (B, h, w, 2) (x, y) in [-1, 1]; ref, tgt (B, C, H, W); mask (B, 1, H, W) → (B).
 /// Gradient only w.r.t. flow (images and mask are data).
 public func flowWarpLoss(flow: Tensor, reference: Tensor, target: Tensor, mask: Tensor) -> Tensor {
-    shapeCheck(flow.rank == 4 && flow.shape[3] == 2 && reference.rank == 4 && target.shape == reference.shape
-               && flow.shape[0] == reference.shape[0]
-               && mask.shape == [reference.shape[0], 1, reference.shape[2], reference.shape[3]],
-               "flowWarpLoss", flow.shape, reference.shape, target.shape, mask.shape,
-               expected: "flow (B, h, w, 2), reference and target (B, C, H, W), mask (B, 1, H, W)")
+    shapeCheck(
+        flow.rank == 4 && flow.shape[3] == 2 && reference.rank == 4 && target.shape == reference.shape
+            && flow.shape[0] == reference.shape[0]
+            && mask.shape == [reference.shape[0], 1, reference.shape[2], reference.shape[3]],
+        "flowWarpLoss", flow.shape, reference.shape, target.shape, mask.shape,
+        expected: "flow (B, h, w, 2), reference and target (B, C, H, W), mask (B, 1, H, W)")
     let B = reference.shape[0], C = reference.shape[1], H = reference.shape[2], W = reference.shape[3]
     let h = flow.shape[1], w = flow.shape[2]
-    shapeCheck(h > 0 && w > 0 && H > 0 && W > 0, "flowWarpLoss", flow.shape, reference.shape, expected: "non-empty flow and images")
+    shapeCheck(
+        h > 0 && w > 0 && H > 0 && W > 0, "flowWarpLoss", flow.shape, reference.shape,
+        expected: "non-empty flow and images")
     let ty = LinearTaps(input: h, output: H), tx = LinearTaps(input: w, output: W)
     let N = Double(C * H * W)
     let grain = max(1, warpGrain / max(W * C, 1))
@@ -46,7 +49,7 @@ public func flowWarpLoss(flow: Tensor, reference: Tensor, target: Tensor, mask: 
     let pR = rowGrad?.data
     let pf = flow.data, pr = reference.data, pt = target.data, pm = mask.data
     let sx = Float(W - 1) / 2, sy = Float(H - 1) / 2
-    let coef = Float(-2 / N)                                        // d loss / d warp = coef · m · diff
+    let coef = Float(-2 / N) // d loss / d warp = coef · m · diff
     withTaps(tx) { x0, x1, lx0, lx1 in
         Parallel.for(B * H, grain: grain) { r in
             for brow in r {
@@ -57,7 +60,7 @@ public func flowWarpLoss(flow: Tensor, reference: Tensor, target: Tensor, mask: 
                 var acc = 0.0
                 for j in 0..<W {
                     let m = mRow[j]
-                    if m == 0 { continue }                      // no error, no gradient
+                    if m == 0 { continue } // no error, no gradient
                     let p = warpPoint(f0, f1, x0[j], x1[j], lx0[j], lx1[j], ly0, ly1, W, H)
                     let c4 = Corners(p, W, H)
                     // Channels summed in float per pixel, pixels in Double: one Double add per pixel.
@@ -135,19 +138,28 @@ public func flowWarpLoss(flow: Tensor, reference: Tensor, target: Tensor, mask: 
 
 /// Runs `body` with raw pointers to a tap table's columns.
 @inline(__always)
-private func withTaps<R>(_ t: LinearTaps, _ body: (UnsafePointer<Int>, UnsafePointer<Int>, UnsafePointer<Float>, UnsafePointer<Float>) -> R) -> R {
-    t.i0.withUnsafeBufferPointer { a0 in t.i1.withUnsafeBufferPointer { a1 in
-    t.l0.withUnsafeBufferPointer { b0 in t.l1.withUnsafeBufferPointer { b1 in
-        body(a0.baseAddress!, a1.baseAddress!, b0.baseAddress!, b1.baseAddress!)
-    }}}}
+private func withTaps<R>(
+    _ t: LinearTaps, _ body: (UnsafePointer<Int>, UnsafePointer<Int>, UnsafePointer<Float>, UnsafePointer<Float>) -> R
+) -> R {
+    t.i0.withUnsafeBufferPointer { a0 in
+        t.i1.withUnsafeBufferPointer { a1 in
+            t.l0.withUnsafeBufferPointer { b0 in
+                t.l1.withUnsafeBufferPointer { b1 in
+                    body(a0.baseAddress!, a1.baseAddress!, b0.baseAddress!, b1.baseAddress!)
+                }
+            }
+        }
+    }
 }
 
 /// The upsampled flow at one pixel, exactly as `resizeBilinear` computes it (per channel: top row
 /// blended in x, bottom row blended in x, then blended in y), turned into a sampling point.
 /// f0, f1: the two flow rows (w, 2) of this output row.
 @inline(__always)
-private func warpPoint(_ f0: UnsafePointer<Float>, _ f1: UnsafePointer<Float>, _ x0: Int, _ x1: Int,
-                       _ lx0: Float, _ lx1: Float, _ ly0: Float, _ ly1: Float, _ W: Int, _ H: Int) -> GridPoint {
+private func warpPoint(
+    _ f0: UnsafePointer<Float>, _ f1: UnsafePointer<Float>, _ x0: Int, _ x1: Int,
+    _ lx0: Float, _ lx1: Float, _ ly0: Float, _ ly1: Float, _ W: Int, _ H: Int
+) -> GridPoint {
     let topX = f0[2 * x0] * lx0 + f0[2 * x1] * lx1, botX = f1[2 * x0] * lx0 + f1[2 * x1] * lx1
     let topY = f0[2 * x0 + 1] * lx0 + f0[2 * x1 + 1] * lx1, botY = f1[2 * x0 + 1] * lx0 + f1[2 * x1 + 1] * lx1
     return GridPoint(topX * ly0 + botX * ly1, topY * ly0 + botY * ly1, width: W, height: H)
@@ -164,9 +176,9 @@ private struct Corners {
         let xIn0 = p.x0 >= 0 && p.x0 < W, xIn1 = p.x0 + 1 >= 0 && p.x0 + 1 < W
         let yIn0 = p.y0 >= 0 && p.y0 < H, yIn1 = p.y0 + 1 >= 0 && p.y0 + 1 < H
         let o = p.y0 * W + p.x0
-        o0 = yIn0 && xIn0 ? o : -1;         w0 = p.dxe * p.dys
-        o1 = yIn0 && xIn1 ? o + 1 : -1;     w1 = p.dxw * p.dys
-        o2 = yIn1 && xIn0 ? o + W : -1;     w2 = p.dxe * p.dyn
+        o0 = yIn0 && xIn0 ? o : -1; w0 = p.dxe * p.dys
+        o1 = yIn0 && xIn1 ? o + 1 : -1; w1 = p.dxw * p.dys
+        o2 = yIn1 && xIn0 ? o + W : -1; w2 = p.dxe * p.dyn
         o3 = yIn1 && xIn1 ? o + W + 1 : -1; w3 = p.dxw * p.dyn
         interior = xIn0 && xIn1 && yIn0 && yIn1
     }

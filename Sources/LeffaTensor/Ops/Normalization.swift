@@ -19,7 +19,9 @@ import Foundation
 private let laneBlock = 256
 
 @inline(__always)
-private func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
+private func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+    UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+}
 
 /// Σ p[i] for i < n.
 @inline(__always)
@@ -89,7 +91,9 @@ func laneDot(_ p: UnsafePointer<Float>, _ q: UnsafePointer<Float>, _ n: Int) -> 
 /// (Σ g[i], Σ g[i]·(x[i] − m)) for i < n: what a normalisation backward needs from one plane,
 /// centred so that a large mean does not cancel digits away.
 @inline(__always)
-private func laneSumAndCentredDot(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int, _ m: Float) -> (Double, Double) {
+private func laneSumAndCentredDot(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int, _ m: Float) -> (
+    Double, Double
+) {
     var s1 = 0.0, s2 = 0.0, i = 0
     let mv = SIMD8<Float>(repeating: m)
     while i < n {
@@ -125,15 +129,18 @@ private func splitMean(_ m: Double) -> (Float, Float) {
 public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Float) -> Tensor {
     shapeCheck(x.rank >= 2, "groupNorm", x.shape, expected: "(B, C, …)")
     let B = x.shape[0], C = x.shape[1]
-    shapeCheck(groups >= 1 && C % groups == 0, "groupNorm(groups: \(groups))", x.shape,
-               expected: "channels C = \(C) divisible by \(groups) groups")
-    if let weight { shapeCheck(weight.shape == [C], "groupNorm (weight)", weight.shape, x.shape, expected: "weight (\(C))") }
+    shapeCheck(
+        groups >= 1 && C % groups == 0, "groupNorm(groups: \(groups))", x.shape,
+        expected: "channels C = \(C) divisible by \(groups) groups")
+    if let weight {
+        shapeCheck(weight.shape == [C], "groupNorm (weight)", weight.shape, x.shape, expected: "weight (\(C))")
+    }
     if let bias { shapeCheck(bias.shape == [C], "groupNorm (bias)", bias.shape, x.shape, expected: "bias (\(C))") }
-    let S = B * C == 0 ? 0 : x.count / (B * C)     // spatial size per channel plane
-    let cpg = C / groups, n = cpg * S              // channels and elements per group
+    let S = B * C == 0 ? 0 : x.count / (B * C) // spatial size per channel plane
+    let cpg = C / groups, n = cpg * S // channels and elements per group
     let out = Tensor(zeros: x.shape)
-    var mean = [Double](repeating: 0, count: B * groups)   // (B, G)
-    var rstd = [Double](repeating: 0, count: B * groups)   // (B, G) 1/√(var + eps)
+    var mean = [Double](repeating: 0, count: B * groups) // (B, G)
+    var rstd = [Double](repeating: 0, count: B * groups) // (B, G) 1/√(var + eps)
     let px = x.data, po = out.data, pw = weight?.data, pb = bias?.data
     mean.withUnsafeMutableBufferPointer { mb in
         rstd.withUnsafeMutableBufferPointer { rb in
@@ -186,7 +193,7 @@ public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, 
         if xNeeds {
             // dx = rstd·(w·g − mean(w·g) − x̂·mean(w·g·x̂)), x̂ = (x − mean)·rstd, folded per plane into
             // dx = A·g + D·(x − mean) + K.
-            var coef = [Float](repeating: 0, count: 3 * B * C)   // (B, C) × (A, D, K)
+            var coef = [Float](repeating: 0, count: 3 * B * C) // (B, C) × (A, D, K)
             for bg in 0..<(B * groups) {
                 let b = bg / groups, c0 = (bg % groups) * cpg, rs = rstd[bg]
                 var s1 = 0.0, s2 = 0.0
@@ -262,7 +269,9 @@ private let layerNormRowBlock = 32
 public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float) -> Tensor {
     shapeCheck(x.rank >= 1 && x.dim(-1) > 0, "layerNorm", x.shape, expected: "(…, C) with C > 0")
     let C = x.dim(-1), rows = x.count / C
-    if let weight { shapeCheck(weight.shape == [C], "layerNorm (weight)", weight.shape, x.shape, expected: "weight (\(C))") }
+    if let weight {
+        shapeCheck(weight.shape == [C], "layerNorm (weight)", weight.shape, x.shape, expected: "weight (\(C))")
+    }
     if let bias { shapeCheck(bias.shape == [C], "layerNorm (bias)", bias.shape, x.shape, expected: "bias (\(C))") }
     let out = Tensor(zeros: x.shape)
     let ones = [Float](repeating: 1, count: weight == nil ? C : 0)
@@ -273,24 +282,26 @@ public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float) -
     let px = x.data, po = out.data
     ones.withUnsafeBufferPointer { ob in
         zeros.withUnsafeBufferPointer { zb in
-            meanHi.withUnsafeMutableBufferPointer { hb in meanLo.withUnsafeMutableBufferPointer { lb in
-                rstd.withUnsafeMutableBufferPointer { rb in
-                    let pw = weight.map { UnsafePointer($0.data) } ?? ob.baseAddress!
-                    let pb = bias.map { UnsafePointer($0.data) } ?? zb.baseAddress!
-                    let pHi = hb.baseAddress!, pLo = lb.baseAddress!, pr = rb.baseAddress!
-                    Parallel.for(rows, grain: max(1, 8192 / C)) { r in
-                        for row in r {
-                            let xs = px + row * C, ys = po + row * C
-                            let m = laneMean(xs, C)
-                            let (hi, lo) = splitMean(m)
-                            let v = laneSumSquaredDeviations(xs, C, hi) / Double(C)
-                            let rs = Float(1 / (v + Double(eps)).squareRoot())
-                            pHi[row] = hi; pLo[row] = lo; pr[row] = rs
-                            for j in 0..<C { ys[j] = ((xs[j] - hi) - lo) * rs * pw[j] + pb[j] }
+            meanHi.withUnsafeMutableBufferPointer { hb in
+                meanLo.withUnsafeMutableBufferPointer { lb in
+                    rstd.withUnsafeMutableBufferPointer { rb in
+                        let pw = weight.map { UnsafePointer($0.data) } ?? ob.baseAddress!
+                        let pb = bias.map { UnsafePointer($0.data) } ?? zb.baseAddress!
+                        let pHi = hb.baseAddress!, pLo = lb.baseAddress!, pr = rb.baseAddress!
+                        Parallel.for(rows, grain: max(1, 8192 / C)) { r in
+                            for row in r {
+                                let xs = px + row * C, ys = po + row * C
+                                let m = laneMean(xs, C)
+                                let (hi, lo) = splitMean(m)
+                                let v = laneSumSquaredDeviations(xs, C, hi) / Double(C)
+                                let rs = Float(1 / (v + Double(eps)).squareRoot())
+                                pHi[row] = hi; pLo[row] = lo; pr[row] = rs
+                                for j in 0..<C { ys[j] = ((xs[j] - hi) - lo) * rs * pw[j] + pb[j] }
+                            }
                         }
                     }
                 }
-            }}
+            }
         }
     }
 
@@ -315,39 +326,50 @@ public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float) -
                     let pw = wv.map { UnsafePointer($0.data) } ?? ub.baseAddress!
                     // (An empty array's buffer may still have a base address: test `wantParams`, not nil.)
                     let qW = wantParams ? pwb.baseAddress : nil, qB = wantParams ? pbb.baseAddress : nil, pgx = gx?.data
-                    meanHi.withUnsafeBufferPointer { hb in meanLo.withUnsafeBufferPointer { lb in
-                        rstd.withUnsafeBufferPointer { rb in
-                            let pHi = hb.baseAddress!, pLo = lb.baseAddress!, pr = rb.baseAddress!
-                            Parallel.for(blocks) { r in
-                                for blk in r {
-                                    for row in (blk * layerNormRowBlock)..<min(rows, (blk + 1) * layerNormRowBlock) {
-                                        let gs = pg + row * C, xs = px + row * C
-                                        let hi = pHi[row], lo = pLo[row], rs = pr[row]
-                                        if let pgx {
-                                            // dx = rs·(w·g − mean(w·g) − x̂·mean(w·g·x̂)).
-                                            var a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), t1: Float = 0, t2: Float = 0
-                                            let hv = SIMD8<Float>(repeating: hi), lv = SIMD8<Float>(repeating: lo)
-                                            var j = 0
-                                            while j + 8 <= C {
-                                                let wg = load8(gs + j) * load8(pw + j)
-                                                a1 += wg; a2 += wg * ((load8(xs + j) - hv) - lv)
-                                                j += 8
+                    meanHi.withUnsafeBufferPointer { hb in
+                        meanLo.withUnsafeBufferPointer { lb in
+                            rstd.withUnsafeBufferPointer { rb in
+                                let pHi = hb.baseAddress!, pLo = lb.baseAddress!, pr = rb.baseAddress!
+                                Parallel.for(blocks) { r in
+                                    for blk in r {
+                                        for row in (blk * layerNormRowBlock)..<min(rows, (blk + 1) * layerNormRowBlock)
+                                        {
+                                            let gs = pg + row * C, xs = px + row * C
+                                            let hi = pHi[row], lo = pLo[row], rs = pr[row]
+                                            if let pgx {
+                                                // dx = rs·(w·g − mean(w·g) − x̂·mean(w·g·x̂)).
+                                                var a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), t1: Float = 0,
+                                                    t2: Float = 0
+                                                let hv = SIMD8<Float>(repeating: hi), lv = SIMD8<Float>(repeating: lo)
+                                                var j = 0
+                                                while j + 8 <= C {
+                                                    let wg = load8(gs + j) * load8(pw + j)
+                                                    a1 += wg; a2 += wg * ((load8(xs + j) - hv) - lv)
+                                                    j += 8
+                                                }
+                                                while j < C {
+                                                    let wg = gs[j] * pw[j]; t1 += wg; t2 += wg * ((xs[j] - hi) - lo);
+                                                    j += 1
+                                                }
+                                                let m1 = Float((Double(a1.sum()) + Double(t1)) / Double(C))
+                                                let m2 = Float((Double(a2.sum()) + Double(t2)) / Double(C)) * rs * rs
+                                                let ds = pgx + row * C
+                                                for j in 0..<C {
+                                                    ds[j] = rs * (gs[j] * pw[j] - m1 - ((xs[j] - hi) - lo) * m2)
+                                                }
                                             }
-                                            while j < C { let wg = gs[j] * pw[j]; t1 += wg; t2 += wg * ((xs[j] - hi) - lo); j += 1 }
-                                            let m1 = Float((Double(a1.sum()) + Double(t1)) / Double(C))
-                                            let m2 = Float((Double(a2.sum()) + Double(t2)) / Double(C)) * rs * rs
-                                            let ds = pgx + row * C
-                                            for j in 0..<C { ds[j] = rs * (gs[j] * pw[j] - m1 - ((xs[j] - hi) - lo) * m2) }
-                                        }
-                                        if let qW, let qB {
-                                            let dW = qW + blk * C, dB = qB + blk * C
-                                            for j in 0..<C { dW[j] += gs[j] * (((xs[j] - hi) - lo) * rs); dB[j] += gs[j] }
+                                            if let qW, let qB {
+                                                let dW = qW + blk * C, dB = qB + blk * C
+                                                for j in 0..<C {
+                                                    dW[j] += gs[j] * (((xs[j] - hi) - lo) * rs); dB[j] += gs[j]
+                                                }
+                                            }
                                         }
                                     }
                                 }
                             }
                         }
-                    }}
+                    }
                 }
             }
         }

@@ -52,7 +52,8 @@ public func mean(_ x: Tensor) -> Tensor {
 /// Sum over `axes` (negative counts from the end); the reduced dims stay as size 1 if `keepDims`.
 public func sum(_ x: Tensor, axes: [Int], keepDims: Bool = false) -> Tensor {
     let ax = Set(axes.map { $0 < 0 ? x.rank + $0 : $0 })
-    shapeCheck(ax.allSatisfy { $0 >= 0 && $0 < x.rank }, "sum(axes: \(axes))", x.shape, expected: "axes within the rank")
+    shapeCheck(
+        ax.allSatisfy { $0 >= 0 && $0 < x.rank }, "sum(axes: \(axes))", x.shape, expected: "axes within the rank")
     let kept = x.shape.enumerated().map { ax.contains($0.offset) ? 1 : $0.element }
     let reduced = sumTo(x, kept)
     let outShape = keepDims ? kept : x.shape.enumerated().filter { !ax.contains($0.offset) }.map(\.element)

@@ -71,7 +71,9 @@ func nearestSourceIndices(input n: Int, output m: Int) -> [Int] {
 public func resizeNearest(_ x: Tensor, size: (Int, Int)) -> Tensor {
     let (B, C, H, W) = dims4(x, "resizeNearest(size: \(size))")
     let (Ho, Wo) = size
-    shapeCheck(Ho > 0 && Wo > 0 && H > 0 && W > 0, "resizeNearest(size: \(size))", x.shape, expected: "non-empty input and output")
+    shapeCheck(
+        Ho > 0 && Wo > 0 && H > 0 && W > 0, "resizeNearest(size: \(size))", x.shape,
+        expected: "non-empty input and output")
     let rowSrc = nearestSourceIndices(input: H, output: Ho), colSrc = nearestSourceIndices(input: W, output: Wo)
     let out = Tensor(zeros: [B, C, Ho, Wo])
     let px = x.data, po = out.data
@@ -130,48 +132,60 @@ struct LinearTaps {
 public func resizeBilinear(_ x: Tensor, size: (Int, Int)) -> Tensor {
     let (B, C, H, W) = dims4(x, "resizeBilinear(size: \(size))")
     let (Ho, Wo) = size
-    shapeCheck(Ho > 0 && Wo > 0 && H > 0 && W > 0, "resizeBilinear(size: \(size))", x.shape, expected: "non-empty input and output")
+    shapeCheck(
+        Ho > 0 && Wo > 0 && H > 0 && W > 0, "resizeBilinear(size: \(size))", x.shape,
+        expected: "non-empty input and output")
     let ty = LinearTaps(input: H, output: Ho), tx = LinearTaps(input: W, output: Wo)
     let out = Tensor(zeros: [B, C, Ho, Wo])
     let px = x.data, po = out.data
-    tx.i0.withUnsafeBufferPointer { a0 in tx.i1.withUnsafeBufferPointer { a1 in
-    tx.l0.withUnsafeBufferPointer { b0 in tx.l1.withUnsafeBufferPointer { b1 in
-        let x0 = a0.baseAddress!, x1 = a1.baseAddress!, lx0 = b0.baseAddress!, lx1 = b1.baseAddress!
-        Parallel.for(B * C * Ho, grain: max(1, resampleGrain / Wo)) { r in
-            for orow in r {
-                let plane = orow / Ho, i = orow % Ho
-                let r0 = px + (plane * H + ty.i0[i]) * W, r1 = px + (plane * H + ty.i1[i]) * W
-                let ly0 = ty.l0[i], ly1 = ty.l1[i], dst = po + orow * Wo
-                for j in 0..<Wo {
-                    let top = r0[x0[j]] * lx0[j] + r0[x1[j]] * lx1[j]
-                    let bottom = r1[x0[j]] * lx0[j] + r1[x1[j]] * lx1[j]
-                    dst[j] = top * ly0 + bottom * ly1
-                }
-            }
-        }
-    }}}}
-    let inShape = x.shape
-    return out.recording("resizeBilinear", [x]) { g in
-        let gx = Tensor(zeros: inShape), pg = g.data, q = gx.data
-        tx.i0.withUnsafeBufferPointer { a0 in tx.i1.withUnsafeBufferPointer { a1 in
-        tx.l0.withUnsafeBufferPointer { b0 in tx.l1.withUnsafeBufferPointer { b1 in
-            let x0 = a0.baseAddress!, x1 = a1.baseAddress!, lx0 = b0.baseAddress!, lx1 = b1.baseAddress!
-            Parallel.for(B * C, grain: max(1, resampleGrain / (Ho * Wo))) { r in
-                for plane in r {
-                    for i in 0..<Ho {
-                        let r0 = q + (plane * H + ty.i0[i]) * W, r1 = q + (plane * H + ty.i1[i]) * W
-                        let ly0 = ty.l0[i], ly1 = ty.l1[i], gr = pg + (plane * Ho + i) * Wo
-                        for j in 0..<Wo {
-                            let t = gr[j]
-                            r0[x0[j]] += t * ly0 * lx0[j]
-                            r0[x1[j]] += t * ly0 * lx1[j]
-                            r1[x0[j]] += t * ly1 * lx0[j]
-                            r1[x1[j]] += t * ly1 * lx1[j]
+    tx.i0.withUnsafeBufferPointer { a0 in
+        tx.i1.withUnsafeBufferPointer { a1 in
+            tx.l0.withUnsafeBufferPointer { b0 in
+                tx.l1.withUnsafeBufferPointer { b1 in
+                    let x0 = a0.baseAddress!, x1 = a1.baseAddress!, lx0 = b0.baseAddress!, lx1 = b1.baseAddress!
+                    Parallel.for(B * C * Ho, grain: max(1, resampleGrain / Wo)) { r in
+                        for orow in r {
+                            let plane = orow / Ho, i = orow % Ho
+                            let r0 = px + (plane * H + ty.i0[i]) * W, r1 = px + (plane * H + ty.i1[i]) * W
+                            let ly0 = ty.l0[i], ly1 = ty.l1[i], dst = po + orow * Wo
+                            for j in 0..<Wo {
+                                let top = r0[x0[j]] * lx0[j] + r0[x1[j]] * lx1[j]
+                                let bottom = r1[x0[j]] * lx0[j] + r1[x1[j]] * lx1[j]
+                                dst[j] = top * ly0 + bottom * ly1
+                            }
                         }
                     }
                 }
             }
-        }}}}
+        }
+    }
+    let inShape = x.shape
+    return out.recording("resizeBilinear", [x]) { g in
+        let gx = Tensor(zeros: inShape), pg = g.data, q = gx.data
+        tx.i0.withUnsafeBufferPointer { a0 in
+            tx.i1.withUnsafeBufferPointer { a1 in
+                tx.l0.withUnsafeBufferPointer { b0 in
+                    tx.l1.withUnsafeBufferPointer { b1 in
+                        let x0 = a0.baseAddress!, x1 = a1.baseAddress!, lx0 = b0.baseAddress!, lx1 = b1.baseAddress!
+                        Parallel.for(B * C, grain: max(1, resampleGrain / (Ho * Wo))) { r in
+                            for plane in r {
+                                for i in 0..<Ho {
+                                    let r0 = q + (plane * H + ty.i0[i]) * W, r1 = q + (plane * H + ty.i1[i]) * W
+                                    let ly0 = ty.l0[i], ly1 = ty.l1[i], gr = pg + (plane * Ho + i) * Wo
+                                    for j in 0..<Wo {
+                                        let t = gr[j]
+                                        r0[x0[j]] += t * ly0 * lx0[j]
+                                        r0[x1[j]] += t * ly0 * lx1[j]
+                                        r1[x0[j]] += t * ly1 * lx0[j]
+                                        r1[x1[j]] += t * ly1 * lx1[j]
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         return [gx]
     }
 }
@@ -213,41 +227,43 @@ struct GridPoint {
 /// Gradients flow to both the input and the grid.
 public func gridSample(_ input: Tensor, _ grid: Tensor) -> Tensor {
     let (B, C, H, W) = dims4(input, "gridSample")
-    shapeCheck(grid.rank == 4 && grid.shape[0] == B && grid.shape[3] == 2, "gridSample", input.shape, grid.shape,
-               expected: "input (B, C, H, W) and grid (B, Hout, Wout, 2)")
+    shapeCheck(
+        grid.rank == 4 && grid.shape[0] == B && grid.shape[3] == 2, "gridSample", input.shape, grid.shape,
+        expected: "input (B, C, H, W) and grid (B, Hout, Wout, 2)")
     let Ho = grid.shape[1], Wo = grid.shape[2], HW = H * W, HWo = Ho * Wo
     let out = Tensor(zeros: [B, C, Ho, Wo])
     let pin = input.data, pgr = grid.data, po = out.data
     // One task per output row (b, i): corners and weights once, then every channel.
     Parallel.for(B * Ho, grain: max(1, resampleGrain / max(Wo * C, 1))) { r in
         withUnsafeTemporaryAllocation(of: Int.self, capacity: 4 * max(Wo, 1)) { ob in
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * max(Wo, 1)) { wb in
-            let off = ob.baseAddress!, wt = wb.baseAddress!
-            for brow in r {
-                let b = brow / Ho
-                let gRow = pgr + brow * Wo * 2
-                for j in 0..<Wo {
-                    let p = GridPoint(gRow[2 * j], gRow[2 * j + 1], width: W, height: H)
-                    // Corners nw, ne, sw, se: offset in the plane (−1 when outside) and weight.
-                    let xIn0 = p.x0 >= 0 && p.x0 < W, xIn1 = p.x0 + 1 >= 0 && p.x0 + 1 < W
-                    let yIn0 = p.y0 >= 0 && p.y0 < H, yIn1 = p.y0 + 1 >= 0 && p.y0 + 1 < H
-                    let o = p.y0 * W + p.x0, e = off + 4 * j, v = wt + 4 * j
-                    e[0] = yIn0 && xIn0 ? o : -1;         v[0] = p.dxe * p.dys
-                    e[1] = yIn0 && xIn1 ? o + 1 : -1;     v[1] = p.dxw * p.dys
-                    e[2] = yIn1 && xIn0 ? o + W : -1;     v[2] = p.dxe * p.dyn
-                    e[3] = yIn1 && xIn1 ? o + W + 1 : -1; v[3] = p.dxw * p.dyn
-                }
-                let i = brow % Ho
-                for c in 0..<C {
-                    let plane = pin + (b * C + c) * HW, dst = po + (b * C + c) * HWo + i * Wo
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * max(Wo, 1)) { wb in
+                let off = ob.baseAddress!, wt = wb.baseAddress!
+                for brow in r {
+                    let b = brow / Ho
+                    let gRow = pgr + brow * Wo * 2
                     for j in 0..<Wo {
-                        var acc: Float = 0
-                        for k in 0..<4 { let o = off[4 * j + k]; if o >= 0 { acc += plane[o] * wt[4 * j + k] } }
-                        dst[j] = acc
+                        let p = GridPoint(gRow[2 * j], gRow[2 * j + 1], width: W, height: H)
+                        // Corners nw, ne, sw, se: offset in the plane (−1 when outside) and weight.
+                        let xIn0 = p.x0 >= 0 && p.x0 < W, xIn1 = p.x0 + 1 >= 0 && p.x0 + 1 < W
+                        let yIn0 = p.y0 >= 0 && p.y0 < H, yIn1 = p.y0 + 1 >= 0 && p.y0 + 1 < H
+                        let o = p.y0 * W + p.x0, e = off + 4 * j, v = wt + 4 * j
+                        e[0] = yIn0 && xIn0 ? o : -1; v[0] = p.dxe * p.dys
+                        e[1] = yIn0 && xIn1 ? o + 1 : -1; v[1] = p.dxw * p.dys
+                        e[2] = yIn1 && xIn0 ? o + W : -1; v[2] = p.dxe * p.dyn
+                        e[3] = yIn1 && xIn1 ? o + W + 1 : -1; v[3] = p.dxw * p.dyn
+                    }
+                    let i = brow % Ho
+                    for c in 0..<C {
+                        let plane = pin + (b * C + c) * HW, dst = po + (b * C + c) * HWo + i * Wo
+                        for j in 0..<Wo {
+                            var acc: Float = 0
+                            for k in 0..<4 { let o = off[4 * j + k]; if o >= 0 { acc += plane[o] * wt[4 * j + k] } }
+                            dst[j] = acc
+                        }
                     }
                 }
             }
-        }}
+        }
     }
 
     let inV = input.detached(), gridV = grid.detached()

@@ -16,7 +16,8 @@ extension Tensor {
 
     /// Dimensions reordered: output dim i is input dim `order[i]`.
     public func permuted(_ order: [Int]) -> Tensor {
-        shapeCheck(order.sorted() == Array(0..<rank), "permute(\(order))", shape, expected: "a permutation of 0..<\(rank)")
+        shapeCheck(
+            order.sorted() == Array(0..<rank), "permute(\(order))", shape, expected: "a permutation of 0..<\(rank)")
         let out = permuteCopy(self, order)
         var inverse = [Int](repeating: 0, count: rank)
         for (i, o) in order.enumerated() { inverse[o] = i }
@@ -58,8 +59,10 @@ public func concat(_ xs: [Tensor], dim: Int) -> Tensor {
     precondition(!xs.isEmpty, "concat: no tensors")
     let d = dim < 0 ? xs[0].rank + dim : dim
     for x in xs {
-        shapeCheck(x.rank == xs[0].rank && x.shape.enumerated().allSatisfy { $0.offset == d || $0.element == xs[0].shape[$0.offset] },
-                   "concat(dim: \(dim))", xs[0].shape, x.shape, expected: "equal sizes outside dim \(d)")
+        shapeCheck(
+            x.rank == xs[0].rank
+                && x.shape.enumerated().allSatisfy { $0.offset == d || $0.element == xs[0].shape[$0.offset] },
+            "concat(dim: \(dim))", xs[0].shape, x.shape, expected: "equal sizes outside dim \(d)")
     }
     var outShape = xs[0].shape
     outShape[d] = xs.map { $0.shape[d] }.reduce(0, +)
@@ -80,15 +83,21 @@ public func concat(_ xs: [Tensor], dim: Int) -> Tensor {
 /// Consecutive pieces of `x` along `dim` with the given sizes (which must add up to that dim).
 public func split(_ x: Tensor, sizes: [Int], dim: Int) -> [Tensor] {
     let d = dim < 0 ? x.rank + dim : dim
-    shapeCheck(sizes.reduce(0, +) == x.shape[d], "split(sizes: \(sizes), dim: \(dim))", x.shape, expected: "sizes adding up to \(x.shape[d])")
+    shapeCheck(
+        sizes.reduce(0, +) == x.shape[d], "split(sizes: \(sizes), dim: \(dim))", x.shape,
+        expected: "sizes adding up to \(x.shape[d])")
     var start = 0
-    return sizes.map { n in defer { start += n }; return slice(x, dim: d, start: start, length: n) }
+    return sizes.map { n in
+        defer { start += n }; return slice(x, dim: d, start: start, length: n)
+    }
 }
 
 /// `x[..., start ..< start+length, ...]` along `dim`.
 public func slice(_ x: Tensor, dim: Int, start: Int, length: Int) -> Tensor {
     let d = dim < 0 ? x.rank + dim : dim
-    shapeCheck(start >= 0 && length >= 0 && start + length <= x.shape[d], "slice(dim: \(dim), \(start)..<\(start + length))", x.shape, expected: "a range inside dim \(d)")
+    shapeCheck(
+        start >= 0 && length >= 0 && start + length <= x.shape[d], "slice(dim: \(dim), \(start)..<\(start + length))",
+        x.shape, expected: "a range inside dim \(d)")
     var outShape = x.shape
     outShape[d] = length
     let (outer, total, inner) = splitAround(x.shape, d)
