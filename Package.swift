@@ -96,6 +96,8 @@ let package = Package(
 
         .target(name: "TestSupport", dependencies: ["LeffaTensor"], path: "Tests/TestSupport", swiftSettings: fast),
         .testTarget(name: "LeffaTensorTests", dependencies: ["LeffaTensor", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "LeffaLayersTests", dependencies: ["LeffaLayers", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "LeffaDiffusionTests", dependencies: ["LeffaDiffusion", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaModelTests", dependencies: ["LeffaTraining", "LeffaRunFormat", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaDataTests", dependencies: ["LeffaData", "TestSupport"], exclude: ["Fixtures"], swiftSettings: fast),

@@ -4,8 +4,6 @@
 import XCTest
 import LeffaTensor
 import LeffaDiffusion
-@testable import LeffaTraining
-@testable import LeffaRunFormat
 
 final class PredictionTests: XCTestCase {
     func testTargetAndSplitAgree() {
