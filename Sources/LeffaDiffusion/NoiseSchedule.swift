@@ -1,5 +1,6 @@
 // The DDPM noise schedule of SD1.5: 1000 steps, "scaled_linear" betas from 0.00085 to 0.012,
-// epsilon prediction. Computed in double precision, as diffusers does in float64 then casts.
+// epsilon prediction. Computed in double precision (diffusers computes in float32: the two agree
+// to within 1e-6 relative, LeffaDiffusionTests.NoiseScheduleTests).
 import Foundation
 import LeffaTensor
 
