@@ -244,8 +244,10 @@ final class WorkerMPITests: XCTestCase {
         try synth()
         let r = try makeRun("bad", steps: 1)
         let job = try Binaries.run("leffa-worker", ["--run", r, "--reduction", "nccl"])
-        XCTAssertEqual(job.status, 1, job.stderr)
-        XCTAssertTrue(job.stderr.contains("--reduction=\"nccl\": expected auto, shared or buckets"), job.stderr)
+        // A usage error (ArgumentParser's exit code 64) that lists the valid values.
+        XCTAssertEqual(job.status, 64, job.stderr)
+        XCTAssertTrue(job.stderr.contains("'nccl' is invalid for '--reduction") && job.stderr.contains("'auto', 'shared' or 'buckets'"),
+                      job.stderr)
         let job1 = try Binaries.mpirun(1, "leffa-worker", ["--run", r, "--reduction", "Shared"])
         XCTAssertEqual(job1.status, 0, job1.stderr)
     }
