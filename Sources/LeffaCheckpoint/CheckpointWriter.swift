@@ -42,6 +42,12 @@ public enum CheckpointWriter {
         do {
             extents = try writeHDF5(contents, at: tmp, version: version, userBlock: userBlock)
         } catch let f as H5Failure {
+            if let e = f.systemErrno {
+                throw CheckpointError.io(
+                    file: path,
+                    reason: "cannot \(f.operation): \(String(cString: strerror(e))) (errno \(e))\(fileSystemAdvice(e)); "
+                        + "the partial file was removed, earlier checkpoints are intact")
+            }
             throw CheckpointError.hdf5(file: path, operation: f.operation, message: f.message)
         }
         // HDF5 has written and closed the file: add the leffa header (CheckpointHeader.swift),
@@ -199,5 +205,16 @@ func exists(_ path: String) -> Bool {
 }
 
 func posixError(_ file: String, _ what: String) -> CheckpointError {
-    .io(file: file, reason: "\(what): \(String(cString: strerror(errno)))")
+    let e = errno
+    return .io(file: file, reason: "\(what): \(String(cString: strerror(e)))\(fileSystemAdvice(e))")
+}
+
+/// What to do about the file-system errors a user can fix.
+func fileSystemAdvice(_ e: Int32) -> String {
+    switch e {
+    case ENOSPC, EDQUOT: return " — free space there (or lower keep_checkpoints), then resume"
+    case EROFS: return " — the file system is read-only; put the run on a writable one"
+    case EACCES, EPERM: return " — no permission to write there"
+    default: return ""
+    }
 }

@@ -14,14 +14,30 @@ import Foundation
 struct H5Failure: Error {
     var operation: String
     var message: String
+
+    /// The system error under the failure, when HDF5's message carries one ("errno = 28, …"):
+    /// a full disk or a read-only file system is the user's to fix, not damage or a bug.
+    var systemErrno: Int32? {
+        guard let r = message.range(of: "errno = ") else { return nil }
+        return Int32(message[r.upperBound...].prefix(while: \.isNumber))
+    }
 }
 
 enum H5 {
     /// Call at every entry point: error printing is a per-thread setting in thread-safe builds.
     static func enter() {
-        _ = H5open()
+        _ = initialized
         leffa_h5_quiet()
     }
+
+    /// HDF5 without its exit handler: after a failed write (a full disk) the library keeps the
+    /// file half-closed, and its handler would crash closing it again at exit, after the error
+    /// was reported. Every file we write is flushed and closed by us, so the handler has nothing
+    /// left to do otherwise.
+    private static let initialized: Void = {
+        _ = H5dont_atexit()
+        _ = H5open()
+    }()
 
     /// HDF5's description of the last failure on this thread (the API-level message, then the
     /// innermost cause, which says things like "truncated file: eof = 4096, stored_eof = 9216"),

@@ -324,7 +324,7 @@ public final class MPIContext: @unchecked Sendable {
         let rc = body()
         mpiLock.unlock()
         watchdog.leave(token)
-        if rc != leffa_mpi_success() { abort("\(name) failed: \(mpiErrorString(rc))", code: 2) }
+        if rc != leffa_mpi_success() { abort("\(name) failed: \(mpiErrorString(rc))", code: 3) }
     }
 
     /// In-place all-reduce on `comm`, split into chunks that fit MPI's 32-bit counts.

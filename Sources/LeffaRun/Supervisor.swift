@@ -77,7 +77,7 @@ public final class Supervisor {
                 _ = FileManager.default.createFile(atPath: path, contents: nil)
             }
             guard let h = FileHandle(forWritingAtPath: path) else { return }
-            _ = try? h.seekToEnd(); h.write(Data("\(timestamp()) \(line)\n".utf8)); try? h.close()
+            _ = try? h.seekToEnd(); try? h.write(contentsOf: Data("\(timestamp()) \(line)\n".utf8)); try? h.close()
         }
     }
 
@@ -150,6 +150,7 @@ public final class Supervisor {
             try FileManager.default.createDirectory(at: directory.logsURL(stage), withIntermediateDirectories: true)
             let child = try ChildProcess(cmd, environment: childEnvironment(), output: logURL)
             childPID = child.pid
+            lastWorkerError = nil
             let result = supervise(child, logURL: logURL)
             childPID = 0
             if case .interrupted = result { return stopOutcome }
@@ -176,11 +177,20 @@ public final class Supervisor {
             }
             guard let failure else { failures = 0; failuresAtThisCount = 0; continue }
             if after.status == .failed {
-                // The worker judged the failure deterministic (e.g. a NaN loss): restarting from the
-                // same checkpoint with the same seed would repeat it.
+                // The worker judged the failure deterministic (a NaN loss, bad data, a full disk):
+                // restarting from the same checkpoint with the same seed would repeat it.
                 let why = after.history.last?.reason ?? failure
+                let message =
+                    "stage \(stage): \(why)\nNot restarting: the same checkpoint and seed would fail the same way. Fix the cause (the stage's lr in \(directory.configURL.path), the data, the disk), then rerun `leffa-coord run` to resume from the last valid checkpoint."
+                if case .exited(ExitStatus.runFailed) = result { throw RunFailed(message) }
+                throw RunError(message)
+            }
+            if case .exited(let code) = result, code == ExitStatus.badInput || code == ExitStatus.usage {
+                // Bad input (named in the worker's last error line) fails again on every retry.
+                let cause = lastWorkerError ?? failure
+                _ = try? directory.updateState { if $0.status != .failed { $0.setStatus(.failed, reason: cause) } }
                 throw RunError(
-                    "stage \(stage): \(why)\nNot restarting: the same checkpoint and seed would fail the same way. Fix the cause (the stage's lr in \(directory.configURL.path), the data), then rerun `leffa-coord run` to resume from the last valid checkpoint."
+                    "stage \(stage): \(cause)\nNot restarting: the worker reported bad input (exit status \(code)), which a restart would meet again. Fix it, then rerun `leffa-coord run` to resume from the last valid checkpoint (log: \(logURL.path))."
                 )
             }
             if progressed { failures = 0; failuresAtThisCount = 0 }
@@ -197,7 +207,7 @@ public final class Supervisor {
                 continue
             }
             if failures > options.retries {
-                throw RunError(
+                throw RunFailed(
                     "stage \(stage): \(lastFailure); giving up after \(options.retries) restart(s) without progress. The run directory is intact: see \(logURL.path), then rerun `leffa-coord run` to resume from the last valid checkpoint"
                 )
             }
@@ -246,13 +256,33 @@ public final class Supervisor {
 
     enum Result { case exited(Int32), signaled(Int32), stalled(Double), interrupted }
 
+    /// The worker's last error line in this launch ("leffa-worker: error: …" alone, "leffa: rank R:
+    /// …" under mpirun), without the prefix: the cause to report and record.
+    var lastWorkerError: String?
+
+    /// Echoes the worker's new lines, remembering its last error line.
+    func echo(_ lines: [String]) {
+        for line in lines {
+            log("  " + line)
+            for prefix in ["leffa-worker: error: ", "leffa: rank "] where line.hasPrefix(prefix) {
+                var cause = String(line.dropFirst(prefix.count))
+                // "leffa: rank 0: message [host h, pid p; aborting all 2 ranks, exit code 1]"
+                if prefix == "leffa: rank ", let colon = cause.range(of: ": ") {
+                    cause = String(cause[colon.upperBound...])
+                    if let bracket = cause.range(of: " [host ", options: .backwards) { cause = String(cause[..<bracket.lowerBound]) }
+                }
+                lastWorkerError = cause
+            }
+        }
+    }
+
     func supervise(_ child: ChildProcess, logURL: URL) -> Result {
         let started = Date().timeIntervalSince1970
         var tail = LogTail(url: logURL)
         while true {
-            for line in tail.newLines() { log("  " + line) }
+            echo(tail.newLines())
             if let status = child.poll() {
-                for line in tail.newLines(flush: true) { log("  " + line) }
+                echo(tail.newLines(flush: true))
                 return status.signal != nil ? .signaled(status.signal!) : .exited(status.code)
             }
             if interruptRequested != 0 {
@@ -267,7 +297,7 @@ public final class Supervisor {
                 var stopped = false
                 while !stopped {
                     if child.wait(timeout: options.pollInterval) != nil { stopped = true; break }
-                    for line in tail.newLines() { log("  " + line) }
+                    echo(tail.newLines())
                     let beat = max(asked, Heartbeat.read(directory)?.unixTime ?? 0)
                     let silent = Date().timeIntervalSince1970 - beat
                     if interruptRequested > 1 || silent > max(options.stopGrace, options.heartbeatTimeout) { break }
@@ -279,7 +309,7 @@ public final class Supervisor {
                     child.signalGroup(SIGKILL)
                     _ = child.wait(timeout: 10)
                 }
-                for line in tail.newLines(flush: true) { log("  " + line) }
+                echo(tail.newLines(flush: true))
                 log("stopped; run `leffa-coord run` again to resume")
                 return .interrupted
             }

@@ -2,23 +2,32 @@
 // the old file or the new one, never half of either, and a crash leaves the old one.
 import Foundation
 
-/// Writes to a temporary name in the same folder, fsyncs, renames: readers see the old or the new file.
+/// Writes to a temporary name in the same folder, fsyncs, renames: readers see the old or the new
+/// file. On any failure (a full disk, a read-only folder) the temporary file is removed and the
+/// old file is untouched.
 public func atomicWrite(_ data: Data, to url: URL) throws {
     let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-    guard FileManager.default.createFile(atPath: tmp.path, contents: data) else {
-        throw RunError("\(tmp.path): cannot write (\(String(cString: strerror(errno))))")
+    func failure(_ what: String) -> RunError {
+        let e = errno
+        return RunError("\(url.path): cannot \(what) (\(String(cString: strerror(e))))")
     }
-    let fd = open(tmp.path, O_RDONLY)
-    if fd >= 0 { fsync(fd); close(fd) }
-    if rename(tmp.path, url.path) != 0 {
-        let why = String(cString: strerror(errno))
-        unlink(tmp.path)
-        throw RunError("\(url.path): cannot replace (\(why))")
+    let fd = open(tmp.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    if fd < 0 { throw failure("write it") }
+    var ok = false
+    defer { if !ok { unlink(tmp.path) } }
+    let written = data.withUnsafeBytes { b -> Bool in
+        var at = 0
+        while at < b.count {
+            let n = write(fd, b.baseAddress! + at, b.count - at)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return false }
+            at += n
+        }
+        return true
     }
-}
-
-/// An error about a run, its files or its config, worded for the user (it names the file).
-public struct RunError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ message: String) { description = message }
+    if !written { let e = failure("write it"); close(fd); throw e }
+    if fsync(fd) != 0 { let e = failure("write it to disk"); close(fd); throw e }
+    if close(fd) != 0 { throw failure("write it") }
+    if rename(tmp.path, url.path) != 0 { throw failure("replace it") }
+    ok = true
 }

@@ -68,7 +68,7 @@ public struct RunDirectory: Sendable {
             )
         }
         do { return try JSONDecoder().decode(RunState.self, from: data) } catch {
-            throw RunError("\(stateURL.path): not a valid run state (\(error))")
+            throw RunError("\(stateURL.path): not a valid run state: \(describe(error))")
         }
     }
 

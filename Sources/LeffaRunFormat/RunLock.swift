@@ -31,7 +31,10 @@ public final class RunLock {
         let url = run.url.appendingPathComponent(kind.rawValue)
         let fd = open(url.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
-            throw RunError("\(url.path): cannot open the run lock (\(String(cString: strerror(errno))))")
+            let e = errno
+            if e == ENOENT { _ = try run.readState() } // no run there: say that
+            let why = e == EROFS || e == EACCES ? "; a run's folder must be writable (state, checkpoints and logs go there)" : ""
+            throw RunError("\(url.path): cannot open the run lock (\(String(cString: strerror(e))))\(why)")
         }
         for attempt in 0..<10 {
             if flock(fd, LOCK_EX | LOCK_NB) == 0 {

@@ -198,13 +198,7 @@ public final class Trainer {
                     + Array(problems.errors.prefix(5)).report)
         }
         if dataset.count == 0 { throw RunError("data at \(resolve(config.dataRoot)): no samples (empty pairs file?)") }
-        // Every rank takes the same share; uneven shares would weight samples unequally (and the
-        // fixed order would need a different number of reductions per rank).
-        if stage.batch % collective.size != 0 {
-            throw RunError(
-                "\(run.configURL.path): field stages[\(stageIndex)].batch is \(stage.batch), expected a multiple of the \(collective.size) ranks (launch with a rank count that divides it)"
-            )
-        }
+        try config.checkRanks(collective.size, fromStage: stageIndex, source: run.configURL.path)
         let builder = BatchBuilder(dataset: dataset, config: config, model: model, cacheRoot: Prepare.cacheURL(run))
         let objective = TrainingObjective(
             leffa: stage.leffa, prediction: config.prediction, activationCheckpointing: config.activationCheckpointing)
@@ -259,7 +253,7 @@ public final class Trainer {
                     "stage \(stage.name) step \(step + 1): the loss is \(agreed.loss) (diffusion \(agreed.diffusion)); stopping without saving — the last checkpoint is intact. Lower the learning rate or check the data."
                 // Failed, not running: a restart would repeat it bit for bit (same seed, same data).
                 if isRoot { try? setStatus(.failed, reason: why) }
-                throw RunError(why)
+                throw RunFailed(why)
             }
             let lr = learningRate(step: step)
             let gradNorm = ddp.step(

@@ -29,15 +29,26 @@ public enum Worker {
     /// Throws (after aborting the other ranks) on any error; prints to stderr on rank 0.
     public static func run(_ options: Options, stop: @escaping () -> Bool) throws {
         let context: MPIContext
-        do { context = try MPIContext.start() } catch { throw RunError("cannot start MPI: \(error)") }
+        do { context = try MPIContext.start() } catch { throw RunFailed("cannot start MPI: \(error)") }
         let log: (String) -> Void = { line in
             if context.rank == 0 { FileHandle.standardError.write(Data((line + "\n").utf8)) }
         }
+        // The collectives of the stage being trained, held here so that an error never releases
+        // them: their teardown (MPI_Win_free, MPI_Comm_free, joining the reducer's thread) is
+        // collective, and on a rank that fails alone it would wait for the others for ever, before
+        // the error is printed. A failing rank aborts the job with them still alive; a stage that
+        // ends well releases them on every rank at the same point.
+        var live: [Collective] = []
         do {
             let dir = RunDirectory(options.run)
             // Rank 0 holds the run's worker lock while it lives: `stage advance`/`set`, another
             // worker or `leffa-coord run` on any node see the run as live (RunLock.swift).
-            _ = try dir.readState() // no run here: say so before taking a lock in it
+            let state = try dir.readState() // no run here: say so before taking a lock in it
+            // Before any rank loads anything: every rank sees the same config and says the same.
+            let config = try dir.readConfig()
+            if let i = config.stages.firstIndex(where: { $0.name == state.stage }) {
+                try config.checkRanks(context.size, fromStage: i, source: dir.configURL.path)
+            }
             let lock = context.rank == 0 ? try RunLock.acquire(dir, .worker) : nil
             defer { lock?.release() }
             let method = try options.reduction ?? GradientReduction.fromEnvironment()
@@ -50,6 +61,7 @@ public enum Worker {
                         context: context, parameters: model.parameters, shareState: true, ema: ema,
                         fixedOrder: options.fixedOrder, bucketBytes: options.bucketBytes, reduction: method)
                     if !said { log("leffa-worker: \(c.summary)"); said = true }
+                    live.append(c)
                     return c
                 } : nil
             if context.rank == 0 && context.isDistributed {
@@ -62,13 +74,27 @@ public enum Worker {
                 let trainer = try Trainer(run: dir, collective: make, log: log)
                 trainer.stopRequested = stop
                 let outcome = try trainer.train(untilStep: options.untilStep, fixedOrder: options.fixedOrder)
+                live.removeAll()
+                if case .stopped(let step) = outcome, context.rank == 0 {
+                    // Not running any more, and nothing wrong: ready to resume.
+                    let why = stop() ? "a stop was requested" : "--until-step \(options.untilStep ?? step)"
+                    try dir.updateState { $0.setStatus(.ready, reason: "stopped at step \(step) of stage \($0.stage) (\(why))") }
+                }
                 guard case .stageFinished(let next) = outcome, options.allStages, next != nil, !stop() else { break }
             }
             context.finalize()
         } catch {
-            if context.isDistributed { context.abort("\(error)") }
+            // The status tells the coordinator whether to restart (ExitStatus); it records the cause.
+            let code = exitStatus(error)
+            if context.isDistributed { context.abort("\(error)", code: code) }
             throw error
         }
+    }
+
+    /// Bad input (1) unless MPI itself failed to set up (3: a relaunch may work).
+    public static func exitStatus(_ error: Error) -> Int32 {
+        if case DistributedError.setup = error { return ExitStatus.runFailed }
+        return ExitStatus.of(error)
     }
 
     /// mpirun binds each rank to one core when -np ≤ 2: say so when that leaves kernel threads idle.

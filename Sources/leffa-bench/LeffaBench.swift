@@ -9,9 +9,11 @@ import LeffaCLI
 
 @main
 struct LeffaBench: ParsableCommand {
+    static func main() { mainWithExitStatuses() }
     static let configuration = CommandConfiguration(
         commandName: "leffa-bench",
         abstract: "Benchmarks of the Leffa training system.",
+        version: leffaVersion,
         subcommands: [
             EngineBench.self, TrainStepBench.self, SD15Bench.self, DDPBench.self, FlowAccuracyBench.self,
             LeffaEffectBench.self, CheckpointIOBench.self,

@@ -52,7 +52,7 @@ struct Eval: ParsableCommand {
             o.pairsFile = pairs.map { URL(fileURLWithPath: $0) }
             o.dataRoot = data.map { URL(fileURLWithPath: $0) }
             try sampling.check()
-            guard limit.map({ $0 >= 1 }) ?? true else { throw RunError("--limit: expected at least 1, got \(limit!)") }
+            guard limit.map({ $0 >= 1 }) ?? true else { throw ValidationError("--limit: expected at least 1, got \(limit!)") }
             if let size { o.size = (size.height, size.width) }
             let (cfg, model, from, st) = try source.load()
             let m = EvalModel(model: model, config: cfg, stage: st, source: from)

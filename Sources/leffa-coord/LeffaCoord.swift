@@ -6,9 +6,11 @@ import LeffaCLI
 
 @main
 struct LeffaCoord: ParsableCommand {
+    static func main() { mainWithExitStatuses() }
     static let configuration = CommandConfiguration(
         commandName: "leffa-coord",
         abstract: "Create, drive and inspect Leffa training runs.",
+        version: leffaVersion,
         subcommands: [
             Init.self, Synth.self, CheckData.self, PrepareCommand.self, Stage.self, Run.self, Export.self, Sample.self,
             Eval.self, Debug.self

@@ -29,7 +29,7 @@ struct Run: ParsableCommand {
     ) var elastic = false
 
     func run() throws {
-        guard np >= 1 else { throw userError(RunError("--np: expected at least 1, got \(np)")) }
+        guard np >= 1 else { throw ValidationError("--np: expected at least 1, got \(np)") }
         var opts = SupervisorOptions(worker: worker ?? siblingExecutable("leffa-worker"))
         opts.ranks = np; opts.hostfile = hostfile; opts.mpirunArgs = mpirunArgs; opts.workerArgs = workerArgs
         opts.retries = retries; opts.alwaysMPI = mpi; opts.backoff = backoff; opts.heartbeatTimeout = heartbeatTimeout
@@ -40,6 +40,13 @@ struct Run: ParsableCommand {
                     "\(opts.worker): leffa-worker not found; build it (`swift build -c release`) or pass --worker PATH")
             )
         }
+        do {
+            // Refused before anything launches (the worker would refuse too, after MPI started).
+            let dir = RunDirectory(runPath), state = try dir.readState(), config = try dir.readConfig()
+            if let i = config.stages.firstIndex(where: { $0.name == state.stage }), state.status != .done {
+                try config.checkRanks(np, fromStage: i, source: dir.configURL.path)
+            }
+        } catch { throw userError(error) }
         Supervisor.installInterruptHandler()
         let sup = Supervisor(run: RunDirectory(runPath), options: opts) {
             FileHandle.standardError.write(Data(("leffa-coord: " + $0 + "\n").utf8))

@@ -12,10 +12,14 @@ struct Init: ParsableCommand {
         abstract: "Validate a config and create a run directory (and its synthetic data, with data.synthesize).")
     @Option(help: "The run config (YAML), e.g. Configs/tiny-synthetic.yaml.") var config: String
     @Option(name: .customLong("run"), help: "The run directory to create.") var runPath: String
+    @Option(help: "The MPI rank count the run will use: refused unless it divides every stage's batch.")
+    var np: Int?
 
     func run() throws {
+        if let np, np < 1 { throw ValidationError("--np: expected at least 1, got \(np)") }
         do {
             let cfg = try RunConfig.load(path: config)
+            if let np { try cfg.checkRanks(np, source: config) }
             let dir = try RunDirectory.create(at: runPath, config: cfg)
             print(
                 "created run \(dir.url.path): stages \(cfg.stages.map { "\($0.name) (\($0.height)x\($0.width), \($0.steps) steps, batch \($0.batch)\($0.leffa != nil ? ", Leffa loss" : ""))" }.joined(separator: ", "))"
@@ -45,10 +49,10 @@ struct Synth: ParsableCommand {
 
     func run() throws {
         guard size.height >= 16, size.width >= 12 else {
-            throw userError(RunError("--size: expected HxW of at least 16x12, got \(size)"))
+            throw ValidationError("--size: expected HxW of at least 16x12, got \(size)")
         }
-        guard count >= 1 else { throw userError(RunError("--count: expected at least 1, got \(count)")) }
-        guard testCount >= 0 else { throw userError(RunError("--test-count: expected 0 or more, got \(testCount)")) }
+        guard count >= 1 else { throw ValidationError("--count: expected at least 1, got \(count)") }
+        guard testCount >= 0 else { throw ValidationError("--test-count: expected 0 or more, got \(testCount)") }
         do {
             let names = try generateSynthetic(
                 out: URL(fileURLWithPath: out), count: count, testCount: testCount,

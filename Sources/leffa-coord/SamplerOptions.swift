@@ -35,12 +35,12 @@ struct SamplerOptions: ParsableArguments {
 
     /// Errors name the option and the accepted range.
     func check() throws {
-        guard (1...1000).contains(steps) else { throw RunError("--steps: expected an integer in 1…1000, got \(steps)") }
+        guard (1...1000).contains(steps) else { throw ValidationError("--steps: expected an integer in 1…1000, got \(steps)") }
         guard guidance.isFinite && guidance >= 0 else {
-            throw RunError("--guidance: expected a number ≥ 0, got \(guidance)")
+            throw ValidationError("--guidance: expected a number ≥ 0, got \(guidance)")
         }
         guard guidanceRescale.isFinite && guidanceRescale >= 0 else {
-            throw RunError("--guidance-rescale: expected a number ≥ 0 (0 = off), got \(guidanceRescale)")
+            throw ValidationError("--guidance-rescale: expected a number ≥ 0 (0 = off), got \(guidanceRescale)")
         }
     }
 

@@ -21,9 +21,10 @@ extension GradientReduction: ExpressibleByArgument {
 
 @main
 struct LeffaWorker: ParsableCommand {
+    static func main() { mainWithExitStatuses() }
     static let configuration = CommandConfiguration(
         commandName: "leffa-worker",
-        abstract: "Train the current stage of a Leffa run (alone or under mpirun).")
+        abstract: "Train the current stage of a Leffa run (alone or under mpirun).", version: leffaVersion)
     @Option(name: .customLong("run"), help: "The run directory (made by `leffa-coord init`).") var runPath: String
     @Option(help: "Stop cleanly after this step of the current stage, leaving a checkpoint.") var untilStep: Int?
     @Flag(help: "Keep training into the following stages instead of stopping when the current one ends.")
@@ -50,6 +51,6 @@ struct LeffaWorker: ParsableCommand {
         var o = Worker.Options(run: runPath)
         o.untilStep = untilStep; o.allStages = allStages; o.fixedOrder = fixedOrder
         o.bucketBytes = bucketMb.map { $0 << 20 }; o.reduction = reduction; o.threadsGiven = threads.threads != nil
-        do { try Worker.run(o, stop: { stopSignal != 0 }) } catch { throw reportError("leffa-worker", error, code: 1) }
+        do { try Worker.run(o, stop: { stopSignal != 0 }) } catch { throw reportError("leffa-worker", error, code: Worker.exitStatus(error)) }
     }
 }

@@ -160,7 +160,7 @@ final class BadInputCatalogueTests: XCTestCase {
                  expect: ["format", "onnx"], absent: ["x"]),
             Case(name: "cli: ranks that do not divide the batch", command: { r, _ in
                     ("mpirun", ["--oversubscribe", "-np", "3", workerPath, "--run", r.path]) },
-                 expect: ["config.yaml", "stages[0].batch is 2", "multiple of the 3 ranks"]),
+                 expect: ["config.yaml", "stages[0].batch (stage s0) is 2, which 3 ranks cannot split", "rank counts that divide every stage's batch: 1, 2"]),
         ]
         XCTAssertGreaterThanOrEqual(cases.count, 20)
         for c in cases {
@@ -173,7 +173,9 @@ final class BadInputCatalogueTests: XCTestCase {
             let (program, args) = c.command(run, scratch)
             let (status, reason, err) = try execute(program, args)
             XCTAssertEqual(reason, .exit, "\(c.name): killed by signal \(status)\n\(err)")
-            XCTAssertNotEqual(status, 0, "\(c.name): exit 0\n\(err)")
+            // The exit-code convention (README): 2 for the command line, 1 for any other bad input.
+            let usage = c.name.hasPrefix("cli:") && !c.name.contains("ranks")
+            XCTAssertEqual(status, usage ? 2 : 1, "\(c.name): exit \(status)\n\(err)")
             for s in c.expect { XCTAssertTrue(err.contains(s), "\(c.name): '\(s)' not in:\n\(err)") }
             XCTAssertFalse(err.contains("Fatal error") || err.contains("Stack dump"), "\(c.name): crashed\n\(err)")
             let after = snapshot(run)

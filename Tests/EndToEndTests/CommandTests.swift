@@ -67,12 +67,12 @@ final class CommandTests: XCTestCase {
         let cfg = root.appendingPathComponent("bad.yaml"), runDir = root.appendingPathComponent("run")
         try tinyConfig().replacingOccurrences(of: "batch: 2", with: "batch: 0").write(to: cfg, atomically: true, encoding: .utf8)
         var (code, _, err) = try run("leffa-coord", ["init", "--config", cfg.path, "--run", runDir.path])
-        XCTAssertEqual(code, 2)
+        XCTAssertEqual(code, 1, "bad input exits 1")
         XCTAssertTrue(err.contains("bad.yaml") && err.contains("stages[0].batch") && err.contains("an integer ≥ 1"), err)
         XCTAssertFalse(FileManager.default.fileExists(atPath: runDir.path), "no run directory for a bad config")
 
         (code, _, err) = try run("leffa-coord", ["init", "--config", root.appendingPathComponent("nope.yaml").path, "--run", runDir.path])
-        XCTAssertEqual(code, 2)
+        XCTAssertEqual(code, 1, "bad input exits 1")
         XCTAssertTrue(err.contains("nope.yaml") && err.contains("readable"), err)
 
         (code, _, err) = try run("leffa-worker", ["--run", runDir.path])
@@ -81,7 +81,7 @@ final class CommandTests: XCTestCase {
     }
 
     /// `init` with `data.synthesize` makes the set under the run folder (and leaves it alone the
-    /// next time); a misspelt key exits 2 naming it, with no run folder.
+    /// next time); a misspelt key exits 1 naming it, with no run folder.
     func testInitSynthesizesDataAndRefusesUnknownKeys() throws {
         let root = try tempFolder(self, "cmd-synth")
         let cfg = root.appendingPathComponent("s.yaml")
@@ -103,7 +103,7 @@ final class CommandTests: XCTestCase {
 
         try tinyConfig().replacingOccurrences(of: "checkpoint_every: 2", with: "checkpoint_evry: 2").write(to: cfg, atomically: true, encoding: .utf8)
         (code, _, err) = try run("leffa-coord", ["init", "--config", cfg.path, "--run", root.appendingPathComponent("run3").path])
-        XCTAssertEqual(code, 2)
+        XCTAssertEqual(code, 1, "bad input exits 1")
         XCTAssertTrue(err.contains("s.yaml: field training.checkpoint_evry: unknown key checkpoint_evry (did you mean checkpoint_every?)"), err)
         XCTAssertFalse(FileManager.default.fileExists(atPath: root.appendingPathComponent("run3").path))
     }

@@ -18,15 +18,43 @@ final class SupervisorTests: XCTestCase {
         return o
     }
 
+    /// A stand-in worker that records its pid, prints `line` to stderr and exits with `code`.
+    func exitingWorker(_ dir: RunDirectory, code: Int32, line: String = "") throws -> String {
+        let path = dir.url.appendingPathComponent("worker-\(code).sh").path
+        try "#!/bin/sh\necho $$ >> \(dir.url.path)/worker-pids\necho '\(line)' >&2\nexit \(code)\n"
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        chmod(path, 0o755)
+        return path
+    }
+
+    /// Exit status 3 (run failed: a lost rank, MPI) may pass: restarted while the budget lasts.
     func testRetryBudgetEndsWithAClearError() throws {
         var opts = try options()
-        opts.worker = "/bin/false"; opts.workerArgs = []; opts.retries = 1; opts.backoff = 0.05
         let dir = try TinyRun.make()
+        opts.worker = try exitingWorker(dir, code: 3); opts.workerArgs = []; opts.retries = 1; opts.backoff = 0.05
         var lines: [String] = []
         XCTAssertThrowsError(try Supervisor(run: dir, options: opts) { lines.append($0) }.run()) {
             XCTAssertTrue("\($0)".contains("giving up after 1 restart(s)"), "\($0)")
         }
         XCTAssertEqual(lines.filter { $0.contains("restarting") }.count, 1)
+    }
+
+    /// Exit status 1 (bad input, named in the worker's error line) would fail the same way again:
+    /// not restarted; the cause is reported and recorded in the run as failed.
+    func testBadInputIsNotRestarted() throws {
+        var opts = try options()
+        let dir = try TinyRun.make()
+        let cause = "/data/train_pairs.txt: line 3: no file image/000003_00.jpg"
+        opts.worker = try exitingWorker(dir, code: 1, line: "leffa: rank 1: \(cause) [host h, pid 7; aborting all 2 ranks, exit code 1]")
+        opts.workerArgs = []; opts.retries = 3; opts.backoff = 0.05
+        var lines: [String] = []
+        XCTAssertThrowsError(try Supervisor(run: dir, options: opts) { lines.append($0) }.run()) {
+            XCTAssertTrue("\($0)".contains(cause) && "\($0)".contains("Not restarting"), "\($0)")
+        }
+        XCTAssertEqual(pids(dir).count, 1, "launched once, never restarted")
+        let state = try dir.readState()
+        XCTAssertEqual(state.status, .failed)
+        XCTAssertEqual(state.history.last?.reason, "failed: \(cause)")
     }
 
     /// A worker that marks the run failed (as a NaN loss does) is not restarted: it would fail again.
