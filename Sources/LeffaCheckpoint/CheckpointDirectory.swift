@@ -107,13 +107,10 @@ public final class CheckpointDirectory {
     /// `load` may have written into its destination before a damaged file was detected; the
     /// next attempt overwrites it, and when nil is returned the caller must re-initialise.
     public func latestValid<T>(_ load: (CheckpointReader) throws -> T) throws -> (url: URL, value: T)? {
-        var skipped: [(name: String, error: CheckpointError, movedTo: String?)] = []
-        func note(using: String) {
-            for s in skipped {
-                let moved = s.movedTo.map { "; moved aside to \($0)" } ?? ""
-                warnings.append("checkpoint \(s.name) is \(s.error.damageKind) (\(s.error.reason))\(moved); \(using)")
-            }
-        }
+        // One warning per damaged file as it is found, then what was decided once every
+        // candidate was tried (not before: an earlier file may be damaged too).
+        var skipped = 0
+        func note(using: String) { if skipped > 0 { warnings.append(using) } }
         for (_, file) in try checkpoints().reversed() {
             let result: T
             do {
@@ -122,13 +119,15 @@ public final class CheckpointDirectory {
                 result = try load(reader)
                 try reader.verifyUnread()
             } catch let e as CheckpointError where e.isDamage {
-                skipped.append((file.lastPathComponent, e, movesDamagedAside ? quarantine(file) : nil))
+                let moved = (movesDamagedAside ? quarantine(file) : nil).map { "; moved aside to \($0)" } ?? ""
+                warnings.append("checkpoint \(file.lastPathComponent) is \(e.damageKind) (\(e.reason))\(moved)")
+                skipped += 1
                 continue
             }
-            note(using: "using \(file.lastPathComponent)")
+            note(using: "resuming from \(file.lastPathComponent), the newest valid checkpoint")
             return (file, result)
         }
-        note(using: "no earlier valid checkpoint is left")
+        note(using: "no valid checkpoint is left (\(skipped) damaged)")
         return nil
     }
 

@@ -83,8 +83,22 @@ enum Inspection {
 }
 
 func inspect(_ url: URL, role: FileRole, decode: Bool) -> Inspection {
-    var isDir: ObjCBool = false
-    if !FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) { return .missing }
+    var st = stat()
+    if stat(url.path, &st) != 0 {
+        let e = errno
+        var link = stat()
+        // A name that is there but leads nowhere is not "missing": say what it is.
+        if lstat(url.path, &link) == 0 && (link.st_mode & S_IFMT) == S_IFLNK {
+            let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: url.path)) ?? "?"
+            let why =
+                e == ELOOP
+                ? "a symbolic link loop (it leads back to itself through '\(target)')"
+                : "a symbolic link to '\(target)', which does not exist"
+            return .failed(DataError(.unreadable, path: url.path, reason: why))
+        }
+        if e == ENOENT || e == ENOTDIR { return .missing }
+        return .failed(DataError(.unreadable, path: url.path, reason: "cannot open: \(String(cString: strerror(e)))"))
+    }
     do {
         switch role {
         case .picture:
@@ -141,7 +155,28 @@ func checkRecipes(_ recipes: [SampleRecipe], options: CheckOptions) -> [DataProb
     var problems: [DataProblem] = []
     var reported = Set<URL>() // per-file problems are reported once, at the first sample using the file
     for (r, us) in zip(recipes, uses) {
+        // The person-aligned files must share one size. When the person image alone differs from
+        // two or more files that agree, the person image is the odd one out: blame it, not them.
         var personSize: Size? = nil
+        var aligned: [(FileUse, Size)] = []
+        for u in us where u.personAligned {
+            if case .ok(let size, _) = results[slot[u.url]!] { aligned.append((u, size)) }
+        }
+        if let person = aligned.first(where: { $0.0.field == SampleField.image }) {
+            let others = aligned.filter { $0.0.field != SampleField.image }
+            let agreed = others.first.map { o in others.allSatisfy { $0.1 == o.1 } ? o.1 : nil } ?? nil
+            if let agreed, others.count >= 2, agreed != person.1 {
+                var e = DataError(
+                    .wrongSize, path: person.0.url.path, field: SampleField.image, line: r.line,
+                    pairsFile: r.pairsFile, reason: "")
+                e.reason =
+                    "is \(person.1), but its \(others.count) person-aligned files (\(others.map(\.0.field).joined(separator: ", "))) are all \(agreed)"
+                problems.append(DataProblem(.error, e, pairIndex: r.index))
+                personSize = nil
+            } else {
+                personSize = person.1
+            }
+        }
         for u in us {
             let at = DataError(
                 .missing, path: u.url.path, field: u.field, line: r.line, pairsFile: r.pairsFile, reason: "")
@@ -158,7 +193,6 @@ func checkRecipes(_ recipes: [SampleRecipe], options: CheckOptions) -> [DataProb
                             pairIndex: r.index))
                 }
             case .ok(let size, let warning):
-                if u.field == SampleField.image { personSize = size }
                 if u.personAligned, u.field != SampleField.image, let p = personSize, p != size {
                     var e = at
                     e.kind = .wrongSize

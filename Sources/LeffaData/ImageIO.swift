@@ -143,11 +143,32 @@ public enum ImageIO {
         switch try format(bytes, path: path) {
         case .png:
             let r = try readPNG(bytes, labels: false, headerOnly: !full, path: path)
+            // A header-only look still catches a truncated file: every PNG ends with IEND.
+            if !full && !endsWith(bytes, [0x49, 0x45, 0x4E, 0x44]) {
+                throw DataError(
+                    .corrupt, path: path, reason: "PNG is truncated: \(bytes.count) bytes and no IEND chunk at the end")
+            }
             return ImageInfo(format: .png, size: r.size, channels: r.channels, warning: nil)
         case .jpeg:
             let r = try decodeJPEG(bytes, headerOnly: !full, path: path)
-            return ImageInfo(format: .jpeg, size: r.size, channels: r.channels, warning: r.warning)
+            // libjpeg decodes a truncated JPEG with a warning (grey rows), so this is one too.
+            let cut =
+                !full && !endsWith(bytes, [0xFF, 0xD9])
+                ? "JPEG ends without its end-of-image marker (truncated?)" : nil
+            return ImageInfo(format: .jpeg, size: r.size, channels: r.channels, warning: r.warning ?? cut)
         }
+    }
+
+    /// Whether `marker` occurs in the last 1 KB of `bytes` (files may carry padding after it).
+    static func endsWith(_ bytes: [UInt8], _ marker: [UInt8]) -> Bool {
+        let tail = bytes.suffix(1024)
+        guard tail.count >= marker.count else { return false }
+        var i = tail.endIndex - marker.count
+        while i >= tail.startIndex {
+            if tail[i..<(i + marker.count)].elementsEqual(marker) { return true }
+            i -= 1
+        }
+        return false
     }
 
     /// The stored values of a palette or grayscale PNG, one per pixel (palette indices, not

@@ -31,3 +31,20 @@ public func atomicWrite(_ data: Data, to url: URL) throws {
     if rename(tmp.path, url.path) != 0 { throw failure("replace it") }
     ok = true
 }
+
+/// `mkdir -p`, with the failing folder and the system's reason in the error (a read-only or full
+/// file system, a file in the way).
+public func makeDirectories(_ url: URL) throws {
+    var path = ""
+    for part in url.standardizedFileURL.path.split(separator: "/") {
+        path += "/" + part
+        if mkdir(path, 0o755) == 0 || errno == EEXIST {
+            var st = stat()
+            if stat(path, &st) == 0 && (st.st_mode & S_IFMT) != S_IFDIR {
+                throw RunError("\(path): cannot create a folder there: a file is in the way")
+            }
+            continue
+        }
+        throw RunError("\(path): cannot create the folder (\(String(cString: strerror(errno))))")
+    }
+}

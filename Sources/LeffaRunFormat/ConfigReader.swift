@@ -69,7 +69,9 @@ struct Reader {
     /// "a list", "a mapping" or the scalar itself: what was found where something else was expected.
     static func describe(_ n: Yams.Node) -> String {
         switch n {
-        case .scalar(let s): return s.string
+        case .scalar(let s):
+            // A quoted scalar is a string however it reads: `lr: "1.0e-3"` is not a number.
+            return s.style == .singleQuoted || s.style == .doubleQuoted ? "the string \"\(s.string)\" (remove the quotes)" : s.string
         case .sequence: return "a list"
         case .mapping: return "a mapping"
         case .alias: return "an alias"

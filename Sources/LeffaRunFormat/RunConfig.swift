@@ -100,6 +100,7 @@ public struct RunConfig: Sendable {
     /// (`training.checkpoint_every_minutes`), so a slow step count still bounds the work a crash
     /// loses; nil: by steps only. Rank 0's clock decides, and all ranks follow (Trainer).
     public var checkpointEveryMinutes: Double? = nil
+    /// Checkpoints kept per stage (the newest); 0 keeps all.
     public var keepCheckpoints: Int = 3
     public var snapshotEvery: Int = 0
     public var snapshotSamples: Int = 2
@@ -225,7 +226,7 @@ public struct RunConfig: Sendable {
             dataKind: dataKind, dataRoot: dataRoot, dataSplit: dataSplit, synthesize: synthesize,
             checkpointEvery: try training.int("checkpoint_every", default: 100, min: 1),
             checkpointEveryMinutes: try training.optionalDouble("checkpoint_every_minutes", above: 0, unit: "minutes"),
-            keepCheckpoints: try training.int("keep_checkpoints", default: 3, min: 1),
+            keepCheckpoints: try training.int("keep_checkpoints", default: 3, min: 0),
             snapshotEvery: try training.int("snapshot_every", default: 0, min: 0),
             snapshotSamples: try training.int("snapshot_samples", default: 2, min: 1),
             snapshotLayers: try training.strings("snapshot_layers", default: []),

@@ -41,11 +41,23 @@ public struct RunDirectory: Sendable {
             throw RunError(
                 "\(dir.stateURL.path): a run already exists here; choose another --run directory or remove it")
         }
-        try fm.createDirectory(at: dir.url, withIntermediateDirectories: true)
+        // Initial weights are read at the first stage's start, maybe days later on a cluster: a
+        // wrong path is refused now.
+        if let (kind, p) = config.initFrom {
+            var isDir: ObjCBool = false
+            let resolved = dir.resolve(p)
+            if !fm.fileExists(atPath: resolved, isDirectory: &isDir) || isDir.boolValue != (kind == "diffusers") {
+                let what = kind == "diffusers" ? "a diffusers folder" : "a .safetensors file"
+                throw RunError(
+                    "\(config.source): field model.init.\(kind) is \(p), expected \(what); nothing is at \(resolved)"
+                        + (p.hasPrefix("/") ? "" : " (relative paths are taken from the run folder)"))
+            }
+        }
+        try makeDirectories(dir.url)
         try atomicWrite(Data(config.text.utf8), to: dir.configURL)
         for s in config.stages {
             for sub in [dir.checkpointsURL(s.name), dir.snapshotsURL(s.name), dir.logsURL(s.name)] {
-                try fm.createDirectory(at: sub, withIntermediateDirectories: true)
+                try makeDirectories(sub)
             }
         }
         let state = RunState(

@@ -75,16 +75,48 @@ struct CheckData: ParsableCommand {
     var densepose = DenseposeEncoding.rgb
     @Option(help: "DressCode: the categories to check (repeat the option for several; default: all).")
     var category: [DressCodeDataset.Category] = []
+    @Flag(help: "Print the result as one JSON object (samples, errors, warnings) instead of text.") var json = false
 
     func run() throws {
         let ds = openDataset(
             kind, root: URL(fileURLWithPath: root), split: split,
             categories: category.isEmpty ? DressCodeDataset.Category.allCases : category, densepose: densepose)
-        let problems = ds.check(CheckOptions(decodeImages: !headersOnly))
-        print("\(ds.count) samples; \(problems.errors.count) error(s), \(problems.warnings.count) warning(s)")
-        if !problems.isEmpty { print(problems.report) }
-        if !problems.errors.isEmpty { throw ExitCode(1) }
+        var problems = ds.check(CheckOptions(decodeImages: !headersOnly))
+        if ds.count == 0 && problems.errors.isEmpty {
+            // Nothing to train on is not a clean bill of health.
+            problems.append(
+                DataProblem(
+                    .error,
+                    DataError(
+                        .malformed, path: root, reason: "no samples in the \(split) split (is its pairs file empty?)")))
+        }
+        if json {
+            let out = CheckDataReport(
+                samples: ds.count, errors: problems.errors.map(CheckDataReport.Problem.init),
+                warnings: problems.warnings.map(CheckDataReport.Problem.init))
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try enc.encode(out), as: UTF8.self))
+        } else {
+            print("\(ds.count) samples; \(problems.errors.count) error(s), \(problems.warnings.count) warning(s)")
+            if !problems.isEmpty { print(problems.report) }
+        }
+        if !problems.errors.isEmpty { throw ExitCode(ExitStatus.badInput) }
     }
+}
+
+/// `check-data --json`: every problem with its file, field, pairs-file line and reason.
+struct CheckDataReport: Encodable {
+    struct Problem: Encodable {
+        var path: String, field: String?, kind: String, reason: String, hint: String?
+        var pairsFile: String?, line: Int?
+        enum CodingKeys: String, CodingKey { case path, field, kind, reason, hint, pairsFile = "pairs_file", line }
+        init(_ p: DataProblem) {
+            path = p.error.path; field = p.error.field; kind = p.error.kind.rawValue; reason = p.error.reason
+            hint = p.error.hint; pairsFile = p.error.pairsFile; line = p.error.line
+        }
+    }
+    var samples: Int, errors: [Problem], warnings: [Problem]
 }
 
 struct PrepareCommand: ParsableCommand {

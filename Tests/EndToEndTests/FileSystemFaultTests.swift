@@ -75,4 +75,17 @@ extension WorkerMPITests {
             XCTAssertTrue(job.stderr.contains("Read-only file system"), job.log)
         }
     }
+
+    /// `init` into a read-only folder names the folder and the reason (not Foundation's error text).
+    func testInitOnAReadOnlyFileSystemSaysSo() throws {
+        try mountSmallDisk(megabytes: 4)
+        try remount("ro")
+        let cfg = FileManager.default.temporaryDirectory.appendingPathComponent("ro-\(UUID().uuidString).yaml")
+        try tinyConfig().write(to: cfg, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: cfg) }
+        let job = try Binaries.run("leffa-coord", ["init", "--config", cfg.path, "--run", dir.path + "/run"])
+        XCTAssertEqual(job.status, 1, job.log)
+        XCTAssertTrue(job.stderr.contains("\(dir.path)/run: cannot create the folder (Read-only file system)"), job.log)
+        XCTAssertFalse(job.stderr.contains("NSCocoaErrorDomain"), job.log)
+    }
 }

@@ -64,9 +64,9 @@ final class DirectoryTests: XCTestCase {
         let (url, c) = try XCTUnwrap(try d.latestValid())
         XCTAssertEqual(url.lastPathComponent, "step-00000200.h5")
         XCTAssertEqual(try c.int64("step"), 200)
-        XCTAssertEqual(d.warnings.count, 1)
-        let w = d.warnings[0]
-        for s in ["checkpoint step-00000300.h5 is truncated", "moved aside to step-00000300.h5.corrupt", "using step-00000200.h5"] {
+        XCTAssertEqual(d.warnings.count, 2)
+        let w = d.warnings.joined(separator: "\n")
+        for s in ["checkpoint step-00000300.h5 is truncated", "moved aside to step-00000300.h5.corrupt", "resuming from step-00000200.h5"] {
             XCTAssertTrue(w.contains(s), "warning '\(w)' lacks '\(s)'")
         }
         // Kept for inspection, out of the listing; the same step can be saved again.
@@ -117,10 +117,10 @@ final class DirectoryTests: XCTestCase {
 
         let (url, _) = try XCTUnwrap(try d.latestValid())
         XCTAssertEqual(url.lastPathComponent, "step-00000200.h5")
-        XCTAssertEqual(d.warnings.count, 1)
+        XCTAssertEqual(d.warnings.count, 2)
         XCTAssertTrue(d.warnings[0].contains("checkpoint step-00000300.h5 is corrupted (dataset '/params/\(e.name)': checksum mismatch"),
                       d.warnings[0])
-        XCTAssertTrue(d.warnings[0].hasSuffix("using step-00000200.h5"), d.warnings[0])
+        XCTAssertEqual(d.warnings[1], "resuming from step-00000200.h5, the newest valid checkpoint")
     }
 
     func testCorruptedMetaIsDetected() throws {
@@ -156,8 +156,10 @@ final class DirectoryTests: XCTestCase {
         let d = try threeCheckpoints()
         for s in [100, 200, 300] { try truncate(d.url(step: s), to: 2000) }
         XCTAssertNil(try d.latestValid())
-        XCTAssertEqual(d.warnings.count, 3)
-        XCTAssertTrue(d.warnings.allSatisfy { $0.hasSuffix("no earlier valid checkpoint is left") }, "\(d.warnings)")
+        // Each damaged file, then the decision, said only once all three were tried.
+        XCTAssertEqual(d.warnings.count, 4)
+        XCTAssertEqual(d.warnings.last, "no valid checkpoint is left (3 damaged)")
+        XCTAssertTrue(d.warnings.dropLast().allSatisfy { $0.hasPrefix("checkpoint step-") && !$0.contains("left") }, "\(d.warnings)")
         XCTAssertTrue(try steps(d).isEmpty)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: d.url.path).filter { $0.hasSuffix(".corrupt") }.count, 3)
     }
