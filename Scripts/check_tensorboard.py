@@ -104,8 +104,7 @@ def check_stage(run, stage, size):
                 path = os.path.join(run, "stages", stage, "samples", f"step-{e.step:08d}", tag[len("validation/"):] + ".png")
             else:
                 _, layer, sample = tag.split("/", 2)
-                name = f"{sample}-{layer}.png".replace("/", "_")
-                path = os.path.join(run, "stages", stage, "snapshots", f"step-{e.step:08d}", name)
+                path = os.path.join(run, "stages", stage, "snapshots", f"step-{e.step:08d}", f"{sample}-{layer}.png")
             if not os.path.exists(path):
                 problem(f"{stage}: {tag} at step {e.step}: no PNG file {path}")
             elif open(path, "rb").read() != e.encoded_image_string:

@@ -26,7 +26,7 @@ public struct RunDirectory: Sendable {
     public func stageContents(_ stage: String) -> [URL] {
         [
             checkpointsURL(stage), snapshotsURL(stage), samplesURL(stage), logsURL(stage),
-            finalWeightsURL(stage), finalWeightsURL(stage, ema: true)
+            finalWeightsURL(stage), finalWeightsURL(stage, ema: true), tensorboardURL(stage)
         ]
     }
     public func metricsURL(_ stage: String) -> URL { logsURL(stage).appendingPathComponent("metrics.jsonl") }
