@@ -101,7 +101,8 @@ def check_stage(run, stage, size):
                 problem(f"{stage}: {tag} at step {e.step} is {img.size}, event says {(e.width, e.height)}, "
                         f"expected {want}")
             if kind == "validation":
-                path = os.path.join(run, "stages", stage, "samples", f"step-{e.step:08d}", tag[len("validation/"):] + ".png")
+                name = tag[len("validation/"):] + ".png"
+                path = os.path.join(run, "stages", stage, "samples", f"step-{e.step:08d}", name)
             else:
                 _, layer, sample = tag.split("/", 2)
                 path = os.path.join(run, "stages", stage, "snapshots", f"step-{e.step:08d}", f"{sample}-{layer}.png")
@@ -116,7 +117,8 @@ def check_stage(run, stage, size):
         g["sizes"].update((e.width, e.height) for e in events)
     for kind, g in sorted(groups.items()):
         sizes = ", ".join(f"{a}x{b}" for a, b in sorted(g["sizes"]))
-        print(f"  {kind + '/*':18s} {g['tags']} tags, {g['images']} images (w×h {sizes}) at steps {sorted(g['steps'])}")
+        print(f"  {kind + '/*':18s} {g['tags']} tags, {g['images']} images (w×h {sizes}) "
+              f"at steps {sorted(g['steps'])}")
     if not tags["images"]:
         print("  no images")
 

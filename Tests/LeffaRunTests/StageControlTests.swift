@@ -67,7 +67,8 @@ final class StageControlTests: XCTestCase {
         // The stage's TensorBoard events go with them, out of `tensorboard --logdir RUN/tensorboard`.
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.tensorboardURL("highres").path))
         let events = dir.stageURL("highres").appendingPathComponent("\(aside[0])/tensorboard")
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: events.path).filter { $0.contains("tfevents") }.count, 1)
+        let files = try FileManager.default.contentsOfDirectory(atPath: events.path)
+        XCTAssertEqual(files.filter { $0.contains("tfevents") }.count, 1, "\(files)")
         // Moving forward again to a stage whose predecessor has final weights needs no confirmation.
         XCTAssertEqual(try StageControl.set(dir, to: "highres", confirmed: false).stage, "highres")
     }
