@@ -1,8 +1,8 @@
 // The training loop of one stage. Rank-independent by construction: the global batch of step s
 // is positions s·B ..< (s+1)·B of the stage's seeded sample order, each rank takes an interleaved
 // share, every random draw is keyed by (seed, step, position), gradients are summed over ranks,
-// and only rank 0 writes (checkpoints, snapshots, validation samples, metrics, state) while the
-// others wait.
+// and only rank 0 writes (checkpoints, snapshots, validation samples, metrics, TensorBoard events,
+// state) while the others wait.
 import Foundation
 import LeffaTensor
 import LeffaLayers
