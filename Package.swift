@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 // The Leffa training system. One target per layer; each imports only targets above it:
 //   shims (CBLAS, CMPI, CHDF5, CPNG, CJPEG)
-//   LeffaTensor (tensors, autograd, ops)
+//   LeffaTensor (tensors, autograd, ops) · TensorBoard (event files; no dependencies)
 //   SafeTensors · LeffaLayers · LeffaCheckpoint (HDF5) · LeffaDistributed (MPI transport)
 //   LeffaModels (UNets, VAE, weights) · LeffaDiffusion (schedule, samplers, Leffa loss) · LeffaData
 //   LeffaRunFormat (the run folder: config, state, heartbeat, locks, checkpoints, stage weights)
@@ -61,7 +61,9 @@ let package = Package(
         // The run folder's formats: config, state, heartbeat, locks, training checkpoints, stage weights.
         .target(name: "LeffaRunFormat", dependencies: ["LeffaModels", "LeffaDiffusion", "SafeTensors", "LeffaData", "LeffaCheckpoint", "Yams"],
                 swiftSettings: fast),
-        .target(name: "LeffaTraining", dependencies: ["LeffaRunFormat", "LeffaModels", "LeffaDiffusion", "SafeTensors", "LeffaData", "LeffaCheckpoint", "LeffaDistributed"], swiftSettings: fast),
+        // TensorBoard event files (CRC-32C, hand-written protobuf, TFRecord framing): no dependencies.
+        .target(name: "TensorBoard"),
+        .target(name: "LeffaTraining", dependencies: ["LeffaRunFormat", "LeffaModels", "LeffaDiffusion", "SafeTensors", "LeffaData", "LeffaCheckpoint", "LeffaDistributed", "TensorBoard"], swiftSettings: fast),
         // Held-out evaluation: inference over a split, image metrics (PSNR, SSIM), the baseline.
         .target(name: "LeffaEval", dependencies: ["LeffaTraining", "LeffaRunFormat", "LeffaModels", "LeffaDiffusion", "LeffaData", "LeffaDistributed"], swiftSettings: fast),
         .executableTarget(
@@ -104,7 +106,7 @@ let package = Package(
         .testTarget(name: "LeffaCheckpointTests", dependencies: ["LeffaCheckpoint", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaDistributedTests", dependencies: ["LeffaDistributed", "LeffaCheckpoint", "LeffaRunFormat", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaRunTests", dependencies: ["LeffaRun", "LeffaTraining", "LeffaRunFormat", "TestSupport"], swiftSettings: fast),
-        .testTarget(name: "LeffaTrainingTests", dependencies: ["LeffaTraining", "LeffaRunFormat", "TestSupport"], exclude: ["Fixtures"], swiftSettings: fast),
+        .testTarget(name: "LeffaTrainingTests", dependencies: ["LeffaTraining", "LeffaRunFormat", "TensorBoard", "TestSupport"], exclude: ["Fixtures"], swiftSettings: fast),
         .testTarget(name: "LeffaEvalTests", dependencies: ["LeffaEval", "LeffaTraining", "LeffaRunFormat", "LeffaModels", "LeffaData", "TestSupport"],
                     exclude: ["Fixtures"], swiftSettings: fast),
         // The built commands run as a user runs them (Binaries.swift finds and launches them):
@@ -113,6 +115,7 @@ let package = Package(
                     dependencies: ["LeffaTensor", "SafeTensors", "LeffaData", "LeffaModels", "LeffaCheckpoint",
                                    "LeffaRunFormat", "LeffaTraining", "LeffaEval", "LeffaRun", "TestSupport"],
                     swiftSettings: fast),
+        .testTarget(name: "TensorBoardTests", dependencies: ["TensorBoard"], exclude: ["Fixtures"]),
         .testTarget(name: "ShimTests", dependencies: ["CBLAS", "CMPI", "CHDF5", "CPNG", "CJPEG"]),
     ],
     swiftLanguageModes: [.v5]

@@ -217,14 +217,15 @@ public enum StageControl {
         return state
     }
 
-    /// Moves a stage's checkpoints, logs, snapshots, validation samples and final weights into a
-    /// discarded-STAMP folder.
+    /// Moves a stage's checkpoints, logs, snapshots, validation samples, final weights and
+    /// TensorBoard events (RUN/tensorboard/<stage>, moved as `tensorboard`) into a discarded-STAMP folder.
     static func moveAside(_ run: RunDirectory, _ stage: String, stamp: String) throws {
         let fm = FileManager.default, dir = run.stageURL(stage)
         let dest = dir.appendingPathComponent("discarded-\(stamp)")
         try fm.createDirectory(at: dest, withIntermediateDirectories: true)
         for src in run.stageContents(stage) where fm.fileExists(atPath: src.path) {
-            try fm.moveItem(at: src, to: dest.appendingPathComponent(src.lastPathComponent))
+            let name = src == run.tensorboardURL(stage) ? "tensorboard" : src.lastPathComponent
+            try fm.moveItem(at: src, to: dest.appendingPathComponent(name))
         }
         for sub in [run.checkpointsURL(stage), run.snapshotsURL(stage), run.logsURL(stage)] {
             try fm.createDirectory(at: sub, withIntermediateDirectories: true)

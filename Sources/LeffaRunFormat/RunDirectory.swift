@@ -1,6 +1,6 @@
 // A run directory: the resolved config, the run state (RunState.swift), the heartbeat and the
-// locks, and one folder per stage for checkpoints, flow snapshots, validation samples, logs and
-// final weights. Every path in a run is spelled here.
+// locks, one folder per stage for checkpoints, flow snapshots, validation samples, logs and
+// final weights, and tensorboard/<stage>/. Every path in a run is spelled here.
 import Foundation
 
 public struct RunDirectory: Sendable {
@@ -26,12 +26,17 @@ public struct RunDirectory: Sendable {
     public func stageContents(_ stage: String) -> [URL] {
         [
             checkpointsURL(stage), snapshotsURL(stage), samplesURL(stage), logsURL(stage),
-            finalWeightsURL(stage), finalWeightsURL(stage, ema: true)
+            finalWeightsURL(stage), finalWeightsURL(stage, ema: true), tensorboardURL(stage)
         ]
     }
     public func metricsURL(_ stage: String) -> URL { logsURL(stage).appendingPathComponent("metrics.jsonl") }
     /// One JSON line per validation sampling (kept apart from metrics.jsonl, whose lines are steps).
     public func validationLogURL(_ stage: String) -> URL { logsURL(stage).appendingPathComponent("validation.jsonl") }
+    /// A stage's TensorBoard event files: one folder per stage under one root, so
+    /// `tensorboard --logdir RUN/tensorboard` shows the stages as runs.
+    public func tensorboardURL(_ stage: String) -> URL {
+        url.appendingPathComponent("tensorboard").appendingPathComponent(stage)
+    }
 
     /// Creates a run from a validated config: refuses a directory that already holds a run.
     public static func create(at path: String, config: RunConfig) throws -> RunDirectory {

@@ -1,7 +1,8 @@
 // Attention-flow snapshots: for a few fixed samples at a fixed timestep and noise, the flow fields
 // of chosen generative attention layers and the references warped by them, in HDF5 (for analysis)
-// and as PNG strips a person can look at: reference | warped reference | target | flow colours
-// (| ground-truth flow colours, when the data has them).
+// and as PNG strips a person can look at (<sample>-<layer>.png, and TensorBoard images
+// flow/<layer>/<sample>): reference | warped reference | target | flow colours (| ground-truth
+// flow colours, when the data has them).
 import Foundation
 import LeffaRunFormat
 import LeffaTensor
@@ -97,10 +98,14 @@ public enum FlowSnapshot {
                 ]
                 if let gt = data.flow { panels.append(flowColours(gt, sample: s, size: (stage.height, stage.width))) }
                 let short = layer.replacingOccurrences(of: ".transformer_blocks.0.attn1", with: "")
-                let file = "\(data.ids[s])-\(short).png".replacingOccurrences(of: "/", with: "_")
-                try ImageIO.write(Image.hstack(panels), to: pngDir.appendingPathComponent(file), format: .png)
+                let sample = data.ids[s].replacingOccurrences(of: "/", with: "_")
+                let strip = Image.hstack(panels)
+                let png = try ImageIO.encodePNG(strip)
+                try ImageIO.writeBytes(png, to: pngDir.appendingPathComponent("\(sample)-\(short).png"))
+                t.board?.add(image: "flow/\(short)/\(sample)", png: png, of: strip, step: t.step)
             }
         }
+        t.board?.flush()
     }
 
     /// Sample `s` of a (B,3,H,W) tensor in [−1,1] as an image.

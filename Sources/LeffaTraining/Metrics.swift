@@ -41,6 +41,29 @@ public final class MetricsLog {
         handle?.write(line)
     }
     deinit { try? handle?.close() }
+
+    /// Drops the lines of steps after `step`, and a line torn by a crash (no newline at its end),
+    /// replacing the file atomically when anything goes: a stage resumed from an older checkpoint
+    /// redoes those steps and must not log them twice. Lines without a step are kept. Returns how
+    /// many lines with a step were dropped.
+    @discardableResult
+    public static func dropLines(after step: Int, in url: URL) throws -> Int {
+        guard let data = FileManager.default.contents(atPath: url.path), !data.isEmpty else { return 0 }
+        var lines = data.split(separator: 0x0A, omittingEmptySubsequences: false)
+        let torn = lines.removeLast().count > 0 // after the last newline: empty, or a torn line
+        var kept = Data(), dropped = 0
+        for line in lines {
+            let object = (try? JSONSerialization.jsonObject(with: line)) as? [String: Any]
+            if let s = object?["step"] as? Int, s > step {
+                dropped += 1
+                continue
+            }
+            kept += line
+            kept.append(0x0A)
+        }
+        if dropped > 0 || torn { try atomicWrite(kept, to: url) }
+        return dropped
+    }
 }
 
 /// "[lowres] step 12/100  loss 0.1234 (diff 0.1200, leffa 0.3400)  lr 1.0e-04  3.2 img/s  ETA 1m20s"

@@ -1,8 +1,8 @@
 // The training loop of one stage. Rank-independent by construction: the global batch of step s
 // is positions s·B ..< (s+1)·B of the stage's seeded sample order, each rank takes an interleaved
 // share, every random draw is keyed by (seed, step, position), gradients are summed over ranks,
-// and only rank 0 writes (checkpoints, snapshots, validation samples, metrics, state) while the
-// others wait.
+// and only rank 0 writes (checkpoints, snapshots, validation samples, metrics, TensorBoard events,
+// state) while the others wait.
 import Foundation
 import LeffaTensor
 import LeffaLayers
@@ -41,6 +41,8 @@ public final class Trainer {
     public var stopRequested: () -> Bool = { false }
     /// When rank 0 last saved (or restored) a checkpoint: `checkpoint_every_minutes` counts from it.
     var lastCheckpointTime = Date()
+    /// Rank 0's TensorBoard stream of the stage being trained (TrainingBoard.swift).
+    var board: TrainingBoard?
 
     /// `collective` makes the processes' collectives for the model, with room for an EMA when its
     /// second argument is true (nil: one process). It comes before the gradients, moments and EMA
@@ -203,6 +205,10 @@ public final class Trainer {
         let objective = TrainingObjective(
             leffa: stage.leffa, prediction: config.prediction, activationCheckpointing: config.activationCheckpointing)
         let isRoot = collective.rank == 0
+        if isRoot {
+            try rewindLogs()
+            board = try TrainingBoard(run: run, stage: stage.name, warn: log)
+        }
         let metrics = isRoot ? MetricsLog(url: run.metricsURL(stage.name)) : nil
         var validation: ValidationSet? = nil
         if config.validation.enabled {
@@ -268,7 +274,10 @@ public final class Trainer {
                     stage: stage.name, step: step, steps: stage.steps, loss: agreed.loss, diffusion: agreed.diffusion,
                     leffa: agreed.leffa, lr: Double(lr), gradNorm: Double(gradNorm),
                     stepSeconds: dt, imagesPerSecond: Double(b) / dt, time: timestamp(), reduceWaitSeconds: ddp.waited)
-                if step % config.logEvery == 0 || step == last { metrics?.append(m) }
+                if step % config.logEvery == 0 || step == last {
+                    metrics?.append(m)
+                    board?.add(m)
+                }
                 let rate = Date().timeIntervalSince(started) / Double(step - startStep)
                 log(progressLine(m, eta: rate * Double(stage.steps - step)))
                 try writeHeartbeat(phase: "training")

@@ -3,7 +3,7 @@
 // of the training split) — with the configured sampler (DDIM or DDPM, classifier-free guidance,
 // optionally rescaled; optionally repainted), and writes one PNG row per pair a person can judge:
 // masked person (what the model sees) | garment | sample | ground-truth target, to
-// stages/S/samples/step-NNNNNNNN/<pair>-<name>.png, and one JSON line per
+// stages/S/samples/step-NNNNNNNN/<pair>-<name>.png (and to TensorBoard), and one JSON line per
 // sampling to stages/S/logs/validation.jsonl. Pairs, noise and weights are fixed for a given run
 // and step, so two identical runs write identical bytes.
 import Foundation
@@ -147,9 +147,14 @@ extension Trainer {
             var files: [String] = []
             for i in 0..<set.count {
                 let url = dir.appendingPathComponent(set.fileName(i))
-                try ImageIO.write(set.row(i, sample: samples[i]!, repaint: v.repaint), to: url, format: .png)
+                let row = set.row(i, sample: samples[i]!, repaint: v.repaint)
+                let png = try ImageIO.encodePNG(row)
+                try ImageIO.writeBytes(png, to: url)
                 files.append(String(url.path.dropFirst(run.url.path.count + 1)))
+                let tag = "validation/" + url.deletingPathExtension().lastPathComponent
+                board?.add(image: tag, png: png, of: row, step: step)
             }
+            board?.flush()
             let seconds = Date().timeIntervalSince(t0)
             jsonl?.append(
                 ValidationRecord(

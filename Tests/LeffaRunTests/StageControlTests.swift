@@ -64,6 +64,11 @@ final class StageControlTests: XCTestCase {
         XCTAssertEqual(try StageControl.checkpointSteps(dir, "highres"), [])
         let aside = try FileManager.default.contentsOfDirectory(atPath: dir.stageURL("highres").path).filter { $0.hasPrefix("discarded-") }
         XCTAssertEqual(aside.count, 1)
+        // The stage's TensorBoard events go with them, out of `tensorboard --logdir RUN/tensorboard`.
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.tensorboardURL("highres").path))
+        let events = dir.stageURL("highres").appendingPathComponent("\(aside[0])/tensorboard")
+        let files = try FileManager.default.contentsOfDirectory(atPath: events.path)
+        XCTAssertEqual(files.filter { $0.contains("tfevents") }.count, 1, "\(files)")
         // Moving forward again to a stage whose predecessor has final weights needs no confirmation.
         XCTAssertEqual(try StageControl.set(dir, to: "highres", confirmed: false).stage, "highres")
     }
