@@ -25,22 +25,29 @@ public struct StepMetrics: Codable, Sendable {
 
 /// Appends metrics to a JSONL file (flushed each line, so a crash loses at most the current one).
 public final class MetricsLog {
-    let handle: FileHandle?
-    public init(url: URL) {
-        if !FileManager.default.fileExists(atPath: url.path) {
-            _ = FileManager.default.createFile(atPath: url.path, contents: nil)
-        }
-        handle = try? FileHandle(forWritingTo: url)
-        _ = try? handle?.seekToEnd()
+    let url: URL
+    let fd: Int32
+    public init(url: URL) throws {
+        self.url = url
+        fd = open(url.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        if fd < 0 { throw RunError("\(url.path): cannot open the log (\(String(cString: strerror(errno))))") }
     }
-    public func append<T: Encodable>(_ m: T) {
+    /// One line, written whole or not at all (a full disk truncates back): the next resume's
+    /// rewind would otherwise meet a torn line in the middle of the file.
+    public func append<T: Encodable>(_ m: T) throws {
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
-        guard var line = try? enc.encode(m) else { return }
+        var line = try enc.encode(m)
         line.append(0x0A)
-        handle?.write(line)
+        let end = lseek(fd, 0, SEEK_END)
+        let n = line.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
+        if n != line.count {
+            let e = n < 0 ? errno : ENOSPC
+            if end >= 0 { _ = ftruncate(fd, end) }
+            throw RunError("\(url.path): cannot append a line (\(String(cString: strerror(e))))")
+        }
     }
-    deinit { try? handle?.close() }
+    deinit { close(fd) }
 
     /// Drops the lines of steps after `step`, and a line torn by a crash (no newline at its end),
     /// replacing the file atomically when anything goes: a stage resumed from an older checkpoint

@@ -209,7 +209,7 @@ public final class Trainer {
             try rewindLogs()
             board = try TrainingBoard(run: run, stage: stage.name, warn: log)
         }
-        let metrics = isRoot ? MetricsLog(url: run.metricsURL(stage.name)) : nil
+        let metrics = isRoot ? try MetricsLog(url: run.metricsURL(stage.name)) : nil
         var validation: ValidationSet? = nil
         if config.validation.enabled {
             let v = try ValidationSet.open(
@@ -221,7 +221,7 @@ public final class Trainer {
             }
             validation = v
         }
-        let validationLog = isRoot && validation != nil ? MetricsLog(url: run.validationLogURL(stage.name)) : nil
+        let validationLog = isRoot && validation != nil ? try MetricsLog(url: run.validationLogURL(stage.name)) : nil
         let ckpt = try CheckpointDirectory(run.checkpointsURL(stage.name), keepLast: config.keepCheckpoints)
         let ddp = DataParallel(collective: collective, parameters: model.parameters, fixedOrder: fixedOrder)
         let last = min(stage.steps, untilStep ?? stage.steps)
@@ -275,7 +275,7 @@ public final class Trainer {
                     leffa: agreed.leffa, lr: Double(lr), gradNorm: Double(gradNorm),
                     stepSeconds: dt, imagesPerSecond: Double(b) / dt, time: timestamp(), reduceWaitSeconds: ddp.waited)
                 if step % config.logEvery == 0 || step == last {
-                    metrics?.append(m)
+                    try metrics?.append(m)
                     board?.add(m)
                 }
                 let rate = Date().timeIntervalSince(started) / Double(step - startStep)

@@ -156,7 +156,7 @@ extension Trainer {
             }
             board?.flush()
             let seconds = Date().timeIntervalSince(t0)
-            jsonl?.append(
+            try jsonl?.append(
                 ValidationRecord(
                     stage: stage.name, step: step, seconds: seconds, files: files, split: set.split,
                     scheduler: v.scheduler.rawValue, steps: v.steps, guidance: Double(v.guidance),
