@@ -122,3 +122,19 @@ func directoryExists(_ url: URL) -> Bool {
 /// "00000_00.jpg" → "00000_00".
 func stem(_ name: String) -> String { (name as NSString).deletingPathExtension }
 func ext(_ name: String) -> String { (name as NSString).pathExtension }
+
+extension PairedImageDataset {
+    /// Every file the dataset reads: its pairs files and each sample's files, once each, sorted.
+    /// What a run fingerprints to notice that its data changed under it.
+    public func files() -> [URL] {
+        var seen = Set<String>()
+        var out: [URL] = []
+        func add(_ u: URL) { if seen.insert(u.path).inserted { out.append(u) } }
+        for i in 0..<count {
+            let r = recipe(at: i)
+            if let p = r.pairsFile { add(URL(fileURLWithPath: p)) }
+            for u in r.fileUses { add(u.url) }
+        }
+        return out.sorted { $0.path < $1.path }
+    }
+}

@@ -39,6 +39,8 @@ public final class Trainer {
     /// step from its first micro-batch — every draw is keyed by (seed, step, position), so the
     /// redone step is the same bits.
     public var stopRequested: () -> Bool = { false }
+    /// Go on when the data changed since the run recorded it (RunDirectory.checkData).
+    public var acceptDataChange = false
     /// When rank 0 last saved (or restored) a checkpoint: `checkpoint_every_minutes` counts from it.
     var lastCheckpointTime = Date()
     /// Rank 0's TensorBoard stream of the stage being trained (TrainingBoard.swift).
@@ -200,6 +202,8 @@ public final class Trainer {
                     + Array(problems.errors.prefix(5)).report)
         }
         if dataset.count == 0 { throw RunError("data at \(resolve(config.dataRoot)): no samples (empty pairs file?)") }
+        // The same data as the checkpoints saw (rank 0 looks; its error ends every rank).
+        if collective.rank == 0, let line = try run.checkData(config, accept: acceptDataChange) { log(line) }
         try config.checkRanks(collective.size, fromStage: stageIndex, source: run.configURL.path)
         let builder = BatchBuilder(dataset: dataset, config: config, model: model, cacheRoot: Prepare.cacheURL(run))
         let objective = TrainingObjective(

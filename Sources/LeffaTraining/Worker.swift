@@ -20,6 +20,8 @@ public enum Worker {
         public var bucketBytes: Int?
         /// nil: LEFFA_REDUCTION, else auto.
         public var reduction: GradientReduction?
+        /// Go on when the data changed since the run recorded it (RunDirectory.checkData).
+        public var acceptDataChange = false
         /// Whether the thread count was given (then no note about CPU binding).
         public var threadsGiven = false
         public init(run: String) { self.run = run }
@@ -73,6 +75,7 @@ public enum Worker {
             while true {
                 let trainer = try Trainer(run: dir, collective: make, log: log)
                 trainer.stopRequested = stop
+                trainer.acceptDataChange = options.acceptDataChange
                 let outcome = try trainer.train(untilStep: options.untilStep, fixedOrder: options.fixedOrder)
                 live.removeAll()
                 if case .stopped(let step) = outcome, context.rank == 0 {

@@ -27,11 +27,13 @@ struct Run: ParsableCommand {
         help:
             "When a relaunch fails again at the same rank count (a host gone) or the hostfile offers fewer slots, relaunch with the largest rank count that the hosts offer and that divides every remaining stage's batch."
     ) var elastic = false
+    @Flag(help: "Go on although the run's data changed since it was recorded (passed to the worker; recorded in the history).")
+    var acceptDataChange = false
 
     func run() throws {
         guard np >= 1 else { throw ValidationError("--np: expected at least 1, got \(np)") }
         var opts = SupervisorOptions(worker: worker ?? siblingExecutable("leffa-worker"))
-        opts.ranks = np; opts.hostfile = hostfile; opts.mpirunArgs = mpirunArgs; opts.workerArgs = workerArgs
+        opts.ranks = np; opts.hostfile = hostfile; opts.mpirunArgs = mpirunArgs; opts.workerArgs = workerArgs + (acceptDataChange ? ["--accept-data-change"] : [])
         opts.retries = retries; opts.alwaysMPI = mpi; opts.backoff = backoff; opts.heartbeatTimeout = heartbeatTimeout
         opts.elastic = elastic
         guard FileManager.default.isExecutableFile(atPath: opts.worker) else {

@@ -46,6 +46,8 @@ struct Synth: ParsableCommand {
     @Option(help: "Random seed.") var seed: UInt64 = 0
     @Option(help: "Garment texture: pattern (fine stripes or checks and a print) or ramp (a smooth colour ramp).")
     var texture = SyntheticTexture.pattern
+    @Flag(help: "Write over a folder that already holds data (a run training on it would see other samples).")
+    var force = false
 
     func run() throws {
         guard size.height >= 16, size.width >= 12 else {
@@ -53,6 +55,13 @@ struct Synth: ParsableCommand {
         }
         guard count >= 1 else { throw ValidationError("--count: expected at least 1, got \(count)") }
         guard testCount >= 0 else { throw ValidationError("--test-count: expected 0 or more, got \(testCount)") }
+        let pairs = URL(fileURLWithPath: out).appendingPathComponent("train_pairs.txt")
+        if !force && FileManager.default.fileExists(atPath: pairs.path) {
+            throw userError(
+                RunError(
+                    "\(out): already holds data (\(pairs.lastPathComponent)); a run training on it would go on with other samples. Write elsewhere, or pass --force to replace it"
+                ))
+        }
         do {
             let names = try generateSynthetic(
                 out: URL(fileURLWithPath: out), count: count, testCount: testCount,

@@ -41,6 +41,8 @@ struct LeffaWorker: ParsableCommand {
             (overlapped MPI all-reduce). Default: LEFFA_REDUCTION, else auto.
             """)
     var reduction: GradientReduction?
+    @Flag(help: "Go on although the data changed since the run recorded it (recorded in the run's history).")
+    var acceptDataChange = false
     @OptionGroup var threads: ThreadOptions
 
     func run() throws {
@@ -51,6 +53,7 @@ struct LeffaWorker: ParsableCommand {
         var o = Worker.Options(run: runPath)
         o.untilStep = untilStep; o.allStages = allStages; o.fixedOrder = fixedOrder
         o.bucketBytes = bucketMb.map { $0 << 20 }; o.reduction = reduction; o.threadsGiven = threads.threads != nil
+        o.acceptDataChange = acceptDataChange
         do { try Worker.run(o, stop: { stopSignal != 0 }) } catch { throw reportError("leffa-worker", error, code: Worker.exitStatus(error)) }
     }
 }

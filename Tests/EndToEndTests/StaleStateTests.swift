@@ -53,4 +53,31 @@ extension WorkerMPITests {
         XCTAssertTrue(job.stderr.contains("w.yaml: field model.init.leffa is missing.safetensors, expected a .safetensors file; nothing is at \(run)/missing.safetensors"), job.log)
         XCTAssertFalse(FileManager.default.fileExists(atPath: run))
     }
+
+    /// The run records its data; data replaced under it (another synth) stops the resume, naming
+    /// what changed, until --accept-data-change, which the history records. synth itself refuses
+    /// to write over data without --force.
+    func testChangedDataStopsTheResumeUntilAccepted() throws {
+        try synth()
+        let run = try makeRun("fingerprint", steps: 4)
+        var job = try Binaries.run("leffa-worker", ["--run", run, "--until-step", "2"])
+        XCTAssertEqual(job.status, 0, job.log)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: run + "/data-manifest.tsv"))
+        let data = dir.appendingPathComponent("data").path
+        job = try Binaries.run("leffa-coord", ["synth", "--out", data, "--count", "6", "--size", "16x16", "--seed", "9"])
+        XCTAssertEqual(job.status, 1, job.log)
+        XCTAssertTrue(job.stderr.contains("already holds data") && job.stderr.contains("--force"), job.log)
+        job = try Binaries.run("leffa-coord", ["synth", "--out", data, "--count", "6", "--size", "16x16", "--seed", "9", "--force"])
+        XCTAssertEqual(job.status, 0, job.log)
+
+        job = try Binaries.run("leffa-worker", ["--run", run])
+        XCTAssertEqual(job.status, 1, job.log)
+        XCTAssertTrue(job.stderr.contains("the data changed since the run recorded it") && job.stderr.contains("changed size")
+                      && job.stderr.contains("--accept-data-change"), job.log)
+        XCTAssertEqual(try status(run), "ready", "a refused resume changes nothing")
+        job = try Binaries.run("leffa-worker", ["--run", run, "--accept-data-change"])
+        XCTAssertEqual(job.status, 0, job.log)
+        let history = try String(contentsOfFile: run + "/state.json", encoding: .utf8)
+        XCTAssertTrue(history.contains("data change accepted"), history)
+    }
 }
