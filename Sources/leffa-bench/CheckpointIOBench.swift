@@ -4,8 +4,9 @@
 // latestValid (open, verify, read each group into the flat block). The four groups are views of
 // one block, so a 29 GB SD1.5 checkpoint needs 7 GB of memory. Before the read the file's pages
 // are dropped from the page cache (posix_fadvise DONTNEED), so the read comes from the disk.
-// The anchor, in the same run: the same bytes written with plain write() + fdatasync and read back
-// with read(), which is what this disk can do at best.
+// The anchors, in the same run: the same bytes written with plain write() + fdatasync and read back
+// with read(), which is what this disk can do at best, and `dd conv=fsync` of as many bytes (what
+// an administrator measures the disk with).
 import ArgumentParser
 import Foundation
 import LeffaTensor
@@ -15,8 +16,9 @@ import LeffaCheckpoint
 
 struct CheckpointIOBench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "checkpoint-io",
-        abstract: "Write and read throughput of a training checkpoint (weights, Adam moments, EMA).")
+        commandName: "checkpoint",
+        abstract: "Write and read throughput of a training checkpoint (weights, Adam moments, EMA), beside dd.",
+        aliases: ["checkpoint-io"])
     @Option(help: "Model size: tiny, small or sd15.") var model: String = "sd15"
     @Option(help: "Folder for the checkpoint (removed afterwards); on the disk runs will use.") var dir: String =
         "bench-results/checkpoint-io"
@@ -26,8 +28,9 @@ struct CheckpointIOBench: ParsableCommand {
     struct Report: Encodable {
         var model: String, parameters: Int, fileBytes: Int, writeSeconds: Double, readSeconds: Double,
             writeGBps: Double, readGBps: Double
-        var rawWriteGBps: Double, rawReadGBps: Double
+        var rawWriteGBps: Double, rawReadGBps: Double, ddWriteGBps: Double
         enum CodingKeys: String, CodingKey {
+            case ddWriteGBps = "dd_fsync_write_gb_per_s"
             case model, parameters, fileBytes = "file_bytes", writeSeconds = "write_seconds", readSeconds =
                 "read_seconds", writeGBps = "write_gb_per_s", readGBps = "read_gb_per_s"
             case rawWriteGBps = "raw_disk_write_gb_per_s", rawReadGBps = "raw_disk_read_gb_per_s"
@@ -50,8 +53,8 @@ struct CheckpointIOBench: ParsableCommand {
         defer { try? FileManager.default.removeItem(at: folder) }
         let target = Tensor(zeros: [values.count])
         print("leffa-bench checkpoint-io: \(model), \(values.count) parameters × 4 groups, in \(folder.path)\n")
-        print("round   file GB   write s   write GB/s   read s   read GB/s   raw disk write / read GB/s")
-        var writes: [Double] = [], reads: [Double] = [], raws: [(Double, Double)] = [], bytes = 0
+        print("round   file GB   write s   write GB/s   read s   read GB/s   raw disk write / read GB/s   dd fsync GB/s")
+        var writes: [Double] = [], reads: [Double] = [], raws: [(Double, Double)] = [], dds: [Double] = [], bytes = 0
         for round in 1...max(1, repeats) {
             try? FileManager.default.removeItem(at: folder)
             let ckpt = try CheckpointDirectory(folder, keepLast: 1)
@@ -76,25 +79,42 @@ struct CheckpointIOBench: ParsableCommand {
             }
             try? FileManager.default.removeItem(at: folder)
             let raw = try rawDisk(values, times: 4, at: folder.appendingPathComponent("raw.bin"))
-            writes.append(w); reads.append(r); raws.append(raw)
+            let dd = try ddWrite(bytes: bytes, at: folder.appendingPathComponent("dd.bin"))
+            writes.append(w); reads.append(r); raws.append(raw); dds.append(dd)
             let gb = Double(bytes) / 1e9
             print(
                 String(
-                    format: "%5d   %7.2f   %7.2f   %10.2f   %6.2f   %9.2f   %.2f / %.2f", round, gb, w, gb / w, r,
-                    gb / r, raw.0, raw.1))
+                    format: "%5d   %7.2f   %7.2f   %10.2f   %6.2f   %9.2f   %.2f / %.2f                  %.2f", round, gb, w,
+                    gb / w, r, gb / r, raw.0, raw.1, dd))
         }
         let w = writes.sorted()[writes.count / 2], r = reads.sorted()[reads.count / 2], gb = Double(bytes) / 1e9
         let rw = raws.map(\.0).sorted()[raws.count / 2], rr = raws.map(\.1).sorted()[raws.count / 2]
+        let dd = dds.sorted()[dds.count / 2]
         print(
             String(
                 format:
-                    "\nmedian: write %.2f GB/s (%.0f %% of the raw disk's %.2f), read %.2f GB/s (%.0f %% of %.2f); %.2f GB",
-                gb / w, 100 * gb / w / rw, rw, gb / r, 100 * gb / r / rr, rr, gb))
+                    "\nmedian: write %.2f GB/s (%.0f %% of the raw disk's %.2f, %.0f %% of dd conv=fsync's %.2f), read %.2f GB/s (%.0f %% of %.2f); %.2f GB",
+                gb / w, 100 * gb / w / rw, rw, 100 * gb / w / dd, dd, gb / r, 100 * gb / r / rr, rr, gb))
         try writeJSON(
             Report(
                 model: model, parameters: values.count, fileBytes: bytes, writeSeconds: w, readSeconds: r,
                 writeGBps: gb / w, readGBps: gb / r,
-                rawWriteGBps: rw, rawReadGBps: rr), to: json)
+                rawWriteGBps: rw, rawReadGBps: rr, ddWriteGBps: dd), to: json)
+    }
+
+    /// `dd if=/dev/zero of=FILE bs=64M conv=fsync` of `bytes` (rounded up to 64 MB), timed from
+    /// outside: GB/s.
+    func ddWrite(bytes: Int, at url: URL) throws -> Double {
+        defer { unlink(url.path) }
+        let blocks = max(1, (bytes + (64 << 20) - 1) / (64 << 20))
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/dd")
+        p.arguments = ["if=/dev/zero", "of=\(url.path)", "bs=64M", "count=\(blocks)", "conv=fsync", "status=none"]
+        let t0 = Date()
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw ValidationError("dd into \(url.path) failed (status \(p.terminationStatus))") }
+        return Double(blocks * (64 << 20)) / 1e9 / Date().timeIntervalSince(t0)
     }
 
     /// The disk's own speed on the same bytes: `times` copies of `block` written with write() and
