@@ -181,7 +181,7 @@ public final class Supervisor {
                 // restarting from the same checkpoint with the same seed would repeat it.
                 let why = after.history.last?.reason ?? failure
                 let message =
-                    "stage \(stage): \(why)\nNot restarting: the same checkpoint and seed would fail the same way. Fix the cause (the stage's lr in \(directory.configURL.path), the data, the disk), then rerun `leffa-coord run` to resume from the last valid checkpoint."
+                    "stage \(stage): \(why)\nNot restarting: the same checkpoint and seed would fail the same way. Fix the cause (the stage's lr in \(directory.configURL.path), then confirm the edit with `leffa-coord config --run \(directory.url.path) --accept-edit`; the data; the disk), then rerun `leffa-coord run` to resume from the last valid checkpoint."
                 if case .exited(ExitStatus.runFailed) = result { throw RunFailed(message) }
                 throw RunError(message)
             }
@@ -342,7 +342,8 @@ public final class Supervisor {
     }
 }
 
-func quoted(_ s: String) -> String { s.contains(" ") ? "'\(s)'" : s }
+/// A shell word: quoted when it holds a space.
+public func quoted(_ s: String) -> String { s.contains(" ") ? "'\(s)'" : s }
 
 func signalName(_ s: Int32) -> String {
     switch s {

@@ -22,6 +22,18 @@ final class ConfigSections {
     struct Section { let path: String; let node: Yams.Node.Mapping; let asked: AskedKeys }
     private(set) var all: [Section] = []
     func add(_ s: Section) { all.append(s) }
+    /// Every value the parser used, file or default, in the order asked: the effective config.
+    private(set) var settings: [ConfigSetting] = []
+    private var slot: [String: Int] = [:]
+    func record(_ key: String, _ value: String, fromFile: Bool) {
+        let s = ConfigSetting(key: key, value: value, fromFile: fromFile)
+        if let i = slot[key] { settings[i] = s } else { slot[key] = settings.count; settings.append(s) }
+    }
+}
+
+/// One value of the effective config: its full path, its YAML text, and whether the file set it.
+public struct ConfigSetting: Sendable, Equatable {
+    public var key: String, value: String, fromFile: Bool
 }
 
 /// One mapping of a run config (a section, a stage, a stage's leffa block).
@@ -49,7 +61,24 @@ struct Reader {
     /// The value of `key` (nil when absent), recording that the parser reads `key`.
     func value(_ key: String) -> Yams.Node? {
         asked.note(key)
-        return node[Yams.Node(key)]
+        let n = node[Yams.Node(key)]
+        // Sections and lists of sections (the stages) are recorded key by key as they are read.
+        if let n, n.mapping == nil, !(n.sequence?.contains { $0.mapping != nil } ?? false) {
+            sections.record(path + key, Self.yaml(n), fromFile: true)
+        }
+        return n
+    }
+    /// The value used when the file does not set `key`.
+    func usedDefault(_ key: String, _ value: String) { sections.record(path + key, value, fromFile: false) }
+
+    /// A node as one line of YAML: a scalar as written, a list in flow style.
+    static func yaml(_ n: Yams.Node) -> String {
+        switch n {
+        case .scalar(let s): return s.style == .doubleQuoted || s.style == .singleQuoted ? "\"\(s.string)\"" : s.string
+        case .sequence(let q): return "[" + q.map(yaml).joined(separator: ", ") + "]"
+        case .mapping(let m): return "{" + m.map { "\(yaml($0.key)): \(yaml($0.value))" }.joined(separator: ", ") + "}"
+        case .alias: return "*alias"
+        }
     }
     /// Marks keys that another parser reads from this section's text (the model sizes) as valid.
     func readElsewhere(_ keys: [String]) { keys.forEach(asked.note) }
@@ -130,39 +159,39 @@ struct Reader {
     // MARK: Values
 
     func optionalString(_ key: String) throws -> String? {
-        guard let n = value(key) else { return nil }
+        guard let n = value(key) else { usedDefault(key, "null"); return nil }
         guard let s = n.string, n.scalar != nil else { throw fail(key, "a string, got \(Self.describe(n))") }
         return s
     }
     func string(_ key: String, default d: String? = nil) throws -> String {
         if let s = try optionalString(key) { return s }
-        if let d { return d }
+        if let d { usedDefault(key, d); return d }
         throw missing(key, "a string")
     }
     func bool(_ key: String, default d: Bool) throws -> Bool {
-        guard let n = value(key) else { return d }
+        guard let n = value(key) else { usedDefault(key, "\(d)"); return d }
         guard let v = n.bool else { throw fail(key, "true or false, got \(Self.describe(n))") }
         return v
     }
     func optionalInt(_ key: String, min: Int) throws -> Int? {
-        guard let n = value(key), n.null == nil else { return nil }
+        guard let n = value(key), n.null == nil else { usedDefault(key, "null"); return nil }
         guard let v = n.int, v >= min else { throw fail(key, "an integer ≥ \(min), got \(Self.describe(n))") }
         return v
     }
     func int(_ key: String, default d: Int? = nil, min: Int) throws -> Int {
         if let v = try optionalInt(key, min: min) { return v }
-        if let d { return d }
+        if let d { usedDefault(key, "\(d)"); return d }
         throw missing(key, "an integer ≥ \(min)")
     }
     func optionalFloat(_ key: String, in range: ClosedRange<Float>) throws -> Float? {
-        guard let n = value(key), n.null == nil else { return nil }
+        guard let n = value(key), n.null == nil else { usedDefault(key, "null"); return nil }
         guard let v = n.float.map(Float.init), range.contains(v) else {
             throw fail(key, "a number in \(range.lowerBound)…\(range.upperBound), got \(Self.describe(n))")
         }
         return v
     }
     func optionalFloat(_ key: String, in range: Range<Float>) throws -> Float? {
-        guard let n = value(key), n.null == nil else { return nil }
+        guard let n = value(key), n.null == nil else { usedDefault(key, "null"); return nil }
         guard let v = n.float.map(Float.init), range.contains(v) else {
             throw fail(key, "a number in [\(range.lowerBound), \(range.upperBound)), got \(Self.describe(n))")
         }
@@ -170,22 +199,24 @@ struct Reader {
     }
     func float(_ key: String, default d: Float? = nil, in range: ClosedRange<Float>) throws -> Float {
         if let v = try optionalFloat(key, in: range) { return v }
-        if let d { return d }
+        if let d { usedDefault(key, "\(d)"); return d }
         throw missing(key, "a number in \(range.lowerBound)…\(range.upperBound)")
     }
     func float(_ key: String, default d: Float, in range: Range<Float>) throws -> Float {
-        try optionalFloat(key, in: range) ?? d
+        if let v = try optionalFloat(key, in: range) { return v }
+        usedDefault(key, "\(d)")
+        return d
     }
     /// Double precision, for values used in double-precision formulas (the EMA schedule).
     func optionalDouble(_ key: String, in range: Range<Double>) throws -> Double? {
-        guard let n = value(key), n.null == nil else { return nil }
+        guard let n = value(key), n.null == nil else { usedDefault(key, "null"); return nil }
         guard let v = n.float, range.contains(v) else {
             throw fail(key, "a number in [\(range.lowerBound), \(range.upperBound)), got \(Self.describe(n))")
         }
         return v
     }
     func double(_ key: String, default d: Double, in range: ClosedRange<Double>) throws -> Double {
-        guard let n = value(key), n.null == nil else { return d }
+        guard let n = value(key), n.null == nil else { usedDefault(key, "\(d)"); return d }
         guard let v = n.float, range.contains(v) else {
             throw fail(key, "a number in \(range.lowerBound)…\(range.upperBound), got \(Self.describe(n))")
         }
@@ -193,14 +224,14 @@ struct Reader {
     }
     /// A finite number above `bound` (nil when absent or null), in double precision.
     func optionalDouble(_ key: String, above bound: Double, unit: String) throws -> Double? {
-        guard let n = value(key), n.null == nil else { return nil }
+        guard let n = value(key), n.null == nil else { usedDefault(key, "null"); return nil }
         guard let v = n.float, v.isFinite, v > bound else {
             throw fail(key, "a number of \(unit) > \(bound == 0 ? "0" : "\(bound)"), got \(Self.describe(n))")
         }
         return v
     }
     func strings(_ key: String, default d: [String]) throws -> [String] {
-        guard let n = value(key) else { return d }
+        guard let n = value(key) else { usedDefault(key, "[" + d.joined(separator: ", ") + "]"); return d }
         guard let seq = n.sequence else { throw fail(key, "a list of strings, got \(Self.describe(n))") }
         return try seq.map {
             guard let s = $0.string, $0.scalar != nil else { throw fail(key, "a list of strings") }; return s
@@ -208,7 +239,7 @@ struct Reader {
     }
     /// One string or a list of strings (nil when absent or null), as a list.
     func stringOrStrings(_ key: String, expected: String) throws -> [String]? {
-        guard let n = value(key), n.null == nil else { return nil }
+        guard let n = value(key), n.null == nil else { usedDefault(key, "null"); return nil }
         if n.scalar != nil, let s = n.string { return [s] }
         guard let seq = n.sequence, !seq.isEmpty else {
             throw fail(key, "\(expected), got \(n.sequence != nil ? "an empty list" : Self.describe(n))")

@@ -67,6 +67,9 @@ public struct ValidationConfig: Sendable, Equatable {
 public struct RunConfig: Sendable {
     public var source: String
     public var text: String
+    /// Every value the config's parser used, from the file or by default, in reading order
+    /// (`leffa-coord config` prints them).
+    public var settings: [ConfigSetting] = []
     public var name: String
     public var seed: UInt64
     public var model: ModelConfig
@@ -137,12 +140,13 @@ public struct RunConfig: Sendable {
             throw ConfigError(file: source, field: "(syntax)", expected: "valid YAML (\(error))")
         }
         let r = Reader(file: source, root: root)
-        let cfg: RunConfig
+        var cfg: RunConfig
         do { cfg = try read(r, text: text) } catch {
             try r.checkUnknownKeys() // a misspelt key first: it is often what caused the error
             throw error
         }
         try r.checkUnknownKeys()
+        cfg.settings = r.sections.settings
         return cfg
     }
 
@@ -161,6 +165,11 @@ public struct RunConfig: Sendable {
         // ModelConfig reads preset, unet and vae from the section's text; their keys are checked
         // here first, so a misspelling is named by its full path.
         modelNode.readElsewhere(ModelConfig.keys)
+        // The model's sizes come from its preset, changed by the keys given (ModelConfig).
+        if modelNode.node[Yams.Node("preset")] == nil { modelNode.usedDefault("preset", "sd15") }
+        for (k, v) in modelNode.node where k.string != "init" {
+            modelNode.sections.record("model." + (k.string ?? "?"), Reader.yaml(v), fromFile: true)
+        }
         for (key, keys) in [("unet", UNetConfig.keys), ("vae", VAEConfig.keys)] {
             if let sizes = try modelNode.optionalSection(key, expected: "a mapping of sizes") {
                 sizes.readElsewhere(keys); sizes.finish()

@@ -65,9 +65,10 @@ public struct RunDirectory: Sendable {
                 try makeDirectories(sub)
             }
         }
-        let state = RunState(
+        var state = RunState(
             runID: "\(config.name)-\(UInt64(Date().timeIntervalSince1970))", firstStage: config.stages[0].name,
             reason: "run created from \(config.source)")
+        state.configHash = configHash(config.text)
         try dir.writeState(state)
         return dir
     }

@@ -19,10 +19,14 @@ public struct RunState: Codable, Sendable {
     public var status: Status
     public var completedStages: [String] = []
     public var history: [Transition] = []
+    /// xxh64 of RUN/config.yaml as init wrote it or as `leffa-coord config --accept-edit` last
+    /// confirmed it: a hand edit is noticed, never used silently (ConfigEdits.swift). nil in runs
+    /// made before it existed.
+    public var configHash: String? = nil
 
     enum CodingKeys: String, CodingKey {
         case formatVersion = "format_version", runID = "run_id", stage, status, completedStages = "completed_stages",
-            history
+            history, configHash = "config_hash"
     }
 
     /// A new run at its first stage.

@@ -57,6 +57,7 @@ public final class Trainer {
         self.log = log
         let state = try run.readState()
         config = try run.readConfig()
+        try run.checkConfigUnedited(config)
         if state.status == .done {
             throw RunError(
                 "\(run.stateURL.path): the run is complete (all stages done); export it with `leffa-coord export`")

@@ -12,7 +12,7 @@ struct LeffaCoord: ParsableCommand {
         abstract: "Create, drive and inspect Leffa training runs.",
         version: leffaVersion,
         subcommands: [
-            Init.self, Synth.self, CheckData.self, PrepareCommand.self, Stage.self, Run.self, Export.self, Sample.self,
+            Init.self, ConfigCommand.self, Synth.self, CheckData.self, PrepareCommand.self, Stage.self, Run.self, Export.self, Sample.self,
             Eval.self, Debug.self
         ])
 }

@@ -29,6 +29,8 @@ struct Run: ParsableCommand {
     ) var elastic = false
     @Flag(help: "Go on although the run's data changed since it was recorded (passed to the worker; recorded in the history).")
     var acceptDataChange = false
+    @Flag(help: "Print the launch command and the stages it would train, then exit without launching.")
+    var dryRun = false
 
     func run() throws {
         guard np >= 1 else { throw ValidationError("--np: expected at least 1, got \(np)") }
@@ -49,6 +51,20 @@ struct Run: ParsableCommand {
                 try config.checkRanks(np, fromStage: i, source: dir.configURL.path)
             }
         } catch { throw userError(error) }
+        if dryRun {
+            let dir = RunDirectory(runPath)
+            do {
+                let state = try dir.readState(), config = try dir.readConfig()
+                let todo = config.stages.drop { $0.name != state.stage }.map(\.name)
+                let sup = Supervisor(run: dir, options: opts) { _ in }
+                print(
+                    state.status == .done
+                        ? "# the run is complete; nothing to launch"
+                        : "# one launch per stage: \(todo.joined(separator: ", ")) (status \(state.status.rawValue))")
+                print(sup.commandLine().map(quoted).joined(separator: " "))
+            } catch { throw userError(error) }
+            return
+        }
         Supervisor.installInterruptHandler()
         let sup = Supervisor(run: RunDirectory(runPath), options: opts) {
             FileHandle.standardError.write(Data(("leffa-coord: " + $0 + "\n").utf8))

@@ -14,11 +14,20 @@ struct Init: ParsableCommand {
     @Option(name: .customLong("run"), help: "The run directory to create.") var runPath: String
     @Option(help: "The MPI rank count the run will use: refused unless it divides every stage's batch.")
     var np: Int?
+    @Option(
+        name: .customLong("set"), parsing: .unconditionalSingleValue,
+        help: "Override a config key: KEY=VALUE with a dotted KEY (stages[1].lr=1.0e-4); repeatable; recorded in the history.")
+    var sets: [String] = []
 
     func run() throws {
         if let np, np < 1 { throw ValidationError("--np: expected at least 1, got \(np)") }
         do {
-            let cfg = try RunConfig.load(path: config)
+            var cfg = try RunConfig.load(path: config)
+            if !sets.isEmpty {
+                let text = try ConfigOverrides.apply(sets, to: cfg.text, source: config)
+                cfg = try RunConfig.parse(
+                    text, source: "\(config) with " + sets.map { "--set \($0)" }.joined(separator: " "))
+            }
             if let np { try cfg.checkRanks(np, source: config) }
             let dir = try RunDirectory.create(at: runPath, config: cfg)
             print(
