@@ -44,6 +44,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         shim("CBLAS", "openblas", apt: "libopenblas-dev"),
@@ -72,7 +73,7 @@ let package = Package(
             swiftSettings: fast),
         // Orchestration: run state, stage transitions, driving worker processes.
         // What the executables' command lines share: thread option, typed sizes and values, errors, progress.
-        .target(name: "LeffaCLI", dependencies: ["LeffaTensor", "LeffaData", "LeffaRunFormat", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+        .target(name: "LeffaCLI", dependencies: ["LeffaTensor", "LeffaData", "LeffaRunFormat", .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log")],
                 swiftSettings: fast),
         .target(name: "LeffaRun", dependencies: ["LeffaRunFormat", "LeffaCheckpoint", "LeffaData"], swiftSettings: fast),
         .executableTarget(

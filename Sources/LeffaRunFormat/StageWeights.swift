@@ -27,11 +27,18 @@ public enum StageWeights {
         _ model: LeffaModel, ema: Tensor?, emaUpdates: Int?, run: RunDirectory, stage: String,
         metadata meta: [String: String]
     ) throws {
-        try model.saveWeights(to: run.finalWeightsURL(stage).path, metadata: meta)
+        let weights = run.finalWeightsURL(stage)
+        try model.saveWeights(to: weights.path, metadata: meta)
         guard let ema else { return }
-        try withEMAWeights(model.parameters.values!, ema) {
-            try model.saveWeights(
-                to: run.finalWeightsURL(stage, ema: true).path, metadata: emaMetadata(meta, updates: emaUpdates))
+        do {
+            try withEMAWeights(model.parameters.values!, ema) {
+                try model.saveWeights(
+                    to: run.finalWeightsURL(stage, ema: true).path, metadata: emaMetadata(meta, updates: emaUpdates))
+            }
+        } catch {
+            // Both or neither: a final.safetensors alone would look like a finished stage.
+            unlink(weights.path)
+            throw error
         }
     }
 

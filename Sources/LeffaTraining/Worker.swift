@@ -22,6 +22,8 @@ public enum Worker {
         public var reduction: GradientReduction?
         /// Go on when the data changed since the run recorded it (RunDirectory.checkData).
         public var acceptDataChange = false
+        /// The log of rank `rank` of `ranks` (nil: rank 0's lines to stderr, as they are).
+        public var makeLog: ((_ rank: Int, _ ranks: Int) -> (String) -> Void)? = nil
         /// Whether the thread count was given (then no note about CPU binding).
         public var threadsGiven = false
         public init(run: String) { self.run = run }
@@ -32,9 +34,10 @@ public enum Worker {
     public static func run(_ options: Options, stop: @escaping () -> Bool) throws {
         let context: MPIContext
         do { context = try MPIContext.start() } catch { throw RunFailed("cannot start MPI: \(error)") }
-        let log: (String) -> Void = { line in
-            if context.rank == 0 { FileHandle.standardError.write(Data((line + "\n").utf8)) }
-        }
+        let log: (String) -> Void =
+            options.makeLog?(context.rank, context.size) ?? { line in
+                if context.rank == 0 { fputs(line + "\n", stderr) }
+            }
         // The collectives of the stage being trained, held here so that an error never releases
         // them: their teardown (MPI_Win_free, MPI_Comm_free, joining the reducer's thread) is
         // collective, and on a rank that fails alone it would wait for the others for ever, before

@@ -23,7 +23,7 @@ struct CheckpointIOBench: ParsableCommand {
     @Option(help: "Folder for the checkpoint (removed afterwards); on the disk runs will use.") var dir: String =
         "bench-results/checkpoint-io"
     @Option(help: "Timed write + read rounds (the median is reported).") var repeats: Int = 2
-    @Option(help: "Where to write the JSON results.") var json: String = "bench-results/checkpoint-io.json"
+    @Option(help: "Where to write the JSON results.") var json: String = "bench-results/checkpoint.json"
 
     struct Report: Encodable {
         var model: String, parameters: Int, fileBytes: Int, writeSeconds: Double, readSeconds: Double,

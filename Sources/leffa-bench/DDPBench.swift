@@ -149,7 +149,7 @@ struct DDPBench: ParsableCommand {
                         "ranks %d × %d thread(s)  %@  batch %d  %@: %.1f ms/step (best %.1f)  %.2f img/s  waiting %.1f %%",
                     r.ranks, r.threadsPerRank, model, batch, how, 1e3 * r.stepSeconds, 1e3 * r.bestStepSeconds,
                     r.imagesPerSecond, 100 * r.waitFraction))
-            try writeJSON(r, to: options.json == "bench-results/engine.json" ? "bench-results/ddp.json" : options.json)
+            try writeJSON(r, to: options.jsonPath("ddp"))
         }
     }
 }

@@ -147,7 +147,7 @@ struct EngineBench: ParsableCommand {
                     "\nLeffa flow on a probed layer (best times): +%.1f %% as a separate attention, +%.1f %% from shared scores",
                 flowSeparate, flowShared))
         try writeJSON(
-            Report(threads: Parallel.threads, sgemmPeakGflops: peakGflop / peakBest, rows: rows), to: options.json)
-        print("\nwrote \(options.json)")
+            Report(threads: Parallel.threads, sgemmPeakGflops: peakGflop / peakBest, rows: rows), to: options.jsonPath("engine"))
+        print("\nwrote \(options.jsonPath("engine"))")
     }
 }

@@ -28,10 +28,13 @@ struct BenchOptions: ParsableArguments {
     var threads: Int?
     @Option(help: "Timed repetitions per case (the median is reported).")
     var repeats: Int = 5
-    @Option(help: "Where to write the JSON results.")
-    var json: String = "bench-results/engine.json"
+    @Option(help: "Where to write the JSON results (default: bench-results/BENCHMARK.json, e.g. engine.json).")
+    var json: String?
     @Flag(help: "Small shapes only: a smoke run that finishes in seconds.")
     var quick = false
+
+    /// `--json`, else bench-results/`name`.json.
+    func jsonPath(_ name: String) -> String { json ?? "bench-results/\(name).json" }
 
     func apply() {
         if let threads { Parallel.threads = threads }

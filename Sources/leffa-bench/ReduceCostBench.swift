@@ -34,7 +34,7 @@ struct ReduceCostBench: ParsableCommand {
                     1e3 * report.mpiSeconds))
             try writeJSON(
                 report,
-                to: options.json == "bench-results/engine.json" ? "bench-results/reduce-cost.json" : options.json)
+                to: options.jsonPath("reduce-cost"))
         }
         ctx.finalize()
     }

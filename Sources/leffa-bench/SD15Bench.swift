@@ -50,7 +50,7 @@ struct SD15Bench: ParsableCommand {
             String(
                 format: "forward of both UNets at %dx%d: %.2f s; peak tensor memory %.2f GiB; peak RSS %.2f GiB",
                 H, W, fwd, Double(report.peakTensorBytes) / 1073741824, Double(report.peakRSSBytes) / 1073741824))
-        let path = options.json == "bench-results/engine.json" ? "bench-results/sd15-forward.json" : options.json
+        let path = options.jsonPath("sd15-forward")
         try writeJSON(report, to: path)
         print("wrote \(path)")
     }

@@ -211,7 +211,7 @@ struct ScalingBench: ParsableCommand {
                 }
             }
         }
-        let path = options.json == "bench-results/engine.json" ? "bench-results/scaling.json" : options.json
+        let path = options.jsonPath("scaling")
         try writeJSON(
             Report(
                 checks: checks, predictions: predictions, computePerSample: Dictionary(uniqueKeysWithValues: stages),

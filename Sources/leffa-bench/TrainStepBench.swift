@@ -159,7 +159,7 @@ struct TrainStepBench: ParsableCommand {
                         leffaOn ? "on" : "off", e.memoryReduction, 100 * e.timeOverhead))
             }
         }
-        let path = options.json == "bench-results/engine.json" ? "bench-results/train-step.json" : options.json
+        let path = options.jsonPath("train-step")
         try writeJSON(
             Report(threads: Parallel.threads, rows: rows, leffaOverhead: overhead, checkpointing: effects), to: path)
         print("\nwrote \(path)")

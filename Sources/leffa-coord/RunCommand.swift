@@ -31,11 +31,14 @@ struct Run: ParsableCommand {
     var acceptDataChange = false
     @Flag(help: "Print the launch command and the stages it would train, then exit without launching.")
     var dryRun = false
+    @OptionGroup var logging: LogOptions
 
     func run() throws {
         guard np >= 1 else { throw ValidationError("--np: expected at least 1, got \(np)") }
         var opts = SupervisorOptions(worker: worker ?? siblingExecutable("leffa-worker"))
-        opts.ranks = np; opts.hostfile = hostfile; opts.mpirunArgs = mpirunArgs; opts.workerArgs = workerArgs + (acceptDataChange ? ["--accept-data-change"] : [])
+        opts.ranks = np; opts.hostfile = hostfile; opts.mpirunArgs = mpirunArgs; opts.workerArgs =
+            workerArgs + (acceptDataChange ? ["--accept-data-change"] : []) + (logging.quiet ? ["--quiet"] : [])
+            + (logging.verbose ? ["--verbose"] : [])
         opts.retries = retries; opts.alwaysMPI = mpi; opts.backoff = backoff; opts.heartbeatTimeout = heartbeatTimeout
         opts.elastic = elastic
         guard FileManager.default.isExecutableFile(atPath: opts.worker) else {
@@ -66,8 +69,16 @@ struct Run: ParsableCommand {
             return
         }
         Supervisor.installInterruptHandler()
-        let sup = Supervisor(run: RunDirectory(runPath), options: opts) {
-            FileHandle.standardError.write(Data(("leffa-coord: " + $0 + "\n").utf8))
+        // The coordinator's own lines get a time and a level; the worker's, echoed with two spaces
+        // in front, already carry theirs (and --quiet reaches the worker too).
+        let logger = logging.logger("leffa-coord")
+        let quiet = logging.quiet
+        let sup = Supervisor(run: RunDirectory(runPath), options: opts) { line in
+            if line.hasPrefix("  ") {
+                if !quiet || LogLine.level(of: String(line.dropFirst(2))).0 >= .warning { fputs(line + "\n", stderr) }
+            } else {
+                logger.line(line)
+            }
         }
         do {
             // 128 + signal, as a shell reports a process killed by it: 130 Ctrl-C, 138 SIGUSR1.

@@ -35,10 +35,9 @@ struct Sample: ParsableCommand {
                 denseposeEncoding: cfg.data.densepose, height: h, width: w)
             let sampler = sampling.sampler(seed: seed, prediction: cfg.prediction)
             let name = sampling.scheduler.rawValue.uppercased()
-            let sample = try sampler.sample(model: model, space: cfg.space, cond) { k, n in
-                FileHandle.standardError.write(Data("\r\(name) step \(k)/\(n)".utf8))
-            }
-            FileHandle.standardError.write(Data("\n".utf8))
+            let bar = ProgressBar("sample")
+            let sample = try sampler.sample(model: model, space: cfg.space, cond) { k, n in bar.update(k, n, name) }
+            bar.finish()
             let img = sampling.repaint ? cond.repainted(Image(tensor: sample)) : Image(tensor: sample)
             try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
             let stem = URL(fileURLWithPath: person).deletingPathExtension().lastPathComponent

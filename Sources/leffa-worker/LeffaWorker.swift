@@ -44,6 +44,7 @@ struct LeffaWorker: ParsableCommand {
     @Flag(help: "Go on although the data changed since the run recorded it (recorded in the run's history).")
     var acceptDataChange = false
     @OptionGroup var threads: ThreadOptions
+    @OptionGroup var logging: LogOptions
 
     func run() throws {
         threads.apply()
@@ -54,6 +55,13 @@ struct LeffaWorker: ParsableCommand {
         o.untilStep = untilStep; o.allStages = allStages; o.fixedOrder = fixedOrder
         o.bucketBytes = bucketMb.map { $0 << 20 }; o.reduction = reduction; o.threadsGiven = threads.threads != nil
         o.acceptDataChange = acceptDataChange
+        let logging = self.logging
+        // Rank 0 speaks for the job (every rank computes the same numbers); its rank is on each
+        // line when there are several.
+        o.makeLog = { rank, ranks in
+            let logger = logging.logger("leffa-worker", rank: ranks > 1 ? rank : nil)
+            return { line in if rank == 0 { logger.line(line) } }
+        }
         do { try Worker.run(o, stop: { stopSignal != 0 }) } catch { throw reportError("leffa-worker", error, code: Worker.exitStatus(error)) }
     }
 }

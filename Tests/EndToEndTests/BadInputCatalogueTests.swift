@@ -111,11 +111,13 @@ final class BadInputCatalogueTests: XCTestCase {
             Case(name: "weights: not safetensors as initial weights", prepare: { r, s in
                     try removeCheckpoints(r)
                     try Data(repeating: 0x41, count: 100).write(to: s.appendingPathComponent("junk.safetensors"))
-                    try edit(r.appendingPathComponent("config.yaml"), "model: {preset: tiny}", "model: {preset: tiny, init: {leffa: \(s.appendingPathComponent("junk.safetensors").path)}}") },
+                    try edit(r.appendingPathComponent("config.yaml"), "model: {preset: tiny}", "model: {preset: tiny, init: {leffa: \(s.appendingPathComponent("junk.safetensors").path)}}")
+                    try RunDirectory(r.path).acceptConfigEdit() },
                  command: worker, expect: ["junk.safetensors"]),
             Case(name: "weights: another model's initial weights", prepare: { r, s in
                     try removeCheckpoints(r)
-                    try edit(r.appendingPathComponent("config.yaml"), "model: {preset: tiny}", "model: {preset: tiny, unet: {block_out_channels: [32, 64, 64], layers_per_block: 1}, init: {leffa: \(exported.path)}}") },
+                    try edit(r.appendingPathComponent("config.yaml"), "model: {preset: tiny}", "model: {preset: tiny, unet: {block_out_channels: [32, 64, 64], layers_per_block: 1}, init: {leffa: \(exported.path)}}")
+                    try RunDirectory(r.path).acceptConfigEdit() },
                  command: worker, expect: ["tiny.safetensors"]),
             Case(name: "weights: export to a folder that is a file", prepare: { _, s in try Data("x".utf8).write(to: s.appendingPathComponent("file")) },
                  command: { r, s in ("leffa-coord", ["export", "--run", r.path, "--stage", "s0", "--step", "2", "--format", "diffusers", "--out", s.appendingPathComponent("file").path]) },

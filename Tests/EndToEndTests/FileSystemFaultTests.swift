@@ -88,4 +88,19 @@ extension WorkerMPITests {
         XCTAssertTrue(job.stderr.contains("\(dir.path)/run: cannot create the folder (Read-only file system)"), job.log)
         XCTAssertFalse(job.stderr.contains("NSCocoaErrorDomain"), job.log)
     }
+
+    /// Rank 0 alone writing the final weights onto a full disk (two 110 MB checkpoints kept fill a
+    /// 240 MB file system; the 27 MB final weights do not fit): every rank ends, with the cause.
+    func testAFullDiskForTheFinalWeightsEndsEveryRank() throws {
+        try mountSmallDisk(megabytes: 240)
+        try synth()
+        let run = try makeRun("final", steps: 4, extra: ", keep_checkpoints: 2")
+        let job = try Binaries.mpirun(2, "leffa-worker", ["--run", run], timeout: 30)
+        XCTAssertNotEqual(job.status, 0, job.log)
+        XCTAssertTrue(job.stderr.contains("final") && job.stderr.contains("No space left on device"), job.log)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: run + "/stages/only/final.safetensors"))
+        let names = FileManager.default.enumerator(atPath: run)!.compactMap { $0 as? String }
+        XCTAssertEqual(names.filter { $0.contains(".tmp") }, [], "no partial file left")
+        XCTAssertEqual(try status(run), "running", "the stage is not marked finished")
+    }
 }

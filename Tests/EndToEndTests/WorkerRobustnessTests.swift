@@ -4,6 +4,7 @@
 import XCTest
 import Foundation
 import TestSupport
+import LeffaRunFormat
 
 extension WorkerMPITests {
     /// Two identical runs whose steps have 4 micro-batches (batch 8, grad_accum 4): boundaries to
@@ -37,6 +38,7 @@ extension WorkerMPITests {
             let text = try String(contentsOfFile: path, encoding: .utf8)
                 .replacingOccurrences(of: "model: {preset: tiny}", with: "model: {preset: tiny, unet: {block_out_channels: [32, 64, 64], layers_per_block: 1}}")
             try text.write(toFile: path, atomically: true, encoding: .utf8)
+            try RunDirectory(r).acceptConfigEdit() // as `leffa-coord config --accept-edit`
         }
         let job1 = try Binaries.run("leffa-worker", ["--run", a, "--fixed-order", "--threads", "1"])
         XCTAssertEqual(job1.status, 0, job1.stderr)
