@@ -25,8 +25,11 @@ ok = True
 
 
 def same(x, y):
-    """(equal?, how they were compared, largest relative difference in float32)."""
-    rel = ((x.float() - y.float()).abs() / y.float().abs().clamp_min(1e-30)).max().item() if x.numel() else 0.0
+    """(equal?, how they were compared, largest relative difference in float32). Relative to
+    max(|value|, the narrower dtype's smallest normal): below it (subnormals) the spacing is fixed,
+    so rounding is then bounded absolutely; 16-bit rounding gives at most 2^-11 (float16), 2^-8 (bfloat16)."""
+    tiny = max(torch.finfo(x.dtype).tiny, torch.finfo(y.dtype).tiny)
+    rel = ((x.float() - y.float()).abs() / y.float().abs().clamp_min(tiny)).max().item() if x.numel() else 0.0
     if x.dtype == y.dtype:
         return torch.equal(x, y), "equal", rel
     if x.dtype == torch.float32:
