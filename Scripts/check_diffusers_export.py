@@ -62,7 +62,8 @@ for part, cls in [("unet", UNet2DConditionModel), ("unet_encoder", UNet2DConditi
         results = [same(stored[k], leffa[f"{part}.{k}"]) for k in stored]
         other = sum(not r[0] for r in results)
         how = sorted({r[1] for r in results})
-        line += f"; vs the leffa export ({', '.join(how)}): {other} differ, largest relative difference {max(r[2] for r in results):.3g}"
+        worst = max(r[2] for r in results)
+        line += f"; vs the leffa export ({', '.join(how)}): {other} differ, largest relative difference {worst:.3g}"
         ok = ok and not other
     print(line)
 print("ok" if ok else "FAILED")

@@ -72,8 +72,9 @@ struct InitReport: Encodable {
     init(run: String, runID: String, config: RunConfig, data outcome: SyntheticDataOutcome?) {
         self.run = run; self.runID = runID
         stages = config.stages.map {
-            Stage(name: $0.name, resolution: "\($0.height)x\($0.width)", steps: $0.steps, batch: $0.batch,
-                  leffa: $0.leffa != nil)
+            Stage(
+                name: $0.name, resolution: "\($0.height)x\($0.width)", steps: $0.steps, batch: $0.batch,
+                leffa: $0.leffa != nil)
         }
         switch outcome {
         case let .generated(root, count, testCount)?:
