@@ -98,10 +98,10 @@ extension LeffaModel {
         var first: (name: String, count: Int, largest: Float)? = nil
         var total = 0, tensors = 0, largest: Float = 0
         for p in parameters.all {
-            let v = p.value
+            let v = p.value.data
             var n = 0, m: Float = 0
-            for i in 0..<v.count {
-                let a = abs(v.data[i])
+            for i in 0..<p.count {
+                let a = abs(v[i])
                 if a >= limit && a.isFinite { n += 1; m = max(m, a) }
             }
             guard n > 0 else { continue }
