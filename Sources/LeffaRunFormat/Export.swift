@@ -1,7 +1,8 @@
 // Weights for inference: the published Leffa layout (one safetensors file, `unet.*`,
 // `unet_encoder.*`, `vae.*`) or diffusers folders (`unet/`, `unet_encoder/`, `vae/`, each with
 // diffusion_pytorch_model.safetensors and a config.json diffusers can read), and the import of
-// such folders back into a model. Not the SD1.5 initialisation (Weights.swift: importDiffusers).
+// such folders back into a model; values in float32, float16 or bfloat16 (readers convert back to
+// float32). Not the SD1.5 initialisation (Weights.swift: importDiffusers).
 import Foundation
 import LeffaTensor
 import SafeTensors
@@ -9,11 +10,56 @@ import LeffaModels
 
 public enum ExportFormat: String, Sendable, CaseIterable { case leffa, diffusers }
 
+/// The element type an export is written in. Training is float32; published SD1.5 weights ship in
+/// float16, which halves the files. Readers here convert either back to float32 exactly.
+public enum ExportDType: String, Sendable, CaseIterable {
+    case float32, float16, bfloat16
+
+    public var safeTensors: SafeTensorsDType {
+        switch self {
+        case .float32: return .f32
+        case .float16: return .f16
+        case .bfloat16: return .bf16
+        }
+    }
+
+    /// The smallest magnitude that rounds to ±inf in this type (round to nearest, ties to even:
+    /// halfway between the largest finite value and the next power of two); nil for float32.
+    public var overflowThreshold: Float? {
+        switch self {
+        case .float32: return nil
+        case .float16: return 65520 // 65504 + half an ulp (16)
+        case .bfloat16: return Float(bitPattern: 0x7F7F_8000) // 0x1.FEp127 + half an ulp
+        }
+    }
+
+    /// The largest finite value, for messages.
+    public var largestFinite: Float {
+        switch self {
+        case .float32: return .greatestFiniteMagnitude
+        case .float16: return 65504
+        case .bfloat16: return Float(bitPattern: 0x7F7F_0000)
+        }
+    }
+}
+
+/// One safetensors file an export wrote (what `export --json` reports).
+public struct ExportedFile: Sendable, Equatable, Encodable {
+    public var path: String
+    public var tensors: Int
+    public var bytes: Int
+}
+
 extension LeffaModel {
-    /// Writes the model in `format` at `path` (a file for leffa, a folder for diffusers).
-    /// `sampleSize` is the latent (or pixel) side diffusers records as `sample_size`.
-    public func export(format: ExportFormat, to path: String, sampleSize: Int, metadata: [String: String] = [:]) throws
-    {
+    /// Writes the model in `format` at `path` (a file for leffa, a folder for diffusers), its
+    /// values stored as `dtype` (recorded as metadata `dtype`). `sampleSize` is the latent (or
+    /// pixel) side diffusers records as `sample_size`. Returns the weights files written.
+    /// Refuses, before writing anything, weights `dtype` cannot hold (`checkRange`).
+    @discardableResult
+    public func export(
+        format: ExportFormat, to path: String, sampleSize: Int, dtype: ExportDType = .float32,
+        metadata: [String: String] = [:]
+    ) throws -> [ExportedFile] {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue != (format == .diffusers)
         {
@@ -21,28 +67,70 @@ extension LeffaModel {
                 "\(path): --out exists and is a \(isDir.boolValue ? "folder" : "file"); expected \(format == .diffusers ? "a folder (or a new path) for --format diffusers" : "a file path for --format leffa")"
             )
         }
+        try checkRange(for: dtype)
+        let metadata = metadata.merging(["dtype": dtype.rawValue]) { $1 }
+        let files: [(path: String, tensors: Int)]
         switch format {
         case .leffa:
             let dir = URL(fileURLWithPath: path).deletingLastPathComponent()
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            try saveWeights(to: path, metadata: metadata)
+            try saveWeights(to: path, dtype: dtype.safeTensors, metadata: metadata)
+            files = [(path, parameters.all.count)]
         case .diffusers:
-            try exportDiffusers(folder: path, sampleSize: sampleSize, metadata: metadata)
+            try exportDiffusers(folder: path, sampleSize: sampleSize, dtype: dtype, metadata: metadata)
+            files = Self.diffusersParts.map {
+                (path + "/\($0)/diffusion_pytorch_model.safetensors", parameters(of: $0).count)
+            }
         }
+        return try files.map { f in
+            let size = try FileManager.default.attributesOfItem(atPath: f.path)[.size] as? Int ?? 0
+            return ExportedFile(path: f.path, tensors: f.tensors, bytes: size)
+        }
+    }
+
+    /// The diffusers folders, one per model part.
+    static let diffusersParts = ["unet", "unet_encoder", "vae"]
+
+    /// Refuses weights that `dtype` would store as ±inf (a model sampling NaNs, found only later),
+    /// naming the first tensor with such values, its count and largest magnitude, and the totals.
+    public func checkRange(for dtype: ExportDType) throws {
+        guard let limit = dtype.overflowThreshold else { return }
+        var first: (name: String, count: Int, largest: Float)? = nil
+        var total = 0, tensors = 0, largest: Float = 0
+        for p in parameters.all {
+            let v = p.value.data
+            var n = 0, m: Float = 0
+            for i in 0..<p.count {
+                let a = abs(v[i])
+                if a >= limit && a.isFinite { n += 1; m = max(m, a) }
+            }
+            guard n > 0 else { continue }
+            if first == nil { first = (p.name, n, m) }
+            total += n; tensors += 1; largest = max(largest, m)
+        }
+        guard let first else { return }
+        let others =
+            tensors > 1 ? "; \(total) values in \(tensors) tensors in all (largest |value| \(largest))" : ""
+        let values = first.count == 1 ? "1 value of \(first.name) is" : "\(first.count) values of \(first.name) are"
+        throw RunError(
+            "cannot export as \(dtype.rawValue): \(values) beyond its range (largest |value| \(first.largest), \(dtype.rawValue) holds up to \(dtype.largestFinite)) and would be written as inf\(others). Export as float32\(dtype == .float16 ? " or bfloat16" : "")"
+        )
     }
 
     /// Diffusers folders: `unet/` (generative), `unet_encoder/` (reference), `vae/`; keys without
     /// the part prefix, as diffusers' `from_pretrained` reads them.
     /// Everything is written into a temporary sibling folder first and moved into place at the
     /// end, so a failure (a full disk) leaves no half-written part behind.
-    public func exportDiffusers(folder: String, sampleSize: Int, metadata: [String: String] = [:]) throws {
+    public func exportDiffusers(
+        folder: String, sampleSize: Int, dtype: ExportDType = .float32, metadata: [String: String] = [:]
+    ) throws {
         let fm = FileManager.default
         let dest = URL(fileURLWithPath: folder).standardizedFileURL
         let root = dest.deletingLastPathComponent().appendingPathComponent(
             ".\(dest.lastPathComponent).partial-\(getpid())")
         try? fm.removeItem(at: root)
         defer { try? fm.removeItem(at: root) }
-        try writeDiffusers(into: root, sampleSize: sampleSize, metadata: metadata)
+        try writeDiffusers(into: root, sampleSize: sampleSize, dtype: dtype, metadata: metadata)
         try fm.createDirectory(at: dest, withIntermediateDirectories: true)
         for part in try fm.contentsOfDirectory(atPath: root.path) {
             let target = dest.appendingPathComponent(part)
@@ -51,13 +139,15 @@ extension LeffaModel {
         }
     }
 
-    func writeDiffusers(into root: URL, sampleSize: Int, metadata: [String: String]) throws {
+    func writeDiffusers(into root: URL, sampleSize: Int, dtype: ExportDType, metadata: [String: String]) throws {
         let configs = diffusersConfigs(sampleSize: sampleSize)
-        for part in ["unet", "unet_encoder", "vae"] {
+        for part in Self.diffusersParts {
             let dir = root.appendingPathComponent(part)
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
             var w = SafeTensorsWriter(metadata: metadata.merging(["format": "pt"]) { $1 })
-            for p in parameters(of: part) { w.add(String(p.name.dropFirst(part.count + 1)), p.value, as: .f32) }
+            for p in parameters(of: part) {
+                w.add(String(p.name.dropFirst(part.count + 1)), p.value, as: dtype.safeTensors)
+            }
             try w.write(to: dir.appendingPathComponent("diffusion_pytorch_model.safetensors"))
             let json = try JSONSerialization.data(
                 withJSONObject: configs[part]!, options: [.prettyPrinted, .sortedKeys])
@@ -77,11 +167,11 @@ extension LeffaModel {
             to: dir.appendingPathComponent("scheduler_config.json"))
     }
 
-    /// Loads folders written by `exportDiffusers`: every key of each part exactly (no conv_in
-    /// surgery), after checking each config.json against this model's sizes.
+    /// Loads folders written by `exportDiffusers`, in any dtype: every key of each part exactly (no
+    /// conv_in surgery), after checking each config.json against this model's sizes.
     public func loadDiffusersExport(folder: String) throws {
         let want = diffusersConfigs(sampleSize: 0)
-        for part in ["unet", "unet_encoder", "vae"] {
+        for part in Self.diffusersParts {
             let dir = folder + "/" + part
             if let data = FileManager.default.contents(atPath: dir + "/config.json") {
                 guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {

@@ -7,6 +7,7 @@ import LeffaTensor
 import LeffaLayers
 import LeffaModels
 import LeffaCheckpoint
+import SafeTensors
 
 public enum StageWeights {
     /// The flat layout of a model's parameters, as the trainer writes it into checkpoints.
@@ -101,6 +102,12 @@ public enum StageWeights {
         }
         let (model, source) = try load(run: run, config: config, stage: name, step: step, ema: ema)
         return (name, model, source)
+    }
+
+    /// The step a stage's final weights were written at (their metadata `step`); nil when the file
+    /// is missing or older than that field.
+    public static func finalStep(run: RunDirectory, stage: String, ema: Bool) -> Int? {
+        (try? SafeTensorsFile(url: run.finalWeightsURL(stage, ema: ema)))?.metadata["step"].flatMap { Int($0) }
     }
 
     /// A model holding a stage's weights: its final weights (step nil) or checkpoint `step`

@@ -18,6 +18,7 @@ struct Init: ParsableCommand {
         name: .customLong("set"), parsing: .unconditionalSingleValue,
         help: "Override a config key: KEY=VALUE with a dotted KEY (stages[1].lr=1.0e-4); repeatable; recorded in the history.")
     var sets: [String] = []
+    @Flag(help: "Print one JSON object (run, run id, stages, data) instead of text.") var json = false
 
     func run() throws {
         if let np, np < 1 { throw ValidationError("--np: expected at least 1, got \(np)") }
@@ -30,17 +31,71 @@ struct Init: ParsableCommand {
             }
             if let np { try cfg.checkRanks(np, source: config) }
             let dir = try RunDirectory.create(at: runPath, config: cfg)
-            print(
-                "created run \(dir.url.path): stages \(cfg.stages.map { "\($0.name) (\($0.height)x\($0.width), \($0.steps) steps, batch \($0.batch)\($0.leffa != nil ? ", Leffa loss" : ""))" }.joined(separator: ", "))"
-            )
+            if !json {
+                print(
+                    "created run \(dir.url.path): stages \(cfg.stages.map { "\($0.name) (\($0.height)x\($0.width), \($0.steps) steps, batch \($0.batch)\($0.leffa != nil ? ", Leffa loss" : ""))" }.joined(separator: ", "))"
+                )
+            }
+            let data: SyntheticDataOutcome?
             do {
-                if let made = try dir.makeSyntheticData(cfg) { print(made) }
+                data = try dir.makeSyntheticData(cfg)
             } catch {
                 throw RunError(
                     "\(error)\nthe run folder was created: make the data with `leffa-coord synth`, or remove \(dir.url.path) and init again"
                 )
             }
+            if !json {
+                if let data { print(data) }
+                return
+            }
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            let report = InitReport(run: dir.url.path, runID: try dir.readState().runID, config: cfg, data: data)
+            print(String(decoding: try enc.encode(report), as: UTF8.self))
         } catch { throw userError(error) }
+    }
+}
+
+/// `init --json`: the run made and what happened to its data, for scripts that go on to train it.
+struct InitReport: Encodable {
+    struct Stage: Encodable {
+        var name: String, resolution: String, steps: Int, batch: Int, leffa: Bool
+    }
+    /// `synthesized`: the set was written now; `kept`: the data root already held data and was
+    /// left as it was (`note`: how its recipe differs from the config's); `none`: no data.synthesize.
+    struct DataOutcome: Encodable {
+        let root: String?
+        let action: String, synthesized: Bool
+        let count: Int?, testCount: Int?, note: String?
+        enum CodingKeys: String, CodingKey { case root, action, synthesized, count, testCount = "test_count", note }
+        func encode(to encoder: Encoder) throws { // null rather than absent: every report has the same keys
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(root, forKey: .root); try c.encode(action, forKey: .action)
+            try c.encode(synthesized, forKey: .synthesized); try c.encode(count, forKey: .count)
+            try c.encode(testCount, forKey: .testCount); try c.encode(note, forKey: .note)
+        }
+    }
+    var run: String, runID: String, stages: [Stage], data: DataOutcome
+    enum CodingKeys: String, CodingKey { case run, runID = "run_id", stages, data }
+
+    init(run: String, runID: String, config: RunConfig, data outcome: SyntheticDataOutcome?) {
+        self.run = run; self.runID = runID
+        stages = config.stages.map {
+            Stage(
+                name: $0.name, resolution: "\($0.height)x\($0.width)", steps: $0.steps, batch: $0.batch,
+                leffa: $0.leffa != nil)
+        }
+        switch outcome {
+        case let .generated(root, count, testCount)?:
+            data = DataOutcome(
+                root: root, action: "synthesized", synthesized: true, count: count, testCount: testCount, note: nil)
+        case let .kept(root, _, differs)?:
+            data = DataOutcome(
+                root: root, action: "kept", synthesized: false, count: nil, testCount: nil,
+                note: differs.map { "made with \($0)" })
+        case nil:
+            data = DataOutcome(root: nil, action: "none", synthesized: false, count: nil, testCount: nil, note: nil)
+        }
     }
 }
 

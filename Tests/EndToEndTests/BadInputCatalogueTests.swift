@@ -160,6 +160,8 @@ final class BadInputCatalogueTests: XCTestCase {
                  command: worker, expect: ["config.yaml", "training.validation.scheduler", "ddpm or ddim", "ancestral"]),
             Case(name: "cli: export --format", command: { r, s in ("leffa-coord", ["export", "--run", r.path, "--format", "onnx", "--out", s.appendingPathComponent("x").path]) },
                  expect: ["format", "onnx"], absent: ["x"]),
+            Case(name: "cli: export --dtype", command: { r, s in ("leffa-coord", ["export", "--run", r.path, "--dtype", "f16", "--out", s.appendingPathComponent("x").path]) },
+                 expect: ["--dtype", "f16", "float32", "float16", "bfloat16"], absent: ["x"]),
             Case(name: "cli: ranks that do not divide the batch", command: { r, _ in
                     ("mpirun", ["--oversubscribe", "-np", "3", workerPath, "--run", r.path]) },
                  expect: ["config.yaml", "stages[0].batch (stage s0) is 2, which 3 ranks cannot split", "rank counts that divide every stage's batch: 1, 2"]),

@@ -44,6 +44,32 @@ final class ExportSampleTests: XCTestCase {
         XCTAssertThrowsError(try back.loadDiffusersExport(folder: folder)) { XCTAssertTrue("\($0)".contains("layers_per_block"), "\($0)") }
     }
 
+    /// Each dtype's overflow threshold is exactly where its conversion starts writing inf, and
+    /// `checkRange` refuses from there on, not before.
+    func testOverflowThresholdsAreWhereTheConversionsGiveInf() throws {
+        let cases: [(ExportDType, (Float) -> UInt16, (UInt16) -> Float)] = [
+            (.float16, floatToFloat16Bits, float16BitsToFloat), (.bfloat16, floatToBFloat16Bits, bfloat16BitsToFloat)
+        ]
+        let m = try LeffaModel(config: .tiny, seed: 0)
+        let p = m.parameters.all[3]
+        for (dtype, toBits, toFloat) in cases {
+            let t = dtype.overflowThreshold!
+            XCTAssertEqual(toFloat(toBits(t)), .infinity, "\(dtype)")
+            XCTAssertEqual(toFloat(toBits(t.nextDown)), dtype.largestFinite, "\(dtype)")
+            p.value.data[0] = -t.nextDown
+            XCTAssertNoThrow(try m.checkRange(for: dtype))
+            p.value.data[0] = -t
+            XCTAssertThrowsError(try m.checkRange(for: dtype)) {
+                XCTAssertTrue("\($0)".contains(p.name) && "\($0)".contains("1 value of"), "\($0)")
+            }
+            p.value.data[0] = .infinity // already inf in float32: not an overflow of the conversion
+            XCTAssertNoThrow(try m.checkRange(for: dtype))
+        }
+        XCTAssertNil(ExportDType.float32.overflowThreshold)
+        p.value.data[0] = .greatestFiniteMagnitude
+        XCTAssertNoThrow(try m.checkRange(for: .float32))
+    }
+
     /// `debug inputs --timestep`: every sample at that timestep (so a golden check can include
     /// the Leffa term, which needs t below its threshold); out of range is a clear error.
     func testDebugInputsAtAFixedTimestep() throws {

@@ -19,6 +19,11 @@ public enum Tolerances {
     public static let goldenOutput = Tolerance(rtol: 1e-4, atol: 1e-6, why: "fixtures README, outputs and losses")
     /// Golden gradients (fixtures README: relative error below 1e-3).
     public static let goldenGradient = Tolerance(rtol: 1e-3, atol: 1e-6, why: "fixtures README, gradients")
+    /// float32 stored as float16 (round to nearest): half an ulp, 2^-11 of a normal value; below
+    /// 2^-14 (subnormals) half the fixed spacing 2^-24.
+    public static let float16Storage = Tolerance(rtol: 0x1p-11, atol: 0x1p-25, why: "float16 rounding, half an ulp")
+    /// float32 stored as bfloat16: half an ulp, 2^-8 (7 stored mantissa bits); subnormals at 2^-126.
+    public static let bfloat16Storage = Tolerance(rtol: 0x1p-8, atol: 0x1p-134, why: "bfloat16 rounding, half an ulp")
 }
 
 public struct GradCheckReport: CustomStringConvertible {
