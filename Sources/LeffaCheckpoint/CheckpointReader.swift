@@ -20,17 +20,13 @@ public final class CheckpointReader: CheckpointMetaReading {
     /// Checkpoint groups (those carrying `tensor_count`), in byte order.
     public let groupPaths: [String]
 
-    /// `offset`: where the contiguous float32 data starts in the file (nil: let HDF5 read it).
-    struct Info { var name: String; var shape: [Int]; var digest: UInt64; var offset: Int? = nil }
+    struct Info { var name: String; var shape: [Int]; var digest: UInt64 }
     /// group → datasets in byte order of their names.
     private let infos: [String: [Info]]
     private let index: [String: [String: Int]]
     /// "group/name" of every dataset whose data was read and matched its digest.
     private var verified = Set<String>()
     private var fid: hid_t
-    /// The same file for plain reads of the data (`readData`), opened with the HDF5 handle.
-    private var dataFD: Int32 = -1
-    private let fileSize: Int
 
     /// Opens `url` and checks its structure and manifest checksum. Throws a damage error
     /// (`isDamage`) for truncated, corrupted or foreign files, `.newerFormat` for files from a
@@ -40,9 +36,6 @@ public final class CheckpointReader: CheckpointMetaReading {
         self.url = url
         let opened = try Self.openAndCheck(url.path)
         fid = opened.fid
-        dataFD = openReadOnly(url.path)
-        var st = stat()
-        fileSize = dataFD >= 0 && fstat(dataFD, &st) == 0 ? Int(st.st_size) : 0
         formatVersion = opened.version
         meta = opened.meta
         infos = opened.infos
@@ -146,7 +139,6 @@ public final class CheckpointReader: CheckpointMetaReading {
     /// Closes the file (also done on deinit). Reads after this throw.
     public func close() {
         if fid >= 0 { H5Fclose(fid); fid = -1 }
-        if dataFD >= 0 { closeFD(dataFD); dataFD = -1 }
     }
 
     /// Dataset names of a group, in byte order.
@@ -254,28 +246,7 @@ public final class CheckpointReader: CheckpointMetaReading {
         let field = "dataset '/\(group)/\(i.name)'"
         if fid < 0 { throw CheckpointError.io(file: file, reason: "\(field): the reader was closed") }
         let n = i.shape.reduce(1, *)
-        if n > 0, let at = i.offset, dataFD >= 0, 1.littleEndian == 1 {
-            // Contiguous little-endian float32 (checked at open): the bytes as they lie in the
-            // file, one plain read, without HDF5's per-dataset work (most of a load's fixed cost).
-            let bytes = 4 * n
-            guard at >= 0, at + bytes <= fileSize else {
-                throw CheckpointError.unreadable(
-                    file: file, field: field,
-                    reason: "truncated file: the data ends at byte \(at + bytes), the file has \(fileSize)")
-            }
-            var done = 0
-            let raw = UnsafeMutableRawPointer(dst)
-            while done < bytes {
-                let r = pread(dataFD, raw + done, bytes - done, off_t(at + done))
-                if r < 0 && errno == EINTR { continue }
-                if r <= 0 {
-                    throw CheckpointError.unreadable(
-                        file: file, field: field,
-                        reason: r == 0 ? "truncated file" : "cannot read: \(String(cString: strerror(errno)))")
-                }
-                done += r
-            }
-        } else if n > 0 {
+        if n > 0 {
             let d = H5Dopen2(fid, "/\(group)/\(i.name)", leffa_h5p_default())
             if d < 0 { throw CheckpointError.unreadable(file: file, field: field, reason: H5.lastError()) }
             defer { H5Dclose(d) }
@@ -356,18 +327,7 @@ public final class CheckpointReader: CheckpointMetaReading {
             throw CheckpointError.malformed(file: path, field: field, reason: "has a null dataspace, expected a shape")
         }
         let digest = try uint64Attribute(path, d, CheckpointFormat.digestAttribute, at: "/" + full)
-        // Contiguous data has one file address (HDF5's absolute byte offset, as the writer records
-        // it); other layouts (none written here) are read through HDF5.
-        var offset: Int? = nil
-        let plist = H5Dget_create_plist(d)
-        if plist >= 0 {
-            if H5Pget_layout(plist) == H5D_CONTIGUOUS {
-                let at = H5Dget_offset(d)
-                if at != haddr_t.max { offset = Int(at) }
-            }
-            H5Pclose(plist)
-        }
-        return Info(name: name, shape: shape, digest: digest, offset: offset)
+        return Info(name: name, shape: shape, digest: digest)
     }
 
     private static func uint64Attribute(_ path: String, _ obj: hid_t, _ name: String, at where_: String) throws
