@@ -8,7 +8,9 @@ import LeffaCheckpoint
 
 /// xxh64 of a config's text, as hex.
 public func configHash(_ text: String) -> String {
-    String(XXHash64.hash(UnsafeRawBufferPointer(start: text, count: text.utf8.count)), radix: 16)
+    var t = text
+    // The bytes of the string's own UTF-8 storage, valid inside the closure only.
+    return t.withUTF8 { String(XXHash64.hash(UnsafeRawBufferPointer($0)), radix: 16) }
 }
 
 public enum ConfigOverrides {

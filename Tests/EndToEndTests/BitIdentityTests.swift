@@ -22,7 +22,8 @@ final class BitIdentityTests: XCTestCase {
         for g in r.groupPaths.sorted() {
             var h = XXHash64()
             for (name, t) in try r.readGroup(g).sorted(by: { $0.name < $1.name }) {
-                h.update(UnsafeRawBufferPointer(start: UnsafeRawPointer(name), count: name.utf8.count))
+                var n = name
+                n.withUTF8 { h.update(UnsafeRawBufferPointer($0)) }
                 t.scalars.withUnsafeBytes { h.update($0) }
             }
             out[g] = String(h.digest(), radix: 16)
