@@ -227,8 +227,7 @@ public final class Supervisor {
     func usableRanks(atMost most: Int) throws -> Int {
         let state = try directory.readState(), config = try directory.readConfig()
         let start = config.stages.firstIndex { $0.name == state.stage } ?? 0
-        let batches = config.stages[start...].map(\.batch)
-        return stride(from: max(1, most), through: 1, by: -1).first { n in batches.allSatisfy { $0 % n == 0 } } ?? 1
+        return config.rankCounts(fromStage: start).last { $0 <= max(1, most) } ?? 1
     }
 
     /// Lowers the rank count to the largest usable one ≤ `most`; says so in the log and history.

@@ -81,10 +81,10 @@ public enum ConfigOverrides {
 extension RunDirectory {
     /// Refuses a config.yaml edited since init or the last `config --accept-edit`.
     public func checkConfigUnedited(_ config: RunConfig) throws {
-        let state = try readState()
-        guard let recorded = state.configHash, recorded != configHash(config.text) else { return }
+        let now = configHash(config.text)
+        guard let recorded = try readState().configHash, recorded != now else { return }
         throw RunError(
-            "\(configURL.path): edited since the run recorded it (hash \(configHash(config.text)), recorded \(recorded)); "
+            "\(configURL.path): edited since the run recorded it (hash \(now), recorded \(recorded)); "
                 + "an edit is never used silently. Check it with `leffa-coord config --run \(url.path)` and confirm with "
                 + "`leffa-coord config --run \(url.path) --accept-edit` (recorded in the history), or undo the edit")
     }

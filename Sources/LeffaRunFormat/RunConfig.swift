@@ -352,16 +352,20 @@ public struct RunConfig: Sendable {
 }
 
 extension RunConfig {
+    /// The rank counts that divide the global batch of every stage from `first` on, ascending
+    /// (1 always among them).
+    public func rankCounts(fromStage first: Int = 0) -> [Int] {
+        let batches = stages.dropFirst(first).map(\.batch)
+        return (1...max(1, batches.min() ?? 1)).filter { n in batches.allSatisfy { $0 % n == 0 } }
+    }
+
     /// Refuses a rank count that does not split the global batch of every stage from `first` on:
     /// each rank takes an equal share of a step's samples (unequal shares would weight samples
     /// unequally, and the fixed order would need a different number of reductions per rank).
     /// Names the stage, both numbers and the rank counts that would work.
     public func checkRanks(_ ranks: Int, fromStage first: Int = 0, source: String) throws {
-        let stages = stages.dropFirst(first)
-        guard let bad = stages.first(where: { $0.batch % ranks != 0 }) else { return }
-        let batches = stages.map(\.batch)
-        let most = batches.min() ?? 1
-        let fit = (1...max(1, most)).filter { n in batches.allSatisfy { $0 % n == 0 } }
+        guard let bad = stages.dropFirst(first).first(where: { $0.batch % ranks != 0 }) else { return }
+        let fit = rankCounts(fromStage: first)
         let i = self.stages.firstIndex { $0.name == bad.name }!
         throw RunError(
             "\(source): field stages[\(i)].batch (stage \(bad.name)) is \(bad.batch), which \(ranks) ranks cannot split into equal shares; "

@@ -90,7 +90,8 @@ public enum Worker {
             }
             context.finalize()
         } catch {
-            // The status tells the coordinator whether to restart (ExitStatus); it records the cause.
+            // The status tells the coordinator whether to restart (ExitStatus); the coordinator
+            // records the cause from the printed line.
             let code = exitStatus(error)
             if context.isDistributed { context.abort("\(error)", code: code) }
             throw error
