@@ -37,7 +37,9 @@ public func reportError(_ tool: String, _ error: Error, code: Int32? = nil) -> E
 extension ParsableCommand {
     /// ArgumentParser's `main()` with leffa's exit statuses (ExitStatus): a usage error exits 2,
     /// not ArgumentParser's 64, with the same message and usage line.
+    /// First of all, OpenBLAS's kernels are mended if it did not know this CPU (BLASKernels).
     public static func mainWithExitStatuses(_ arguments: [String]? = nil) {
+        BLASKernels.restartWithBetterKernelsIfNeeded()
         do {
             var command = try parseAsRoot(arguments)
             try command.run()

@@ -22,7 +22,19 @@
 //   56  u64       number N of raw-data extents
 //   64  u64       XXH64 of the U user-block bytes with these 8 bytes taken as zero
 //   72  N × (u64 offset, u64 length)   raw data of each non-empty dataset, by offset
+//   then u64 B and B bytes: the dataset index (below); B = 0 in files written before it existed
 //   …   zeros up to U
+//
+// The dataset index lists what HDF5's object headers say, so a reader finds every dataset's
+// shape, digest and file offset in the header it has checked anyway, instead of opening 2,800
+// datasets through HDF5 (0.25 s per `small` file, cold) and reading them one H5Dread at a time:
+//
+//   u64 G, then G × (str group path, u64 dataset count)          groups in byte order
+//   per group in that order, per dataset in byte order of names:
+//       str name, u64 rank, u64 dim…, u64 xxh64, u64 offset     offset 0 for an empty dataset
+//   (str: u64 byte length, then UTF-8)
+//
+// It changes no HDF5 byte and older leffa readers ignore it, so the format version stays 1.
 
 import Foundation
 #if canImport(Glibc)
@@ -41,11 +53,14 @@ struct CheckpointHeader {
     var metadataDigest: UInt64
     /// Raw-data extents (absolute file offsets), sorted, non-overlapping.
     var extents: [(offset: Int, length: Int)]
+    /// The dataset index; nil in files written before it existed (read through HDF5 alone).
+    var index: DatasetIndex?
 
-    /// The user block size for `count` extents: a power of two ≥ 512 (HDF5's rule).
-    static func userBlockSize(extents count: Int) -> Int {
+    /// The user block size for `count` extents and an index of `indexBytes`: a power of two ≥ 512
+    /// (HDF5's rule).
+    static func userBlockSize(extents count: Int, indexBytes: Int) -> Int {
         var u = 512
-        while u < fixedBytes + 16 * count { u *= 2 }
+        while u < fixedBytes + 16 * count + 8 + indexBytes { u *= 2 }
         return u
     }
 
@@ -58,6 +73,8 @@ struct CheckpointHeader {
         u64(UInt64(userBlock)); u64(UInt64(fileSize))
         u64(metadataDigest); u64(UInt64(extents.count)); u64(0)
         for e in extents { u64(UInt64(e.offset)); u64(UInt64(e.length)) }
+        let indexBytes = index?.encoded() ?? []
+        u64(UInt64(indexBytes.count)); out.append(contentsOf: indexBytes)
         out.append(contentsOf: repeatElement(0, count: userBlock - out.count))
         let selfDigest = XXHash64.hash(out)
         withUnsafeBytes(of: selfDigest.littleEndian) { out.replaceSubrange(64..<72, with: $0) }
@@ -142,8 +159,24 @@ struct CheckpointHeader {
             extents.append((off, len))
             end = off + len
         }
+        var index: DatasetIndex?
+        let at = fixedBytes + 16 * Int(n)
+        if at + 8 <= userBlock {
+            let b = block.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: at, as: UInt64.self))) }
+            if b > 0 {
+                guard b <= userBlock - at - 8,
+                    let parsed = DatasetIndex(block[(at + 8)..<(at + 8 + b)]), parsed.matches(extents)
+                else {
+                    throw CheckpointError.malformed(
+                        file: path, field: "header",
+                        reason: "its dataset index is inconsistent (with \(b) bytes, or with the raw-data extents)")
+                }
+                index = parsed
+            }
+        }
         return CheckpointHeader(
-            version: version, userBlock: userBlock, fileSize: size, metadataDigest: u64(48), extents: extents)
+            version: version, userBlock: userBlock, fileSize: size, metadataDigest: u64(48), extents: extents,
+            index: index)
     }
 
     /// XXH64 of the bytes outside the user block and the extents, in file order.
@@ -190,3 +223,28 @@ func preadFully(_ fd: Int32, _ buf: inout [UInt8], count: Int, at offset: Int, p
 /// open(2)/close(2) under names that do not clash with the reader's own `close()`.
 func openReadOnly(_ path: String) -> Int32 { open(path, O_RDONLY | O_CLOEXEC) }
 func closeFD(_ fd: Int32) { _ = close(fd) }
+
+/// preadv until every piece is full; a file that ends first is truncated (named as such).
+func preadvFully(_ fd: Int32, _ pieces: inout [iovec], at offset: Int, path: String, field: String) throws {
+    var at = offset, first = 0
+    while first < pieces.count {
+        let r = pieces[first...].withUnsafeBufferPointer { preadv(fd, $0.baseAddress!, Int32($0.count), off_t(at)) }
+        if r < 0 {
+            if errno == EINTR { continue }
+            let e = posixError(path, "cannot read \(field) and the data after it")
+            throw e
+        }
+        if r == 0 {
+            throw CheckpointError.unreadable(file: path, field: field, reason: "the file ends at byte \(at), inside its data")
+        }
+        at += r
+        var left = r
+        while left > 0 && first < pieces.count {
+            let n = min(left, pieces[first].iov_len)
+            pieces[first].iov_base = pieces[first].iov_base! + n
+            pieces[first].iov_len -= n
+            left -= n
+            if pieces[first].iov_len == 0 { first += 1 }
+        }
+    }
+}

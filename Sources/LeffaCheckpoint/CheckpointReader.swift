@@ -5,8 +5,14 @@
 // float data is checked against its own digest when it is read; `verifyUnread` checks the ones
 // nobody asked for. Not thread-safe: one reader per thread.
 //
+// Files with a dataset index in their header (CheckpointHeader.swift; every file written since
+// 2026-12-06) are read without HDF5 beyond the root and meta attributes: shapes and digests come
+// from the index, which the manifest checksum then checks against what HDF5 was told, and the
+// data is read with preadv straight from the file, in file order, one call per run of adjacent
+// datasets. Older files are walked and read through HDF5, dataset by dataset.
+//
 // Memory: reads go straight into the caller's memory (a new tensor, or a slice of a flat block);
-// verifying unread datasets needs one buffer the size of the largest of them.
+// verifying unread datasets needs one buffer of at most 64 MB, or the largest of them.
 
 import CHDF5
 import Foundation
@@ -20,13 +26,20 @@ public final class CheckpointReader: CheckpointMetaReading {
     /// Checkpoint groups (those carrying `tensor_count`), in byte order.
     public let groupPaths: [String]
 
-    struct Info { var name: String; var shape: [Int]; var digest: UInt64 }
+    /// `offset`: the raw data's file offset from the header's index, nil without an index.
+    struct Info { var name: String; var shape: [Int]; var digest: UInt64; var offset: Int? = nil }
     /// group → datasets in byte order of their names.
     private let infos: [String: [Info]]
     private let index: [String: [String: Int]]
     /// "group/name" of every dataset whose data was read and matched its digest.
     private var verified = Set<String>()
+    /// The HDF5 file, open only for files without an index.
     private var fid: hid_t
+    /// The file for direct reads (files with an index), else -1.
+    private var fd: Int32
+    private var closed = false
+    /// True when the file's header carries the dataset index (data read without HDF5).
+    public var readsDirectly: Bool { fd >= 0 }
 
     /// Opens `url` and checks its structure and manifest checksum. Throws a damage error
     /// (`isDamage`) for truncated, corrupted or foreign files, `.newerFormat` for files from a
@@ -36,6 +49,7 @@ public final class CheckpointReader: CheckpointMetaReading {
         self.url = url
         let opened = try Self.openAndCheck(url.path)
         fid = opened.fid
+        fd = opened.fd
         formatVersion = opened.version
         meta = opened.meta
         infos = opened.infos
@@ -47,12 +61,13 @@ public final class CheckpointReader: CheckpointMetaReading {
 
     /// Opens the file and reads and checks all its metadata; closes the file again on failure.
     private static func openAndCheck(_ path: String) throws -> (
-        fid: hid_t, version: Int64, meta: [String: CheckpointValue], infos: [String: [Info]]
+        fid: hid_t, fd: Int32, version: Int64, meta: [String: CheckpointValue], infos: [String: [Info]]
     ) {
         // Every byte HDF5 will parse is checked first (CheckpointHeader.swift).
         let fd = openReadOnly(path)
         if fd < 0 { throw posixError(path, "cannot open") }
-        defer { closeFD(fd) }
+        var keepFD = false
+        defer { if !keepFD { closeFD(fd) } }
         var st = stat()
         if fstat(fd, &st) != 0 { throw posixError(path, "cannot stat") }
         let size = Int(st.st_size)
@@ -60,7 +75,9 @@ public final class CheckpointReader: CheckpointMetaReading {
         try header.verifyMetadata(fd, path: path)
         // HDF5 then reads dataset by dataset, thousands of small reads that each wait for the
         // disk on a cold cache: ask the kernel to read the file ahead, in large requests.
-        _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_WILLNEED))
+        // (Not for direct reads, which read the file in order in large requests themselves: there
+        // it made cold loads of `small` 2× slower.)
+        if header.index == nil { _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_WILLNEED)) }
 
         let fapl = try wrap(path, "", try H5.fileAccess())
         defer { H5Pclose(fapl) }
@@ -117,9 +134,16 @@ public final class CheckpointReader: CheckpointMetaReading {
             }
         }
 
-        // Groups and datasets, then the manifest over all of it.
+        // Groups and datasets (from the header's index, else from HDF5), then the manifest over
+        // all of it: it also proves the index says what HDF5 was told.
         var infos: [String: [Info]] = [:]
-        try walk(path, fid, prefix: "", into: &infos)
+        if let index = header.index {
+            for g in index.groups {
+                infos[g] = index.datasets[g]!.map { Info(name: $0.name, shape: $0.shape, digest: $0.digest, offset: $0.offset) }
+            }
+        } else {
+            try walk(path, fid, prefix: "", into: &infos)
+        }
         let records = infos.flatMap { g, list in
             list.map { DatasetRecord(group: g, name: $0.name, shape: $0.shape, digest: $0.digest) }
         }
@@ -130,8 +154,16 @@ public final class CheckpointReader: CheckpointMetaReading {
                 file: path, field: "manifest (meta values, names, shapes and dataset digests)",
                 stored: stored, computed: computed)
         }
+        if header.index != nil {
+            // Everything else is read straight from the file: HDF5 has done its part.
+            H5Fclose(fid)
+            _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_SEQUENTIAL))
+            keepFD = true
+            ok = true
+            return (-1, fd, version, meta, infos)
+        }
         ok = true
-        return (fid, version, meta, infos)
+        return (fid, -1, version, meta, infos)
     }
 
     deinit { close() }
@@ -139,6 +171,8 @@ public final class CheckpointReader: CheckpointMetaReading {
     /// Closes the file (also done on deinit). Reads after this throw.
     public func close() {
         if fid >= 0 { H5Fclose(fid); fid = -1 }
+        if fd >= 0 { closeFD(fd); fd = -1 }
+        closed = true
     }
 
     /// Dataset names of a group, in byte order.
@@ -150,18 +184,16 @@ public final class CheckpointReader: CheckpointMetaReading {
     public func read(_ name: String, in group: String) throws -> Tensor {
         let i = try info(name, group)
         let t = Tensor(zeros: i.shape)
-        try readData(normalizedGroupPath(group), i, into: t.data)
+        try readData([(normalizedGroupPath(group), i, t.data)])
         return t
     }
 
     /// Reads every dataset of a group into new tensors (byte order of names).
     public func readGroup(_ group: String) throws -> [(name: String, tensor: Tensor)] {
         let g = normalizedGroupPath(group)
-        return try list(g).map { i in
-            let t = Tensor(zeros: i.shape)
-            try readData(g, i, into: t.data)
-            return (i.name, t)
-        }
+        let tensors = try list(g).map { (name: $0.name, tensor: Tensor(zeros: $0.shape)) }
+        try readData(zip(list(g), tensors).map { (g, $0, $1.tensor.data) })
+        return tensors
     }
 
     /// Reads a group into one flat block, entry by entry, after checking that the group holds
@@ -194,8 +226,7 @@ public final class CheckpointReader: CheckpointMetaReading {
             throw CheckpointError.layoutMismatch(
                 file: file, group: g, missing: missing, unexpected: unexpected, wrongShapes: wrong)
         }
-        // Layout order: the flat block is filled front to back.
-        for e in layout { try readData(g, have[e.name]!, into: flat.data + e.offset) }
+        try readData(layout.map { (g, have[$0.name]!, flat.data + $0.offset) })
     }
 
     /// Everything in the file as new tensors.
@@ -210,8 +241,23 @@ public final class CheckpointReader: CheckpointMetaReading {
         let todo = groupPaths.flatMap { g in infos[g]!.filter { !verified.contains(g + "/" + $0.name) }.map { (g, $0) }
         }
         guard let largest = todo.map({ $0.1.shape.reduce(1, *) }).max() else { return }
-        let scratch = Storage(count: largest)
-        for (g, i) in todo { try readData(g, i, into: scratch.base) }
+        if !readsDirectly {
+            let scratch = Storage(count: largest)
+            for (g, i) in todo { try readData([(g, i, scratch.base)]) }
+            return
+        }
+        // Direct reads go in batches that fill one scratch buffer side by side.
+        let capacity = max(largest, 16 << 20)
+        let scratch = Storage(count: capacity)
+        var batch: [(String, Info, UnsafeMutablePointer<Float>)] = []
+        var used = 0
+        for (g, i) in todo.sorted(by: { $0.1.offset! < $1.1.offset! }) {
+            let n = i.shape.reduce(1, *)
+            if used + n > capacity { try readData(batch); batch = []; used = 0 }
+            batch.append((g, i, scratch.base + used))
+            used += n
+        }
+        try readData(batch)
     }
 
     /// True when every dataset has been read and matched its digest.
@@ -240,11 +286,75 @@ public final class CheckpointReader: CheckpointMetaReading {
         return l[k]
     }
 
+    /// Reads each dataset into its destination (count(shape) floats) and checks its digest:
+    /// straight from the file when it has an index, else through HDF5.
+    private func readData(_ items: [(group: String, info: Info, dst: UnsafeMutablePointer<Float>)]) throws {
+        if closed, let first = items.first {
+            throw CheckpointError.io(file: file, reason: "dataset '/\(first.group)/\(first.info.name)': the reader was closed")
+        }
+        if readsDirectly {
+            try readDirectly(items)
+        } else {
+            for (g, i, dst) in items { try readThroughHDF5(g, i, into: dst) }
+        }
+    }
+
+    /// The direct path: in file order, one preadv per run of adjacent data (at most 64 MB and
+    /// IOV_MAX pieces), each piece going straight to its destination. The digests of a run are
+    /// computed on a second thread while the next run is read (a quarter of a cold load of `small`
+    /// when done after the reads), then compared here.
+    private func readDirectly(_ items: [(group: String, info: Info, dst: UnsafeMutablePointer<Float>)]) throws {
+        let order = items.indices.filter { items[$0].info.shape.reduce(1, *) > 0 }
+            .sorted { items[$0].info.offset! < items[$1].info.offset! }
+        let digests = Digests(count: items.count)
+        let hasher = DispatchQueue(label: "leffa.checkpoint.digests")
+        // Wait for the hasher before anything returns: it reads the callers' memory.
+        defer { hasher.sync {} }
+        var start = 0
+        while start < order.count {
+            var end = start + 1
+            let first = items[order[start]]
+            var bytes = first.info.shape.reduce(1, *) * 4
+            while end < order.count, end - start < 1024, bytes < 64 << 20 {
+                let prev = items[order[end - 1]].info, next = items[order[end]].info
+                if next.offset! != prev.offset! + prev.shape.reduce(1, *) * 4 { break }
+                bytes += next.shape.reduce(1, *) * 4
+                end += 1
+            }
+            var pieces = order[start..<end].map {
+                iovec(iov_base: UnsafeMutableRawPointer(items[$0].dst), iov_len: items[$0].info.shape.reduce(1, *) * 4)
+            }
+            try preadvFully(
+                fd, &pieces, at: first.info.offset!, path: file,
+                field: "dataset '/\(first.group)/\(first.info.name)'")
+            let jobs = order[start..<end].map {
+                DigestJob(slot: $0, bytes: UnsafeRawBufferPointer(start: items[$0].dst, count: items[$0].info.shape.reduce(1, *) * 4))
+            }
+            hasher.async { for j in jobs { digests.values[j.slot] = XXHash64.hash(j.bytes) } }
+            start = end
+        }
+        hasher.sync {}
+        for (k, item) in items.enumerated() {
+            try checkDigest(item.group, item.info, item.dst, computed: digests.values[k])
+        }
+    }
+
+    /// `computed`: the digest already taken, else it is taken here.
+    private func checkDigest(_ group: String, _ i: Info, _ dst: UnsafeMutablePointer<Float>, computed: UInt64? = nil)
+        throws
+    {
+        let got = computed ?? XXHash64.hash(UnsafeRawBufferPointer(start: dst, count: 4 * i.shape.reduce(1, *)))
+        if got != i.digest {
+            throw CheckpointError.checksumMismatch(
+                file: file, field: "dataset '/\(group)/\(i.name)'", stored: i.digest, computed: got)
+        }
+        verified.insert(group + "/" + i.name)
+    }
+
     /// H5Dread straight into `dst` (count(shape) floats), then the digest check.
-    private func readData(_ group: String, _ i: Info, into dst: UnsafeMutablePointer<Float>) throws {
+    private func readThroughHDF5(_ group: String, _ i: Info, into dst: UnsafeMutablePointer<Float>) throws {
         H5.enter()
         let field = "dataset '/\(group)/\(i.name)'"
-        if fid < 0 { throw CheckpointError.io(file: file, reason: "\(field): the reader was closed") }
         let n = i.shape.reduce(1, *)
         if n > 0 {
             let d = H5Dopen2(fid, "/\(group)/\(i.name)", leffa_h5p_default())
@@ -254,11 +364,7 @@ public final class CheckpointReader: CheckpointMetaReading {
                 throw CheckpointError.unreadable(file: file, field: field, reason: H5.lastError())
             }
         }
-        let got = XXHash64.hash(UnsafeRawBufferPointer(start: dst, count: 4 * n))
-        if got != i.digest {
-            throw CheckpointError.checksumMismatch(file: file, field: field, stored: i.digest, computed: got)
-        }
-        verified.insert(group + "/" + i.name)
+        try checkDigest(group, i, dst)
     }
 
     /// Collects checkpoint groups below `prefix` (recursively; `/meta` skipped).
@@ -353,4 +459,16 @@ public final class CheckpointReader: CheckpointMetaReading {
             throw CheckpointError.unreadable(file: path, field: field, reason: "\(f.operation): \(f.message)")
         }
     }
+}
+
+/// Digests computed on the hasher thread, one slot per item (an empty item's digest is XXH64 of
+/// nothing, its initial value); read only after the hasher has finished.
+private final class Digests: @unchecked Sendable {
+    var values: [UInt64]
+    init(count: Int) { values = Array(repeating: XXHash64.hash(UnsafeRawBufferPointer(start: nil, count: 0)), count: count) }
+}
+
+private struct DigestJob: @unchecked Sendable {
+    var slot: Int
+    var bytes: UnsafeRawBufferPointer
 }

@@ -25,8 +25,9 @@ public enum CheckpointWriter {
         try write(contents, to: url, version: CheckpointFormat.version)
     }
 
-    /// `version` other than the current one only in tests (files from a future leffa).
-    static func write(_ contents: CheckpointContents, to url: URL, version: Int64) throws {
+    /// `version` other than the current one only in tests (files from a future leffa), and
+    /// `index: false` (files from before the dataset index).
+    static func write(_ contents: CheckpointContents, to url: URL, version: Int64, index withIndex: Bool = true) throws {
         H5.enter()
         let path = url.path
         try validate(contents, file: path)
@@ -37,10 +38,15 @@ public enum CheckpointWriter {
         var renamed = false
         defer { if !renamed { unlink(tmp) } }
         let nonEmpty = contents.groups.values.joined().filter { $0.tensor.count > 0 }.count
-        let userBlock = CheckpointHeader.userBlockSize(extents: nonEmpty)
+        // The index's size does not depend on the offsets (fixed width), known only once written.
+        let indexBytes = DatasetIndex(groups: contents.groups.mapValues { list in
+            list.map { IndexedDataset(name: $0.name, shape: $0.tensor.shape, digest: 0, offset: 0) }
+        }).encoded().count * (withIndex ? 1 : 0)
+        let userBlock = CheckpointHeader.userBlockSize(extents: nonEmpty, indexBytes: indexBytes)
         let extents: [(offset: Int, length: Int)]
+        let index: DatasetIndex
         do {
-            extents = try writeHDF5(contents, at: tmp, version: version, userBlock: userBlock)
+            (extents, index) = try writeHDF5(contents, at: tmp, version: version, userBlock: userBlock)
         } catch let f as H5Failure {
             if let e = f.systemErrno {
                 throw CheckpointError.io(
@@ -61,7 +67,8 @@ public enum CheckpointWriter {
         let digest = try CheckpointHeader.metadataDigest(
             fd, size: size, userBlock: userBlock, extents: extents, path: path)
         let header = CheckpointHeader(
-            version: version, userBlock: userBlock, fileSize: size, metadataDigest: digest, extents: extents
+            version: version, userBlock: userBlock, fileSize: size, metadataDigest: digest, extents: extents,
+            index: withIndex ? index : nil
         ).encoded()
         let written = header.withUnsafeBytes { pwrite(fd, $0.baseAddress!, $0.count, 0) }
         if written != header.count { throw posixError(path, "cannot write the header of '\(tmp)'") }
@@ -115,10 +122,11 @@ public enum CheckpointWriter {
     }
 
     /// The HDF5 part: layout and attributes as in Checkpoints.md. Closes every object it opens.
-    /// Returns the raw-data extents (absolute offset, byte length) of the non-empty datasets.
-    private static func writeHDF5(_ c: CheckpointContents, at tmp: String, version: Int64, userBlock: Int) throws -> [(
-        offset: Int, length: Int
-    )] {
+    /// Returns the raw-data extents (absolute offset, byte length) of the non-empty datasets, and
+    /// the dataset index for the header.
+    private static func writeHDF5(_ c: CheckpointContents, at tmp: String, version: Int64, userBlock: Int) throws
+        -> (extents: [(offset: Int, length: Int)], index: DatasetIndex)
+    {
         let fapl = try H5.fileAccess()
         defer { H5Pclose(fapl) }
         // Object headers and attributes from 1 MB blocks, so they lie together in a few places
@@ -149,6 +157,7 @@ public enum CheckpointWriter {
         var records: [DatasetRecord] = []
         var counts: [String: Int] = [:]
         var extents: [(offset: Int, length: Int)] = []
+        var indexed: [String: [IndexedDataset]] = [:]
         for path in c.groupPaths {
             let tensors = c.groups[path]!
             counts[path] = tensors.count
@@ -165,6 +174,7 @@ public enum CheckpointWriter {
                     H5Dcreate2(g, name, leffa_h5t_ieee_f32le(), space, leffa_h5p_default(), dcpl, leffa_h5p_default()),
                     "create dataset '\(field)'")
                 defer { H5Dclose(d) }
+                var offset = 0
                 if t.count > 0 {
                     try H5.check(
                         H5Dwrite(
@@ -174,10 +184,12 @@ public enum CheckpointWriter {
                     if at == haddr_t.max {
                         throw H5Failure(operation: "locate the data of '\(field)'", message: H5.lastError())
                     }
-                    extents.append((Int(at), 4 * t.count))
+                    offset = Int(at)
+                    extents.append((offset, 4 * t.count))
                 }
                 try H5.writeUInt64Attribute(d, CheckpointFormat.digestAttribute, digest)
                 records.append(DatasetRecord(group: path, name: name, shape: t.shape, digest: digest))
+                indexed[path, default: []].append(IndexedDataset(name: name, shape: t.shape, digest: digest, offset: offset))
             }
         }
         let sum = manifestChecksum(version: version, meta: c.meta, groups: counts, datasets: records)
@@ -186,7 +198,8 @@ public enum CheckpointWriter {
         try H5.check(H5Fflush(fid, H5F_SCOPE_GLOBAL), "flush '\(tmp)'")
         fileOpen = false
         try H5.check(H5Fclose(fid), "close '\(tmp)'")
-        return extents.sorted { $0.offset < $1.offset }
+        for path in c.groupPaths where indexed[path] == nil { indexed[path] = [] }
+        return (extents.sorted { $0.offset < $1.offset }, DatasetIndex(groups: indexed))
     }
 
     /// Opens (creating as needed) every component of "a/b/c" below the root.

@@ -20,7 +20,7 @@ struct EngineBench: ParsableCommand {
     func run() throws {
         options.apply()
         let reps = options.repeats
-        print("leffa-bench engine: \(Parallel.threads) thread(s), median of \(reps) runs\n")
+        print("leffa-bench engine: \(Parallel.threads) thread(s), OpenBLAS \(BLASKernels.coreName) kernels, median of \(reps) runs\n")
         var rows: [BenchRow] = []
 
         // Peak: a large square GEMM split over the kernel threads, exactly as the ops call it. It is

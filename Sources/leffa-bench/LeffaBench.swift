@@ -16,7 +16,7 @@ struct LeffaBench: ParsableCommand {
         version: leffaVersion,
         subcommands: [
             EngineBench.self, TrainStepBench.self, SD15Bench.self, DDPBench.self, FlowAccuracyBench.self,
-            LeffaEffectBench.self, CheckpointIOBench.self,
+            LeffaEffectBench.self, CheckpointIOBench.self, KernelsCommand.self,
             ScalingBench.self, ReduceCostBench.self
         ],
         defaultSubcommand: EngineBench.self)

@@ -1,9 +1,11 @@
 // What the executables print for people and for log files: time and rank on the worker's lines,
 // --quiet keeping only warnings and errors, --version everywhere, and progress bars that write
-// plain lines (no carriage returns) into a file.
+// plain lines (no carriage returns) into a file; and the OpenBLAS kernels they run.
 import XCTest
 import Foundation
 import TestSupport
+import LeffaTensor
+import CBLAS
 
 extension WorkerMPITests {
     func testWorkerLinesCarryTimeAndRankAndQuietKeepsWarnings() throws {
@@ -40,5 +42,24 @@ extension WorkerMPITests {
         XCTAssertEqual(job.status, 0, job.log)
         XCTAssertFalse(job.stderr.contains("\r"), job.log)
         XCTAssertTrue(job.stderr.contains("[prepare 16x16] 6/6 (100 %)"), job.log)
+    }
+}
+
+final class BLASKernelsEndToEndTests: XCTestCase {
+    /// An executable started without OPENBLAS_CORETYPE runs OpenBLAS's kernels for this CPU, not
+    /// its generic fallback (on a CPU the library does not know, it restarts itself with them).
+    func testTheExecutablesRunKernelsThisCPUCanDo() throws {
+        let job = try Binaries.run("leffa-bench", ["engine", "--quick", "--repeats", "1", "--threads", "1",
+                                                   "--json", NSTemporaryDirectory() + "engine-\(getpid()).json"],
+                                   environment: ["OPENBLAS_CORETYPE": ""])
+        XCTAssertEqual(job.status, 0, job.log)
+        let core = try XCTUnwrap(job.stdout.firstMatch(of: #/OpenBLAS (\w+) kernels/#)?.1, job.log)
+        XCTAssertNil(BLASKernels.betterCore(current: String(core), vectorLevel: Int(leffa_cpu_vector_level()),
+                                            environment: [:]), job.log)
+        // And the user's choice is kept.
+        let pinned = try Binaries.run("leffa-bench", ["engine", "--quick", "--repeats", "1", "--threads", "1",
+                                                      "--json", NSTemporaryDirectory() + "engine-\(getpid()).json"],
+                                      environment: ["OPENBLAS_CORETYPE": "Prescott"])
+        XCTAssertTrue(pinned.stdout.contains("OpenBLAS Prescott kernels"), pinned.log)
     }
 }

@@ -80,3 +80,86 @@ final class DamageTests: XCTestCase {
         XCTAssertTrue(h.extents.contains { Array(bytes[$0.offset ..< $0.offset + $0.length]) == first })
     }
 }
+
+/// The dataset index in the header: what a reader uses instead of HDF5's object headers.
+final class DatasetIndexTests: XCTestCase {
+    var dir: URL!
+    override func setUpWithError() throws { dir = try scratchDirectory(self) }
+
+    func assertSameContents(_ back: CheckpointContents, _ c: CheckpointContents, line: UInt = #line) throws {
+        XCTAssertEqual(back.meta, c.meta, line: line)
+        XCTAssertEqual(back.groupPaths, c.groupPaths, line: line)
+        for g in c.groupPaths {
+            for (name, t) in try c.group(g) {
+                let u = try back.tensor(name, in: g)
+                XCTAssertEqual(u.shape, t.shape, "\(g)/\(name)", line: line)
+                XCTAssertEqual(bits(u), bits(t), "\(g)/\(name)", line: line)
+            }
+        }
+    }
+
+    func testTheIndexNamesEveryDatasetWithItsDataExtent() throws {
+        let (c, _) = try sampleContents(step: 5)
+        let url = dir.appendingPathComponent("i.h5")
+        try CheckpointWriter.write(c, to: url)
+        let fd = openReadOnly(url.path)
+        defer { closeFD(fd) }
+        let h = try CheckpointHeader.read(fd, size: try fileSize(url), path: url.path)
+        let index = try XCTUnwrap(h.index)
+        XCTAssertEqual(index.groups, c.groupPaths)
+        let bytes = try fileBytes(url)
+        for g in c.groupPaths {
+            XCTAssertEqual(index.datasets[g]!.map(\.name), c.groups[g]!.map(\.name).sorted(by: utf8Less), g)
+            for (name, t) in c.groups[g]! {
+                let d = try XCTUnwrap(index.datasets[g]!.first { $0.name == name })
+                XCTAssertEqual(d.shape, t.shape)
+                let stored = Array(bytes[d.offset ..< d.offset + d.byteCount])
+                XCTAssertEqual(stored, Array(UnsafeRawBufferPointer(start: t.data, count: 4 * t.count)), "/\(g)/\(name)")
+            }
+        }
+        let r = try CheckpointReader(url: url)
+        XCTAssertTrue(r.readsDirectly)
+        try assertSameContents(try r.readAll(), c)
+    }
+
+    /// A file written before the index existed reads through HDF5, with the same values.
+    func testAFileWithoutTheIndexReadsThroughHDF5() throws {
+        let (c, flats) = try sampleContents(step: 7)
+        let url = dir.appendingPathComponent("old.h5")
+        try CheckpointWriter.write(c, to: url, version: CheckpointFormat.version, index: false)
+        let r = try CheckpointReader(url: url)
+        XCTAssertFalse(r.readsDirectly)
+        try assertSameContents(try r.readAll(), c)
+        let flat = Tensor(zeros: [flats["params"]!.count])
+        try r.readGroup("params", into: flat, layout: TinyModel.layout)
+        XCTAssertEqual(bits(flat), bits(flats["params"]!))
+        try r.verifyUnread()
+        XCTAssertTrue(r.fullyVerified)
+    }
+
+    /// An index that disagrees with HDF5's datasets (here: one digest changed, the header's own
+    /// checksum made right again) is caught by the manifest checksum, which HDF5 carries.
+    func testAnIndexThatDisagreesWithHDF5IsDamage() throws {
+        let url = dir.appendingPathComponent("lie.h5")
+        try CheckpointWriter.write(try sampleContents(step: 5).0, to: url)
+        let fd = open(url.path, O_RDWR)
+        defer { closeFD(fd) }
+        var h = try CheckpointHeader.read(fd, size: try fileSize(url), path: url.path)
+        h.index!.datasets["params"]![0].digest ^= 1
+        let bytes = h.encoded()
+        XCTAssertEqual(bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress!, $0.count, 0) }, bytes.count)
+        XCTAssertThrowsError(try CheckpointReader(url: url)) { e in
+            let e = e as! CheckpointError
+            XCTAssertTrue(e.isDamage, "\(e)")
+            XCTAssertTrue(e.description.contains("manifest"), "\(e)")
+        }
+        // An index whose offsets miss the data extents is refused before any read.
+        h.index!.datasets["params"]![0].digest ^= 1
+        h.index!.datasets["params"]![0].offset += 4
+        let moved = h.encoded()
+        XCTAssertEqual(moved.withUnsafeBytes { pwrite(fd, $0.baseAddress!, $0.count, 0) }, moved.count)
+        XCTAssertThrowsError(try CheckpointReader(url: url)) { e in
+            XCTAssertTrue("\(e)".contains("dataset index is inconsistent"), "\(e)")
+        }
+    }
+}
