@@ -47,6 +47,7 @@ struct DatasetIndex {
             defer { at += 8 }
             return bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: at - bytes.startIndex, as: UInt64.self)) }
         }
+        /// Counts, lengths and dimensions: plausible ones only (below 2³¹).
         func int() -> Int? { u64().flatMap { $0 <= UInt64(Int32.max) ? Int($0) : nil } }
         func str() -> String? {
             guard let n = int(), bytes.endIndex - at >= n else { return nil }
@@ -74,8 +75,9 @@ struct DatasetIndex {
                     guard !overflow, p <= 1 << 48 else { return nil }
                     shape.append(x); count = p
                 }
-                guard let digest = u64(), let offset = int() else { return nil }
-                list.append(IndexedDataset(name: name, shape: shape, digest: digest, offset: offset))
+                // File offsets pass 2³¹ in any checkpoint over 2 GB.
+                guard let digest = u64(), let offset = u64(), offset <= 1 << 56 else { return nil }
+                list.append(IndexedDataset(name: name, shape: shape, digest: digest, offset: Int(offset)))
             }
             datasets[g] = list
         }

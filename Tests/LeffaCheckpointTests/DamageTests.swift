@@ -163,3 +163,28 @@ final class DatasetIndexTests: XCTestCase {
         }
     }
 }
+
+extension DatasetIndexTests {
+    /// Offsets past 4 GB (an SD1.5 checkpoint is 29 GB) survive encoding; malformed bytes do not parse.
+    func testTheIndexEncodesLargeOffsetsAndRefusesGarbage() throws {
+        let index = DatasetIndex(groups: [
+            "params": [IndexedDataset(name: "b", shape: [1280, 1280, 3, 3], digest: .max, offset: 28_000_000_000),
+                       IndexedDataset(name: "a", shape: [], digest: 7, offset: 5_000_000_000)],
+            "empty": [],
+        ])
+        let bytes = index.encoded()
+        let back = try XCTUnwrap(DatasetIndex(bytes[...]))
+        XCTAssertEqual(back.groups, ["empty", "params"])
+        XCTAssertEqual(back.datasets["params"]!.map(\.name), ["a", "b"])
+        XCTAssertEqual(back.datasets["params"]!.map(\.offset), [5_000_000_000, 28_000_000_000])
+        XCTAssertEqual(back.datasets["params"]![1].shape, [1280, 1280, 3, 3])
+        XCTAssertEqual(back.encoded(), bytes)
+        XCTAssertTrue(back.matches([(5_000_000_000, 4), (28_000_000_000, 4 * 1280 * 1280 * 9)]))
+        XCTAssertFalse(back.matches([(5_000_000_000, 4)]))
+        XCTAssertNil(DatasetIndex(bytes.dropLast()))               // cut short
+        XCTAssertNil(DatasetIndex((bytes + [0])[...]))            // bytes left over
+        var huge = bytes
+        huge.replaceSubrange(0 ..< 8, with: [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
+        XCTAssertNil(DatasetIndex(huge[...]))                     // an implausible group count
+    }
+}
