@@ -69,9 +69,7 @@ final class DamageTests: XCTestCase {
         let (c, flats) = try sampleContents(step: 5)
         let url = dir.appendingPathComponent("x.h5")
         try CheckpointWriter.write(c, to: url)
-        let fd = openReadOnly(url.path)
-        defer { closeFD(fd) }
-        let h = try CheckpointHeader.read(fd, size: try fileSize(url), path: url.path)
+        let h = try readHeader(url)
         XCTAssertEqual(h.extents.count, 4 * TinyModel.layout.count + 2)   // + extra/scalar, extra/v; extra/empty has none
         XCTAssertEqual(h.version, CheckpointFormat.version)
         let bytes = try fileBytes(url)
@@ -102,10 +100,7 @@ final class DatasetIndexTests: XCTestCase {
         let (c, _) = try sampleContents(step: 5)
         let url = dir.appendingPathComponent("i.h5")
         try CheckpointWriter.write(c, to: url)
-        let fd = openReadOnly(url.path)
-        defer { closeFD(fd) }
-        let h = try CheckpointHeader.read(fd, size: try fileSize(url), path: url.path)
-        let index = try XCTUnwrap(h.index)
+        let index = try XCTUnwrap(try readHeader(url).index)
         XCTAssertEqual(index.groups, c.groupPaths)
         let bytes = try fileBytes(url)
         for g in c.groupPaths {
@@ -144,7 +139,7 @@ final class DatasetIndexTests: XCTestCase {
         try CheckpointWriter.write(try sampleContents(step: 5).0, to: url)
         let fd = open(url.path, O_RDWR)
         defer { closeFD(fd) }
-        var h = try CheckpointHeader.read(fd, size: try fileSize(url), path: url.path)
+        var h = try readHeader(url)
         h.index!.datasets["params"]![0].digest ^= 1
         let bytes = h.encoded()
         XCTAssertEqual(bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress!, $0.count, 0) }, bytes.count)

@@ -100,6 +100,13 @@ func assertCheckpointError<T>(_ fragments: [String], file: StaticString = #fileP
 
 func fileBytes(_ url: URL) throws -> [UInt8] { [UInt8](try Data(contentsOf: url)) }
 
+/// The checked leffa header of a checkpoint file.
+func readHeader(_ url: URL) throws -> CheckpointHeader {
+    let fd = openReadOnly(url.path)
+    defer { closeFD(fd) }
+    return try CheckpointHeader.read(fd, size: try fileSize(url), path: url.path)
+}
+
 func fileSize(_ url: URL) throws -> Int {
     (try FileManager.default.attributesOfItem(atPath: url.path)[.size] as! NSNumber).intValue
 }
