@@ -63,6 +63,9 @@ struct ScalingBench: ParsableCommand {
         }
     }
 
+    /// This machine's cores (one loaded calibration rank each).
+    var cores: Int { ProcessInfo.processInfo.activeProcessorCount }
+
     func run() throws {
         options.apply()
         let dir = reuse ?? "bench-results/scaling"
@@ -80,6 +83,15 @@ struct ScalingBench: ParsableCommand {
             for r in runs {
                 try launch(ranks: r.ranks, mpi: r.mpi, env: r.env, args: r.args + ["--json", "\(dir)/\(r.file).json"])
             }
+            // One rank per core, all at once, unbound and independent: the compute per sample of a
+            // core while every core computes, as in the checks and on a cluster's nodes (a CPU may
+            // clock lower when all its cores run wide vector code; on the AVX-512 Xeon of
+            // 2026-12-05 a lone rank measured 825 against 877 ms per sample in one run, the same in
+            // the next). Both are printed.
+            try launchTogether(
+                (0..<cores).map { i in
+                    (1, ["--bind-to", "none"], [:], ["ddp"] + base + ["--json", "\(dir)/ddp-1-loaded-\(i).json"])
+                })
             // What training the reference UNet too costs, at the check model (one process, one thread).
             for (file, parts) in [("step-both", "unet,unet_encoder"), ("step-frozen", "unet")] {
                 try launch(
@@ -98,8 +110,10 @@ struct ScalingBench: ParsableCommand {
                 ReduceCostBench.Report.self, from: Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(f).json")))
         }
 
-        // Calibration: one rank, and the reduction costs at 2 ranks.
-        let one = try ddp("ddp-1"), shm = try cost("reduce-cost")
+        // Calibration: one rank per core computing at once (the median of their steps), and the
+        // reduction costs at 2 ranks.
+        let loaded = try (0..<cores).map { try ddp("ddp-1-loaded-\($0)") }.sorted { $0.stepSeconds < $1.stepSeconds }
+        let one = loaded[loaded.count / 2], alone = try ddp("ddp-1"), shm = try cost("reduce-cost")
         guard let sharedSeconds = shm.sharedSeconds else {
             throw ValidationError("reduce-cost: shared memory unavailable on this machine")
         }
@@ -113,8 +127,10 @@ struct ScalingBench: ParsableCommand {
         print(
             String(
                 format:
-                    "calibration (%@, 1 thread per rank): %.0f ms per sample, optimizer %.0f ms, %.0f MB of gradients; "
-                    + "shared-memory reduce-scatter %.2f GB/s per rank; MPI all-reduce %.2f GB/s", model, 1e3 * compute,
+                    "calibration (%@, 1 thread per rank, %d ranks at once): %.0f ms per sample (%.0f alone), "
+                    + "optimizer %.0f ms, %.0f MB of gradients; "
+                    + "shared-memory reduce-scatter %.2f GB/s per rank; MPI all-reduce %.2f GB/s", model, cores,
+                1e3 * compute, 1e3 * (alone.stepSeconds - alone.optimizerSeconds) / Double(alone.perRankBatch),
                 1e3 * one.optimizerSeconds,
                 Double(one.gradientBytes) / 1e6, 1 / perByte / 1e9, mpiBandwidth / 1e9))
 
@@ -122,7 +138,7 @@ struct ScalingBench: ParsableCommand {
         // machine's cores share them (`share`); with every core busy computing, the all-reduce's
         // copies (CPU work here, a network card's on a cluster) are not hidden behind backward (no
         // overlap term for the local bucket check).
-        let cores = Double(ProcessInfo.processInfo.activeProcessorCount)
+        let cores = Double(self.cores)
         var noOverlap = checkModel; noOverlap.backwardFraction = 0
         let b = perRankBatch
         let predicted: [(String, String, Double)] = [
@@ -222,6 +238,23 @@ struct ScalingBench: ParsableCommand {
     /// Runs this executable under mpirun (or alone when `ranks` is nil), one kernel thread per
     /// rank, and fails on a non-zero exit.
     func launch(ranks: Int?, mpi: [String], env: [String: String], args: [String]) throws {
+        try launchTogether([(ranks, mpi, env, args)])
+    }
+
+    /// Starts every job at once and waits for all of them.
+    func launchTogether(_ jobs: [(ranks: Int?, mpi: [String], env: [String: String], args: [String])]) throws {
+        let started = try jobs.map { job -> Process in
+            let p = process(ranks: job.ranks, mpi: job.mpi, env: job.env, args: job.args)
+            try p.run()
+            return p
+        }
+        for p in started {
+            p.waitUntilExit()
+            guard p.terminationStatus == 0 else { throw ValidationError("\(mpirun) exited with \(p.terminationStatus)") }
+        }
+    }
+
+    func process(ranks: Int?, mpi: [String], env: [String: String], args: [String]) -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         let exports = (["LEFFA_THREADS": "1"].merging(env) { $1 }).keys.sorted().flatMap { ["-x", $0] }
@@ -232,9 +265,7 @@ struct ScalingBench: ParsableCommand {
         environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
         p.environment = environment
         print("$ " + (p.arguments ?? []).joined(separator: " "))
-        try p.run()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw ValidationError("\(mpirun) exited with \(p.terminationStatus)") }
+        return p
     }
 
     static func parseNetwork(_ s: String) throws -> ScalingModel.Network {
