@@ -231,8 +231,7 @@ func preadvFully(_ fd: Int32, _ pieces: inout [iovec], at offset: Int, path: Str
         let r = pieces[first...].withUnsafeBufferPointer { preadv(fd, $0.baseAddress!, Int32($0.count), off_t(at)) }
         if r < 0 {
             if errno == EINTR { continue }
-            let e = posixError(path, "cannot read \(field) and the data after it")
-            throw e
+            throw posixError(path, "cannot read \(field) and the data after it")
         }
         if r == 0 {
             throw CheckpointError.unreadable(file: path, field: field, reason: "the file ends at byte \(at), inside its data")

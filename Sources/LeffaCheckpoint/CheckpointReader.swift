@@ -27,7 +27,12 @@ public final class CheckpointReader: CheckpointMetaReading {
     public let groupPaths: [String]
 
     /// `offset`: the raw data's file offset from the header's index, nil without an index.
-    struct Info { var name: String; var shape: [Int]; var digest: UInt64; var offset: Int? = nil }
+    struct Info {
+        var name: String; var shape: [Int]; var digest: UInt64; var offset: Int? = nil
+        /// Elements, and bytes of float32 data.
+        var count: Int { shape.reduce(1, *) }
+        var byteCount: Int { 4 * count }
+    }
     /// group → datasets in byte order of their names.
     private let infos: [String: [Info]]
     private let index: [String: [String: Int]]
@@ -240,7 +245,7 @@ public final class CheckpointReader: CheckpointMetaReading {
     public func verifyUnread() throws {
         let todo = groupPaths.flatMap { g in infos[g]!.filter { !verified.contains(g + "/" + $0.name) }.map { (g, $0) }
         }
-        guard let largest = todo.map({ $0.1.shape.reduce(1, *) }).max() else { return }
+        guard let largest = todo.map({ $0.1.count }).max() else { return }
         if !readsDirectly {
             let scratch = Storage(count: largest)
             for (g, i) in todo { try readData([(g, i, scratch.base)]) }
@@ -252,7 +257,7 @@ public final class CheckpointReader: CheckpointMetaReading {
         var batch: [(String, Info, UnsafeMutablePointer<Float>)] = []
         var used = 0
         for (g, i) in todo.sorted(by: { $0.1.offset! < $1.1.offset! }) {
-            let n = i.shape.reduce(1, *)
+            let n = i.count
             if used + n > capacity { try readData(batch); batch = []; used = 0 }
             batch.append((g, i, scratch.base + used))
             used += n
@@ -304,7 +309,7 @@ public final class CheckpointReader: CheckpointMetaReading {
     /// computed on a second thread while the next run is read (a quarter of a cold load of `small`
     /// when done after the reads), then compared here.
     private func readDirectly(_ items: [(group: String, info: Info, dst: UnsafeMutablePointer<Float>)]) throws {
-        let order = items.indices.filter { items[$0].info.shape.reduce(1, *) > 0 }
+        let order = items.indices.filter { items[$0].info.count > 0 }
             .sorted { items[$0].info.offset! < items[$1].info.offset! }
         let digests = Digests(count: items.count)
         let hasher = DispatchQueue(label: "leffa.checkpoint.digests")
@@ -314,21 +319,21 @@ public final class CheckpointReader: CheckpointMetaReading {
         while start < order.count {
             var end = start + 1
             let first = items[order[start]]
-            var bytes = first.info.shape.reduce(1, *) * 4
+            var bytes = first.info.byteCount
             while end < order.count, end - start < 1024, bytes < 64 << 20 {
                 let prev = items[order[end - 1]].info, next = items[order[end]].info
-                if next.offset! != prev.offset! + prev.shape.reduce(1, *) * 4 { break }
-                bytes += next.shape.reduce(1, *) * 4
+                if next.offset! != prev.offset! + prev.byteCount { break }
+                bytes += next.byteCount
                 end += 1
             }
             var pieces = order[start..<end].map {
-                iovec(iov_base: UnsafeMutableRawPointer(items[$0].dst), iov_len: items[$0].info.shape.reduce(1, *) * 4)
+                iovec(iov_base: UnsafeMutableRawPointer(items[$0].dst), iov_len: items[$0].info.byteCount)
             }
             try preadvFully(
                 fd, &pieces, at: first.info.offset!, path: file,
                 field: "dataset '/\(first.group)/\(first.info.name)'")
             let jobs = order[start..<end].map {
-                DigestJob(slot: $0, bytes: UnsafeRawBufferPointer(start: items[$0].dst, count: items[$0].info.shape.reduce(1, *) * 4))
+                DigestJob(slot: $0, bytes: UnsafeRawBufferPointer(start: items[$0].dst, count: items[$0].info.byteCount))
             }
             hasher.async { for j in jobs { digests.values[j.slot] = XXHash64.hash(j.bytes) } }
             start = end
@@ -343,7 +348,7 @@ public final class CheckpointReader: CheckpointMetaReading {
     private func checkDigest(_ group: String, _ i: Info, _ dst: UnsafeMutablePointer<Float>, computed: UInt64? = nil)
         throws
     {
-        let got = computed ?? XXHash64.hash(UnsafeRawBufferPointer(start: dst, count: 4 * i.shape.reduce(1, *)))
+        let got = computed ?? XXHash64.hash(UnsafeRawBufferPointer(start: dst, count: i.byteCount))
         if got != i.digest {
             throw CheckpointError.checksumMismatch(
                 file: file, field: "dataset '/\(group)/\(i.name)'", stored: i.digest, computed: got)
@@ -355,8 +360,7 @@ public final class CheckpointReader: CheckpointMetaReading {
     private func readThroughHDF5(_ group: String, _ i: Info, into dst: UnsafeMutablePointer<Float>) throws {
         H5.enter()
         let field = "dataset '/\(group)/\(i.name)'"
-        let n = i.shape.reduce(1, *)
-        if n > 0 {
+        if i.count > 0 {
             let d = H5Dopen2(fid, "/\(group)/\(i.name)", leffa_h5p_default())
             if d < 0 { throw CheckpointError.unreadable(file: file, field: field, reason: H5.lastError()) }
             defer { H5Dclose(d) }

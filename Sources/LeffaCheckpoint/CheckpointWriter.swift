@@ -39,9 +39,11 @@ public enum CheckpointWriter {
         defer { if !renamed { unlink(tmp) } }
         let nonEmpty = contents.groups.values.joined().filter { $0.tensor.count > 0 }.count
         // The index's size does not depend on the offsets (fixed width), known only once written.
-        let indexBytes = DatasetIndex(groups: contents.groups.mapValues { list in
-            list.map { IndexedDataset(name: $0.name, shape: $0.tensor.shape, digest: 0, offset: 0) }
-        }).encoded().count * (withIndex ? 1 : 0)
+        let indexBytes =
+            withIndex
+            ? DatasetIndex(groups: contents.groups.mapValues { list in
+                list.map { IndexedDataset(name: $0.name, shape: $0.tensor.shape, digest: 0, offset: 0) }
+            }).encoded().count : 0
         let userBlock = CheckpointHeader.userBlockSize(extents: nonEmpty, indexBytes: indexBytes)
         let extents: [(offset: Int, length: Int)]
         let index: DatasetIndex
@@ -154,8 +156,6 @@ public enum CheckpointWriter {
         try H5.check(H5Pset_layout(dcpl, H5D_CONTIGUOUS), "set the contiguous layout")
         try H5.check(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER), "turn off fill values")
 
-        var records: [DatasetRecord] = []
-        var counts: [String: Int] = [:]
         var extents: [(offset: Int, length: Int)] = []
         var indexed: [String: [IndexedDataset]] = [:]
         // Digests are taken on a second thread, running ahead of the writes (at SD1.5 size they
@@ -166,7 +166,7 @@ public enum CheckpointWriter {
         var next = 0
         for path in c.groupPaths {
             let tensors = c.groups[path]!
-            counts[path] = tensors.count
+            indexed[path] = []
             let g = try openGroupPath(fid, path)
             defer { H5Gclose(g) }
             try H5.writeAttribute(g, CheckpointFormat.countAttribute, .int64(Int64(tensors.count)))
@@ -195,18 +195,18 @@ public enum CheckpointWriter {
                 }
                 let digest = digests.wait(slot)
                 try H5.writeUInt64Attribute(d, CheckpointFormat.digestAttribute, digest)
-                records.append(DatasetRecord(group: path, name: name, shape: t.shape, digest: digest))
-                indexed[path, default: []].append(IndexedDataset(name: name, shape: t.shape, digest: digest, offset: offset))
+                indexed[path]!.append(IndexedDataset(name: name, shape: t.shape, digest: digest, offset: offset))
             }
         }
-        let sum = manifestChecksum(version: version, meta: c.meta, groups: counts, datasets: records)
+        let index = DatasetIndex(groups: indexed)
+        let sum = manifestChecksum(
+            version: version, meta: c.meta, groups: indexed.mapValues(\.count), datasets: index.records)
         try H5.writeUInt64Attribute(fid, CheckpointFormat.checksumAttribute, sum)
 
         try H5.check(H5Fflush(fid, H5F_SCOPE_GLOBAL), "flush '\(tmp)'")
         fileOpen = false
         try H5.check(H5Fclose(fid), "close '\(tmp)'")
-        for path in c.groupPaths where indexed[path] == nil { indexed[path] = [] }
-        return (extents.sorted { $0.offset < $1.offset }, DatasetIndex(groups: indexed))
+        return (extents.sorted { $0.offset < $1.offset }, index)
     }
 
     /// Opens (creating as needed) every component of "a/b/c" below the root.

@@ -32,7 +32,12 @@ public enum ConfigOverrides {
             root = try set(root, path: try components(key, whole: s), value: value, at: "", whole: s)
         }
         let body = try Yams.serialize(node: root)
-        return "# from \(source) with " + sets.map { "--set \($0)" }.joined(separator: " ") + "\n" + body
+        return "# from \(describe(sets, from: source))\n" + body
+    }
+
+    /// "FILE with --set A=1 --set B=2": where an overridden config came from.
+    public static func describe(_ sets: [String], from source: String) -> String {
+        "\(source) with " + sets.map { "--set \($0)" }.joined(separator: " ")
     }
 
     enum Component { case key(String), index(Int) }

@@ -26,8 +26,7 @@ struct Init: ParsableCommand {
             var cfg = try RunConfig.load(path: config)
             if !sets.isEmpty {
                 let text = try ConfigOverrides.apply(sets, to: cfg.text, source: config)
-                cfg = try RunConfig.parse(
-                    text, source: "\(config) with " + sets.map { "--set \($0)" }.joined(separator: " "))
+                cfg = try RunConfig.parse(text, source: ConfigOverrides.describe(sets, from: config))
             }
             if let np { try cfg.checkRanks(np, source: config) }
             let dir = try RunDirectory.create(at: runPath, config: cfg)
