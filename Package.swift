@@ -1,6 +1,6 @@
 // swift-tools-version:6.0
 // The Leffa training system. One target per layer; each imports only targets above it:
-//   shims (CBLAS, CMPI, CHDF5, CPNG, CJPEG)
+//   shims (CBLAS, CMPI, CHDF5, CPNG, CJPEG) · CAVX512Kernels (one C kernel)
 //   LeffaTensor (tensors, autograd, ops) · TensorBoard (event files; no dependencies)
 //   SafeTensors · LeffaLayers · LeffaCheckpoint (HDF5) · LeffaDistributed (MPI transport)
 //   LeffaModels (UNets, VAE, weights) · LeffaDiffusion (schedule, samplers, Leffa loss) · LeffaData
@@ -53,7 +53,10 @@ let package = Package(
         shim("CPNG", "libpng", apt: "libpng-dev"),
         shim("CJPEG", "libjpeg", apt: "libjpeg62-turbo-dev"),
 
-        .target(name: "LeffaTensor", dependencies: ["CBLAS"], swiftSettings: fast),
+        // Attention's outer product for AVX-512 CPUs, in C so that only its functions are built for
+        // AVX-512 (a per-function target attribute); chosen at run time (AttentionKernels.swift).
+        .target(name: "CAVX512Kernels", cSettings: [.unsafeFlags(["-O2"])]),
+        .target(name: "LeffaTensor", dependencies: ["CBLAS", "CAVX512Kernels"], swiftSettings: fast),
 
         .target(name: "SafeTensors", dependencies: ["LeffaTensor"], swiftSettings: fast),
         .target(name: "LeffaLayers", dependencies: ["LeffaTensor"], swiftSettings: fast),

@@ -71,7 +71,7 @@ public enum Worker {
                 } : nil
             if context.rank == 0 && context.isDistributed {
                 log(
-                    "leffa-worker: \(context.size) ranks, \(Parallel.threads) kernel thread(s) each, OpenBLAS \(BLASKernels.coreName)"
+                    "leffa-worker: \(context.size) ranks, \(Parallel.threads) kernel thread(s) each, OpenBLAS \(BLASKernels.coreName), attention \(AttentionKernels.current.rawValue)"
                         + (options.fixedOrder ? ", fixed reduction order" : ""))
             }
             if !options.threadsGiven { noteCPUBinding(log) }

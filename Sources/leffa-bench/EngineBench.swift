@@ -13,14 +13,20 @@ struct EngineBench: ParsableCommand {
     struct Report: Encodable {
         var threads: Int
         var sgemmPeakGflops: Double
+        var blasKernels: String, attentionKernels: String
         var rows: [BenchRow]
-        enum CodingKeys: String, CodingKey { case threads, sgemmPeakGflops = "sgemm_peak_gflops", rows }
+        enum CodingKeys: String, CodingKey {
+            case threads, sgemmPeakGflops = "sgemm_peak_gflops", blasKernels = "blas_kernels",
+                attentionKernels = "attention_kernels", rows
+        }
     }
 
     func run() throws {
         options.apply()
         let reps = options.repeats
-        print("leffa-bench engine: \(Parallel.threads) thread(s), OpenBLAS \(BLASKernels.coreName) kernels, median of \(reps) runs\n")
+        print(
+            "leffa-bench engine: \(Parallel.threads) thread(s), OpenBLAS \(BLASKernels.coreName) kernels, "
+                + "attention \(AttentionKernels.current.rawValue) kernels, median of \(reps) runs\n")
         var rows: [BenchRow] = []
 
         // Peak: a large square GEMM split over the kernel threads, exactly as the ops call it. It is
@@ -74,30 +80,37 @@ struct EngineBench: ParsableCommand {
                     max(t[1].best - t[0].best, 1e-9), peakBest: pk))
         }
 
-        // Attention: the generative UNet's first level, n target tokens attending to 2n keys.
+        // Attention: the generative UNet's first level, n target tokens attending to 2n keys; with
+        // the CPU's best kernels, then (rows marked with their name) any other kernels it can run.
         let attnShapes: [(Int, Int, Int)] = options.quick ? [(512, 8, 40)] : [(3072, 8, 40), (12288, 8, 40)]
-        for (nq, heads, d) in attnShapes {
-            let m = 2 * nq, c = heads * d
-            let q = Tensor.randn([1, nq, c], seed: 7).requiringGrad(),
-                k = Tensor.randn([1, m, c], seed: 8).requiringGrad()
-            let v = Tensor.randn([1, m, c], seed: 9).requiringGrad()
-            let fwdFlop = 4.0 * Double(nq) * Double(m) * Double(d) * Double(heads) / 1e9
-            let shape = "n\(nq) m\(m) \(heads)x\(d)"
-            let seed = Tensor.randn([1, nq, c], seed: 10)
-            let (t, pk) = withPeak(
-                repeats: nq > 4096 ? max(1, reps / 2) : reps,
-                [
-                    { _ = GradMode.withoutGrad { attention(q, k, v, heads: heads) } },
-                    { attention(q, k, v, heads: heads).backward(seed) }
-                ])
-            rows.append(row("attention forward", shape, fwdFlop, t[0].median, t[0].best, peakBest: pk))
-            // Backward recomputes the scores and does four more products: 2.5× the forward FLOPs
-            // (FlashAttention-2's convention).
-            rows.append(
-                row(
-                    "attention backward", shape, 2.5 * fwdFlop, max(t[1].median - t[0].median, 1e-9),
-                    max(t[1].best - t[0].best, 1e-9), peakBest: pk))
+        let best = AttentionKernels.current
+        for kernels in [best] + AttentionKernels.available.filter({ $0 != best }) {
+            AttentionKernels.current = kernels
+            let marked = kernels == best ? "" : " (\(kernels.label))"
+            for (nq, heads, d) in attnShapes {
+                let m = 2 * nq, c = heads * d
+                let q = Tensor.randn([1, nq, c], seed: 7).requiringGrad(),
+                    k = Tensor.randn([1, m, c], seed: 8).requiringGrad()
+                let v = Tensor.randn([1, m, c], seed: 9).requiringGrad()
+                let fwdFlop = 4.0 * Double(nq) * Double(m) * Double(d) * Double(heads) / 1e9
+                let shape = "n\(nq) m\(m) \(heads)x\(d)"
+                let seed = Tensor.randn([1, nq, c], seed: 10)
+                let (t, pk) = withPeak(
+                    repeats: nq > 4096 ? max(1, reps / 2) : reps,
+                    [
+                        { _ = GradMode.withoutGrad { attention(q, k, v, heads: heads) } },
+                        { attention(q, k, v, heads: heads).backward(seed) }
+                    ])
+                rows.append(row("attention forward" + marked, shape, fwdFlop, t[0].median, t[0].best, peakBest: pk))
+                // Backward recomputes the scores and does four more products: 2.5× the forward FLOPs
+                // (FlashAttention-2's convention).
+                rows.append(
+                    row(
+                        "attention backward" + marked, shape, 2.5 * fwdFlop, max(t[1].median - t[0].median, 1e-9),
+                        max(t[1].best - t[0].best, 1e-9), peakBest: pk))
+            }
         }
+        AttentionKernels.current = best
 
         // The Leffa flow at a probed layer: the same queries over the reference half of the keys at
         // temperature 2 with values = coordinates, once as a second attention (the loss's old way)
@@ -147,7 +160,9 @@ struct EngineBench: ParsableCommand {
                     "\nLeffa flow on a probed layer (best times): +%.1f %% as a separate attention, +%.1f %% from shared scores",
                 flowSeparate, flowShared))
         try writeJSON(
-            Report(threads: Parallel.threads, sgemmPeakGflops: peakGflop / peakBest, rows: rows), to: options.jsonPath("engine"))
+            Report(
+                threads: Parallel.threads, sgemmPeakGflops: peakGflop / peakBest, blasKernels: BLASKernels.coreName,
+                attentionKernels: best.rawValue, rows: rows), to: options.jsonPath("engine"))
         print("\nwrote \(options.jsonPath("engine"))")
     }
 }

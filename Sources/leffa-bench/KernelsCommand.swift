@@ -8,7 +8,7 @@ struct KernelsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kernels",
         abstract: "Print the OpenBLAS kernel set in use (e.g. SkylakeX, Haswell, Zen).",
-        discussion: "One word on stdout; with --verbose also the CPU's vector level and OpenBLAS's build.")
+        discussion: "One word on stdout; with --verbose also the CPU's vector level, the attention kernels and OpenBLAS's build.")
 
     @Flag(help: "Also print the CPU's vector level and OpenBLAS's build configuration.")
     var verbose = false
@@ -18,6 +18,7 @@ struct KernelsCommand: ParsableCommand {
         if verbose {
             let level = ["none of AVX2/AVX-512", "AVX2 + FMA", "AVX-512"][Int(leffa_cpu_vector_level())]
             print("cpu: \(level)")
+            print("attention: \(AttentionKernels.current.rawValue) (available: \(AttentionKernels.available.map(\.rawValue).joined(separator: ", ")))")
             print("openblas: \(String(cString: leffa_blas_config()))")
         }
     }

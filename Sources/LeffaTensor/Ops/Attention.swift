@@ -286,14 +286,14 @@ func attentionForward(
     let qTiles = (s.n + bq - 1) / bq
     let dv2 = second?.dv ?? 0
     Parallel.for(s.B * s.H * qTiles) { items in
-        // Per group: Qᵀ (d × 16), Oᵀ (dv × 16), running max and sum (16 each); one Sᵀ/Pᵀ tile;
-        // the second softmax's Oᵀ, max and sum per group and its Pᵀ tile.
+        // Per group: Qᵀ (d × 16), Oᵀ (dv × 16), running max and sum (16 each); Sᵀ/Pᵀ tiles for
+        // a pair of groups; the second softmax's Oᵀ, max and sum per group and its Pᵀ tile.
         let scratch = Storage(
-            count: groups * (s.d * L + s.dv * L + 2 * L) + bk * L
+            count: groups * (s.d * L + s.dv * L + 2 * L) + 2 * bk * L
                 + (second == nil ? 0 : groups * (dv2 * L + 2 * L) + bk * L))
         let qt = scratch.base, ot = qt + groups * s.d * L, stats = ot + groups * s.dv * L
         let st = stats + groups * 2 * L
-        let ot2 = st + bk * L, stats2 = ot2 + groups * dv2 * L, st2 = stats2 + groups * 2 * L
+        let ot2 = st + 2 * bk * L, stats2 = ot2 + groups * dv2 * L, st2 = stats2 + groups * 2 * L
         for item in items {
             let t = item % qTiles, bh = item / qTiles, h = bh % s.H, b = bh / s.H
             let i0 = t * bq, rows = min(bq, s.n - i0), live = (rows + L - 1) / L
@@ -319,27 +319,33 @@ func attentionForward(
                 let cols = min(bk, s.m - j0)
                 let kb = k + (b * s.m + j0) * s.ldq + h * s.d, vb = v + (b * s.m + j0) * s.ldv + h * s.dv
                 let (lo, hi) = second?.overlap(j0, cols) ?? (0, 0)
-                for g in 0..<live {
-                    // Sᵀ (cols × 16) = K Qᵀ.
+                // Lane groups in pairs: one product call covers both (their Qᵀ, Sᵀ and Oᵀ are
+                // packed apart, hence the panel strides), then each one's softmax.
+                for g in stride(from: 0, to: live, by: 2) {
+                    let pair = min(2, live - g)
+                    // Sᵀ (cols × 16 per group) = K Qᵀ.
                     outerProduct(
-                        rows: cols, width: L, len: s.d, a: kb, ars: s.ldq, axs: 1,
-                        b: qt + g * s.d * L, bxs: L, c: st, crs: L, accumulate: false)
-                    if let f = second, lo < hi {
-                        // The second softmax first: the main one overwrites Sᵀ with Pᵀ.
+                        rows: cols, width: pair * L, len: s.d, a: kb, ars: s.ldq, axs: 1,
+                        b: qt + g * s.d * L, bxs: L, bps: s.d * L, c: st, crs: L, cps: bk * L, accumulate: false)
+                    for e in 0..<pair {
+                        let ge = g + e, ste = st + e * bk * L
+                        if let f = second, lo < hi {
+                            // The second softmax first: the main one overwrites Sᵀ with Pᵀ.
+                            onlineSoftmaxStep(
+                                ste + lo * L, count: hi - lo, ratio: f.ratio, into: st2, stats: stats2 + ge * 2 * L,
+                                out: ot2 + ge * dv2 * L, outRows: dv2)
+                            outerProduct(
+                                rows: dv2, width: L, len: hi - lo, a: f.valueRow(b, h, j0 + lo), ars: 1, axs: f.ldv,
+                                b: st2, bxs: L, c: ot2 + ge * dv2 * L, crs: L, accumulate: true)
+                        }
                         onlineSoftmaxStep(
-                            st + lo * L, count: hi - lo, ratio: f.ratio, into: st2, stats: stats2 + g * 2 * L,
-                            out: ot2 + g * dv2 * L, outRows: dv2)
-                        outerProduct(
-                            rows: dv2, width: L, len: hi - lo, a: f.valueRow(b, h, j0 + lo), ars: 1, axs: f.ldv,
-                            b: st2, bxs: L, c: ot2 + g * dv2 * L, crs: L, accumulate: true)
+                            ste, count: cols, ratio: nil, into: ste, stats: stats + ge * 2 * L,
+                            out: ot + ge * s.dv * L, outRows: s.dv)
                     }
-                    onlineSoftmaxStep(
-                        st, count: cols, ratio: nil, into: st, stats: stats + g * 2 * L,
-                        out: ot + g * s.dv * L, outRows: s.dv)
-                    // Oᵀ (dv × 16) += Vᵀ Pᵀ.
+                    // Oᵀ (dv × 16 per group) += Vᵀ Pᵀ.
                     outerProduct(
-                        rows: s.dv, width: L, len: cols, a: vb, ars: 1, axs: s.ldv,
-                        b: st, bxs: L, c: ot + g * s.dv * L, crs: L, accumulate: true)
+                        rows: s.dv, width: pair * L, len: cols, a: vb, ars: 1, axs: s.ldv,
+                        b: st, bxs: L, bps: bk * L, c: ot + g * s.dv * L, crs: L, cps: s.dv * L, accumulate: true)
                 }
                 j0 += cols
             }
@@ -469,69 +475,78 @@ func attentionBackward(
                 dvAcc.update(repeating: 0, count: cols * dvPad)
                 for qtile in 0..<qTiles {
                     let i0 = qtile * bq, rows = min(bq, s.n - i0), live = (rows + L - 1) / L
-                    for lg in 0..<live {
-                        let G = qtile * qGroups + lg, packed = bh * nG + G
-                        let pg = pt + lg * L, dsg = dst + lg * L
-                        // Pᵀ (cols × 16) = 2^(K Qᵀ − lse); dSᵀ = scale · Pᵀ ∘ (V dOᵀ − Δ).
+                    // Lane groups in pairs: one product call covers both (side by side in Pᵀ and
+                    // dSᵀ, packed apart in Qᵀ, dOᵀ and dQᵀ, hence the panel strides).
+                    for lg0 in stride(from: 0, to: live, by: 2) {
+                        let pair = min(2, live - lg0), G0 = qtile * qGroups + lg0, packed0 = bh * nG + G0
+                        // Pᵀ (cols × 16 per group) = 2^(K Qᵀ − lse); dSᵀ = scale · Pᵀ ∘ (V dOᵀ − Δ).
                         outerProduct(
-                            rows: cols, width: L, len: s.d, a: kb, ars: s.ldq, axs: 1,
-                            b: qtAll.base + packed * s.d * L, bxs: L, c: pg, crs: bq, accumulate: false)
+                            rows: cols, width: pair * L, len: s.d, a: kb, ars: s.ldq, axs: 1,
+                            b: qtAll.base + packed0 * s.d * L, bxs: L, bps: s.d * L, c: pt + lg0 * L, crs: bq,
+                            accumulate: false)
                         if needScoresGrad {
                             outerProduct(
-                                rows: cols, width: L, len: s.dv, a: vb, ars: s.ldv, axs: 1,
-                                b: dotAll.base + packed * s.dv * L, bxs: L, c: dsg, crs: bq, accumulate: false)
+                                rows: cols, width: pair * L, len: s.dv, a: vb, ars: s.ldv, axs: 1,
+                                b: dotAll.base + packed0 * s.dv * L, bxs: L, bps: s.dv * L, c: dst + lg0 * L,
+                                crs: bq, accumulate: false)
                         }
-                        let lp = lseAll.base + packed * L, dp = deltaAll.base + packed * L
-                        let l0 = loadLanes(lp), l1 = loadLanes(lp + 8), d0 = loadLanes(dp), d1 = loadLanes(dp + 8)
-                        @inline(__always) func weights(_ j: Int) -> (Lanes, Lanes) {
-                            let pj = pg + j * bq
-                            let p0 = softmaxWeight(loadLanes(pj) - l0), p1 = softmaxWeight(loadLanes(pj + 8) - l1)
-                            storeLanes(p0, pj); storeLanes(p1, pj + 8)
-                            return (p0, p1)
-                        }
-                        @inline(__always) func scoresGrad(_ j: Int, _ p0: Lanes, _ p1: Lanes) -> (Lanes, Lanes) {
-                            let dj = dsg + j * bq
-                            return (scaleV * (p0 * (loadLanes(dj) - d0)), scaleV * (p1 * (loadLanes(dj + 8) - d1)))
-                        }
-                        // Keys outside the second softmax's (all of them without one).
-                        @inline(__always) func mainOnly(_ range: Range<Int>) {
-                            for j in range {
-                                let (p0, p1) = weights(j)
-                                if needScoresGrad {
-                                    let (ds0, ds1) = scoresGrad(j, p0, p1)
+                        for lg in lg0..<(lg0 + pair) {
+                            let packed = bh * nG + qtile * qGroups + lg
+                            let pg = pt + lg * L, dsg = dst + lg * L
+                            let lp = lseAll.base + packed * L, dp = deltaAll.base + packed * L
+                            let l0 = loadLanes(lp), l1 = loadLanes(lp + 8), d0 = loadLanes(dp), d1 = loadLanes(dp + 8)
+                            @inline(__always) func weights(_ j: Int) -> (Lanes, Lanes) {
+                                let pj = pg + j * bq
+                                let p0 = softmaxWeight(loadLanes(pj) - l0), p1 = softmaxWeight(loadLanes(pj + 8) - l1)
+                                storeLanes(p0, pj); storeLanes(p1, pj + 8)
+                                return (p0, p1)
+                            }
+                            @inline(__always) func scoresGrad(_ j: Int, _ p0: Lanes, _ p1: Lanes) -> (Lanes, Lanes) {
+                                let dj = dsg + j * bq
+                                return (scaleV * (p0 * (loadLanes(dj) - d0)), scaleV * (p1 * (loadLanes(dj + 8) - d1)))
+                            }
+                            // Keys outside the second softmax's (all of them without one).
+                            @inline(__always) func mainOnly(_ range: Range<Int>) {
+                                for j in range {
+                                    let (p0, p1) = weights(j)
+                                    if needScoresGrad {
+                                        let (ds0, ds1) = scoresGrad(j, p0, p1)
+                                        storeLanes(ds0, dsg + j * bq); storeLanes(ds1, dsg + j * bq + 8)
+                                    }
+                                }
+                            }
+                            mainOnly(0..<lo); mainOnly(hi..<cols)
+                            if let f, lo < hi {
+                                // The second softmax's keys: its dS, scale·ratio · P₂ ∘ (dP₂ − Δ₂)
+                                // with P₂ = 2^(ratio·S₂ − lse₂) and dP₂ = V₂ dO₂ᵀ (dv₂ terms), joins
+                                // the main one.
+                                let lp2 = lse2All.base + packed * L, dp2 = delta2All.base + packed * L,
+                                    go2 = dot2All.base + packed * dv2 * L
+                                let m0 = loadLanes(lp2), m1 = loadLanes(lp2 + 8), e0 = loadLanes(dp2),
+                                    e1 = loadLanes(dp2 + 8)
+                                for j in lo..<hi {
+                                    let s0 = ratio2 * loadLanes(pg + j * bq), s1 = ratio2 * loadLanes(pg + j * bq + 8)
+                                    let (p0, p1) = weights(j)
+                                    var (ds0, ds1) = scoresGrad(j, p0, p1)
+                                    let w0 = softmaxWeight(s0 - m0), w1 = softmaxWeight(s1 - m1)
+                                    let vr = f.valueRow(b, h, j0 + j)
+                                    var g0 = -e0, g1 = -e1
+                                    for c in 0..<dv2 {
+                                        let x = Lanes(repeating: vr[c])
+                                        g0.addProduct(x, loadLanes(go2 + c * L));
+                                        g1.addProduct(x, loadLanes(go2 + c * L + 8))
+                                    }
+                                    ds0.addProduct(scale2V, w0 * g0); ds1.addProduct(scale2V, w1 * g1)
                                     storeLanes(ds0, dsg + j * bq); storeLanes(ds1, dsg + j * bq + 8)
                                 }
                             }
                         }
-                        mainOnly(0..<lo); mainOnly(hi..<cols)
-                        if let f, lo < hi {
-                            // The second softmax's keys: its dS, scale·ratio · P₂ ∘ (dP₂ − Δ₂) with
-                            // P₂ = 2^(ratio·S₂ − lse₂) and dP₂ = V₂ dO₂ᵀ (dv₂ terms), joins the main one.
-                            let lp2 = lse2All.base + packed * L, dp2 = delta2All.base + packed * L,
-                                go2 = dot2All.base + packed * dv2 * L
-                            let m0 = loadLanes(lp2), m1 = loadLanes(lp2 + 8), e0 = loadLanes(dp2),
-                                e1 = loadLanes(dp2 + 8)
-                            for j in lo..<hi {
-                                let s0 = ratio2 * loadLanes(pg + j * bq), s1 = ratio2 * loadLanes(pg + j * bq + 8)
-                                let (p0, p1) = weights(j)
-                                var (ds0, ds1) = scoresGrad(j, p0, p1)
-                                let w0 = softmaxWeight(s0 - m0), w1 = softmaxWeight(s1 - m1)
-                                let vr = f.valueRow(b, h, j0 + j)
-                                var g0 = -e0, g1 = -e1
-                                for c in 0..<dv2 {
-                                    let x = Lanes(repeating: vr[c])
-                                    g0.addProduct(x, loadLanes(go2 + c * L));
-                                    g1.addProduct(x, loadLanes(go2 + c * L + 8))
-                                }
-                                ds0.addProduct(scale2V, w0 * g0); ds1.addProduct(scale2V, w1 * g1)
-                                storeLanes(ds0, dsg + j * bq); storeLanes(ds1, dsg + j * bq + 8)
-                            }
-                        }
-                        // dQᵀ (d × 16) += Kᵀ dSᵀ.
+                        // dQᵀ (d × 16 per group) += Kᵀ dSᵀ.
                         if dq != nil {
                             outerProduct(
-                                rows: s.d, width: L, len: cols, a: kb, ars: 1, axs: s.ldq,
-                                b: dsg, bxs: bq, c: dqg + G * s.d * L, crs: L, accumulate: true)
+                                rows: s.d, width: pair * L, len: cols, a: kb, ars: 1, axs: s.ldq,
+                                b: dst + lg0 * L, bxs: bq, c: dqg + G0 * s.d * L, crs: L, cps: s.d * L,
+                                accumulate: true)
                         }
                     }
                     // dV (cols × dv) += P dO and dK (cols × d) += dS Q over this block's queries.

@@ -9,6 +9,35 @@
 // at 82–94 % of OpenBLAS's large-sgemm peak on this machine. The contraction runs in index order
 // with one FMA per term, so a C element's bits depend only on its inputs, never on the tiling
 // around the call or on the thread that runs it.
+//
+// On CPUs with AVX-512 the products run in a C kernel built for it (CAVX512Kernels: 12 × 16 in
+// ZMM registers, about 1.7× this one's rate in cache) with the same order of terms, so the two
+// give the same bits and a run's results do not depend on which one a node has.
+import CAVX512Kernels
+import CBLAS
+
+/// Which code runs attention's products: chosen once from the CPU, switchable for tests and benchmarks.
+public enum AttentionKernels {
+    public enum Choice: String, Sendable, CaseIterable {
+        /// The Swift kernels below (8-float vectors: AVX2 + FMA on x86-64).
+        case vectors8 = "8-float vectors"
+        /// The C kernel of CAVX512Kernels.
+        case avx512 = "AVX-512"
+        /// A short name for tables.
+        public var label: String { self == .avx512 ? "AVX-512" : "8-wide" }
+    }
+    /// The choices this CPU can run, best last.
+    public static let available: [Choice] = leffa_cpu_vector_level() >= 2 ? [.vectors8, .avx512] : [.vectors8]
+    nonisolated(unsafe) static var choice = available.last!
+    /// The kernels in use. Setting one the CPU cannot run stops the program (it would fault later).
+    public static var current: Choice {
+        get { choice }
+        set {
+            precondition(available.contains(newValue), "this CPU cannot run the \(newValue.rawValue) attention kernels")
+            choice = newValue
+        }
+    }
+}
 
 @usableFromInline typealias Lanes = SIMD8<Float>
 
@@ -103,27 +132,36 @@ func outer8(
     if rows > 5 { storeLanes(c5, c + 5 * crs) }
 }
 
-/// C (rows × width) (+)= A · B for every row and for a C `width` that is a multiple of 8: row blocks
-/// of 6 through `outer16`, and `outer8` for a last 8 columns.
+/// C (rows × width) (+)= A · B for every row and for a C `width` that is a multiple of 8, in
+/// panels of 16 columns: panel p of B starts at b + p·bps and of C at c + p·cps (16 and 16, the
+/// defaults, for plain matrices; other strides let lane groups packed apart share one call, so
+/// the AVX-512 kernel reads each A value once for two of them), and a last 8 columns at panel
+/// width / 16. Here: row blocks of 6 through `outer16` per panel, and `outer8` for a last 8 columns.
 @inline(__always)
 func outerProduct(
     rows: Int, width: Int, len: Int, a: UnsafePointer<Float>, ars: Int, axs: Int,
-    b: UnsafePointer<Float>, bxs: Int, c: UnsafeMutablePointer<Float>, crs: Int, accumulate: Bool
+    b: UnsafePointer<Float>, bxs: Int, bps: Int = 16, c: UnsafeMutablePointer<Float>, crs: Int, cps: Int = 16,
+    accumulate: Bool
 ) {
+    #if arch(x86_64)
+    if AttentionKernels.choice == .avx512 {
+        leffa_outer_product_avx512(rows, width, len, a, ars, axs, b, bxs, bps, c, crs, cps, accumulate ? 1 : 0)
+        return
+    }
+    #endif
+    let panels = width / 16
     var r = 0
     while r < rows {
         let rs = min(6, rows - r), ar = a + r * ars, cr = c + r * crs
-        var col = 0
-        while col + 16 <= width {
+        for p in 0..<panels {
             outer16(
-                rows: rs, len: len, a: ar, ars: ars, axs: axs, b: b + col, bxs: bxs, c: cr + col, crs: crs,
+                rows: rs, len: len, a: ar, ars: ars, axs: axs, b: b + p * bps, bxs: bxs, c: cr + p * cps, crs: crs,
                 accumulate: accumulate)
-            col += 16
         }
-        if col < width {
+        if width % 16 != 0 {
             outer8(
-                rows: rs, len: len, a: ar, ars: ars, axs: axs, b: b + col, bxs: bxs, c: cr + col, crs: crs,
-                accumulate: accumulate)
+                rows: rs, len: len, a: ar, ars: ars, axs: axs, b: b + panels * bps, bxs: bxs, c: cr + panels * cps,
+                crs: crs, accumulate: accumulate)
         }
         r += 6
     }
