@@ -5,5 +5,6 @@ if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq libopenblas-dev libopenmpi-dev openmpi-bin libpng-dev libhdf5-dev \
-    hdf5-tools libjpeg62-turbo-dev pkg-config util-linux procps >/dev/null   # util-linux: flock, procps: pgrep (tests)
+    hdf5-tools libjpeg62-turbo-dev pkg-config util-linux procps binutils >/dev/null
+# util-linux: flock, procps: pgrep, binutils: objdump (tests)
 echo "native libraries installed: OpenBLAS, OpenMPI, HDF5, libpng, libjpeg-turbo"

@@ -62,4 +62,30 @@ final class BLASKernelsEndToEndTests: XCTestCase {
                                       environment: ["OPENBLAS_CORETYPE": "Prescott"])
         XCTAssertTrue(pinned.stdout.contains("OpenBLAS Prescott kernels"), pinned.log)
     }
+
+    /// AVX-512 code lives in the one C function built for it, which runs only where cpuid says it
+    /// may; anywhere else (say a generic specialisation the linker picked from an AVX-512 build)
+    /// an AVX2 node would die of an illegal instruction. Registers only AVX-512 has are the sign.
+    func testOnlyTheAVX512KernelHoldsAVX512Instructions() throws {
+        let avx512 = try Regex(#"zmm|[xy]mm(1[6-9]|2\d|3[01])\b|\{1to\d+\}|%k[0-7]\b"#)
+        let function = try Regex(#"^[0-9a-f]+ <(.+)>:$"#)
+        for tool in ["leffa-coord", "leffa-worker", "leffa-bench"] {
+            let job = try Binaries.run("objdump", ["-d", "--no-show-raw-insn", try Binaries.path(tool)])
+            XCTAssertEqual(job.status, 0, job.log)
+            var current = "", holders = Set<String>(), lines = 0
+            for line in job.stdout.split(separator: "\n") {
+                lines += 1
+                if line.hasSuffix(">:"), let m = line.wholeMatch(of: function) {
+                    current = String(line[m.range]); continue
+                }
+                if line.contains("mm") || line.contains("%k") || line.contains("{1to"), line.contains(avx512) {
+                    holders.insert(current)
+                }
+            }
+            XCTAssertGreaterThan(lines, 10_000, "\(tool): objdump printed too little: \(job.stderr)")
+            #if arch(x86_64)
+            XCTAssertEqual(holders.map { $0.contains("<leffa_outer_product_avx512>") }, [true], "\(tool): \(holders)")
+            #endif
+        }
+    }
 }
