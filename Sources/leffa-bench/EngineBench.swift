@@ -101,12 +101,14 @@ struct EngineBench: ParsableCommand {
                         { _ = GradMode.withoutGrad { attention(q, k, v, heads: heads) } },
                         { attention(q, k, v, heads: heads).backward(seed) }
                     ])
-                rows.append(row("attention forward" + marked, shape, fwdFlop, t[0].median, t[0].best, peakBest: pk))
+                let (forward, backward) =
+                    marked.isEmpty ? ("attention forward", "attention backward") : ("attention fwd" + marked, "attention bwd" + marked)
+                rows.append(row(forward, shape, fwdFlop, t[0].median, t[0].best, peakBest: pk))
                 // Backward recomputes the scores and does four more products: 2.5× the forward FLOPs
                 // (FlashAttention-2's convention).
                 rows.append(
                     row(
-                        "attention backward" + marked, shape, 2.5 * fwdFlop, max(t[1].median - t[0].median, 1e-9),
+                        backward, shape, 2.5 * fwdFlop, max(t[1].median - t[0].median, 1e-9),
                         max(t[1].best - t[0].best, 1e-9), peakBest: pk))
             }
         }
