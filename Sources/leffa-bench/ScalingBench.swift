@@ -10,6 +10,11 @@
 //  - `leffa-bench ddp` at 2 ranks (shared memory), 3 ranks (shared memory, sharing 2 cores), 2 ranks
 //    with overlapped MPI buckets, and 2 ranks as two simulated nodes (LEFFA_RANKS_PER_NODE=1, the
 //    hierarchical path): the model predicts each before it is compared.
+// The calibration (one rank per core, all at once) and the checks run in `--rounds` rounds, in
+// turns (calibration first in even rounds, last in odd ones): each round's checks are predicted
+// from that round's calibration, and a check's error is the median over rounds. On a shared VM the
+// speed drifts over minutes, and a calibration minutes away from a check measured the drift
+// (2026-12-05: −29 % inside the run, 5–10 % for the same check run alone right after).
 // Not TCP over loopback: there the kernel's copies run on the two cores the ranks compute on (2
 // ranks with buckets: predicted −24 %, as two nodes −19 %, measured), which a network card does not.
 // The SD1.5 rows take their compute from the step benchmark's JSON (`train-step --models sd15`):
@@ -41,8 +46,17 @@ struct ScalingBench: ParsableCommand {
     @Option(help: "Samples per rank in the cluster rows.") var clusterBatch: Int = 1
     @Option(help: "Skip the measurements on this machine; use the JSON files of an earlier run in this folder.")
     var reuse: String?
+    @Option(help: "Rounds of calibration and checks, taking turns (a check's error is the median over rounds).")
+    var rounds: Int = 3
 
-    struct Check: Codable { var name: String; var predicted: Double; var measured: Double; var error: Double }
+    func validate() throws {
+        guard rounds >= 1 else { throw ValidationError("--rounds: expected at least 1, got \(rounds)") }
+    }
+
+    /// A check's figures in the round whose error is the median, and every round's error.
+    struct Check: Codable {
+        var name: String; var predicted: Double; var measured: Double; var error: Double; var errors: [Double]
+    }
     struct Prediction: Codable {
         var stage: String, network: String, ranks: Int, bucketImagesPerSecond: Double, bucketEfficiency: Double
         var hierarchicalImagesPerSecond: Double, hierarchicalEfficiency: Double
@@ -71,27 +85,41 @@ struct ScalingBench: ParsableCommand {
         let dir = reuse ?? "bench-results/scaling"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let base = ["--per-rank-batch", "\(perRankBatch)", "--model", model, "--repeats", "\(options.repeats)"]
-        let runs: [(file: String, ranks: Int, mpi: [String], env: [String: String], args: [String])] = [
-            ("reduce-cost", 2, [], [:], ["reduce-cost", "--repeats", "5"]),
-            ("ddp-1", 1, [], [:], ["ddp"] + base),
-            ("ddp-2-shared", 2, [], [:], ["ddp"] + base + ["--reduction", "shared"]),
-            ("ddp-3-shared", 3, [], [:], ["ddp"] + base + ["--reduction", "shared"]),
-            ("ddp-2-buckets", 2, [], [:], ["ddp"] + base + ["--reduction", "buckets"]),
-            ("ddp-2-nodes", 2, [], ["LEFFA_RANKS_PER_NODE": "1"], ["ddp"] + base + ["--reduction", "shared"])
+        let once: [(file: String, ranks: Int, env: [String: String], args: [String])] = [
+            ("reduce-cost", 2, [:], ["reduce-cost", "--repeats", "5"]),
+            ("ddp-1", 1, [:], ["ddp"] + base)
+        ]
+        // The checks: name, file, ranks, environment, arguments.
+        let checkRuns: [(name: String, file: String, ranks: Int, env: [String: String], args: [String])] = [
+            ("2 ranks, shared memory", "ddp-2-shared", 2, [:], ["ddp"] + base + ["--reduction", "shared"]),
+            ("3 ranks, shared memory (3 on 2 cores)", "ddp-3-shared", 3, [:], ["ddp"] + base + ["--reduction", "shared"]),
+            ("2 ranks, overlapped MPI buckets", "ddp-2-buckets", 2, [:], ["ddp"] + base + ["--reduction", "buckets"]),
+            (
+                "2 simulated nodes, hierarchical", "ddp-2-nodes", 2, ["LEFFA_RANKS_PER_NODE": "1"],
+                ["ddp"] + base + ["--reduction", "shared"]
+            )
         ]
         if reuse == nil {
-            for r in runs {
-                try launch(ranks: r.ranks, mpi: r.mpi, env: r.env, args: r.args + ["--json", "\(dir)/\(r.file).json"])
+            for r in once {
+                try launch(ranks: r.ranks, mpi: [], env: r.env, args: r.args + ["--json", "\(dir)/\(r.file).json"])
             }
-            // One rank per core, all at once, unbound and independent: the compute per sample of a
-            // core while every core computes, as in the checks and on a cluster's nodes (a CPU may
-            // clock lower when all its cores run wide vector code; on the AVX-512 Xeon of
-            // 2026-12-05 a lone rank measured 825 against 877 ms per sample in one run, the same in
-            // the next). Both are printed.
-            try launchTogether(
-                (0..<cores).map { i in
-                    (1, ["--bind-to", "none"], [:], ["ddp"] + base + ["--json", "\(dir)/ddp-1-loaded-\(i).json"])
-                })
+            for round in 0..<rounds {
+                // One rank per core, all at once, unbound and independent: the compute per sample of
+                // a core while every core computes, as in the checks and on a cluster's nodes (a CPU
+                // may clock lower when all its cores run wide vector code; on the AVX-512 Xeon of
+                // 2026-12-05 a lone rank measured 825 against 877 ms per sample). Both are printed.
+                func calibrate() throws {
+                    try launchTogether(
+                        (0..<cores).map { i in
+                            (1, ["--bind-to", "none"], [:], ["ddp"] + base + ["--json", "\(dir)/ddp-1-loaded-r\(round)-\(i).json"])
+                        })
+                }
+                if round % 2 == 0 { try calibrate() }
+                for r in checkRuns {
+                    try launch(ranks: r.ranks, mpi: [], env: r.env, args: r.args + ["--json", "\(dir)/\(r.file)-r\(round).json"])
+                }
+                if round % 2 == 1 { try calibrate() }
+            }
             // What training the reference UNet too costs, at the check model (one process, one thread).
             for (file, parts) in [("step-both", "unet,unet_encoder"), ("step-frozen", "unet")] {
                 try launch(
@@ -102,72 +130,78 @@ struct ScalingBench: ParsableCommand {
                     ])
             }
         }
-        func ddp(_ f: String) throws -> DDPResult {
-            try JSONDecoder().decode(DDPResult.self, from: Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(f).json")))
-        }
-        func cost(_ f: String) throws -> ReduceCostBench.Report {
-            try JSONDecoder().decode(
-                ReduceCostBench.Report.self, from: Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(f).json")))
+        func ddp(_ f: String) throws -> DDPResult { try Self.decode(DDPResult.self, "\(dir)/\(f).json") }
+        // The rounds found (with --reuse: as many as the folder holds).
+        let measuredRounds = reuse == nil
+            ? rounds : (0..<1000).first { !FileManager.default.fileExists(atPath: "\(dir)/ddp-2-shared-r\($0).json") } ?? 0
+        guard measuredRounds > 0 else {
+            throw ValidationError("\(dir): no rounds of checks (ddp-2-shared-r0.json); measure again without --reuse")
         }
 
-        // Calibration: one rank per core computing at once (the median of their steps), and the
-        // reduction costs at 2 ranks.
-        let loaded = try (0..<cores).map { try ddp("ddp-1-loaded-\($0)") }.sorted { $0.stepSeconds < $1.stepSeconds }
-        let one = loaded[loaded.count / 2], alone = try ddp("ddp-1"), shm = try cost("reduce-cost")
+        // Calibration per round: the median of its ranks' steps; the reduction costs at 2 ranks.
+        let calibrations = try (0..<measuredRounds).map { round in
+            let loaded = try (0..<cores).map { try ddp("ddp-1-loaded-r\(round)-\($0)") }
+                .sorted { $0.stepSeconds < $1.stepSeconds }
+            return loaded[loaded.count / 2]
+        }
+        let alone = try ddp("ddp-1"), shm = try Self.decode(ReduceCostBench.Report.self, "\(dir)/reduce-cost.json")
         guard let sharedSeconds = shm.sharedSeconds else {
             throw ValidationError("reduce-cost: shared memory unavailable on this machine")
         }
         let perByte = sharedSeconds / Double(shm.bytes)
         let mpiBandwidth = Double(shm.bytes) / shm.mpiSeconds // 2 ranks: 2(N−1)/N = 1
         let local = ScalingModel.Network(name: "MPI on this machine", bytesPerSecond: mpiBandwidth, latency: 0)
-        let compute = (one.stepSeconds - one.optimizerSeconds) / Double(one.perRankBatch)
-        let checkModel = ScalingModel(
-            computePerSample: compute, optimizerSeconds: one.optimizerSeconds,
-            gradientBytes: Double(one.gradientBytes), sharedSecondsPerByte: perByte)
+        func computePerSample(_ r: DDPResult) -> Double { (r.stepSeconds - r.optimizerSeconds) / Double(r.perRankBatch) }
+        // The SD1.5 rows use the median round's calibration.
+        let one = calibrations.sorted { computePerSample($0) < computePerSample($1) }[measuredRounds / 2]
         print(
             String(
                 format:
-                    "calibration (%@, 1 thread per rank, %d ranks at once): %.0f ms per sample (%.0f alone), "
-                    + "optimizer %.0f ms, %.0f MB of gradients; "
+                    "calibration (%@, 1 thread per rank, %d ranks at once, median of %d rounds): %.0f ms per sample "
+                    + "(rounds %@; %.0f alone), optimizer %.0f ms, %.0f MB of gradients; "
                     + "shared-memory reduce-scatter %.2f GB/s per rank; MPI all-reduce %.2f GB/s", model, cores,
-                1e3 * compute, 1e3 * (alone.stepSeconds - alone.optimizerSeconds) / Double(alone.perRankBatch),
-                1e3 * one.optimizerSeconds,
+                measuredRounds, 1e3 * computePerSample(one),
+                calibrations.map { String(format: "%.0f", 1e3 * computePerSample($0)) }.joined(separator: ", "),
+                1e3 * computePerSample(alone), 1e3 * one.optimizerSeconds,
                 Double(one.gradientBytes) / 1e6, 1 / perByte / 1e9, mpiBandwidth / 1e9))
 
         // Checks: the model's step time for each run, before looking at the run. Ranks beyond this
         // machine's cores share them (`share`); with every core busy computing, the all-reduce's
         // copies (CPU work here, a network card's on a cluster) are not hidden behind backward (no
         // overlap term for the local bucket check).
-        let cores = Double(self.cores)
-        var noOverlap = checkModel; noOverlap.backwardFraction = 0
+        let shared2 = max(1, 2 / Double(cores)), shared3 = max(1, 3 / Double(cores))
         let b = perRankBatch
-        let predicted: [(String, String, Double)] = [
-            (
-                "2 ranks, shared memory", "ddp-2-shared",
-                checkModel.hierarchicalStep(ranks: 2, perNode: 2, batch: b, net: local, share: max(1, 2 / cores))
-            ),
-            (
-                "3 ranks, shared memory (3 on 2 cores)", "ddp-3-shared",
-                checkModel.hierarchicalStep(ranks: 3, perNode: 3, batch: b, net: local, share: max(1, 3 / cores))
-            ),
-            (
-                "2 ranks, overlapped MPI buckets", "ddp-2-buckets",
-                noOverlap.bucketStep(ranks: 2, perNode: 1, batch: b, net: local, share: max(1, 2 / cores))
-            ),
-            (
-                "2 simulated nodes, hierarchical", "ddp-2-nodes",
-                checkModel.hierarchicalStep(ranks: 2, perNode: 1, batch: b, net: local, share: max(1, 2 / cores))
-            )
-        ]
+        func predict(_ file: String, _ calibration: DDPResult) -> Double {
+            let m = ScalingModel(
+                computePerSample: computePerSample(calibration), optimizerSeconds: calibration.optimizerSeconds,
+                gradientBytes: Double(calibration.gradientBytes), sharedSecondsPerByte: perByte)
+            var noOverlap = m
+            noOverlap.backwardFraction = 0
+            switch file {
+            case "ddp-2-shared": return m.hierarchicalStep(ranks: 2, perNode: 2, batch: b, net: local, share: shared2)
+            case "ddp-3-shared": return m.hierarchicalStep(ranks: 3, perNode: 3, batch: b, net: local, share: shared3)
+            case "ddp-2-buckets": return noOverlap.bucketStep(ranks: 2, perNode: 1, batch: b, net: local, share: shared2)
+            default: return m.hierarchicalStep(ranks: 2, perNode: 1, batch: b, net: local, share: shared2)
+            }
+        }
         var checks: [Check] = []
-        print("\ncheck on this machine (\(model), \(b) samples per rank)   predicted ms   measured ms   error")
-        for (name, file, seconds) in predicted {
-            let measured = try ddp(file).stepSeconds
-            let c = Check(name: name, predicted: seconds, measured: measured, error: seconds / measured - 1)
+        print("\ncheck on this machine (\(model), \(b) samples per rank)   predicted ms   measured ms   error   (each round)")
+        for r in checkRuns {
+            var predictedTimes: [Double] = [], measuredTimes: [Double] = []
+            for round in 0..<measuredRounds {
+                predictedTimes.append(predict(r.file, calibrations[round]))
+                measuredTimes.append(try ddp("\(r.file)-r\(round)").stepSeconds)
+            }
+            let errors = zip(predictedTimes, measuredTimes).map { $0 / $1 - 1 }
+            let mid = errors.indices.sorted { errors[$0] < errors[$1] }[measuredRounds / 2]
+            let c = Check(
+                name: r.name, predicted: predictedTimes[mid], measured: measuredTimes[mid], error: errors[mid],
+                errors: errors)
             checks.append(c)
             print(
-                name.padding(toLength: 52, withPad: " ", startingAt: 0)
-                    + String(format: "%13.0f %13.0f %+7.1f %%", 1e3 * seconds, 1e3 * measured, 100 * c.error))
+                r.name.padding(toLength: 52, withPad: " ", startingAt: 0)
+                    + String(format: "%13.0f %13.0f %+7.1f %%", 1e3 * c.predicted, 1e3 * c.measured, 100 * c.error)
+                    + "   " + c.errors.map { String(format: "%+.1f", 100 * $0) }.joined(separator: " "))
         }
 
         // SD1.5: compute per sample at each stage, from the step and forward benchmarks.
