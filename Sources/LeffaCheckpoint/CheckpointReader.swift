@@ -311,10 +311,9 @@ public final class CheckpointReader: CheckpointMetaReading {
     private func readDirectly(_ items: [(group: String, info: Info, dst: UnsafeMutablePointer<Float>)]) throws {
         let order = items.indices.filter { items[$0].info.count > 0 }
             .sorted { items[$0].info.offset! < items[$1].info.offset! }
-        let digests = Digests(count: items.count)
-        let hasher = DispatchQueue(label: "leffa.checkpoint.digests")
+        let digests = BackgroundDigests(count: items.count)
         // Wait for the hasher before anything returns: it reads the callers' memory.
-        defer { hasher.sync {} }
+        defer { digests.finish() }
         var start = 0
         while start < order.count {
             var end = start + 1
@@ -332,15 +331,15 @@ public final class CheckpointReader: CheckpointMetaReading {
             try preadvFully(
                 fd, &pieces, at: first.info.offset!, path: file,
                 field: "dataset '/\(first.group)/\(first.info.name)'")
-            let jobs = order[start..<end].map {
-                DigestJob(slot: $0, bytes: UnsafeRawBufferPointer(start: items[$0].dst, count: items[$0].info.byteCount))
-            }
-            hasher.async { for j in jobs { digests.values[j.slot] = XXHash64.hash(j.bytes) } }
+            digests.hash(
+                order[start..<end].map {
+                    (slot: $0, bytes: UnsafeRawBufferPointer(start: items[$0].dst, count: items[$0].info.byteCount))
+                })
             start = end
         }
-        hasher.sync {}
         for (k, item) in items.enumerated() {
-            try checkDigest(item.group, item.info, item.dst, computed: digests.values[k])
+            // Empty datasets were never read nor submitted: checkDigest hashes their nothing.
+            try checkDigest(item.group, item.info, item.dst, computed: item.info.count > 0 ? digests.wait(k) : nil)
         }
     }
 
@@ -465,14 +464,3 @@ public final class CheckpointReader: CheckpointMetaReading {
     }
 }
 
-/// Digests computed on the hasher thread, one slot per item (an empty item's digest is XXH64 of
-/// nothing, its initial value); read only after the hasher has finished.
-private final class Digests: @unchecked Sendable {
-    var values: [UInt64]
-    init(count: Int) { values = Array(repeating: XXHash64.hash(UnsafeRawBufferPointer(start: nil, count: 0)), count: count) }
-}
-
-private struct DigestJob: @unchecked Sendable {
-    var slot: Int
-    var bytes: UnsafeRawBufferPointer
-}

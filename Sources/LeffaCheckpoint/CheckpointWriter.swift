@@ -158,10 +158,12 @@ public enum CheckpointWriter {
 
         var extents: [(offset: Int, length: Int)] = []
         var indexed: [String: [IndexedDataset]] = [:]
-        // Digests are taken on a second thread, running ahead of the writes (at SD1.5 size they
-        // are 29 GB of hashing, about a tenth of a save when done in line); each is awaited just
+        // Digests are taken on a second thread, running ahead of the writes; each is awaited just
         // before its attribute is written, and all of them before this function returns.
-        let digests = AheadDigests(c.groupPaths.flatMap { p in c.groups[p]!.map { $0.tensor } })
+        let tensors = c.groupPaths.flatMap { p in c.groups[p]!.map { $0.tensor } }
+        let digests = BackgroundDigests(count: tensors.count)
+        digests.hash(
+            tensors.enumerated().map { (slot: $0, bytes: UnsafeRawBufferPointer(start: $1.data, count: 4 * $1.count)) })
         defer { digests.finish() }
         var next = 0
         for path in c.groupPaths {
@@ -243,36 +245,3 @@ func fileSystemAdvice(_ e: Int32) -> String {
     }
 }
 
-/// XXH64 of each tensor's bytes, computed in order on a background thread; `wait(k)` blocks until
-/// the k-th is done. The tensors must stay alive and unchanged until `finish()` has returned.
-private final class AheadDigests: @unchecked Sendable {
-    /// Written by the hashing thread, read after its slot's semaphore: raw memory, so the two
-    /// threads never touch one Swift array at the same time.
-    private let values: UnsafeMutablePointer<UInt64>
-    private let done: [DispatchSemaphore]
-    private let all = DispatchGroup()
-
-    init(_ tensors: [Tensor]) {
-        values = .allocate(capacity: max(1, tensors.count))
-        done = tensors.map { _ in DispatchSemaphore(value: 0) }
-        let regions = tensors.map { Region(bytes: UnsafeRawBufferPointer(start: $0.data, count: 4 * $0.count)) }
-        DispatchQueue.global().async(group: all) { [self] in
-            for (k, r) in regions.enumerated() {
-                values[k] = XXHash64.hash(r.bytes)
-                done[k].signal()
-            }
-        }
-    }
-
-    func wait(_ k: Int) -> UInt64 {
-        done[k].wait()
-        done[k].signal()   // a later wait on the same slot returns at once
-        return values[k]
-    }
-
-    func finish() { all.wait() }
-
-    deinit { all.wait(); values.deallocate() }
-
-    private struct Region: @unchecked Sendable { var bytes: UnsafeRawBufferPointer }
-}
