@@ -101,6 +101,9 @@ let package = Package(
             swiftSettings: fast),
 
         .target(name: "TestSupport", dependencies: ["LeffaTensor"], path: "Tests/TestSupport", swiftSettings: fast),
+        // Tiny training runs for the trainer's, the coordinator's and the commands' tests.
+        .target(name: "RunTestSupport", dependencies: ["LeffaTensor", "LeffaData", "LeffaModels", "LeffaTraining", "LeffaRunFormat"],
+                path: "Tests/RunTestSupport", swiftSettings: fast),
         .testTarget(name: "LeffaTensorTests", dependencies: ["LeffaTensor", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaLayersTests", dependencies: ["LeffaLayers", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaDiffusionTests", dependencies: ["LeffaDiffusion", "TestSupport"], swiftSettings: fast),
@@ -109,15 +112,15 @@ let package = Package(
         .testTarget(name: "LeffaDataTests", dependencies: ["LeffaData", "TestSupport"], exclude: ["Fixtures"], swiftSettings: fast),
         .testTarget(name: "LeffaCheckpointTests", dependencies: ["LeffaCheckpoint", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LeffaDistributedTests", dependencies: ["LeffaDistributed", "LeffaCheckpoint", "LeffaRunFormat", "TestSupport"], swiftSettings: fast),
-        .testTarget(name: "LeffaRunTests", dependencies: ["LeffaRun", "LeffaTraining", "LeffaRunFormat", "TestSupport"], swiftSettings: fast),
-        .testTarget(name: "LeffaTrainingTests", dependencies: ["LeffaTraining", "LeffaRunFormat", "TensorBoard", "TestSupport"], exclude: ["Fixtures"], swiftSettings: fast),
+        .testTarget(name: "LeffaRunTests", dependencies: ["LeffaRun", "LeffaTraining", "LeffaRunFormat", "TestSupport", "RunTestSupport"], swiftSettings: fast),
+        .testTarget(name: "LeffaTrainingTests", dependencies: ["LeffaTraining", "LeffaRunFormat", "TensorBoard", "TestSupport", "RunTestSupport"], exclude: ["Fixtures"], swiftSettings: fast),
         .testTarget(name: "LeffaEvalTests", dependencies: ["LeffaEval", "LeffaTraining", "LeffaRunFormat", "LeffaModels", "LeffaData", "TestSupport"],
                     exclude: ["Fixtures"], swiftSettings: fast),
         // The built commands run as a user runs them (Binaries.swift finds and launches them):
         // Scripts/test.sh builds them first; a missing one fails the test, never skips it.
         .testTarget(name: "EndToEndTests",
                     dependencies: ["LeffaTensor", "SafeTensors", "LeffaData", "LeffaModels", "LeffaCheckpoint",
-                                   "LeffaRunFormat", "LeffaTraining", "LeffaEval", "LeffaRun", "TestSupport"],
+                                   "LeffaRunFormat", "LeffaTraining", "LeffaEval", "LeffaRun", "TestSupport", "RunTestSupport"],
                     swiftSettings: fast),
         .testTarget(name: "TensorBoardTests", dependencies: ["TensorBoard"], exclude: ["Fixtures"]),
         .testTarget(name: "ShimTests", dependencies: ["CBLAS", "CMPI", "CHDF5", "CPNG", "CJPEG"]),

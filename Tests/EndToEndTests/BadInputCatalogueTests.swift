@@ -8,6 +8,7 @@ import LeffaData
 import LeffaTraining
 import LeffaRunFormat
 import TestSupport
+import RunTestSupport
 
 final class BadInputCatalogueTests: XCTestCase {
     struct Case {

@@ -11,6 +11,7 @@ import LeffaTensor
 import LeffaCheckpoint
 import LeffaRunFormat
 import TestSupport
+import RunTestSupport
 
 final class BitIdentityTests: XCTestCase {
     /// xxh64 of each group's datasets in name order, hashed once more per group; plus the

@@ -5,6 +5,7 @@ import Foundation
 import LeffaTraining
 import LeffaRunFormat
 import TestSupport
+import RunTestSupport
 
 final class CommandTests: XCTestCase {
     /// Runs a built command with two kernel threads; returns (exit status, stdout, stderr).

@@ -4,6 +4,7 @@
 import XCTest
 import Foundation
 import TestSupport
+import RunTestSupport
 
 extension WorkerMPITests {
     func testInitSetOverridesAreTypedValidatedAndRecorded() throws {

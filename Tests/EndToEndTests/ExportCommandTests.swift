@@ -9,6 +9,7 @@ import LeffaRunFormat
 import LeffaTraining
 import SafeTensors
 import TestSupport
+import RunTestSupport
 
 final class ExportCommandTests: XCTestCase {
     func coord(_ args: [String]) throws -> Ran { try Binaries.run("leffa-coord", args) }

@@ -6,6 +6,7 @@
 import XCTest
 import Foundation
 import TestSupport
+import RunTestSupport
 
 extension WorkerMPITests {
     /// Mounts a tmpfs of `megabytes` over the test's folder (unmounted at teardown).

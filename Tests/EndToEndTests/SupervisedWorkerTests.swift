@@ -6,6 +6,7 @@ import Foundation
 import LeffaTraining
 import LeffaRunFormat
 import LeffaRun
+import RunTestSupport
 
 final class SupervisedWorkerTests: XCTestCase {
     override func tearDown() { TinyRun.cleanUp(); super.tearDown() }

@@ -7,6 +7,7 @@ import LeffaDiffusion
 import SafeTensors
 @testable import LeffaTraining
 @testable import LeffaRunFormat
+import RunTestSupport
 
 final class ExportSampleTests: XCTestCase {
     override func tearDown() { TinyRun.cleanUp(); super.tearDown() }

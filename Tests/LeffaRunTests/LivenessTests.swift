@@ -5,6 +5,7 @@ import Foundation
 import LeffaTraining
 import LeffaRunFormat
 @testable import LeffaRun
+import RunTestSupport
 
 final class LivenessTests: XCTestCase {
     override func tearDown() { TinyRun.cleanUp(); super.tearDown() }

@@ -5,6 +5,7 @@ import LeffaCheckpoint
 import LeffaTraining
 import LeffaRunFormat
 @testable import LeffaRun
+import RunTestSupport
 
 final class StageControlTests: XCTestCase {
     override func tearDown() { TinyRun.cleanUp(); super.tearDown() }

@@ -7,6 +7,7 @@ import TestSupport
 import LeffaTraining
 import LeffaRunFormat
 @testable import LeffaRun
+import RunTestSupport
 
 final class SupervisorTests: XCTestCase {
     override func tearDown() { TinyRun.cleanUp(); super.tearDown() }

@@ -9,6 +9,7 @@ import LeffaDiffusion
 import LeffaTraining
 import LeffaRunFormat
 import TestSupport
+import RunTestSupport
 
 final class ActivationCheckpointingTests: XCTestCase {
     func testGradientsAreBitIdenticalWithLeffaLoss() throws {

@@ -7,6 +7,7 @@ import LeffaData
 import LeffaTraining
 import LeffaRunFormat
 import TestSupport
+import RunTestSupport
 
 final class BadInputTests: XCTestCase {
     /// A run trained to step 2 (one valid checkpoint), then `damage`d; training on must fail with

@@ -8,6 +8,7 @@ import LeffaData
 import LeffaModels
 @testable import LeffaTraining
 @testable import LeffaRunFormat
+import RunTestSupport
 
 final class DataOptionsTests: XCTestCase {
     static let augment = "  augment: {hflip: 0.5, scale: 0.1, shift: 0.1, color_jitter: {brightness: 0.2, contrast: 0.2, saturation: 0.2, hue: 0.05}}\n"

@@ -10,6 +10,7 @@ import SafeTensors
 import LeffaTraining
 import LeffaRunFormat
 import TestSupport
+import RunTestSupport
 
 final class EMATests: XCTestCase {
     /// Expected values printed once by diffusers 0.42.1 (EMAModel(…).get_decay(u)); u = 1 is the

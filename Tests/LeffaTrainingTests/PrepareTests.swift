@@ -9,6 +9,7 @@ import LeffaModels
 import LeffaTraining
 import LeffaRunFormat
 import TestSupport
+import RunTestSupport
 
 final class PrepareTests: XCTestCase {
     func builders(_ run: RunDirectory) throws -> (RunConfig, BatchBuilder, BatchBuilder) {

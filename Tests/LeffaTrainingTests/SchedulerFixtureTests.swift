@@ -13,6 +13,7 @@ import LeffaModels
 import TestSupport
 @testable import LeffaTraining
 @testable import LeffaRunFormat
+import RunTestSupport
 
 final class SchedulerFixtureTests: XCTestCase {
     struct Fixture: Decodable {

@@ -9,6 +9,7 @@ import LeffaModels
 import LeffaTraining
 import LeffaRunFormat
 import TestSupport
+import RunTestSupport
 
 final class StrictConfigTests: XCTestCase {
     /// `tinyConfig()` with `from` replaced by `to` (which must occur), parsed; the error's message.

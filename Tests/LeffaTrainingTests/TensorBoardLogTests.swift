@@ -9,6 +9,7 @@ import LeffaTraining
 import TensorBoard
 import TestSupport
 import XCTest
+import RunTestSupport
 
 final class TensorBoardLogTests: XCTestCase {
     static let training = """

@@ -9,6 +9,7 @@ import LeffaCheckpoint
 import LeffaTraining
 import LeffaRunFormat
 import TestSupport
+import RunTestSupport
 
 final class TrainerTests: XCTestCase {
     /// 30 steps at a high learning rate: the mean loss of the last 5 steps is well under that of

@@ -11,6 +11,7 @@ import LeffaDiffusion
 import LeffaTraining
 import LeffaRunFormat
 import TestSupport
+import RunTestSupport
 
 final class ValidationTests: XCTestCase {
     static let block = "  validation: {every: 2, count: 2, steps: 2, guidance: 2.0}"
