@@ -89,14 +89,34 @@ struct ScalingBench: ParsableCommand {
             ("reduce-cost", 2, [:], ["reduce-cost", "--repeats", "5"]),
             ("ddp-1", 1, [:], ["ddp"] + base)
         ]
-        // The checks: name, file, ranks, environment, arguments.
-        let checkRuns: [(name: String, file: String, ranks: Int, env: [String: String], args: [String])] = [
-            ("2 ranks, shared memory", "ddp-2-shared", 2, [:], ["ddp"] + base + ["--reduction", "shared"]),
-            ("3 ranks, shared memory (3 on 2 cores)", "ddp-3-shared", 3, [:], ["ddp"] + base + ["--reduction", "shared"]),
-            ("2 ranks, overlapped MPI buckets", "ddp-2-buckets", 2, [:], ["ddp"] + base + ["--reduction", "buckets"]),
+        // The checks: name, file, ranks, environment, arguments, and the model's step time for the
+        // run (given the model calibrated here and this machine's MPI as the network). Ranks beyond
+        // this machine's cores share them (`share`); with every core busy computing, the
+        // all-reduce's copies (CPU work here, a network card's on a cluster) are not hidden behind
+        // backward (no overlap term for the local bucket check).
+        let b = perRankBatch, share2 = max(1, 2 / Double(cores)), share3 = max(1, 3 / Double(cores))
+        typealias Predict = (ScalingModel, ScalingModel.Network) -> Double
+        let checkRuns: [(name: String, file: String, ranks: Int, env: [String: String], args: [String], predict: Predict)] = [
+            (
+                "2 ranks, shared memory", "ddp-2-shared", 2, [:], ["ddp"] + base + ["--reduction", "shared"],
+                { $0.hierarchicalStep(ranks: 2, perNode: 2, batch: b, net: $1, share: share2) }
+            ),
+            (
+                "3 ranks, shared memory (3 on 2 cores)", "ddp-3-shared", 3, [:], ["ddp"] + base + ["--reduction", "shared"],
+                { $0.hierarchicalStep(ranks: 3, perNode: 3, batch: b, net: $1, share: share3) }
+            ),
+            (
+                "2 ranks, overlapped MPI buckets", "ddp-2-buckets", 2, [:], ["ddp"] + base + ["--reduction", "buckets"],
+                { m, net in
+                    var noOverlap = m
+                    noOverlap.backwardFraction = 0
+                    return noOverlap.bucketStep(ranks: 2, perNode: 1, batch: b, net: net, share: share2)
+                }
+            ),
             (
                 "2 simulated nodes, hierarchical", "ddp-2-nodes", 2, ["LEFFA_RANKS_PER_NODE": "1"],
-                ["ddp"] + base + ["--reduction", "shared"]
+                ["ddp"] + base + ["--reduction", "shared"],
+                { $0.hierarchicalStep(ranks: 2, perNode: 1, batch: b, net: $1, share: share2) }
             )
         ]
         if reuse == nil {
@@ -165,31 +185,19 @@ struct ScalingBench: ParsableCommand {
                 1e3 * computePerSample(alone), 1e3 * one.optimizerSeconds,
                 Double(one.gradientBytes) / 1e6, 1 / perByte / 1e9, mpiBandwidth / 1e9))
 
-        // Checks: the model's step time for each run, before looking at the run. Ranks beyond this
-        // machine's cores share them (`share`); with every core busy computing, the all-reduce's
-        // copies (CPU work here, a network card's on a cluster) are not hidden behind backward (no
-        // overlap term for the local bucket check).
-        let shared2 = max(1, 2 / Double(cores)), shared3 = max(1, 3 / Double(cores))
-        let b = perRankBatch
-        func predict(_ file: String, _ calibration: DDPResult) -> Double {
-            let m = ScalingModel(
-                computePerSample: computePerSample(calibration), optimizerSeconds: calibration.optimizerSeconds,
-                gradientBytes: Double(calibration.gradientBytes), sharedSecondsPerByte: perByte)
-            var noOverlap = m
-            noOverlap.backwardFraction = 0
-            switch file {
-            case "ddp-2-shared": return m.hierarchicalStep(ranks: 2, perNode: 2, batch: b, net: local, share: shared2)
-            case "ddp-3-shared": return m.hierarchicalStep(ranks: 3, perNode: 3, batch: b, net: local, share: shared3)
-            case "ddp-2-buckets": return noOverlap.bucketStep(ranks: 2, perNode: 1, batch: b, net: local, share: shared2)
-            default: return m.hierarchicalStep(ranks: 2, perNode: 1, batch: b, net: local, share: shared2)
-            }
+        // Checks: each round's model, from that round's calibration, predicts the run before it is
+        // compared.
+        let models = calibrations.map {
+            ScalingModel(
+                computePerSample: computePerSample($0), optimizerSeconds: $0.optimizerSeconds,
+                gradientBytes: Double($0.gradientBytes), sharedSecondsPerByte: perByte)
         }
         var checks: [Check] = []
         print("\ncheck on this machine (\(model), \(b) samples per rank)   predicted ms   measured ms   error   (each round)")
         for r in checkRuns {
             var predictedTimes: [Double] = [], measuredTimes: [Double] = []
             for round in 0..<measuredRounds {
-                predictedTimes.append(predict(r.file, calibrations[round]))
+                predictedTimes.append(r.predict(models[round], local))
                 measuredTimes.append(try ddp("\(r.file)-r\(round)").stepSeconds)
             }
             let errors = zip(predictedTimes, measuredTimes).map { $0 / $1 - 1 }
