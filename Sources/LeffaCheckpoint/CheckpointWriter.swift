@@ -5,8 +5,10 @@
 // existing NAME is never replaced. Not the directory policy (naming by step, keeping the last K):
 // that is CheckpointDirectory.swift.
 //
-// Memory: every dataset is written straight from the tensor's memory (contiguous layout, no
-// compression, no type conversion), so the writer holds no copy of the model.
+// Two passes: HDF5 lays out the file (groups, attributes, every dataset allocated, contiguous, no
+// compression, no type conversion) and closes it; then DataWrites.swift writes the datasets' bytes
+// at the offsets HDF5 allocated, in large chunks past the page cache. Memory: a few 16 MB staging
+// buffers; the writer holds no copy of the model.
 
 import CHDF5
 import Foundation
@@ -27,7 +29,12 @@ public enum CheckpointWriter {
 
     /// `version` other than the current one only in tests (files from a future leffa), and
     /// `index: false` (files from before the dataset index).
-    static func write(_ contents: CheckpointContents, to url: URL, version: Int64, index withIndex: Bool = true) throws {
+    /// `dataWrites`: chunk size, page-cache path and failures, for tests.
+    @discardableResult
+    static func write(
+        _ contents: CheckpointContents, to url: URL, version: Int64, index withIndex: Bool = true,
+        dataWrites: DataWrites.Options = .init()
+    ) throws -> DataWrites.Path {
         H5.enter()
         let path = url.path
         try validate(contents, file: path)
@@ -45,10 +52,10 @@ public enum CheckpointWriter {
                 list.map { IndexedDataset(name: $0.name, shape: $0.tensor.shape, digest: 0, offset: 0) }
             }).encoded().count : 0
         let userBlock = CheckpointHeader.userBlockSize(extents: nonEmpty, indexBytes: indexBytes)
-        let extents: [(offset: Int, length: Int)]
+        let regions: [DataWrites.Region]
         let index: DatasetIndex
         do {
-            (extents, index) = try writeHDF5(contents, at: tmp, version: version, userBlock: userBlock)
+            (regions, index) = try writeHDF5(contents, at: tmp, version: version, userBlock: userBlock)
         } catch let f as H5Failure {
             if let e = f.systemErrno {
                 throw CheckpointError.io(
@@ -58,14 +65,17 @@ public enum CheckpointWriter {
             }
             throw CheckpointError.hdf5(file: path, operation: f.operation, message: f.message)
         }
-        // HDF5 has written and closed the file: add the leffa header (CheckpointHeader.swift),
-        // then make the bytes durable before the file gets its name.
+        // HDF5 has laid out and closed the file: write the datasets' bytes where it allocated
+        // them, add the leffa header (CheckpointHeader.swift), then make the bytes durable before
+        // the file gets its name.
         let fd = open(tmp, O_RDWR | O_CLOEXEC)
         if fd < 0 { throw posixError(path, "cannot reopen '\(tmp)' to write its header") }
         defer { close(fd) }
         var st = stat()
         if fstat(fd, &st) != 0 { throw posixError(path, "cannot stat '\(tmp)'") }
         let size = Int(st.st_size)
+        let took = try DataWrites.write(regions, into: tmp, fileSize: size, file: path, options: dataWrites)
+        let extents = regions.map { (offset: $0.offset, length: $0.bytes.count) }
         let digest = try CheckpointHeader.metadataDigest(
             fd, size: size, userBlock: userBlock, extents: extents, path: path)
         let header = CheckpointHeader(
@@ -82,6 +92,7 @@ public enum CheckpointWriter {
         let dir = url.deletingLastPathComponent().path
         let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_CLOEXEC)
         if dfd >= 0 { _ = fsync(dfd); close(dfd) }
+        return took
     }
 
     /// Every problem the writer would otherwise hit half-way through the file.
@@ -123,11 +134,11 @@ public enum CheckpointWriter {
         }
     }
 
-    /// The HDF5 part: layout and attributes as in Checkpoints.md. Closes every object it opens.
-    /// Returns the raw-data extents (absolute offset, byte length) of the non-empty datasets, and
-    /// the dataset index for the header.
+    /// The HDF5 part: layout and attributes as in Checkpoints.md, every dataset allocated but not
+    /// written. Closes every object it opens. Returns where each non-empty dataset's bytes go
+    /// (absolute offsets, in file order), and the dataset index for the header.
     private static func writeHDF5(_ c: CheckpointContents, at tmp: String, version: Int64, userBlock: Int) throws
-        -> (extents: [(offset: Int, length: Int)], index: DatasetIndex)
+        -> (regions: [DataWrites.Region], index: DatasetIndex)
     {
         let fapl = try H5.fileAccess()
         defer { H5Pclose(fapl) }
@@ -150,13 +161,15 @@ public enum CheckpointWriter {
             for key in c.meta.keys.sorted(by: utf8Less) { try H5.writeAttribute(meta, key, c.meta[key]!) }
         }
 
-        // Contiguous, never filled: the allocation is written exactly once, by H5Dwrite.
+        // Contiguous, allocated at creation, never filled: the allocation is written exactly once,
+        // by DataWrites, after HDF5 has closed the file.
         let dcpl = try H5.check(H5Pcreate(leffa_h5p_dataset_create()), "create a dataset property list")
         defer { H5Pclose(dcpl) }
         try H5.check(H5Pset_layout(dcpl, H5D_CONTIGUOUS), "set the contiguous layout")
+        try H5.check(H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY), "allocate datasets at creation")
         try H5.check(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER), "turn off fill values")
 
-        var extents: [(offset: Int, length: Int)] = []
+        var regions: [DataWrites.Region] = []
         var indexed: [String: [IndexedDataset]] = [:]
         // Digests are taken on a second thread, running ahead of the writes; each is awaited just
         // before its attribute is written, and all of them before this function returns.
@@ -184,16 +197,12 @@ public enum CheckpointWriter {
                 defer { H5Dclose(d) }
                 var offset = 0
                 if t.count > 0 {
-                    try H5.check(
-                        H5Dwrite(
-                            d, leffa_h5t_native_float(), leffa_h5s_all(), leffa_h5s_all(), leffa_h5p_default(), t.data),
-                        "write dataset '\(field)'")
                     let at = H5Dget_offset(d)
                     if at == haddr_t.max {
                         throw H5Failure(operation: "locate the data of '\(field)'", message: H5.lastError())
                     }
                     offset = Int(at)
-                    extents.append((offset, 4 * t.count))
+                    regions.append(.init(offset: offset, bytes: UnsafeRawBufferPointer(start: t.data, count: 4 * t.count)))
                 }
                 let digest = digests.wait(slot)
                 try H5.writeUInt64Attribute(d, CheckpointFormat.digestAttribute, digest)
@@ -208,7 +217,7 @@ public enum CheckpointWriter {
         try H5.check(H5Fflush(fid, H5F_SCOPE_GLOBAL), "flush '\(tmp)'")
         fileOpen = false
         try H5.check(H5Fclose(fid), "close '\(tmp)'")
-        return (extents.sorted { $0.offset < $1.offset }, index)
+        return (regions.sorted { $0.offset < $1.offset }, index)
     }
 
     /// Opens (creating as needed) every component of "a/b/c" below the root.
