@@ -118,24 +118,26 @@ public final class CheckpointReader: CheckpointMetaReading {
         }
         let stored = try uint64Attribute(path, fid, CheckpointFormat.checksumAttribute, at: "/")
 
-        // Meta values.
-        let metaID = H5Gopen2(fid, CheckpointFormat.metaGroup, leffa_h5p_default())
-        if metaID < 0 {
-            _ = H5.lastError()
-            throw CheckpointError.malformed(
-                file: path, field: "group '/\(CheckpointFormat.metaGroup)'", reason: "missing")
-        }
-        defer { H5Gclose(metaID) }
+        // Meta values. The group is closed at the end of this block, before the file may be.
         var meta: [String: CheckpointValue] = [:]
-        for key in try wrap(path, "group '/meta'", try H5.attributeNames(metaID)) {
-            do {
-                meta[key] = try H5.readAttribute(metaID, key)
-            } catch let u as H5.UnsupportedAttribute {
+        do {
+            let metaID = H5Gopen2(fid, CheckpointFormat.metaGroup, leffa_h5p_default())
+            if metaID < 0 {
+                _ = H5.lastError()
                 throw CheckpointError.malformed(
-                    file: path, field: "meta attribute '\(key)'",
-                    reason: "\(u.description), expected int64, float64, string or a 1-D int64/uint64 array")
-            } catch let f as H5Failure {
-                throw CheckpointError.unreadable(file: path, field: "meta attribute '\(key)'", reason: f.message)
+                    file: path, field: "group '/\(CheckpointFormat.metaGroup)'", reason: "missing")
+            }
+            defer { H5Gclose(metaID) }
+            for key in try wrap(path, "group '/meta'", try H5.attributeNames(metaID)) {
+                do {
+                    meta[key] = try H5.readAttribute(metaID, key)
+                } catch let u as H5.UnsupportedAttribute {
+                    throw CheckpointError.malformed(
+                        file: path, field: "meta attribute '\(key)'",
+                        reason: "\(u.description), expected int64, float64, string or a 1-D int64/uint64 array")
+                } catch let f as H5Failure {
+                    throw CheckpointError.unreadable(file: path, field: "meta attribute '\(key)'", reason: f.message)
+                }
             }
         }
 
@@ -160,11 +162,15 @@ public final class CheckpointReader: CheckpointMetaReading {
                 stored: stored, computed: computed)
         }
         if header.index != nil {
-            // Everything else is read straight from the file: HDF5 has done its part.
-            H5Fclose(fid)
+            // Everything else is read straight from the file: HDF5 has done its part. Its close
+            // is checked: with an object still open it fails (H5F_CLOSE_SEMI) and HDF5 would keep
+            // its descriptor, and with it the disk space of the file once keep-last deletes it.
+            ok = true
+            if H5Fclose(fid) < 0 {
+                throw CheckpointError.hdf5(file: path, operation: "close the file in HDF5", message: H5.lastError())
+            }
             _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_SEQUENTIAL))
             keepFD = true
-            ok = true
             return (-1, fd, version, meta, infos)
         }
         ok = true

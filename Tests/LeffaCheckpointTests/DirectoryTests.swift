@@ -205,4 +205,31 @@ final class DirectoryTests: XCTestCase {
         XCTAssertEqual(try d.latestValid()?.url.lastPathComponent, "step-00000400.h5")
         XCTAssertEqual(try d.latestValid()?.contents.int64("step"), 400)
     }
+
+    /// Every way of reading a checkpoint closes the file again, HDF5's descriptor included. A
+    /// descriptor left open keeps a deleted checkpoint's disk space: keep-last would free nothing.
+    func testReadingLeavesNoDescriptorOpen() throws {
+        let d = try threeCheckpoints()
+        let url = d.url.appendingPathComponent(CheckpointDirectory.fileName(step: 300))
+        let old = dir.appendingPathComponent("no-index.h5")
+        try CheckpointWriter.write(try sampleContents(step: 5).0, to: old, version: CheckpointFormat.version, index: false)
+        for file in [url, old] {
+            try CheckpointReader(url: file).close()
+            XCTAssertEqual(descriptors(to: file), 0, "\(file.lastPathComponent): open then close")
+            do { _ = try CheckpointReader(url: file).readAll() }
+            XCTAssertEqual(descriptors(to: file), 0, "\(file.lastPathComponent): readAll, then released")
+        }
+        _ = try d.latestValid { try $0.readAll() }
+        XCTAssertEqual(try d.latestValid()?.contents.int64("step"), 300)
+        XCTAssertEqual(descriptors(to: url), 0, "latestValid")
+        try FileManager.default.removeItem(at: url)
+        XCTAssertEqual(descriptors(to: url, deleted: true), 0, "a deleted checkpoint still open")
+    }
+}
+
+/// How many of this process's file descriptors point at `url` (Linux: /proc/self/fd).
+func descriptors(to url: URL, deleted: Bool = false) -> Int {
+    let target = url.resolvingSymlinksInPath().path + (deleted ? " (deleted)" : "")
+    let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    return fds.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\($0)")) == target }.count
 }
