@@ -1,21 +1,6 @@
-// HDF5: type and flag macros (which expand to global ids, or need H5open first) as inline functions;
-// and O_DIRECT, the one file flag the checkpoint writer needs beside HDF5 (Glibc's Swift module
-// leaves it out: it is a GNU extension).
+// HDF5: type and flag macros (which expand to global ids, or need H5open first) as inline functions.
 #pragma once
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
-#include <fcntl.h>
 #include <hdf5.h>
-
-/// 0 where the system has no O_DIRECT.
-static inline int leffa_o_direct(void) {
-#ifdef O_DIRECT
-    return O_DIRECT;
-#else
-    return 0;
-#endif
-}
 
 static inline hid_t leffa_h5t_native_float(void) { return H5T_NATIVE_FLOAT; }
 static inline hid_t leffa_h5t_native_double(void) { return H5T_NATIVE_DOUBLE; }

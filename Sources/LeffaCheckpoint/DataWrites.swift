@@ -10,7 +10,6 @@
 // calling thread fills a chunk while a second thread writes the previous one. Where O_DIRECT is
 // refused (a file system without it, another OS), the same chunks go through the page cache.
 
-import CHDF5
 import Dispatch
 import Foundation
 #if canImport(Glibc)
@@ -42,7 +41,17 @@ public enum DataWrites {
     }
 
     /// open(2)'s O_DIRECT, 0 where the system has none (public for the benchmark's disk anchor).
-    public static let directFlag = leffa_o_direct()
+    /// Glibc's Swift module leaves it out (a GNU extension, and defining _GNU_SOURCE in a C shim
+    /// breaks other modules' view of glibc), so the values of Linux's asm/fcntl.h, per architecture.
+    #if os(Linux) && (arch(x86_64) || arch(i386))
+    public static let directFlag: Int32 = 0o40000
+    #elseif os(Linux) && (arch(arm64) || arch(arm))
+    public static let directFlag: Int32 = 0o200000
+    #elseif os(Linux) && arch(powerpc64le)
+    public static let directFlag: Int32 = 0o400000
+    #else
+    public static let directFlag: Int32 = 0
+    #endif
 
     /// File offsets and memory alignment O_DIRECT needs: the page size, at least 4096 (every
     /// logical block size in use divides it).
