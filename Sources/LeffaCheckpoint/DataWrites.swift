@@ -186,7 +186,10 @@ private final class ChunkWriter: @unchecked Sendable {
         let inFile = max(0, min(range.upperBound, fileSize) - range.lowerBound)
         while done < inFile {
             let r = pread(plain, dst + done, inFile - done, off_t(range.lowerBound + done))
-            if r < 0 { if errno == EINTR { continue }; throw posixError(file, "cannot read back the metadata at \(range)") }
+            if r < 0 {
+                if errno == EINTR { continue }
+                throw failed("read back the metadata at \(range)", errno: errno)
+            }
             if r == 0 { break }
             done += r
         }
@@ -211,8 +214,7 @@ private final class ChunkWriter: @unchecked Sendable {
 
     private func perform(_ job: Job) -> CheckpointError? {
         if job.index == failingChunk {
-            errno = ENOSPC
-            return posixError(file, "cannot write the datasets at \(job.span)")
+            return failed("write the datasets at \(job.span)", errno: ENOSPC)
         }
         let base = job.buffer.baseAddress!
         var done = 0
@@ -228,12 +230,21 @@ private final class ChunkWriter: @unchecked Sendable {
                     direct = -1
                     continue
                 }
-                return posixError(file, "cannot write the datasets at \(job.span)")
+                return failed("write the datasets at \(job.span)", errno: errno)
             }
             if viaDirect { lock.withLock { wroteDirect = true } }
             done += w
         }
         return nil
+    }
+
+    /// Worded like the writer's HDF5 failures: the errno, what to do, and that nothing else was
+    /// touched (CheckpointWriter removes the partial file).
+    private func failed(_ what: String, errno e: Int32) -> CheckpointError {
+        .io(
+            file: file,
+            reason: "cannot \(what): \(String(cString: strerror(e))) (errno \(e))\(fileSystemAdvice(e)); "
+                + "the partial file was removed, earlier checkpoints are intact")
     }
 
     private struct Job: @unchecked Sendable {

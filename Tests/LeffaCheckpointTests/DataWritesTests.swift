@@ -135,7 +135,7 @@ final class DataWritesTests: XCTestCase {
         let d = try CheckpointDirectory(dir.appendingPathComponent("ckpt"), keepLast: 0)
         try d.save(try sampleContents(step: 100).0, step: 100)
         let url = d.url.appendingPathComponent(CheckpointDirectory.fileName(step: 200))
-        assertCheckpointError([url.path, "No space left on device", "free space there"]) {
+        assertCheckpointError([url.path, "No space left on device (errno 28)", "free space there", "earlier checkpoints are intact"]) {
             try CheckpointWriter.write(
                 try sampleContents(step: 200).0, to: url, version: CheckpointFormat.version,
                 dataWrites: .init(chunkBytes: 4096, failingChunk: 1))
