@@ -69,12 +69,12 @@ public enum CheckpointWriter {
         // them, add the leffa header (CheckpointHeader.swift), then make the bytes durable before
         // the file gets its name.
         let fd = open(tmp, O_RDWR | O_CLOEXEC)
-        if fd < 0 { throw posixError(path, "cannot reopen '\(tmp)' to write its header") }
+        if fd < 0 { throw posixError(path, "cannot reopen '\(tmp)' to write its data and header") }
         defer { close(fd) }
         var st = stat()
         if fstat(fd, &st) != 0 { throw posixError(path, "cannot stat '\(tmp)'") }
         let size = Int(st.st_size)
-        let took = try DataWrites.write(regions, into: tmp, fileSize: size, file: path, options: dataWrites)
+        let took = try DataWrites.write(regions, into: tmp, plain: fd, fileSize: size, file: path, options: dataWrites)
         let extents = regions.map { (offset: $0.offset, length: $0.bytes.count) }
         let digest = try CheckpointHeader.metadataDigest(
             fd, size: size, userBlock: userBlock, extents: extents, path: path)

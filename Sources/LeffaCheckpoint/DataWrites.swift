@@ -57,8 +57,9 @@ public enum DataWrites {
     /// logical block size in use divides it).
     static var alignment: Int { max(4096, Int(sysconf(Int32(_SC_PAGESIZE)))) }
 
-    /// The aligned spans written, in file order: each covers data (never only metadata), none
-    /// overlap, each is at most `chunkBytes` (rounded up to the alignment) long.
+    /// The aligned spans written, in file order, for non-empty regions sorted by offset: each
+    /// covers data (never only metadata), none overlap, each is at most `chunkBytes` (rounded up to
+    /// the alignment) long.
     static func chunks(_ regions: [Region], chunkBytes: Int, alignment a: Int) -> [Range<Int>] {
         let size = max(a, (chunkBytes + a - 1) / a * a)
         var out: [Range<Int>] = []
@@ -66,14 +67,14 @@ public enum DataWrites {
         var pos = 0 // every data byte below pos lies in a chunk already
         while i < regions.count {
             let r = regions[i]
-            if r.bytes.count == 0 || pos >= r.end { i += 1; continue }
+            if pos >= r.end { i += 1; continue }
             let start = max(pos, r.offset) / a * a
             var end = start + size
             // Trim to the last data byte below `end`, so a chunk never runs on through metadata.
             var last = start
             var j = i
             while j < regions.count && regions[j].offset < end {
-                if regions[j].bytes.count > 0 { last = max(last, min(end, regions[j].end)) }
+                last = max(last, min(end, regions[j].end))
                 j += 1
             }
             end = min(end, (last + a - 1) / a * a)
@@ -83,15 +84,13 @@ public enum DataWrites {
         return out
     }
 
-    /// Writes every region at its offset into the file at `tmp` (named `file` in errors), whose
-    /// size stays `fileSize`. Regions must not overlap. Returns the path the bytes took.
-    static func write(_ regions: [Region], into tmp: String, fileSize: Int, file: String, options: Options = .init())
-        throws -> Path
-    {
+    /// Writes every region at its offset into the file at `tmp`, open read-write as `plain` (the
+    /// caller's descriptor, which stays open), whose size stays `fileSize`; `file` names it in
+    /// errors. Regions must not overlap. Returns the path the bytes took.
+    static func write(
+        _ regions: [Region], into tmp: String, plain: Int32, fileSize: Int, file: String, options: Options = .init()
+    ) throws -> Path {
         let regions = regions.filter { $0.bytes.count > 0 }.sorted { $0.offset < $1.offset }
-        let plain = open(tmp, O_RDWR | O_CLOEXEC)
-        if plain < 0 { throw posixError(file, "cannot reopen '\(tmp)' to write the datasets") }
-        defer { close(plain) }
         // Closed by the writer (which may give up on it half-way).
         let direct = options.direct && directFlag != 0 ? open(tmp, O_RDWR | O_CLOEXEC | directFlag) : -1
 
@@ -122,9 +121,7 @@ public enum DataWrites {
         }
         try writer.finish()
         // The last chunk may run past the end of the file (it was rounded up to the alignment).
-        var st = stat()
-        if fstat(plain, &st) != 0 { throw posixError(file, "cannot stat '\(tmp)'") }
-        if Int(st.st_size) > fileSize && ftruncate(plain, off_t(fileSize)) != 0 {
+        if let last = spans.last, last.upperBound > fileSize, ftruncate(plain, off_t(fileSize)) != 0 {
             throw posixError(file, "cannot truncate '\(tmp)' to \(fileSize) bytes")
         }
         return writer.usedDirect ? .direct : .pageCache

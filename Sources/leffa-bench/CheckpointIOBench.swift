@@ -10,9 +10,9 @@
 // The load is timed twice: right after the save, and --settle seconds later as a resume would
 // read it. On this machine's virtual disk a read right after a fast write runs at half speed for
 // some 20 s (the host is still writing the bytes out), and a read right after a buffered write
-// can run faster than the disk (the host still holds them). Rounds alternate the order (odd rounds: checkpoint
-// first, even rounds: anchors first): on a virtual disk that throttles sustained writes, whatever
-// runs after a pause in writing looks faster.
+// can run faster than the disk (the host still holds them). Rounds alternate the order (odd
+// rounds: checkpoint first, even rounds: anchors first): on a virtual disk that throttles
+// sustained writes, whatever runs after a pause in writing looks faster.
 import ArgumentParser
 import Foundation
 import LeffaTensor

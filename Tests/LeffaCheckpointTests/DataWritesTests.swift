@@ -81,8 +81,11 @@ final class DataWritesTests: XCTestCase {
             for (direct, chunkBytes) in [(true, 4096), (true, 3 * 4096), (true, 16 << 20), (false, 8192)] {
                 let url = dir.appendingPathComponent("f-\(seed)-\(direct)-\(chunkBytes)")
                 try Data(before).write(to: url)
+                let fd = open(url.path, O_RDWR)
+                XCTAssertGreaterThanOrEqual(fd, 0)
+                defer { close(fd) }
                 let path = try DataWrites.write(
-                    regions.shuffled(), into: url.path, fileSize: fileSize, file: url.path,
+                    regions.reversed(), into: url.path, plain: fd, fileSize: fileSize, file: url.path,
                     options: .init(chunkBytes: chunkBytes, direct: direct))
                 if !direct { XCTAssertEqual(path, .pageCache) }
                 let got = try fileBytes(url)
